@@ -1,0 +1,200 @@
+//! HTTP layer: routers, extractors, the error type and middleware. Handlers stay thin: they
+//! extract and validate, call a function that knows nothing of axum, and map the result.
+
+pub mod error;
+pub mod extract;
+pub mod health;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRef, MatchedPath};
+use axum::http::{HeaderName, Request};
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::trace::TraceLayer;
+
+pub use error::ApiError;
+pub use extract::AppJson;
+
+use crate::config::Settings;
+use crate::store::Database;
+
+/// The header carrying the per-request id (taken from the caller when present).
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub db: Database,
+}
+
+impl FromRef<AppState> for Database {
+    fn from_ref(state: &AppState) -> Self {
+        state.db.clone()
+    }
+}
+
+/// The API's router with its middleware.
+pub fn router(state: AppState) -> Router {
+    let limit = state.settings.max_request_bytes;
+    with_middleware(
+        Router::new()
+            .route("/health", get(health::health))
+            .route("/ready", get(health::ready))
+            .with_state(state),
+        limit,
+    )
+}
+
+/// The worker process's small router: `/health` and `/ready`.
+pub fn worker_router(db: Database) -> Router {
+    with_middleware(
+        Router::new()
+            .route("/health", get(health::health))
+            .route("/ready", get(health::ready))
+            .with_state(db),
+        64 * 1024,
+    )
+}
+
+/// Fallbacks, body limit, request id and a tracing span per request.
+fn with_middleware(router: Router, max_body_bytes: usize) -> Router {
+    router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        // Outermost first: set the id, open the span with it, copy it onto the response.
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID_HEADER))
+        .layer(TraceLayer::new_for_http().make_span_with(make_span))
+        .layer(SetRequestIdLayer::new(REQUEST_ID_HEADER, UlidRequestId))
+}
+
+fn make_span<B>(req: &Request<B>) -> tracing::Span {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str)
+        .unwrap_or("unmatched");
+    let request_id = req
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    tracing::info_span!("http", method = %req.method(), route, request_id)
+}
+
+/// Request ids are ULIDs: sortable by time, URL-safe.
+#[derive(Clone, Copy)]
+struct UlidRequestId;
+
+impl MakeRequestId for UlidRequestId {
+    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
+        ulid::Ulid::generate()
+            .to_string()
+            .parse()
+            .ok()
+            .map(RequestId::new)
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this route",
+    )
+}
+
+/// Serves `router` on `listener` until `shutdown` is cancelled; in-flight requests then get
+/// `grace` to finish before the server is dropped.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let signal = shutdown.clone();
+    let server = axum::serve(listener, router)
+        .with_graceful_shutdown(async move { signal.cancelled().await })
+        .into_future();
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => return result,
+        () = shutdown.cancelled() => {}
+    }
+    match tokio::time::timeout(grace, server).await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::warn!(
+                grace_secs = grace.as_secs(),
+                "in-flight requests did not finish in time"
+            );
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::StatusCode;
+    use axum::routing::post;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    async fn echo(AppJson(v): AppJson<serde_json::Value>) -> AppJson<serde_json::Value> {
+        AppJson(v)
+    }
+
+    async fn call(content_type: &str, body: Vec<u8>) -> (StatusCode, serde_json::Value) {
+        let app = with_middleware(Router::new().route("/echo", post(echo)), 1024);
+        let req = Request::post("/echo")
+            .header("content-type", content_type)
+            .body(Body::from(body))
+            .unwrap();
+        let resp = app.oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn bad_bodies_get_the_api_error_shape() {
+        let (status, body) = call("application/json", br#"{"a":1}"#.to_vec()).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["a"], 1);
+
+        for (content_type, payload, want_status, want_code) in [
+            (
+                "application/json",
+                b"{not json".to_vec(),
+                400,
+                "invalid_json",
+            ),
+            ("text/plain", b"{}".to_vec(), 415, "unsupported_media_type"),
+            (
+                "application/json",
+                format!("{{\"a\":\"{}\"}}", "x".repeat(2048)).into_bytes(),
+                413,
+                "payload_too_large",
+            ),
+        ] {
+            let (status, body) = call(content_type, payload).await;
+            assert_eq!(status.as_u16(), want_status, "{body}");
+            assert_eq!(body["error"]["code"], want_code, "{body}");
+            assert!(body["error"]["message"].is_string(), "{body}");
+        }
+    }
+}

@@ -1,0 +1,467 @@
+//! Typed settings, read once from the environment at start-up and passed down.
+//!
+//! Rules this module keeps:
+//! - every setting has a documented default (README "Configuration"), so the service runs with
+//!   no environment at all;
+//! - an empty variable counts as unset (compose passes `KEY=` for blanks in `.env`);
+//! - an invalid value is an error naming the variable — start-up stops, nothing is guessed;
+//! - secrets live in [`SecretString`], whose `Debug` prints `[REDACTED]`, and an invalid secret
+//!   is never echoed back in the error.
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use axum::http::Uri;
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::postgres::PgConnectOptions;
+
+/// Default `DATABASE_URL`.
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@localhost:5432/optimizer";
+/// Default `BIND` for the API.
+pub const DEFAULT_BIND: &str = "0.0.0.0:8000";
+/// Default `WORKER_BIND` for the worker's health and metrics listener.
+pub const DEFAULT_WORKER_BIND: &str = "0.0.0.0:9100";
+/// Default `RUST_LOG` filter.
+pub const DEFAULT_LOG_FILTER: &str = "info,sqlx=warn";
+/// Default `MAX_REQUEST_BYTES`: bodies above it get a 413. Large enough for a 1 MB prompt
+/// plus its JSON envelope.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 2 * 1024 * 1024;
+
+/// Default provider base URLs (the public APIs). Tests point these at a local HTTP mock.
+pub const DEFAULT_ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
+pub const DEFAULT_GEMINI_BASE_URL: &str = "https://generativelanguage.googleapis.com";
+pub const DEFAULT_OPENROUTER_BASE_URL: &str = "https://openrouter.ai/api";
+
+/// A setting that could not be used. Names the variable; never contains a secret's value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {var}: {reason}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(var: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            var,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// What `requests.prompt` keeps of a prompt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorePrompts {
+    /// The prompt text as sent.
+    Full,
+    /// Only its SHA-256 (hex); the text is not stored.
+    Hash,
+    /// Neither text nor hash.
+    None,
+}
+
+/// One hosted provider: its key (absent = not configured) and base URL.
+#[derive(Debug, Clone)]
+pub struct ProviderEndpoint {
+    pub api_key: Option<SecretString>,
+    pub base_url: String,
+}
+
+/// Any OpenAI-compatible server (Ollama, vLLM, llama.cpp…): configured by its base URL; the key
+/// is optional because local servers rarely need one.
+#[derive(Debug, Clone)]
+pub struct OpenAiCompatEndpoint {
+    pub base_url: Option<String>,
+    pub api_key: Option<SecretString>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProviderSettings {
+    pub anthropic: ProviderEndpoint,
+    pub gemini: ProviderEndpoint,
+    pub openrouter: ProviderEndpoint,
+    pub openai_compat: OpenAiCompatEndpoint,
+}
+
+/// Everything the processes read from their environment.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `DATABASE_URL`; may carry a password, so it is a secret. See [`Settings::database_label`].
+    pub database_url: SecretString,
+    /// `DB_MAX_CONNECTIONS` (default 10): pool size per process.
+    pub db_max_connections: u32,
+    /// `DB_ACQUIRE_TIMEOUT_MS` (default 3000): how long a query waits for a connection; also
+    /// bounds how long `/ready` takes to say the database is unreachable.
+    pub db_acquire_timeout: Duration,
+    /// `BIND` (default `0.0.0.0:8000`).
+    pub bind: SocketAddr,
+    /// `WORKER_BIND` (default `0.0.0.0:9100`): the worker process's `/health` listener.
+    pub worker_bind: SocketAddr,
+    /// `ADMIN_TOKEN`: bearer token for `/admin/*`; admin endpoints are disabled without it.
+    pub admin_token: Option<SecretString>,
+    /// `RUST_LOG` (default `info,sqlx=warn`).
+    pub log_filter: String,
+    /// `LOG_FORMAT` (`pretty` | `json`, default `pretty`).
+    pub log_format: LogFormat,
+    /// `RUN_MIGRATIONS` (default true): create the database if missing and migrate on start.
+    pub run_migrations: bool,
+    /// `STORE_PROMPTS` (`full` | `hash` | `none`, default `full`).
+    pub store_prompts: StorePrompts,
+    /// `MAX_REQUEST_BYTES` (default 2 MiB).
+    pub max_request_bytes: usize,
+    /// `SHUTDOWN_TIMEOUT_SECS` (default 30): how long in-flight work may take after SIGTERM.
+    pub shutdown_timeout: Duration,
+    pub providers: ProviderSettings,
+}
+
+impl Settings {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|var| match std::env::var(var) {
+            Ok(value) => Ok(Some(value)),
+            Err(std::env::VarError::NotPresent) => Ok(None),
+            Err(std::env::VarError::NotUnicode(_)) => Err(ConfigError::new(var, "not valid UTF-8")),
+        })
+    }
+
+    /// Reads settings through `lookup` (tests pass a map instead of mutating the environment).
+    ///
+    /// ```
+    /// use optimizer::config::{Settings, StorePrompts};
+    ///
+    /// let vars = [("STORE_PROMPTS", "hash"), ("BIND", "127.0.0.1:8080")];
+    /// let lookup = |var: &str| Ok(vars.iter().find(|(k, _)| *k == var).map(|(_, v)| v.to_string()));
+    /// let settings = Settings::from_lookup(lookup).unwrap();
+    /// assert_eq!(settings.store_prompts, StorePrompts::Hash);
+    /// assert_eq!(settings.bind.port(), 8080);
+    ///
+    /// let bad = [("LOG_FORMAT", "xml")];
+    /// let err = Settings::from_lookup(|var: &str| {
+    ///     Ok(bad.iter().find(|(k, _)| *k == var).map(|(_, v)| v.to_string()))
+    /// })
+    /// .unwrap_err();
+    /// assert_eq!(err.var, "LOG_FORMAT");
+    /// ```
+    pub fn from_lookup<F>(lookup: F) -> Result<Self, ConfigError>
+    where
+        F: Fn(&'static str) -> Result<Option<String>, ConfigError>,
+    {
+        let env = Env(lookup);
+        let database_url = env
+            .secret("DATABASE_URL")?
+            .unwrap_or_else(|| SecretString::from(DEFAULT_DATABASE_URL));
+        parse_database_url(&database_url)?;
+
+        Ok(Self {
+            database_url,
+            db_max_connections: env.parse_or("DB_MAX_CONNECTIONS", 10, |v: &u32| {
+                (1..=1000)
+                    .contains(v)
+                    .then_some(())
+                    .ok_or("must be 1..=1000")
+            })?,
+            db_acquire_timeout: Duration::from_millis(env.parse_or(
+                "DB_ACQUIRE_TIMEOUT_MS",
+                3000,
+                |v: &u64| (*v > 0).then_some(()).ok_or("must be positive"),
+            )?),
+            bind: env.parse_or("BIND", socket(DEFAULT_BIND), |_| Ok(()))?,
+            worker_bind: env.parse_or("WORKER_BIND", socket(DEFAULT_WORKER_BIND), |_| Ok(()))?,
+            admin_token: env.secret("ADMIN_TOKEN")?,
+            log_filter: env.log_filter("RUST_LOG")?,
+            log_format: env.choice(
+                "LOG_FORMAT",
+                LogFormat::Pretty,
+                &[("pretty", LogFormat::Pretty), ("json", LogFormat::Json)],
+            )?,
+            run_migrations: env.bool_or("RUN_MIGRATIONS", true)?,
+            store_prompts: env.choice(
+                "STORE_PROMPTS",
+                StorePrompts::Full,
+                &[
+                    ("full", StorePrompts::Full),
+                    ("hash", StorePrompts::Hash),
+                    ("none", StorePrompts::None),
+                ],
+            )?,
+            max_request_bytes: env.parse_or(
+                "MAX_REQUEST_BYTES",
+                DEFAULT_MAX_REQUEST_BYTES,
+                |v: &usize| (*v >= 1024).then_some(()).ok_or("must be at least 1024"),
+            )?,
+            shutdown_timeout: Duration::from_secs(env.parse_or(
+                "SHUTDOWN_TIMEOUT_SECS",
+                30,
+                |_: &u64| Ok(()),
+            )?),
+            providers: ProviderSettings {
+                anthropic: ProviderEndpoint {
+                    api_key: env.secret("ANTHROPIC_API_KEY")?,
+                    base_url: env.url_or("ANTHROPIC_BASE_URL", DEFAULT_ANTHROPIC_BASE_URL)?,
+                },
+                gemini: ProviderEndpoint {
+                    api_key: env.secret("GOOGLE_API_KEY")?,
+                    base_url: env.url_or("GEMINI_BASE_URL", DEFAULT_GEMINI_BASE_URL)?,
+                },
+                openrouter: ProviderEndpoint {
+                    api_key: env.secret("OPENROUTER_API_KEY")?,
+                    base_url: env.url_or("OPENROUTER_BASE_URL", DEFAULT_OPENROUTER_BASE_URL)?,
+                },
+                openai_compat: OpenAiCompatEndpoint {
+                    base_url: env.url("OPENAI_COMPAT_BASE_URL")?,
+                    api_key: env.secret("OPENAI_COMPAT_API_KEY")?,
+                },
+            },
+        })
+    }
+
+    /// Connection options for the configured database.
+    pub fn pg_options(&self) -> PgConnectOptions {
+        // Validated in `from_lookup`; settings built by hand in tests are validated here too.
+        parse_database_url(&self.database_url).unwrap_or_else(|_| PgConnectOptions::new())
+    }
+
+    /// `host:port/database` of the configured database, safe to log (no user, no password).
+    pub fn database_label(&self) -> String {
+        let o = self.pg_options();
+        format!(
+            "{}:{}/{}",
+            o.get_host(),
+            o.get_port(),
+            o.get_database().unwrap_or("")
+        )
+    }
+}
+
+fn socket(default: &str) -> SocketAddr {
+    // The defaults are literals checked by `defaults_apply_with_an_empty_environment`.
+    default
+        .parse()
+        .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
+}
+
+fn parse_database_url(url: &SecretString) -> Result<PgConnectOptions, ConfigError> {
+    let raw = url.expose_secret();
+    if !(raw.starts_with("postgres://") || raw.starts_with("postgresql://")) {
+        return Err(ConfigError::new(
+            "DATABASE_URL",
+            "must be a postgres:// or postgresql:// URL",
+        ));
+    }
+    // sqlx's error text may quote the URL, which may hold a password: say only that it failed.
+    PgConnectOptions::from_str(raw)
+        .map_err(|_| ConfigError::new("DATABASE_URL", "not a valid PostgreSQL connection URL"))
+}
+
+/// Typed access to the variables, each error naming its variable.
+struct Env<F>(F);
+
+impl<F> Env<F>
+where
+    F: Fn(&'static str) -> Result<Option<String>, ConfigError>,
+{
+    /// The value, with empty and blank counting as unset.
+    fn string(&self, var: &'static str) -> Result<Option<String>, ConfigError> {
+        Ok((self.0)(var)?
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty()))
+    }
+
+    fn secret(&self, var: &'static str) -> Result<Option<SecretString>, ConfigError> {
+        Ok(self.string(var)?.map(SecretString::from))
+    }
+
+    fn parse_or<T, V>(&self, var: &'static str, default: T, valid: V) -> Result<T, ConfigError>
+    where
+        T: FromStr,
+        V: Fn(&T) -> Result<(), &'static str>,
+    {
+        let Some(raw) = self.string(var)? else {
+            return Ok(default);
+        };
+        let value = raw
+            .parse::<T>()
+            .map_err(|_| ConfigError::new(var, format!("cannot parse {raw:?}")))?;
+        valid(&value).map_err(|why| ConfigError::new(var, format!("{raw:?}: {why}")))?;
+        Ok(value)
+    }
+
+    fn bool_or(&self, var: &'static str, default: bool) -> Result<bool, ConfigError> {
+        match self.string(var)? {
+            None => Ok(default),
+            Some(raw) => match raw.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "on" => Ok(true),
+                "false" | "0" | "no" | "off" => Ok(false),
+                _ => Err(ConfigError::new(
+                    var,
+                    format!("{raw:?} is not a boolean (true/false, 1/0, yes/no, on/off)"),
+                )),
+            },
+        }
+    }
+
+    fn choice<T: Copy>(
+        &self,
+        var: &'static str,
+        default: T,
+        options: &[(&str, T)],
+    ) -> Result<T, ConfigError> {
+        let Some(raw) = self.string(var)? else {
+            return Ok(default);
+        };
+        options
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(&raw))
+            .map(|(_, value)| *value)
+            .ok_or_else(|| {
+                let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
+                ConfigError::new(var, format!("{raw:?} is not one of {}", names.join(", ")))
+            })
+    }
+
+    fn log_filter(&self, var: &'static str) -> Result<String, ConfigError> {
+        let filter = self
+            .string(var)?
+            .unwrap_or_else(|| DEFAULT_LOG_FILTER.to_owned());
+        tracing_subscriber::EnvFilter::try_new(&filter)
+            .map_err(|e| ConfigError::new(var, format!("{filter:?}: {e}")))?;
+        Ok(filter)
+    }
+
+    fn url(&self, var: &'static str) -> Result<Option<String>, ConfigError> {
+        let Some(raw) = self.string(var)? else {
+            return Ok(None);
+        };
+        let uri: Uri = raw
+            .parse()
+            .map_err(|_| ConfigError::new(var, format!("{raw:?} is not a URL")))?;
+        let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
+        if !scheme_ok || uri.authority().is_none() {
+            return Err(ConfigError::new(
+                var,
+                format!("{raw:?} must be an absolute http:// or https:// URL"),
+            ));
+        }
+        Ok(Some(raw.trim_end_matches('/').to_owned()))
+    }
+
+    fn url_or(&self, var: &'static str, default: &str) -> Result<String, ConfigError> {
+        Ok(self.url(var)?.unwrap_or_else(|| default.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Settings::from_lookup(|var| Ok(map.get(var).cloned()))
+    }
+
+    fn rejected(var: &str, value: &str) -> ConfigError {
+        match load(&[(var, value)]) {
+            Ok(_) => panic!("{var}={value:?} was accepted"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn defaults_apply_with_an_empty_environment() {
+        let s = load(&[]).unwrap();
+        assert_eq!(s.database_url.expose_secret(), DEFAULT_DATABASE_URL);
+        assert_eq!(s.bind.to_string(), DEFAULT_BIND);
+        assert_eq!(s.worker_bind.to_string(), DEFAULT_WORKER_BIND);
+        assert!(s.admin_token.is_none());
+        assert_eq!(s.log_filter, DEFAULT_LOG_FILTER);
+        assert_eq!(s.log_format, LogFormat::Pretty);
+        assert!(s.run_migrations);
+        assert_eq!(s.store_prompts, StorePrompts::Full);
+        assert_eq!(s.max_request_bytes, DEFAULT_MAX_REQUEST_BYTES);
+        assert_eq!(s.providers.anthropic.base_url, DEFAULT_ANTHROPIC_BASE_URL);
+        assert!(s.providers.openai_compat.base_url.is_none());
+        assert_eq!(s.database_label(), "localhost:5432/optimizer");
+    }
+
+    #[test]
+    fn values_are_read_and_trimmed() {
+        let s = load(&[
+            ("BIND", "127.0.0.1:9000"),
+            ("LOG_FORMAT", "JSON"),
+            ("RUN_MIGRATIONS", "off"),
+            ("STORE_PROMPTS", "hash"),
+            ("ANTHROPIC_BASE_URL", "http://127.0.0.1:1234/"),
+            ("OPENAI_COMPAT_BASE_URL", " http://localhost:11434/v1 "),
+            ("ADMIN_TOKEN", "s3cret"),
+        ])
+        .unwrap();
+        assert_eq!(s.bind.to_string(), "127.0.0.1:9000");
+        assert_eq!(s.log_format, LogFormat::Json);
+        assert!(!s.run_migrations);
+        assert_eq!(s.store_prompts, StorePrompts::Hash);
+        assert_eq!(s.providers.anthropic.base_url, "http://127.0.0.1:1234");
+        assert_eq!(
+            s.providers.openai_compat.base_url.as_deref(),
+            Some("http://localhost:11434/v1")
+        );
+        assert_eq!(s.admin_token.unwrap().expose_secret(), "s3cret");
+    }
+
+    #[test]
+    fn empty_values_count_as_unset() {
+        let s = load(&[("BIND", ""), ("ANTHROPIC_API_KEY", "  ")]).unwrap();
+        assert_eq!(s.bind.to_string(), DEFAULT_BIND);
+        assert!(s.providers.anthropic.api_key.is_none());
+    }
+
+    #[test]
+    fn bad_values_are_rejected_naming_the_variable() {
+        for (var, value) in [
+            ("BIND", "localhost"),
+            ("WORKER_BIND", "0.0.0.0:99999"),
+            ("LOG_FORMAT", "xml"),
+            ("RUN_MIGRATIONS", "maybe"),
+            ("STORE_PROMPTS", "partial"),
+            ("DB_MAX_CONNECTIONS", "0"),
+            ("DB_MAX_CONNECTIONS", "many"),
+            ("MAX_REQUEST_BYTES", "10"),
+            ("DATABASE_URL", "mysql://localhost/optimizer"),
+            ("GEMINI_BASE_URL", "not a url"),
+            ("OPENROUTER_BASE_URL", "ftp://example.com"),
+            ("OPENAI_COMPAT_BASE_URL", "/v1"),
+            ("RUST_LOG", "info,[[["),
+        ] {
+            let err = rejected(var, value);
+            assert_eq!(err.var, var, "{err}");
+            assert!(err.to_string().contains(var), "{err}");
+        }
+    }
+
+    #[test]
+    fn secrets_never_appear_in_debug_or_errors() {
+        let s = load(&[
+            ("ANTHROPIC_API_KEY", "sk-ant-very-secret"),
+            ("ADMIN_TOKEN", "admin-very-secret"),
+            ("DATABASE_URL", "postgres://u:pw-very-secret@db:5432/x"),
+        ])
+        .unwrap();
+        let debug = format!("{s:?}");
+        assert!(!debug.contains("very-secret"), "{debug}");
+        assert_eq!(s.database_label(), "db:5432/x");
+
+        let err = rejected("DATABASE_URL", "postgres://u:pw-very-secret@db:notaport/x");
+        assert!(!err.to_string().contains("very-secret"), "{err}");
+    }
+}

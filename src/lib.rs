@@ -1,0 +1,16 @@
+//! AI Cost Optimizer: a self-hosted LLM router. It classifies a prompt, picks the cheapest model
+//! that is good enough for it, calls the provider through a Postgres-backed job queue, records
+//! cost and the saving against an always-premium baseline, and learns from users' ratings.
+//!
+//! The crate's map — one line per module, each stating what it owns:
+//! - [`config`]: typed settings from the environment, secrets redacted.
+//! - [`telemetry`]: the tracing subscriber (and, later, the metrics recorder and metric names).
+//! - [`store`]: all Postgres access — pool, migrations, readiness; no SQL elsewhere.
+//! - [`api`]: axum routers, extractors, the error type, middleware; thin handlers.
+//! - [`runtime`]: process plumbing both binaries share — shutdown signals, background set-up.
+
+pub mod api;
+pub mod config;
+pub mod runtime;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,111 @@
+//! Process plumbing shared by `optimizer serve` and `optimizer-worker`: the shutdown signal and
+//! database set-up that keeps retrying until Postgres is there.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::store::Database;
+
+/// A token cancelled on the first SIGINT or SIGTERM.
+pub fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let trigger = token.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown signal received; finishing in-flight work");
+        trigger.cancel();
+    });
+    token
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sig) => {
+                sig.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
+
+/// Creates the database if missing and migrates it, retrying with capped exponential backoff
+/// while Postgres is unreachable, until it succeeds or `shutdown` is cancelled. Returns whether
+/// set-up completed. Meanwhile the process serves `/health`, and `/ready` says why it is not
+/// ready.
+pub async fn setup_database_with_retry(db: &Database, shutdown: &CancellationToken) -> bool {
+    let mut delay = Duration::from_millis(250);
+    loop {
+        match db.setup().await {
+            Ok(()) => {
+                tracing::info!("database migrated");
+                return true;
+            }
+            Err(e) => {
+                tracing::warn!(
+                    error = format!("{:#}", anyhow::Error::from(e)),
+                    retry_in_ms = delay.as_millis() as u64,
+                    "database set-up failed; retrying"
+                );
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = shutdown.cancelled() => return false,
+        }
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// GETs an `http://host:port/path` URL and succeeds on a 2xx status. A dependency-free HTTP/1.0
+/// client, enough for a container health check against our own listener.
+pub async fn probe(url: &str) -> Result<(), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or("only http:// URLs can be probed")?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let io = async {
+        let mut stream = tokio::net::TcpStream::connect(authority).await?;
+        let request = format!("GET {path} HTTP/1.0\r\nHost: {authority}\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut head = Vec::with_capacity(64);
+        stream.take(64).read_to_end(&mut head).await?;
+        Ok::<_, std::io::Error>(head)
+    };
+    let head = tokio::time::timeout(Duration::from_secs(5), io)
+        .await
+        .map_err(|_| "timed out after 5 s".to_owned())?
+        .map_err(|e| e.to_string())?;
+    let status_line = String::from_utf8_lossy(&head);
+    let status = status_line.split_whitespace().nth(1).unwrap_or("");
+    if status.starts_with('2') && status.len() == 3 {
+        Ok(())
+    } else {
+        Err(format!(
+            "unexpected answer {:?}",
+            status_line.lines().next().unwrap_or("")
+        ))
+    }
+}

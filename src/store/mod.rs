@@ -1,0 +1,6 @@
+//! Postgres access. Rule: no SQL outside this module tree; one submodule per table family.
+//! Functions take a pool, a connection or a transaction, so callers decide the transaction.
+
+pub mod db;
+
+pub use db::{Database, NotReady};

@@ -1,0 +1,211 @@
+//! Test harness: every test gets its own fresh database on the Postgres named by `DATABASE_URL`
+//! (default: the local one), dropped again when the test ends; `TestApp` runs the real router on
+//! a random port against it.
+
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of the harness"
+)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use optimizer::api::{self, AppState};
+use optimizer::config::Settings;
+use optimizer::store::Database;
+use sqlx::postgres::{PgConnectOptions, PgPool};
+use sqlx::{ConnectOptions, Connection, PgConnection};
+use tokio_util::sync::CancellationToken;
+
+/// The server tests run against.
+pub fn server_url() -> String {
+    std::env::var("DATABASE_URL")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| "postgres://postgres@localhost:5432/postgres".to_owned())
+}
+
+/// A database name no other test uses.
+pub fn unique_db_name() -> String {
+    format!(
+        "optimizer_test_{}",
+        ulid::Ulid::generate().to_string().to_lowercase()
+    )
+}
+
+/// `server_url()` pointed at database `name`.
+pub fn url_for(name: &str) -> String {
+    let options = PgConnectOptions::from_str(&server_url())
+        .expect("DATABASE_URL parses")
+        .database(name);
+    options.to_url_lossy().to_string()
+}
+
+/// Settings as the service would read them, with `vars` set and the rest at their defaults.
+pub fn settings_with(vars: &[(&str, &str)]) -> Settings {
+    let map: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    Settings::from_lookup(|var| Ok(map.get(var).cloned())).expect("test settings are valid")
+}
+
+/// A database that exists for one test and is dropped after it (also if the test panics).
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    /// An empty database: created, not migrated.
+    pub async fn empty() -> Self {
+        let name = unique_db_name();
+        let mut admin = PgConnection::connect(&server_url())
+            .await
+            .expect("connect to the test Postgres (DATABASE_URL)");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+            .execute(&mut admin)
+            .await
+            .expect("create test database");
+        let url = url_for(&name);
+        Self { name, url }
+    }
+
+    /// A database with every migration applied, by the service's own set-up code.
+    pub async fn migrated() -> Self {
+        let db = Self::empty().await;
+        db.database().migrate().await.expect("migrations apply");
+        db
+    }
+
+    pub fn settings(&self) -> Settings {
+        settings_with(&[("DATABASE_URL", &self.url), ("BIND", "127.0.0.1:0")])
+    }
+
+    /// The service's own `Database` for this test database.
+    pub fn database(&self) -> Database {
+        Database::connect_lazy(&self.settings())
+    }
+
+    pub async fn pool(&self) -> PgPool {
+        PgPool::connect(&self.url)
+            .await
+            .expect("connect to test database")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        drop_database_blocking(self.name.clone());
+    }
+}
+
+/// Drops a database from outside the test's runtime (Drop cannot await), ending its sessions.
+pub fn drop_database_blocking(name: String) {
+    let url = server_url();
+    let dropper = std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async move {
+            if let Ok(mut admin) = PgConnection::connect(&url).await {
+                let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                    .execute(&mut admin)
+                    .await;
+            }
+        });
+    });
+    let _ = dropper.join();
+}
+
+/// The real API router on a random port, against its own database.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    pub db: Database,
+    shutdown: CancellationToken,
+    // Declared last: dropped after the server is told to stop.
+    pub test_db: TestDb,
+}
+
+impl TestApp {
+    /// A running API over a migrated database.
+    pub async fn spawn() -> Self {
+        Self::spawn_on(TestDb::migrated().await, &[]).await
+    }
+
+    /// A running API over `test_db`, with extra settings.
+    pub async fn spawn_on(test_db: TestDb, vars: &[(&str, &str)]) -> Self {
+        let mut all = vec![
+            ("DATABASE_URL", test_db.url.as_str()),
+            ("BIND", "127.0.0.1:0"),
+        ];
+        all.extend_from_slice(vars);
+        Self::spawn_with(settings_with(&all), test_db).await
+    }
+
+    pub async fn spawn_with(settings: Settings, test_db: TestDb) -> Self {
+        let listener = tokio::net::TcpListener::bind(settings.bind)
+            .await
+            .expect("bind a random port");
+        let addr = listener.local_addr().expect("local addr");
+        let db = Database::connect_lazy(&settings);
+        let state = AppState {
+            settings: Arc::new(settings),
+            db: db.clone(),
+        };
+        let shutdown = CancellationToken::new();
+        tokio::spawn(api::serve(
+            listener,
+            api::router(state),
+            shutdown.clone(),
+            Duration::from_secs(5),
+        ));
+        Self {
+            addr,
+            client: reqwest::Client::new(),
+            db,
+            shutdown,
+            test_db,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request reaches the test server")
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Asserts the API error shape and returns (code, message).
+pub async fn error_body(resp: reqwest::Response) -> (String, String) {
+    let body: serde_json::Value = resp.json().await.expect("JSON error body");
+    let code = body["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error.code in {body}"))
+        .to_owned();
+    let message = body["error"]["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error.message in {body}"))
+        .to_owned();
+    (code, message)
+}

@@ -1,0 +1,337 @@
+//! The schema: migrations apply to an empty database, re-apply as a no-op, and carry every
+//! column, key, index and constraint of the seed's SQL.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "integration tests"
+)]
+
+mod common;
+
+use common::TestDb;
+use optimizer::store::{Database, NotReady};
+use sqlx::PgPool;
+
+const APP_TABLES: &[&str] = &[
+    "requests",
+    "routing_metrics",
+    "response_cache",
+    "response_feedback",
+    "feedback_aggregates",
+    "model_performance_history",
+    "routing_weights",
+    "routing_policy",
+    "routing_snapshots",
+    "retraining_runs",
+    "alerts",
+];
+
+async fn migration_counts(pool: &PgPool) -> (i64, i64) {
+    sqlx::query_as(
+        "SELECT (SELECT count(*) FROM public._sqlx_migrations),
+                (SELECT count(*) FROM apalis._sqlx_migrations)",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn migrations_apply_to_an_empty_database_and_reapply_as_a_no_op() {
+    let test_db = TestDb::empty().await;
+    let db = test_db.database();
+    assert!(
+        matches!(db.check_ready().await, Err(NotReady::NotMigrated(_))),
+        "an empty database is not ready"
+    );
+
+    db.setup().await.unwrap();
+    db.check_ready().await.unwrap();
+    let pool = test_db.pool().await;
+    let first = migration_counts(&pool).await;
+    assert!(first.0 >= 1 && first.1 >= 1, "{first:?}");
+
+    for table in APP_TABLES.iter().chain(&["apalis.jobs", "apalis.workers"]) {
+        let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
+            .bind(table)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert!(exists.is_some(), "table {table} missing");
+    }
+
+    db.setup().await.unwrap();
+    db.setup().await.unwrap();
+    assert_eq!(
+        migration_counts(&pool).await,
+        first,
+        "re-running applied nothing new"
+    );
+    db.check_ready().await.unwrap();
+}
+
+#[tokio::test]
+async fn setup_creates_a_missing_database() {
+    let name = common::unique_db_name();
+    let settings = common::settings_with(&[("DATABASE_URL", &common::url_for(&name))]);
+    let db = Database::connect_lazy(&settings);
+    let result = async {
+        assert!(db.create_if_missing().await.unwrap(), "created");
+        assert!(
+            !db.create_if_missing().await.unwrap(),
+            "second call finds it"
+        );
+        db.migrate().await.unwrap();
+        db.check_ready().await.unwrap();
+    };
+    result.await;
+    db.pool.close().await;
+    common::drop_database_blocking(name);
+}
+
+/// (column, data type, nullable) of a table, from information_schema.
+async fn columns(pool: &PgPool, table: &str) -> Vec<(String, String, bool)> {
+    sqlx::query_as::<_, (String, String, String)>(
+        "SELECT column_name::text, data_type::text, is_nullable::text
+         FROM information_schema.columns
+         WHERE table_schema = 'public' AND table_name = $1 ORDER BY ordinal_position",
+    )
+    .bind(table)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|(c, t, n)| (c, t, n == "YES"))
+    .collect()
+}
+
+fn assert_has_columns(
+    table: &str,
+    actual: &[(String, String, bool)],
+    expected: &[(&str, &str, bool)],
+) {
+    for (name, ty, nullable) in expected {
+        let found = actual
+            .iter()
+            .find(|(c, _, _)| c == name)
+            .unwrap_or_else(|| panic!("{table}.{name} missing; have {actual:?}"));
+        assert_eq!(found.1, *ty, "{table}.{name} type");
+        assert_eq!(found.2, *nullable, "{table}.{name} nullability");
+    }
+}
+
+#[tokio::test]
+async fn seed_tables_have_every_column_key_index_and_constraint() {
+    let test_db = TestDb::migrated().await;
+    let pool = test_db.pool().await;
+
+    // The seed's columns. Types follow the seed except TIMESTAMP → timestamptz (see migration).
+    assert_has_columns(
+        "response_feedback",
+        &columns(&pool, "response_feedback").await,
+        &[
+            ("id", "integer", false),
+            ("request_id", "text", false),
+            ("timestamp", "timestamp with time zone", false),
+            ("quality_score", "integer", false),
+            ("is_correct", "boolean", true),
+            ("is_helpful", "boolean", true),
+            ("prompt_pattern", "text", true),
+            ("selected_provider", "text", true),
+            ("selected_model", "text", true),
+            ("complexity_score", "real", true),
+            ("user_id", "text", true),
+            ("session_id", "text", true),
+            ("comment", "text", true),
+        ],
+    );
+    assert_has_columns(
+        "model_performance_history",
+        &columns(&pool, "model_performance_history").await,
+        &[
+            ("id", "integer", false),
+            ("pattern", "text", false),
+            ("provider", "text", false),
+            ("model", "text", false),
+            ("avg_quality_score", "real", true),
+            ("correctness_rate", "real", true),
+            ("sample_count", "integer", true),
+            ("confidence_level", "text", true),
+            ("avg_cost", "real", true),
+            ("total_cost", "real", true),
+            ("updated_at", "timestamp with time zone", false),
+            ("retraining_run_id", "text", true),
+        ],
+    );
+
+    // Primary keys (SERIAL → a sequence default).
+    for table in ["response_feedback", "model_performance_history"] {
+        let pk: Vec<String> = sqlx::query_scalar(
+            "SELECT a.attname::text FROM pg_index i
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+             WHERE i.indrelid = $1::regclass AND i.indisprimary",
+        )
+        .bind(table)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert_eq!(pk, vec!["id".to_owned()], "{table} primary key");
+        let default: Option<String> = sqlx::query_scalar(
+            "SELECT column_default::text FROM information_schema.columns
+             WHERE table_name = $1 AND column_name = 'id'",
+        )
+        .bind(table)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert!(
+            default.unwrap_or_default().starts_with("nextval("),
+            "{table}.id is SERIAL"
+        );
+    }
+
+    // FOREIGN KEY (request_id) REFERENCES routing_metrics(request_id)
+    let fks: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT kcu.column_name::text, ccu.table_name::text, ccu.column_name::text
+         FROM information_schema.table_constraints tc
+         JOIN information_schema.key_column_usage kcu
+           ON kcu.constraint_name = tc.constraint_name AND kcu.table_schema = tc.table_schema
+         JOIN information_schema.constraint_column_usage ccu
+           ON ccu.constraint_name = tc.constraint_name AND ccu.table_schema = tc.table_schema
+         WHERE tc.table_name = 'response_feedback' AND tc.constraint_type = 'FOREIGN KEY'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        fks,
+        vec![(
+            "request_id".to_owned(),
+            "routing_metrics".to_owned(),
+            "request_id".to_owned()
+        )]
+    );
+
+    // UNIQUE(pattern, provider, model, retraining_run_id), columns in that order.
+    let uniques: Vec<Vec<String>> = sqlx::query_scalar(
+        "SELECT array_agg(a.attname::text ORDER BY k.ord)
+         FROM pg_constraint c
+         CROSS JOIN LATERAL unnest(c.conkey) WITH ORDINALITY AS k(attnum, ord)
+         JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum
+         WHERE c.conrelid = 'model_performance_history'::regclass AND c.contype = 'u'
+         GROUP BY c.oid",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(
+        uniques.contains(&vec![
+            "pattern".to_owned(),
+            "provider".to_owned(),
+            "model".to_owned(),
+            "retraining_run_id".to_owned()
+        ]),
+        "{uniques:?}"
+    );
+
+    // The seed's three indexes, on the seed's columns.
+    for (index, column) in [
+        ("idx_feedback_pattern", "prompt_pattern"),
+        ("idx_feedback_model", "selected_model"),
+        ("idx_feedback_timestamp", "timestamp"),
+    ] {
+        let def: Option<String> =
+            sqlx::query_scalar("SELECT indexdef FROM pg_indexes WHERE indexname = $1")
+                .bind(index)
+                .fetch_optional(&pool)
+                .await
+                .unwrap();
+        let def = def.unwrap_or_else(|| panic!("index {index} missing"));
+        assert!(
+            def.contains("response_feedback") && def.contains(column),
+            "{index}: {def}"
+        );
+    }
+}
+
+/// Inserts a finished request and its routing_metrics row, the parents of a rating.
+async fn finished_request(pool: &PgPool, id: &str) {
+    sqlx::query(
+        "INSERT INTO requests (request_id, status, finished_at) VALUES ($1, 'succeeded', now())",
+    )
+    .bind(id)
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO routing_metrics (request_id, prompt_pattern, complexity_score, strategy,
+             selected_provider, selected_model, status)
+         VALUES ($1, 'code', 0.4, 'balanced', 'simulated', 'sim-small', 'succeeded')",
+    )
+    .bind(id)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+fn sqlstate(result: Result<sqlx::postgres::PgQueryResult, sqlx::Error>) -> String {
+    match result {
+        Ok(_) => "ok".to_owned(),
+        Err(sqlx::Error::Database(e)) => e.code().unwrap_or_default().into_owned(),
+        Err(e) => panic!("unexpected error {e}"),
+    }
+}
+
+#[tokio::test]
+async fn constraints_reject_what_the_domain_forbids() {
+    let test_db = TestDb::migrated().await;
+    let pool = test_db.pool().await;
+    finished_request(&pool, "req-1").await;
+
+    let rate = |request: &'static str, score: i32, user: Option<&'static str>| {
+        sqlx::query(
+            "INSERT INTO response_feedback (request_id, timestamp, quality_score, is_correct, user_id)
+             VALUES ($1, now(), $2, true, $3)",
+        )
+        .bind(request)
+        .bind(score)
+        .bind(user)
+        .execute(&pool)
+    };
+    assert_eq!(sqlstate(rate("req-1", 4, Some("u1")).await), "ok");
+    // 23514 check_violation: score outside 1..5.
+    assert_eq!(sqlstate(rate("req-1", 0, Some("u2")).await), "23514");
+    assert_eq!(sqlstate(rate("req-1", 6, Some("u2")).await), "23514");
+    // 23503 foreign_key_violation: no routing_metrics row for the request.
+    assert_eq!(sqlstate(rate("unknown", 3, None).await), "23503");
+    // 23505 unique_violation: one rating per (request, user), anonymous included.
+    assert_eq!(sqlstate(rate("req-1", 2, Some("u1")).await), "23505");
+    assert_eq!(sqlstate(rate("req-1", 2, None).await), "ok");
+    assert_eq!(sqlstate(rate("req-1", 2, None).await), "23505");
+
+    // A request's idempotency key is unique; absent keys are not.
+    let with_key = |id: &'static str, key: Option<&'static str>| {
+        sqlx::query("INSERT INTO requests (request_id, idempotency_key) VALUES ($1, $2)")
+            .bind(id)
+            .bind(key)
+            .execute(&pool)
+    };
+    assert_eq!(sqlstate(with_key("a", Some("k")).await), "ok");
+    assert_eq!(sqlstate(with_key("b", Some("k")).await), "23505");
+    assert_eq!(sqlstate(with_key("c", None).await), "ok");
+    assert_eq!(sqlstate(with_key("d", None).await), "ok");
+
+    // A scheduled retrain tick is recorded once, however many workers fire it.
+    let tick = |id: &'static str| {
+        sqlx::query(
+            "INSERT INTO retraining_runs (run_id, trigger, scheduled_for)
+             VALUES ($1, 'scheduled', '2026-11-29T02:00:00Z')",
+        )
+        .bind(id)
+        .execute(&pool)
+    };
+    assert_eq!(sqlstate(tick("run-1").await), "ok");
+    assert_eq!(sqlstate(tick("run-2").await), "23505");
+}

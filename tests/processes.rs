@@ -1,0 +1,165 @@
+//! The real binaries: configuration errors stop start-up naming the variable; `optimizer serve`
+//! and `optimizer-worker` create and migrate the database, answer /ready, and exit cleanly on
+//! SIGTERM.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "integration tests"
+)]
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{TestDb, unique_db_name, url_for};
+
+const OPTIMIZER: &str = env!("CARGO_BIN_EXE_optimizer");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn worker_binary() -> std::path::PathBuf {
+    // Built alongside this crate's binary by `cargo test --workspace`.
+    let dir = std::path::Path::new(OPTIMIZER).parent().unwrap();
+    dir.join("optimizer-worker")
+}
+
+#[test]
+fn invalid_configuration_stops_start_up_naming_the_variable() {
+    let out = Command::new(OPTIMIZER)
+        .args(["serve"])
+        .env("BIND", "not-an-address")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("BIND"), "{stderr}");
+
+    let out = Command::new(OPTIMIZER)
+        .args(["migrate"])
+        .env("STORE_PROMPTS", "sometimes")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("STORE_PROMPTS"));
+}
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(binary: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Running {
+    let mut cmd = Command::new(binary);
+    cmd.args(args)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    Running(cmd.spawn().unwrap())
+}
+
+async fn wait_for_status(url: &str, want: u16) {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(resp) = client.get(url).send().await
+            && resp.status().as_u16() == want
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{url} never answered {want}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn sigterm_and_wait(mut running: Running) -> std::process::ExitStatus {
+    let pid = running.0.id().to_string();
+    let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(status) = running.0.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test]
+async fn serve_creates_and_migrates_the_database_then_stops_on_sigterm() {
+    let name = unique_db_name();
+    let url = url_for(&name);
+    let port = free_port();
+    let bind = format!("127.0.0.1:{port}");
+    let server = start(
+        std::path::Path::new(OPTIMIZER),
+        &["serve"],
+        &[("DATABASE_URL", &url), ("BIND", &bind)],
+    );
+    wait_for_status(&format!("http://{bind}/health"), 200).await;
+    wait_for_status(&format!("http://{bind}/ready"), 200).await;
+
+    // The container health check command agrees.
+    let probe = Command::new(OPTIMIZER)
+        .args(["healthcheck", "--url", &format!("http://{bind}/ready")])
+        .status()
+        .unwrap();
+    assert!(probe.success());
+
+    let status = sigterm_and_wait(server);
+    assert!(status.success(), "exit status {status}");
+    let probe = Command::new(OPTIMIZER)
+        .args(["healthcheck", "--url", &format!("http://{bind}/health")])
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!probe.success(), "nothing listens after shutdown");
+    common::drop_database_blocking(name);
+}
+
+#[tokio::test]
+async fn migrate_command_migrates_and_worker_serves_health() {
+    let test_db = TestDb::empty().await;
+    let out = Command::new(OPTIMIZER)
+        .args(["migrate"])
+        .env("DATABASE_URL", &test_db.url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    test_db.database().check_ready().await.unwrap();
+
+    let bind = format!("127.0.0.1:{}", free_port());
+    let worker = start(
+        &worker_binary(),
+        &[],
+        &[
+            ("DATABASE_URL", &test_db.url),
+            ("WORKER_BIND", &bind),
+            ("RUN_MIGRATIONS", "false"),
+        ],
+    );
+    wait_for_status(&format!("http://{bind}/health"), 200).await;
+    wait_for_status(&format!("http://{bind}/ready"), 200).await;
+    let status = sigterm_and_wait(worker);
+    assert!(status.success(), "exit status {status}");
+}
