@@ -9,12 +9,15 @@
 //!   is never echoed back in the error.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
 use axum::http::Uri;
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::PgConnectOptions;
+
+use crate::providers::ProviderId;
 
 /// Default `DATABASE_URL`.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@localhost:5432/optimizer";
@@ -120,6 +123,29 @@ pub struct Settings {
     /// `SHUTDOWN_TIMEOUT_SECS` (default 30): how long in-flight work may take after SIGTERM.
     pub shutdown_timeout: Duration,
     pub providers: ProviderSettings,
+    /// The providers requests may be routed to, derived from `PROVIDERS` and the keys (see
+    /// [`Settings::enabled_providers`]).
+    pub enabled_providers: Vec<ProviderId>,
+    pub routing: RoutingSettings,
+}
+
+/// Settings of the routing decision.
+#[derive(Debug, Clone)]
+pub struct RoutingSettings {
+    /// `CATALOG_PATH`: a catalog file replacing the embedded default.
+    pub catalog_path: Option<PathBuf>,
+    /// `EXPLORATION_RATE` (default 0.1; 0 turns exploration off): share of auto-routed traffic
+    /// sent to a cheaper model whose quality for the pattern is not yet known with confidence.
+    pub exploration_rate: f64,
+    /// `EXPLORATION_MARGIN` (default 0.15): explore only models whose expected quality is within
+    /// this much of the quality target.
+    pub exploration_margin: f64,
+    /// `BASELINE_MODEL`: the always-premium model savings are measured against
+    /// (`provider/model` or a model id). Default: the best routable model in the catalog.
+    pub baseline_model: Option<String>,
+    /// `ROUTING_RELOAD_SECS` (default 30): how often learned weights are re-checked when no
+    /// NOTIFY arrives.
+    pub reload_interval: Duration,
 }
 
 impl Settings {
@@ -159,6 +185,42 @@ impl Settings {
             .secret("DATABASE_URL")?
             .unwrap_or_else(|| SecretString::from(DEFAULT_DATABASE_URL));
         parse_database_url(&database_url)?;
+
+        let providers = ProviderSettings {
+            anthropic: ProviderEndpoint {
+                api_key: env.secret("ANTHROPIC_API_KEY")?,
+                base_url: env.url_or("ANTHROPIC_BASE_URL", DEFAULT_ANTHROPIC_BASE_URL)?,
+            },
+            gemini: ProviderEndpoint {
+                api_key: env.secret("GOOGLE_API_KEY")?,
+                base_url: env.url_or("GEMINI_BASE_URL", DEFAULT_GEMINI_BASE_URL)?,
+            },
+            openrouter: ProviderEndpoint {
+                api_key: env.secret("OPENROUTER_API_KEY")?,
+                base_url: env.url_or("OPENROUTER_BASE_URL", DEFAULT_OPENROUTER_BASE_URL)?,
+            },
+            openai_compat: OpenAiCompatEndpoint {
+                base_url: env.url("OPENAI_COMPAT_BASE_URL")?,
+                api_key: env.secret("OPENAI_COMPAT_API_KEY")?,
+            },
+        };
+        let enabled_providers = enabled_providers(&providers, env.string("PROVIDERS")?)?;
+        let unit = |v: &f64| {
+            (v.is_finite() && (0.0..=1.0).contains(v))
+                .then_some(())
+                .ok_or("must be between 0 and 1")
+        };
+        let routing = RoutingSettings {
+            catalog_path: env.string("CATALOG_PATH")?.map(PathBuf::from),
+            exploration_rate: env.parse_or("EXPLORATION_RATE", 0.1, unit)?,
+            exploration_margin: env.parse_or("EXPLORATION_MARGIN", 0.15, unit)?,
+            baseline_model: env.string("BASELINE_MODEL")?,
+            reload_interval: Duration::from_secs(env.parse_or(
+                "ROUTING_RELOAD_SECS",
+                30,
+                |v: &u64| (*v > 0).then_some(()).ok_or("must be positive"),
+            )?),
+        };
 
         Ok(Self {
             database_url,
@@ -202,24 +264,9 @@ impl Settings {
                 30,
                 |_: &u64| Ok(()),
             )?),
-            providers: ProviderSettings {
-                anthropic: ProviderEndpoint {
-                    api_key: env.secret("ANTHROPIC_API_KEY")?,
-                    base_url: env.url_or("ANTHROPIC_BASE_URL", DEFAULT_ANTHROPIC_BASE_URL)?,
-                },
-                gemini: ProviderEndpoint {
-                    api_key: env.secret("GOOGLE_API_KEY")?,
-                    base_url: env.url_or("GEMINI_BASE_URL", DEFAULT_GEMINI_BASE_URL)?,
-                },
-                openrouter: ProviderEndpoint {
-                    api_key: env.secret("OPENROUTER_API_KEY")?,
-                    base_url: env.url_or("OPENROUTER_BASE_URL", DEFAULT_OPENROUTER_BASE_URL)?,
-                },
-                openai_compat: OpenAiCompatEndpoint {
-                    base_url: env.url("OPENAI_COMPAT_BASE_URL")?,
-                    api_key: env.secret("OPENAI_COMPAT_API_KEY")?,
-                },
-            },
+            providers,
+            enabled_providers,
+            routing,
         })
     }
 
@@ -239,6 +286,62 @@ impl Settings {
             o.get_database().unwrap_or("")
         )
     }
+}
+
+/// `PROVIDERS` (comma-separated) restricts routing to those providers, each of which must be
+/// configured. Unset: every provider with a key (OpenAI-compatible: with a base URL); with none,
+/// the simulated provider, so the service works offline out of the box.
+fn enabled_providers(
+    providers: &ProviderSettings,
+    list: Option<String>,
+) -> Result<Vec<ProviderId>, ConfigError> {
+    let configured = |p: ProviderId| match p {
+        ProviderId::Anthropic => providers.anthropic.api_key.is_some(),
+        ProviderId::Gemini => providers.gemini.api_key.is_some(),
+        ProviderId::Openrouter => providers.openrouter.api_key.is_some(),
+        ProviderId::OpenaiCompat => providers.openai_compat.base_url.is_some(),
+        ProviderId::Simulated => true,
+    };
+    let Some(list) = list else {
+        let hosted: Vec<ProviderId> = ProviderId::ALL
+            .into_iter()
+            .filter(|p| *p != ProviderId::Simulated && configured(*p))
+            .collect();
+        return Ok(if hosted.is_empty() {
+            vec![ProviderId::Simulated]
+        } else {
+            hosted
+        });
+    };
+    let mut enabled = Vec::new();
+    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let p = ProviderId::parse(name).ok_or_else(|| {
+            let known: Vec<&str> = ProviderId::ALL.iter().map(|p| p.as_str()).collect();
+            ConfigError::new(
+                "PROVIDERS",
+                format!("unknown provider {name:?}; known: {}", known.join(", ")),
+            )
+        })?;
+        if !configured(p) {
+            let needs = match p {
+                ProviderId::Anthropic => "ANTHROPIC_API_KEY",
+                ProviderId::Gemini => "GOOGLE_API_KEY",
+                ProviderId::Openrouter => "OPENROUTER_API_KEY",
+                _ => "OPENAI_COMPAT_BASE_URL",
+            };
+            return Err(ConfigError::new(
+                "PROVIDERS",
+                format!("{p} is listed but {needs} is not set"),
+            ));
+        }
+        if !enabled.contains(&p) {
+            enabled.push(p);
+        }
+    }
+    if enabled.is_empty() {
+        return Err(ConfigError::new("PROVIDERS", "lists no provider"));
+    }
+    Ok(enabled)
 }
 
 fn socket(default: &str) -> SocketAddr {
@@ -393,6 +496,24 @@ mod tests {
         assert_eq!(s.providers.anthropic.base_url, DEFAULT_ANTHROPIC_BASE_URL);
         assert!(s.providers.openai_compat.base_url.is_none());
         assert_eq!(s.database_label(), "localhost:5432/optimizer");
+        assert_eq!(s.enabled_providers, vec![ProviderId::Simulated]);
+        assert_eq!(s.routing.exploration_rate, 0.1);
+        assert!(s.routing.catalog_path.is_none());
+    }
+
+    #[test]
+    fn enabled_providers_follow_keys_and_providers() {
+        let s = load(&[("GOOGLE_API_KEY", "g"), ("ANTHROPIC_API_KEY", "a")]).unwrap();
+        assert_eq!(
+            s.enabled_providers,
+            vec![ProviderId::Anthropic, ProviderId::Gemini]
+        );
+        let s = load(&[("GOOGLE_API_KEY", "g"), ("PROVIDERS", "simulated")]).unwrap();
+        assert_eq!(s.enabled_providers, vec![ProviderId::Simulated]);
+        let s = load(&[("OPENAI_COMPAT_BASE_URL", "http://localhost:11434/v1")]).unwrap();
+        assert_eq!(s.enabled_providers, vec![ProviderId::OpenaiCompat]);
+        let e = load(&[("PROVIDERS", "gemini")]).unwrap_err();
+        assert!(e.reason.contains("GOOGLE_API_KEY"), "{e}");
     }
 
     #[test]
@@ -442,6 +563,12 @@ mod tests {
             ("OPENROUTER_BASE_URL", "ftp://example.com"),
             ("OPENAI_COMPAT_BASE_URL", "/v1"),
             ("RUST_LOG", "info,[[["),
+            ("PROVIDERS", "acme"),
+            ("PROVIDERS", " , "),
+            ("EXPLORATION_RATE", "1.5"),
+            ("EXPLORATION_RATE", "often"),
+            ("EXPLORATION_MARGIN", "-0.1"),
+            ("ROUTING_RELOAD_SECS", "0"),
         ] {
             let err = rejected(var, value);
             assert_eq!(err.var, var, "{err}");

@@ -6,11 +6,15 @@
 //! - [`config`]: typed settings from the environment, secrets redacted.
 //! - [`telemetry`]: the tracing subscriber (and, later, the metrics recorder and metric names).
 //! - [`store`]: all Postgres access — pool, migrations, readiness; no SQL elsewhere.
+//! - [`providers`]: provider identity (and, later, one module per wire format).
+//! - [`routing`]: catalog, QueryPatternAnalyzer, RoutingEngine, learned weights.
 //! - [`api`]: axum routers, extractors, the error type, middleware; thin handlers.
 //! - [`runtime`]: process plumbing both binaries share — shutdown signals, background set-up.
 
 pub mod api;
 pub mod config;
+pub mod providers;
+pub mod routing;
 pub mod runtime;
 pub mod store;
 pub mod telemetry;

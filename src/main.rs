@@ -1,11 +1,11 @@
 //! The `optimizer` command: `serve`, `migrate`, `healthcheck`.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use optimizer::api::{self, AppState};
 use optimizer::config::Settings;
+use optimizer::routing::weights;
 use optimizer::store::Database;
 use optimizer::{runtime, telemetry};
 
@@ -76,8 +76,10 @@ async fn migrate(settings: &Settings) -> anyhow::Result<()> {
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let state = AppState::new(settings)?;
+    let settings = state.settings.clone();
+    let db = state.db.clone();
     let shutdown = runtime::shutdown_on_signal();
-    let db = Database::connect_lazy(&settings);
     let listener = tokio::net::TcpListener::bind(settings.bind)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on BIND={}: {e}", settings.bind))?;
@@ -90,12 +92,25 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         let (db, shutdown) = (db.clone(), shutdown.clone());
         tokio::spawn(async move { runtime::setup_database_with_retry(&db, &shutdown).await });
     }
-    let grace = settings.shutdown_timeout;
-    let state = AppState {
-        settings: Arc::new(settings),
-        db: db.clone(),
-    };
-    api::serve(listener, api::router(state), shutdown, grace).await?;
+    tracing::info!(
+        catalog = state.engine.catalog().source(),
+        providers = ?settings.enabled_providers,
+        baseline = %state.engine.catalog().models()[state.engine.baseline()].key(),
+        "routing ready"
+    );
+    tokio::spawn(weights::run_reloader(
+        state.engine.clone(),
+        db.pool.clone(),
+        settings.routing.reload_interval,
+        shutdown.clone(),
+    ));
+    api::serve(
+        listener,
+        api::router(state),
+        shutdown,
+        settings.shutdown_timeout,
+    )
+    .await?;
     db.pool.close().await;
     tracing::info!("stopped");
     Ok(())

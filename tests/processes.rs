@@ -163,3 +163,27 @@ async fn migrate_command_migrates_and_worker_serves_health() {
     let status = sigterm_and_wait(worker);
     assert!(status.success(), "exit status {status}");
 }
+
+#[test]
+fn a_malformed_catalog_stops_start_up_with_file_line_and_reason() {
+    let dir = std::env::temp_dir().join(format!("catalog-{}", unique_db_name()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("catalog.toml");
+    std::fs::write(
+        &path,
+        "[[model]]\nprovider = \"simulated\"\nmodel = \"x\"\ninput_usd_per_mtok = \"cheap\"\n",
+    )
+    .unwrap();
+    let out = Command::new(OPTIMIZER)
+        .args(["serve"])
+        .env("CATALOG_PATH", &path)
+        .env("BIND", "127.0.0.1:0")
+        .env("RUN_MIGRATIONS", "false")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("catalog.toml"), "{stderr}");
+    assert!(stderr.contains("line 4"), "{stderr}");
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -4,6 +4,8 @@
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod recommendation;
+pub mod validate;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +13,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRef, MatchedPath};
 use axum::http::{HeaderName, Request};
-use axum::routing::get;
+use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::request_id::{
@@ -23,6 +25,7 @@ pub use error::ApiError;
 pub use extract::AppJson;
 
 use crate::config::Settings;
+use crate::routing::RoutingEngine;
 use crate::store::Database;
 
 /// The header carrying the per-request id (taken from the caller when present).
@@ -33,6 +36,21 @@ pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id"
 pub struct AppState {
     pub settings: Arc<Settings>,
     pub db: Database,
+    pub engine: Arc<RoutingEngine>,
+}
+
+impl AppState {
+    /// Loads the catalog and builds the routing engine; a bad catalog or baseline is a start-up
+    /// error. The pool is lazy: nothing connects here.
+    pub fn new(settings: Settings) -> Result<Self, crate::routing::SetupError> {
+        let engine = Arc::new(crate::routing::build_engine(&settings)?);
+        let db = Database::connect_lazy(&settings);
+        Ok(Self {
+            settings: Arc::new(settings),
+            db,
+            engine,
+        })
+    }
 }
 
 impl FromRef<AppState> for Database {
@@ -48,6 +66,7 @@ pub fn router(state: AppState) -> Router {
         Router::new()
             .route("/health", get(health::health))
             .route("/ready", get(health::ready))
+            .route("/recommendation", post(recommendation::recommendation))
             .with_state(state),
         limit,
     )

@@ -2,5 +2,6 @@
 //! Functions take a pool, a connection or a transaction, so callers decide the transaction.
 
 pub mod db;
+pub mod weights;
 
 pub use db::{Database, NotReady};

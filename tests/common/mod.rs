@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use optimizer::api::{self, AppState};
 use optimizer::config::Settings;
+use optimizer::routing::RoutingEngine;
 use optimizer::store::Database;
 use sqlx::postgres::{PgConnectOptions, PgPool};
 use sqlx::{ConnectOptions, Connection, PgConnection};
@@ -130,6 +131,7 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub client: reqwest::Client,
     pub db: Database,
+    pub engine: Arc<RoutingEngine>,
     shutdown: CancellationToken,
     // Declared last: dropped after the server is told to stop.
     pub test_db: TestDb,
@@ -156,12 +158,16 @@ impl TestApp {
             .await
             .expect("bind a random port");
         let addr = listener.local_addr().expect("local addr");
-        let db = Database::connect_lazy(&settings);
-        let state = AppState {
-            settings: Arc::new(settings),
-            db: db.clone(),
-        };
+        let state = AppState::new(settings).expect("routing core starts");
+        let db = state.db.clone();
+        let engine = state.engine.clone();
         let shutdown = CancellationToken::new();
+        tokio::spawn(optimizer::routing::weights::run_reloader(
+            engine.clone(),
+            db.pool.clone(),
+            Duration::from_millis(200),
+            shutdown.clone(),
+        ));
         tokio::spawn(api::serve(
             listener,
             api::router(state),
@@ -172,6 +178,7 @@ impl TestApp {
             addr,
             client: reqwest::Client::new(),
             db,
+            engine,
             shutdown,
             test_db,
         }
@@ -179,6 +186,15 @@ impl TestApp {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request reaches the test server")
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {

@@ -1,0 +1,44 @@
+//! `POST /recommendation`: which model would get this prompt, at what expected quality and
+//! cost, against the baseline — nothing is called or billed.
+
+use axum::extract::State;
+use serde::Deserialize;
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::AppJson;
+use super::validate;
+use crate::routing::recommend::{self, RecommendInput, Recommendation};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecommendationBody {
+    prompt: String,
+    #[serde(default)]
+    strategy: Option<String>,
+    #[serde(default)]
+    min_quality: Option<f64>,
+    #[serde(default)]
+    max_cost: Option<f64>,
+    #[serde(default)]
+    allowed_providers: Option<Vec<String>>,
+    #[serde(default)]
+    max_tokens: Option<u32>,
+}
+
+pub async fn recommendation(
+    State(state): State<AppState>,
+    AppJson(body): AppJson<RecommendationBody>,
+) -> Result<AppJson<Recommendation>, ApiError> {
+    let input = RecommendInput {
+        prompt: validate::prompt(body.prompt)?,
+        strategy: validate::strategy(body.strategy.as_deref())?,
+        min_quality: validate::min_quality(body.min_quality)?,
+        max_cost_usd: validate::max_cost(body.max_cost)?,
+        allowed_providers: validate::providers(body.allowed_providers)?,
+        max_tokens: validate::max_tokens(body.max_tokens)?,
+    };
+    recommend::recommend(&state.engine, &input)
+        .map(AppJson)
+        .map_err(validate::route_error)
+}

@@ -1,0 +1,89 @@
+//! Field validation shared by the endpoints: each failure is a 422 naming the field and what is
+//! wrong with it.
+
+use super::error::ApiError;
+use crate::providers::ProviderId;
+use crate::routing::{RouteError, Strategy};
+
+pub fn prompt(prompt: String) -> Result<String, ApiError> {
+    if prompt.trim().is_empty() {
+        return Err(ApiError::invalid_field(
+            "prompt",
+            "must not be empty or only whitespace",
+        ));
+    }
+    Ok(prompt)
+}
+
+pub fn strategy(name: Option<&str>) -> Result<Strategy, ApiError> {
+    match name {
+        None => Ok(Strategy::default()),
+        Some(name) => Strategy::parse(name).ok_or_else(|| {
+            ApiError::invalid_field(
+                "strategy",
+                format!("unknown strategy {name:?}; expected cost, balanced or quality"),
+            )
+        }),
+    }
+}
+
+pub fn min_quality(v: Option<f64>) -> Result<Option<f64>, ApiError> {
+    match v {
+        Some(q) if !(q.is_finite() && (0.0..=1.0).contains(&q)) => Err(ApiError::invalid_field(
+            "min_quality",
+            format!("{q} is not between 0 and 1"),
+        )),
+        other => Ok(other),
+    }
+}
+
+pub fn max_cost(v: Option<f64>) -> Result<Option<f64>, ApiError> {
+    match v {
+        Some(c) if !(c.is_finite() && c > 0.0) => Err(ApiError::invalid_field(
+            "max_cost",
+            format!("{c} is not a positive amount of USD"),
+        )),
+        other => Ok(other),
+    }
+}
+
+pub fn max_tokens(v: Option<u32>) -> Result<Option<u32>, ApiError> {
+    match v {
+        Some(0) => Err(ApiError::invalid_field("max_tokens", "must be at least 1")),
+        other => Ok(other),
+    }
+}
+
+pub fn providers(names: Option<Vec<String>>) -> Result<Option<Vec<ProviderId>>, ApiError> {
+    let Some(names) = names else {
+        return Ok(None);
+    };
+    if names.is_empty() {
+        return Err(ApiError::invalid_field(
+            "allowed_providers",
+            "must name at least one provider",
+        ));
+    }
+    names
+        .iter()
+        .map(|n| {
+            ProviderId::parse(n).ok_or_else(|| {
+                ApiError::invalid_field("allowed_providers", format!("unknown provider {n:?}"))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+/// A route that cannot be made is the caller's constraint's fault: 422 naming it.
+pub fn route_error(e: RouteError) -> ApiError {
+    match &e {
+        RouteError::OverBudget { .. } => ApiError::invalid_field("max_cost", e.to_string()),
+        RouteError::NotRoutable(_) => ApiError::invalid_field("model", e.to_string()),
+        RouteError::NoCandidate(_) => ApiError::new(
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            "no_route",
+            e.to_string(),
+        ),
+    }
+}
