@@ -17,7 +17,8 @@ use axum::http::Uri;
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::PgConnectOptions;
 
-use crate::providers::ProviderId;
+use crate::providers::openai::Attribution;
+use crate::providers::{ProviderId, ProviderOptions};
 
 /// Default `DATABASE_URL`.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@localhost:5432/optimizer";
@@ -34,7 +35,7 @@ pub const DEFAULT_MAX_REQUEST_BYTES: usize = 2 * 1024 * 1024;
 /// Default provider base URLs (the public APIs). Tests point these at a local HTTP mock.
 pub const DEFAULT_ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
 pub const DEFAULT_GEMINI_BASE_URL: &str = "https://generativelanguage.googleapis.com";
-pub const DEFAULT_OPENROUTER_BASE_URL: &str = "https://openrouter.ai/api";
+pub const DEFAULT_OPENROUTER_BASE_URL: &str = "https://openrouter.ai/api/v1";
 
 /// A setting that could not be used. Names the variable; never contains a secret's value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -127,6 +128,46 @@ pub struct Settings {
     /// [`Settings::enabled_providers`]).
     pub enabled_providers: Vec<ProviderId>,
     pub routing: RoutingSettings,
+    pub provider_options: ProviderOptions,
+    /// `OPENROUTER_REFERER` / `OPENROUTER_TITLE`: OpenRouter's app attribution headers.
+    pub openrouter_attribution: Attribution,
+    pub jobs: JobSettings,
+    pub completion: CompletionSettings,
+}
+
+/// The job queue and its workers.
+#[derive(Debug, Clone)]
+pub struct JobSettings {
+    /// `WORKER_CONCURRENCY` (default 64): provider calls in flight per worker process.
+    pub concurrency: usize,
+    /// `PROVIDER_MAX_RETRIES` (default 2): retries of a retryable error on one model before
+    /// falling back to the next.
+    pub max_retries: u32,
+    /// `RETRY_BASE_MS` (default 1000): first backoff; doubles per retry, with ±25% jitter.
+    pub retry_base: Duration,
+    /// `MAX_RETRY_AFTER_SECS` (default 60): a longer `Retry-After` falls back instead of waiting.
+    pub max_retry_after: Duration,
+    /// `REQUEST_DEADLINE_SECS` (default 600): a request not finished by then is failed.
+    pub request_deadline: Duration,
+    /// `JOB_HEARTBEAT_SECS` (default 5) × `JOB_MISSED_HEARTBEATS` (default 3): how soon another
+    /// worker takes over the jobs of a worker that died.
+    pub heartbeat: Duration,
+    pub missed_heartbeats: usize,
+    /// `JOB_BATCH_SIZE` (default 16): jobs fetched per round trip.
+    pub batch_size: usize,
+}
+
+/// `POST /complete`.
+#[derive(Debug, Clone)]
+pub struct CompletionSettings {
+    /// `COMPLETE_TIMEOUT_SECS` (default 120): how long a synchronous call waits before 202.
+    pub timeout: Duration,
+    /// `DEFAULT_MAX_TOKENS` (default 1024): output cap when the request gives none.
+    pub default_max_tokens: u32,
+    /// `CACHE_ENABLED` (default true): exact-match answer cache (temperature 0 or unset only).
+    pub cache_enabled: bool,
+    /// `CACHE_TTL_SECS` (default 86400).
+    pub cache_ttl: Duration,
 }
 
 /// Settings of the routing decision.
@@ -222,6 +263,62 @@ impl Settings {
             )?),
         };
 
+        let secs = |var: &'static str, default: u64| {
+            env.parse_or(var, default, |v: &u64| {
+                (*v > 0).then_some(()).ok_or("must be positive")
+            })
+            .map(Duration::from_secs)
+        };
+        let default_timeout = secs("PROVIDER_TIMEOUT_SECS", 60)?;
+        let mut timeouts = std::collections::HashMap::new();
+        for (id, var) in [
+            (ProviderId::Anthropic, "ANTHROPIC_TIMEOUT_SECS"),
+            (ProviderId::Gemini, "GEMINI_TIMEOUT_SECS"),
+            (ProviderId::Openrouter, "OPENROUTER_TIMEOUT_SECS"),
+            (ProviderId::OpenaiCompat, "OPENAI_COMPAT_TIMEOUT_SECS"),
+        ] {
+            timeouts.insert(id, secs(var, default_timeout.as_secs())?);
+        }
+        let provider_options = ProviderOptions {
+            timeouts,
+            concurrency: env.parse_or("PROVIDER_CONCURRENCY", 32, |v: &usize| {
+                (*v > 0).then_some(()).ok_or("must be positive")
+            })?,
+            simulated_latency: Duration::from_millis(env.parse_or(
+                "SIMULATED_LATENCY_MS",
+                200,
+                |_: &u64| Ok(()),
+            )?),
+            simulated_profile_path: env.string("SIMULATED_PROFILE_PATH")?.map(PathBuf::from),
+        };
+        let positive = |v: &usize| (*v > 0).then_some(()).ok_or("must be positive");
+        let jobs = JobSettings {
+            concurrency: env.parse_or("WORKER_CONCURRENCY", 64, positive)?,
+            max_retries: env.parse_or("PROVIDER_MAX_RETRIES", 2, |v: &u32| {
+                (*v <= 10).then_some(()).ok_or("must be at most 10")
+            })?,
+            retry_base: Duration::from_millis(env.parse_or("RETRY_BASE_MS", 1000, |_: &u64| {
+                Ok(())
+            })?),
+            max_retry_after: secs("MAX_RETRY_AFTER_SECS", 60)?,
+            request_deadline: secs("REQUEST_DEADLINE_SECS", 600)?,
+            heartbeat: secs("JOB_HEARTBEAT_SECS", 5)?,
+            missed_heartbeats: env.parse_or("JOB_MISSED_HEARTBEATS", 3, positive)?,
+            batch_size: env.parse_or("JOB_BATCH_SIZE", 16, positive)?,
+        };
+        let completion = CompletionSettings {
+            timeout: secs("COMPLETE_TIMEOUT_SECS", 120)?,
+            default_max_tokens: env.parse_or("DEFAULT_MAX_TOKENS", 1024, |v: &u32| {
+                (*v > 0).then_some(()).ok_or("must be positive")
+            })?,
+            cache_enabled: env.bool_or("CACHE_ENABLED", true)?,
+            cache_ttl: secs("CACHE_TTL_SECS", 86_400)?,
+        };
+        let openrouter_attribution = Attribution {
+            referer: env.string("OPENROUTER_REFERER")?,
+            title: env.string("OPENROUTER_TITLE")?,
+        };
+
         Ok(Self {
             database_url,
             db_max_connections: env.parse_or("DB_MAX_CONNECTIONS", 10, |v: &u32| {
@@ -267,6 +364,10 @@ impl Settings {
             providers,
             enabled_providers,
             routing,
+            provider_options,
+            openrouter_attribution,
+            jobs,
+            completion,
         })
     }
 
@@ -569,6 +670,11 @@ mod tests {
             ("EXPLORATION_RATE", "often"),
             ("EXPLORATION_MARGIN", "-0.1"),
             ("ROUTING_RELOAD_SECS", "0"),
+            ("COMPLETE_TIMEOUT_SECS", "0"),
+            ("WORKER_CONCURRENCY", "0"),
+            ("CACHE_ENABLED", "sometimes"),
+            ("ANTHROPIC_TIMEOUT_SECS", "-5"),
+            ("PROVIDER_MAX_RETRIES", "100"),
         ] {
             let err = rejected(var, value);
             assert_eq!(err.var, var, "{err}");

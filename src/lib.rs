@@ -6,13 +6,18 @@
 //! - [`config`]: typed settings from the environment, secrets redacted.
 //! - [`telemetry`]: the tracing subscriber (and, later, the metrics recorder and metric names).
 //! - [`store`]: all Postgres access — pool, migrations, readiness; no SQL elsewhere.
-//! - [`providers`]: provider identity (and, later, one module per wire format).
+//! - [`providers`]: one trait, one module per wire format (Anthropic, Gemini, OpenAI-compatible,
+//!   simulated), error classification.
 //! - [`routing`]: catalog, QueryPatternAnalyzer, RoutingEngine, learned weights.
+//! - [`completion`]: submit → route → enqueue (or cache) → wait; costs and savings.
+//! - [`jobs`]: job handlers and worker start-up, shared by both processes.
 //! - [`api`]: axum routers, extractors, the error type, middleware; thin handlers.
 //! - [`runtime`]: process plumbing both binaries share — shutdown signals, background set-up.
 
 pub mod api;
+pub mod completion;
 pub mod config;
+pub mod jobs;
 pub mod providers;
 pub mod routing;
 pub mod runtime;

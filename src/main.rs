@@ -1,11 +1,12 @@
 //! The `optimizer` command: `serve`, `migrate`, `healthcheck`.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use optimizer::api::{self, AppState};
 use optimizer::config::Settings;
-use optimizer::routing::weights;
+use optimizer::jobs::{JobContext, Queue};
 use optimizer::store::Database;
 use optimizer::{runtime, telemetry};
 
@@ -18,9 +19,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the HTTP API (the default). Creates and migrates the database unless
-    /// RUN_MIGRATIONS=false.
-    Serve,
+    /// Run the HTTP API (the default) and, unless --no-workers, the job workers in the same
+    /// process. Creates and migrates the database unless RUN_MIGRATIONS=false.
+    Serve {
+        /// Run the API only; `optimizer-worker` processes consume the queues.
+        #[arg(long)]
+        no_workers: bool,
+    },
     /// Create the database if missing, apply all migrations, and exit.
     Migrate,
     /// Exit 0 when GET URL answers 2xx (for container health checks; needs no curl).
@@ -41,7 +46,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let command = cli.command.unwrap_or(Command::Serve);
+    let command = cli.command.unwrap_or(Command::Serve { no_workers: false });
     if let Command::Healthcheck { url } = command {
         let url =
             url.unwrap_or_else(|| format!("http://127.0.0.1:{}/health", settings.bind.port()));
@@ -56,7 +61,8 @@ async fn main() -> ExitCode {
     telemetry::init(&settings);
     let result = match command {
         Command::Migrate => migrate(&settings).await,
-        _ => serve(settings).await,
+        Command::Serve { no_workers } => serve(settings, !no_workers).await,
+        Command::Healthcheck { .. } => Ok(()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -75,7 +81,8 @@ async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(settings: Settings) -> anyhow::Result<()> {
+async fn serve(settings: Settings, workers: bool) -> anyhow::Result<()> {
+    optimizer::providers::install_crypto();
     let state = AppState::new(settings)?;
     let settings = state.settings.clone();
     let db = state.db.clone();
@@ -98,19 +105,31 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         baseline = %state.engine.catalog().models()[state.engine.baseline()].key(),
         "routing ready"
     );
-    tokio::spawn(weights::run_reloader(
-        state.engine.clone(),
-        db.pool.clone(),
-        settings.routing.reload_interval,
-        shutdown.clone(),
-    ));
+    runtime::spawn_api_tasks(&state, &shutdown);
+    let workers = if workers {
+        let ctx = JobContext::new(db.pool.clone(), state.engine.clone(), settings.clone())?;
+        tracing::info!("job workers run in this process (--no-workers to turn off)");
+        Some(tokio::spawn(runtime::run_workers(
+            db.clone(),
+            Arc::new(ctx),
+            Queue::ALL.to_vec(),
+            shutdown.clone(),
+        )))
+    } else {
+        None
+    };
     api::serve(
         listener,
         api::router(state),
-        shutdown,
+        shutdown.clone(),
         settings.shutdown_timeout,
     )
     .await?;
+    shutdown.cancel();
+    if let Some(workers) = workers {
+        // In-flight jobs finish; fetched-but-unstarted ones go back to the queue.
+        let _ = tokio::time::timeout(settings.shutdown_timeout, workers).await;
+    }
     db.pool.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -109,3 +109,48 @@ pub async fn probe(url: &str) -> Result<(), String> {
         ))
     }
 }
+
+/// Starts the API process's background tasks: the learned-weights reloader and the
+/// `request_done` listener that wakes waiting requests.
+pub fn spawn_api_tasks(state: &crate::api::AppState, shutdown: &CancellationToken) {
+    tokio::spawn(crate::routing::weights::run_reloader(
+        state.engine.clone(),
+        state.db.pool.clone(),
+        state.settings.routing.reload_interval,
+        shutdown.clone(),
+    ));
+    tokio::spawn(
+        state
+            .completions
+            .notifier
+            .clone()
+            .run(state.db.pool.clone(), shutdown.clone()),
+    );
+}
+
+/// Runs the job workers for `queues` until `shutdown`: waits for the database to be ready
+/// (migrated), and restarts the workers after an error.
+pub async fn run_workers(
+    db: Database,
+    ctx: std::sync::Arc<crate::jobs::JobContext>,
+    queues: Vec<crate::jobs::Queue>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        while db.check_ready().await.is_err() {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+        match crate::jobs::run_workers(ctx.clone(), &queues, shutdown.clone()).await {
+            Ok(()) if shutdown.is_cancelled() => return,
+            Ok(()) => tracing::warn!("workers stopped unexpectedly; restarting"),
+            Err(e) => tracing::warn!(error = %e, "workers failed; restarting"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! HTTP layer: routers, extractors, the error type and middleware. Handlers stay thin: they
 //! extract and validate, call a function that knows nothing of axum, and map the result.
 
+pub mod complete;
 pub mod error;
 pub mod extract;
 pub mod health;
@@ -24,6 +25,7 @@ use tower_http::trace::TraceLayer;
 pub use error::ApiError;
 pub use extract::AppJson;
 
+use crate::completion::{Completions, Notifier};
 use crate::config::Settings;
 use crate::routing::RoutingEngine;
 use crate::store::Database;
@@ -37,18 +39,28 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub db: Database,
     pub engine: Arc<RoutingEngine>,
+    pub completions: Arc<Completions>,
 }
 
 impl AppState {
     /// Loads the catalog and builds the routing engine; a bad catalog or baseline is a start-up
-    /// error. The pool is lazy: nothing connects here.
+    /// error. The pool is lazy: nothing connects here. The caller runs
+    /// `completions.notifier.run(…)` and the weights reloader.
     pub fn new(settings: Settings) -> Result<Self, crate::routing::SetupError> {
         let engine = Arc::new(crate::routing::build_engine(&settings)?);
         let db = Database::connect_lazy(&settings);
+        let settings = Arc::new(settings);
+        let completions = Arc::new(Completions {
+            pool: db.pool.clone(),
+            engine: engine.clone(),
+            settings: settings.clone(),
+            notifier: Notifier::new(),
+        });
         Ok(Self {
-            settings: Arc::new(settings),
+            settings,
             db,
             engine,
+            completions,
         })
     }
 }
@@ -67,6 +79,9 @@ pub fn router(state: AppState) -> Router {
             .route("/health", get(health::health))
             .route("/ready", get(health::ready))
             .route("/recommendation", post(recommendation::recommendation))
+            .route("/complete", post(complete::complete))
+            .route("/requests/{id}", get(complete::get_request))
+            .route("/routing/metrics", get(complete::routing_metrics))
             .with_state(state),
         limit,
     )

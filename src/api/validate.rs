@@ -87,3 +87,25 @@ pub fn route_error(e: RouteError) -> ApiError {
         ),
     }
 }
+
+pub fn temperature(v: Option<f64>) -> Result<Option<f64>, ApiError> {
+    match v {
+        Some(t) if !(t.is_finite() && (0.0..=2.0).contains(&t)) => Err(ApiError::invalid_field(
+            "temperature",
+            format!("{t} is not between 0 and 2"),
+        )),
+        other => Ok(other),
+    }
+}
+
+/// Identifiers a caller attaches (user, session, idempotency key): at most 255 characters.
+pub fn short_text(field: &str, v: Option<String>) -> Result<Option<String>, ApiError> {
+    match v {
+        Some(s) if s.trim().is_empty() => Ok(None),
+        Some(s) if s.chars().count() > 255 => Err(ApiError::invalid_field(
+            field,
+            "must be at most 255 characters",
+        )),
+        other => Ok(other),
+    }
+}

@@ -1,9 +1,29 @@
-//! LLM providers. Each wire format gets its own module behind one trait (the queued-completions
-//! work adds them); this module owns the provider identity used everywhere else.
+//! LLM providers: one trait, one module per wire format, base URLs from configuration (tests
+//! point them at a local HTTP mock).
+//!
+//! - [`anthropic`]: the Messages API.
+//! - [`gemini`]: Google's `models/{model}:generateContent`.
+//! - [`openai`]: OpenAI-compatible chat completions — OpenRouter and any local server.
+//! - [`simulated`]: deterministic offline answers, labelled `simulated` everywhere.
+//!
+//! Every failure is classified ([`ErrorKind`]) so the provider_call job knows whether to retry,
+//! fall back to the next model, or give up; messages are sanitised (no keys, bounded length).
 
+pub mod anthropic;
+pub mod gemini;
+mod http;
+pub mod openai;
+pub mod simulated;
+
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+
+use crate::config::Settings;
 
 /// A provider, i.e. a wire format plus its credentials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -46,4 +66,219 @@ impl fmt::Display for ProviderId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// Who said a conversation turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    User,
+    Assistant,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub role: Role,
+    pub content: String,
+}
+
+/// One completion request, provider-neutral.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompletionRequest {
+    pub model: String,
+    pub system: Option<String>,
+    /// The conversation, oldest first; the last turn is the user's.
+    pub messages: Vec<Message>,
+    pub max_tokens: u32,
+    pub temperature: Option<f64>,
+}
+
+/// A provider's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    pub text: String,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// The provider's own figure for the cost, when it reports one (OpenRouter).
+    pub reported_cost_usd: Option<f64>,
+    /// The model id the provider says answered.
+    pub model: String,
+    pub finish_reason: Option<String>,
+}
+
+/// What a failure means for the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// Try again later: 429, 529/overloaded, 5xx, timeouts, connection errors, garbled answers.
+    Retryable,
+    /// This model cannot answer (404 model, not found): fall back to another model at once.
+    ModelUnavailable,
+    /// The request itself is refused (400, 401/403, content refusal): do not retry.
+    Permanent,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Retryable => "retryable",
+            Self::ModelUnavailable => "model_unavailable",
+            Self::Permanent => "permanent",
+        }
+    }
+}
+
+/// A classified provider failure. `message` is safe to store and show.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{provider} {}: {message}", status.map(|s| s.to_string()).unwrap_or_else(|| kind.as_str().to_owned()))]
+pub struct ProviderError {
+    pub provider: ProviderId,
+    pub kind: ErrorKind,
+    pub status: Option<u16>,
+    /// `Retry-After`, when the provider sent one.
+    pub retry_after: Option<Duration>,
+    pub message: String,
+}
+
+/// The one provider interface.
+pub trait Provider: Send + Sync {
+    fn id(&self) -> ProviderId;
+
+    fn complete(
+        &self,
+        request: &CompletionRequest,
+    ) -> impl std::future::Future<Output = Result<Completion, ProviderError>> + Send;
+}
+
+/// A configured provider of any wire format (static dispatch over the implementations).
+#[derive(Debug)]
+pub enum Client {
+    Anthropic(anthropic::Anthropic),
+    Gemini(gemini::Gemini),
+    OpenAi(openai::OpenAiCompatible),
+    Simulated(simulated::Simulated),
+}
+
+impl Provider for Client {
+    fn id(&self) -> ProviderId {
+        match self {
+            Client::Anthropic(p) => p.id(),
+            Client::Gemini(p) => p.id(),
+            Client::OpenAi(p) => p.id(),
+            Client::Simulated(p) => p.id(),
+        }
+    }
+
+    async fn complete(&self, request: &CompletionRequest) -> Result<Completion, ProviderError> {
+        match self {
+            Client::Anthropic(p) => p.complete(request).await,
+            Client::Gemini(p) => p.complete(request).await,
+            Client::OpenAi(p) => p.complete(request).await,
+            Client::Simulated(p) => p.complete(request).await,
+        }
+    }
+}
+
+/// Settings of the provider layer.
+#[derive(Debug, Clone)]
+pub struct ProviderOptions {
+    /// Per-provider request timeout.
+    pub timeouts: HashMap<ProviderId, Duration>,
+    /// Concurrent calls allowed per provider in one process.
+    pub concurrency: usize,
+    pub simulated_latency: Duration,
+    pub simulated_profile_path: Option<std::path::PathBuf>,
+}
+
+/// The enabled providers of this process, each with its own concurrency limit.
+#[derive(Debug)]
+pub struct Providers {
+    clients: HashMap<ProviderId, (Client, Arc<Semaphore>)>,
+}
+
+/// A provider could not be set up (start-up error).
+#[derive(Debug, thiserror::Error)]
+pub enum ProvidersError {
+    #[error("cannot build the HTTP client: {0}")]
+    Http(String),
+    #[error(transparent)]
+    Profile(#[from] simulated::ProfileError),
+}
+
+impl Providers {
+    /// Builds a client for every enabled provider.
+    pub fn from_settings(settings: &Settings) -> Result<Self, ProvidersError> {
+        let options = &settings.provider_options;
+        let mut clients = HashMap::new();
+        for id in &settings.enabled_providers {
+            let timeout = options
+                .timeouts
+                .get(id)
+                .copied()
+                .unwrap_or(Duration::from_secs(60));
+            let http = || http::client(timeout).map_err(ProvidersError::Http);
+            let p = &settings.providers;
+            let client = match id {
+                ProviderId::Anthropic => Client::Anthropic(anthropic::Anthropic::new(
+                    http()?,
+                    &p.anthropic.base_url,
+                    p.anthropic.api_key.clone(),
+                )),
+                ProviderId::Gemini => Client::Gemini(gemini::Gemini::new(
+                    http()?,
+                    &p.gemini.base_url,
+                    p.gemini.api_key.clone(),
+                )),
+                ProviderId::Openrouter => Client::OpenAi(openai::OpenAiCompatible::openrouter(
+                    http()?,
+                    &p.openrouter.base_url,
+                    p.openrouter.api_key.clone(),
+                    settings.openrouter_attribution.clone(),
+                )),
+                ProviderId::OpenaiCompat => Client::OpenAi(openai::OpenAiCompatible::generic(
+                    http()?,
+                    p.openai_compat.base_url.as_deref().unwrap_or_default(),
+                    p.openai_compat.api_key.clone(),
+                )),
+                ProviderId::Simulated => Client::Simulated(simulated::Simulated::new(
+                    options.simulated_latency,
+                    simulated::Profiles::load(options.simulated_profile_path.as_deref())?,
+                )),
+            };
+            let permits = Arc::new(Semaphore::new(options.concurrency.max(1)));
+            clients.insert(*id, (client, permits));
+        }
+        Ok(Self { clients })
+    }
+
+    /// Calls `provider`, waiting for one of its concurrency permits first.
+    pub async fn complete(
+        &self,
+        provider: ProviderId,
+        request: &CompletionRequest,
+    ) -> Result<Completion, ProviderError> {
+        let Some((client, permits)) = self.clients.get(&provider) else {
+            return Err(ProviderError {
+                provider,
+                kind: ErrorKind::ModelUnavailable,
+                status: None,
+                retry_after: None,
+                message: "provider is not configured in this process".into(),
+            });
+        };
+        let _permit = permits.acquire().await.map_err(|_| ProviderError {
+            provider,
+            kind: ErrorKind::Retryable,
+            status: None,
+            retry_after: None,
+            message: "provider is shutting down".into(),
+        })?;
+        client.complete(request).await
+    }
+}
+
+/// Installs the process-wide TLS crypto provider (ring, shared with the database driver).
+/// Call once at start-up; later calls are no-ops.
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }

@@ -1,0 +1,191 @@
+//! `POST /complete`, `GET /requests/{id}` and `GET /routing/metrics`.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::error::ApiError;
+use super::extract::AppJson;
+use super::validate;
+use super::AppState;
+use crate::completion::{CompleteInput, CompletionView, SubmitError, Submitted};
+use crate::providers::ProviderId;
+use crate::store::metrics;
+use crate::store::requests::RequestRecord;
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteBody {
+    prompt: String,
+    #[serde(default)]
+    system: Option<String>,
+    #[serde(default = "default_true")]
+    auto_route: bool,
+    #[serde(default)]
+    provider: Option<String>,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    strategy: Option<String>,
+    #[serde(default)]
+    min_quality: Option<f64>,
+    #[serde(default)]
+    max_cost: Option<f64>,
+    #[serde(default)]
+    max_tokens: Option<u32>,
+    #[serde(default)]
+    temperature: Option<f64>,
+    #[serde(default, rename = "async")]
+    is_async: bool,
+    #[serde(default)]
+    user_id: Option<String>,
+    #[serde(default)]
+    session_id: Option<String>,
+}
+
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+pub async fn complete(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    AppJson(body): AppJson<CompleteBody>,
+) -> Result<Response, ApiError> {
+    let provider = body
+        .provider
+        .as_deref()
+        .map(|p| {
+            ProviderId::parse(p)
+                .ok_or_else(|| ApiError::invalid_field("provider", format!("unknown provider {p:?}")))
+        })
+        .transpose()?;
+    let catalog = state.engine.catalog();
+    let pinned = match (&body.model, body.auto_route) {
+        (Some(model), _) => Some(catalog.find(provider, model).ok_or_else(|| {
+            ApiError::invalid_field("model", format!("unknown model {model:?}"))
+        })?),
+        (None, false) => {
+            return Err(ApiError::invalid_field(
+                "model",
+                "required when auto_route is false",
+            ));
+        }
+        (None, true) => None,
+    };
+    let input = CompleteInput {
+        prompt: validate::prompt(body.prompt)?,
+        system: body.system.filter(|s| !s.trim().is_empty()),
+        pinned,
+        allowed_providers: if pinned.is_none() { provider.map(|p| vec![p]) } else { None },
+        strategy: validate::strategy(body.strategy.as_deref())?,
+        min_quality: validate::min_quality(body.min_quality)?,
+        max_cost_usd: validate::max_cost(body.max_cost)?,
+        max_tokens: validate::max_tokens(body.max_tokens)?,
+        temperature: validate::temperature(body.temperature)?,
+        is_async: body.is_async,
+        user_id: validate::short_text("user_id", body.user_id)?,
+        session_id: validate::short_text("session_id", body.session_id)?,
+        idempotency_key: validate::short_text(
+            "Idempotency-Key",
+            headers
+                .get(IDEMPOTENCY_KEY)
+                .map(|v| {
+                    v.to_str().map(str::to_owned).map_err(|_| {
+                        ApiError::invalid_field("Idempotency-Key", "must be visible ASCII")
+                    })
+                })
+                .transpose()?,
+        )?,
+    };
+    let is_async = input.is_async;
+    let completions = &state.completions;
+    let submitted = completions.submit(input).await.map_err(|e| match e {
+        SubmitError::Route(e) => validate::route_error(e),
+        SubmitError::Database(e) => ApiError::from(e),
+    })?;
+    let request_id = submitted.request_id().to_owned();
+    let record = match submitted {
+        Submitted::Cached(id) => completions.get(&id).await?,
+        Submitted::Queued { .. } | Submitted::Replayed(_) if is_async => {
+            return Ok(accepted(&request_id, "queued"));
+        }
+        Submitted::Queued { request_id, waiter } => completions.wait(&request_id, waiter).await?,
+        Submitted::Replayed(id) => completions.wait(&id, None).await?,
+    };
+    let record = record.ok_or_else(|| ApiError::internal(anyhow::anyhow!("request {request_id} vanished")))?;
+    Ok(respond(record))
+}
+
+fn accepted(request_id: &str, status: &str) -> Response {
+    let body = json!({
+        "request_id": request_id,
+        "status": status,
+        "status_url": format!("/requests/{request_id}"),
+    });
+    (StatusCode::ACCEPTED, axum::Json(body)).into_response()
+}
+
+/// 200 when succeeded, 502 when every candidate failed, 202 while it runs.
+fn respond(record: RequestRecord) -> Response {
+    match record.status.as_str() {
+        "succeeded" => axum::Json(CompletionView::from_record(record)).into_response(),
+        "failed" => {
+            let view = CompletionView::from_record(record);
+            let (code, message) = view
+                .error
+                .as_ref()
+                .map(|e| (e.code.clone(), e.message.clone()))
+                .unwrap_or_else(|| ("provider_error".into(), "the request failed".into()));
+            let body = json!({
+                "error": { "code": code, "message": message },
+                "request_id": view.request_id,
+                "request": view,
+            });
+            (StatusCode::BAD_GATEWAY, axum::Json(body)).into_response()
+        }
+        other => {
+            let other = other.to_owned();
+            accepted(&record.request_id, &other)
+        }
+    }
+}
+
+/// `GET /requests/{id}`: the request's status and, once finished, the full answer.
+pub async fn get_request(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<AppJson<CompletionView>, ApiError> {
+    let record = state
+        .completions
+        .get(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no request {id:?}")))?;
+    Ok(AppJson(CompletionView::from_record(record)))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct MetricsQuery {
+    since: Option<String>,
+}
+
+/// `GET /routing/metrics?since=RFC3339`.
+pub async fn routing_metrics(
+    State(state): State<AppState>,
+    Query(q): Query<MetricsQuery>,
+) -> Result<AppJson<metrics::Summary>, ApiError> {
+    let since = q
+        .since
+        .as_deref()
+        .map(|s| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .map(|d| d.with_timezone(&chrono::Utc))
+                .map_err(|_| ApiError::invalid_field("since", format!("{s:?} is not an RFC 3339 time")))
+        })
+        .transpose()?;
+    Ok(AppJson(metrics::summary(&state.db.pool, since).await?))
+}

@@ -1,0 +1,127 @@
+//! What a call cost, what the always-premium baseline would have cost for the same tokens, and
+//! the routing_metrics row that records both.
+//!
+//! Cost: the provider's own reported cost when it sends one (OpenRouter), else the tokens it
+//! reports × the catalog's list price. Baseline: the same input and output token counts × the
+//! baseline model's list price — "what this answer would have cost on the premium model".
+
+use serde_json::Value;
+
+use super::StoredRoute;
+use crate::providers::{Completion, ProviderId};
+use crate::routing::RoutingEngine;
+use crate::routing::recommend::round_usd;
+use crate::store::requests::{CachedAnswer, MetricsRow};
+
+/// List-price cost of tokens on `provider/model` (None when the model is not in the catalog).
+pub fn list_price(
+    engine: &RoutingEngine,
+    provider: ProviderId,
+    model: &str,
+    input_tokens: u64,
+    output_tokens: u64,
+) -> Option<f64> {
+    let index = engine.catalog().find(Some(provider), model)?;
+    engine
+        .model(index)
+        .map(|m| m.cost_usd(input_tokens, output_tokens))
+}
+
+fn baseline_cost(engine: &RoutingEngine, route: &StoredRoute, input: u64, output: u64) -> Option<f64> {
+    let b = route.baseline.as_ref()?;
+    list_price(engine, b.provider, &b.model, input, output).map(round_usd)
+}
+
+fn base_row(route: &StoredRoute, candidate: usize) -> MetricsRow {
+    let chosen = route.candidates.get(candidate);
+    MetricsRow {
+        prompt_pattern: route.pattern.clone(),
+        complexity_score: route.complexity as f32,
+        complexity_tier: Some(route.tier.clone()),
+        strategy: route.strategy.clone(),
+        selected_provider: chosen.map(|c| c.provider.to_string()).unwrap_or_default(),
+        selected_model: chosen.map(|c| c.model.clone()).unwrap_or_default(),
+        reason: Some(if candidate == 0 {
+            route.reason.clone()
+        } else {
+            format!("fallback #{candidate} after earlier candidates failed; {}", route.reason)
+        }),
+        confidence: chosen.map(|c| c.confidence.clone()),
+        explored: route.explored && candidate == 0,
+        alternatives: serde_json::to_value(route.candidates.get(1..).unwrap_or(&[]))
+            .unwrap_or(Value::Null),
+        input_tokens: None,
+        output_tokens: None,
+        cost_usd: None,
+        baseline_model: route.baseline.as_ref().map(|b| format!("{}/{}", b.provider, b.model)),
+        baseline_cost_usd: None,
+        latency_ms: 0.0,
+        provider_latency_ms: None,
+        cache_hit: false,
+        fallback_count: i32::try_from(candidate).unwrap_or(i32::MAX),
+    }
+}
+
+fn tokens(n: u64) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+/// The metrics row of a successful provider call on candidate `candidate`.
+pub fn success_metrics(
+    engine: &RoutingEngine,
+    route: &StoredRoute,
+    candidate: usize,
+    answer: &Completion,
+    latency_ms: f64,
+    provider_ms: f64,
+) -> MetricsRow {
+    let mut row = base_row(route, candidate);
+    let chosen = route.candidates.get(candidate);
+    let cost = answer.reported_cost_usd.or_else(|| {
+        chosen.and_then(|c| {
+            list_price(engine, c.provider, &c.model, answer.input_tokens, answer.output_tokens)
+        })
+    });
+    row.input_tokens = Some(tokens(answer.input_tokens));
+    row.output_tokens = Some(tokens(answer.output_tokens));
+    row.cost_usd = cost.map(round_usd);
+    row.baseline_cost_usd = baseline_cost(engine, route, answer.input_tokens, answer.output_tokens);
+    row.latency_ms = latency_ms;
+    row.provider_latency_ms = Some(provider_ms);
+    row
+}
+
+/// The metrics row of a request that failed on candidate `candidate` (nothing billed).
+pub fn failure_metrics(
+    route: &StoredRoute,
+    candidate: usize,
+    latency_ms: f64,
+    provider_ms: Option<f64>,
+) -> MetricsRow {
+    let mut row = base_row(route, candidate.min(route.candidates.len().saturating_sub(1)));
+    row.fallback_count = i32::try_from(candidate).unwrap_or(i32::MAX);
+    row.cost_usd = Some(0.0);
+    row.latency_ms = latency_ms;
+    row.provider_latency_ms = provider_ms;
+    row
+}
+
+/// The metrics row of a cache hit: nothing billed, the baseline priced on the cached tokens.
+pub fn cached_metrics(engine: &RoutingEngine, route: &StoredRoute, hit: &CachedAnswer) -> MetricsRow {
+    let mut row = base_row(route, 0);
+    let (input, output) = (
+        u64::try_from(hit.input_tokens).unwrap_or(0),
+        u64::try_from(hit.output_tokens).unwrap_or(0),
+    );
+    row.selected_provider = hit.provider.clone();
+    row.selected_model = hit.model.clone();
+    row.reason = Some("answered from the exact-match cache".into());
+    row.explored = false;
+    row.input_tokens = Some(hit.input_tokens);
+    row.output_tokens = Some(hit.output_tokens);
+    row.cost_usd = Some(0.0);
+    row.baseline_cost_usd = baseline_cost(engine, route, input, output);
+    row.cache_hit = true;
+    row.fallback_count = 0;
+    row
+}

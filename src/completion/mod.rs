@@ -1,0 +1,455 @@
+//! Completions, independent of HTTP: validate → analyze → route → (cache hit, or insert the
+//! request and enqueue its provider_call job in one transaction) → wait for the worker's NOTIFY.
+//!
+//! - [`waiter`]: one LISTEN connection per process, fanned out to the requests waiting on it.
+//! - [`cost`]: what a call cost and what the baseline would have.
+
+pub mod cost;
+pub mod waiter;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use apalis::prelude::TaskBuilder;
+use apalis_postgres::PgTask;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+
+use crate::config::{Settings, StorePrompts};
+use crate::providers::ProviderId;
+use crate::routing::recommend::round_usd;
+use crate::routing::{
+    Analysis, Candidate, Decision, QueryPatternAnalyzer, RouteError, RouteRequest, RoutingEngine,
+    Strategy,
+};
+use crate::store::requests::{self as store, Inserted, NewRequest, RequestRecord};
+pub use waiter::{Notifier, Waiter};
+
+/// The provider_call job: call candidate `candidate` of the request's stored route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderCall {
+    pub request_id: String,
+    /// Must equal `requests.attempts` for the job to act (see `store::requests`).
+    pub generation: i32,
+    /// Index into the stored route's candidates; also the number of fallbacks so far.
+    pub candidate: usize,
+    /// Retries already made on this candidate.
+    pub tries: u32,
+    /// Provider time spent by earlier attempts.
+    pub provider_ms: u64,
+}
+
+impl ProviderCall {
+    /// The job as an apalis task, due after `delay`. Storage-level retries (for a handler that
+    /// errs, e.g. the database is briefly away) are capped at 5.
+    pub fn task(&self, delay: Duration) -> PgTask {
+        let args = serde_json::to_vec(self).unwrap_or_default();
+        let mut builder = TaskBuilder::new(args).max_attempts(5);
+        if !delay.is_zero() {
+            builder = builder.run_after(delay);
+        }
+        builder.build()
+    }
+}
+
+/// One candidate as stored with the request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteCandidate {
+    pub provider: ProviderId,
+    pub model: String,
+    pub expected_quality: f64,
+    pub confidence: String,
+    pub est_cost_usd: f64,
+}
+
+impl From<&Candidate> for RouteCandidate {
+    fn from(c: &Candidate) -> Self {
+        Self {
+            provider: c.provider,
+            model: c.model.clone(),
+            expected_quality: c.expected_quality,
+            confidence: c.confidence.as_str().to_owned(),
+            est_cost_usd: round_usd(c.est_cost_usd),
+        }
+    }
+}
+
+/// The routing decision as stored in `requests.route`: what the worker falls back along.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredRoute {
+    pub pattern: String,
+    pub complexity: f64,
+    pub tier: String,
+    pub strategy: String,
+    pub reason: String,
+    pub reason_code: String,
+    pub explored: bool,
+    pub policy_version: i64,
+    /// The chosen model first, then the fallbacks.
+    pub candidates: Vec<RouteCandidate>,
+    pub baseline: Option<RouteCandidate>,
+}
+
+impl StoredRoute {
+    fn new(analysis: &Analysis, decision: &Decision, baseline: Option<RouteCandidate>) -> Self {
+        Self {
+            pattern: analysis.pattern.as_str().to_owned(),
+            complexity: analysis.complexity,
+            tier: analysis.tier.as_str().to_owned(),
+            strategy: decision.strategy.as_str().to_owned(),
+            reason: decision.reason.clone(),
+            reason_code: decision.reason_code.to_owned(),
+            explored: decision.explored,
+            policy_version: decision.policy_version,
+            candidates: std::iter::once(&decision.chosen)
+                .chain(&decision.alternatives)
+                .map(RouteCandidate::from)
+                .collect(),
+            baseline,
+        }
+    }
+}
+
+/// The caller's parameters as stored in `requests.params`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredParams {
+    pub max_tokens: u32,
+    pub temperature: Option<f64>,
+    pub auto_route: bool,
+    pub min_quality: Option<f64>,
+    pub max_cost: Option<f64>,
+    pub is_async: bool,
+    /// Set when the answer may be cached.
+    pub cache_key: Option<String>,
+}
+
+/// A validated `/complete` request.
+#[derive(Debug, Clone, Default)]
+pub struct CompleteInput {
+    pub prompt: String,
+    pub system: Option<String>,
+    /// A catalog model index pinned by the caller (auto_route=false or an explicit model).
+    pub pinned: Option<usize>,
+    pub allowed_providers: Option<Vec<ProviderId>>,
+    pub strategy: Strategy,
+    pub min_quality: Option<f64>,
+    pub max_cost_usd: Option<f64>,
+    pub max_tokens: Option<u32>,
+    pub temperature: Option<f64>,
+    pub is_async: bool,
+    pub user_id: Option<String>,
+    pub session_id: Option<String>,
+    pub idempotency_key: Option<String>,
+}
+
+/// What `submit` did.
+#[derive(Debug)]
+pub enum Submitted {
+    /// Answered from the cache; the request is already recorded as finished.
+    Cached(String),
+    /// Queued; `waiter` (for synchronous callers) fires when the worker finishes it.
+    Queued {
+        request_id: String,
+        waiter: Option<Waiter>,
+    },
+    /// The idempotency key named an earlier request; nothing new was queued.
+    Replayed(String),
+}
+
+impl Submitted {
+    pub fn request_id(&self) -> &str {
+        match self {
+            Submitted::Cached(id) | Submitted::Replayed(id) => id,
+            Submitted::Queued { request_id, .. } => request_id,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// The completion service of one process.
+pub struct Completions {
+    pub pool: PgPool,
+    pub engine: Arc<RoutingEngine>,
+    pub settings: Arc<Settings>,
+    pub notifier: Arc<Notifier>,
+}
+
+impl Completions {
+    /// Routes and queues (or answers from the cache) one request.
+    pub async fn submit(&self, input: CompleteInput) -> Result<Submitted, SubmitError> {
+        let analysis = QueryPatternAnalyzer::new().analyze(&input.prompt);
+        let max_tokens = input
+            .max_tokens
+            .unwrap_or(self.settings.completion.default_max_tokens);
+        let request = RouteRequest {
+            strategy: input.strategy,
+            min_quality: input.min_quality,
+            max_cost_usd: input.max_cost_usd,
+            allowed_providers: input.allowed_providers.as_deref(),
+            pinned: input.pinned,
+            max_output_tokens: Some(max_tokens),
+            preview: false,
+        };
+        let decision = self
+            .engine
+            .route(&analysis, &request, &mut fastrand::Rng::new())?;
+        let baseline = self.engine.baseline();
+        let baseline_candidate = self.engine.model(baseline).map(|m| {
+            let (_, _, est) = self.engine.estimate(baseline, &analysis, Some(max_tokens));
+            RouteCandidate {
+                provider: m.provider,
+                model: m.model.clone(),
+                expected_quality: m.prior(analysis.pattern),
+                confidence: "prior".into(),
+                est_cost_usd: round_usd(est),
+            }
+        });
+        let route = StoredRoute::new(&analysis, &decision, baseline_candidate);
+
+        let completion = &self.settings.completion;
+        let cacheable = completion.cache_enabled && input.temperature.unwrap_or(0.0) == 0.0;
+        let cache_key = cacheable.then(|| cache_key(&input, &route, max_tokens));
+        let params = StoredParams {
+            max_tokens,
+            temperature: input.temperature,
+            auto_route: input.pinned.is_none(),
+            min_quality: input.min_quality,
+            max_cost: input.max_cost_usd,
+            is_async: input.is_async,
+            cache_key: cache_key.clone(),
+        };
+        let request_id = new_request_id();
+        let new = NewRequest {
+            request_id: request_id.clone(),
+            prompt: input.prompt.clone(),
+            prompt_hash: hex::encode(Sha256::digest(input.prompt.as_bytes())),
+            prompt_chars: i32::try_from(analysis.features.chars).unwrap_or(i32::MAX),
+            system: input.system.clone(),
+            params: serde_json::to_value(&params).unwrap_or(Value::Null),
+            route: serde_json::to_value(&route).unwrap_or(Value::Null),
+            user_id: input.user_id.clone(),
+            session_id: input.session_id.clone(),
+            idempotency_key: input.idempotency_key.clone(),
+        };
+        let keep_prompt = self.settings.store_prompts == StorePrompts::Full;
+
+        if let Some(key) = &cache_key
+            && let Some(hit) = store::cache_lookup(&self.pool, key).await?
+        {
+            let metrics = cost::cached_metrics(&self.engine, &route, &hit);
+            return Ok(
+                match store::insert_cached(&self.pool, &new, key, &hit, &metrics, keep_prompt)
+                    .await?
+                {
+                    Inserted::New => Submitted::Cached(request_id),
+                    Inserted::Existing(id) => Submitted::Replayed(id),
+                },
+            );
+        }
+
+        // Listen before the job exists, so its NOTIFY cannot be missed.
+        let waiter = (!input.is_async).then(|| self.notifier.register(&request_id));
+        let job = ProviderCall {
+            request_id: request_id.clone(),
+            generation: 1,
+            candidate: 0,
+            tries: 0,
+            provider_ms: 0,
+        };
+        Ok(
+            match store::insert_and_enqueue(&self.pool, &new, job.task(Duration::ZERO)).await? {
+                Inserted::New => Submitted::Queued { request_id, waiter },
+                Inserted::Existing(id) => Submitted::Replayed(id),
+            },
+        )
+    }
+
+    /// Waits up to the configured timeout for `request_id` to finish; returns its record
+    /// (finished or not). `waiter` is the registration made before enqueueing, if any.
+    pub async fn wait(
+        &self,
+        request_id: &str,
+        waiter: Option<Waiter>,
+    ) -> Result<Option<RequestRecord>, sqlx::Error> {
+        let deadline = tokio::time::Instant::now() + self.settings.completion.timeout;
+        let mut waiter = waiter.unwrap_or_else(|| self.notifier.register(request_id));
+        loop {
+            let record = store::get(&self.pool, request_id).await?;
+            let finished = record
+                .as_ref()
+                .is_none_or(|r| r.status == "succeeded" || r.status == "failed");
+            if finished || tokio::time::Instant::now() >= deadline {
+                return Ok(record);
+            }
+            // The NOTIFY normally wakes us; the periodic re-check covers a lost connection.
+            let recheck = tokio::time::Instant::now() + Duration::from_secs(5);
+            tokio::select! {
+                () = waiter.notified() => {}
+                () = tokio::time::sleep_until(recheck.min(deadline)) => {}
+            }
+        }
+    }
+
+    pub async fn get(&self, request_id: &str) -> Result<Option<RequestRecord>, sqlx::Error> {
+        store::get(&self.pool, request_id).await
+    }
+}
+
+/// Request ids are ULIDs: sortable by time.
+pub fn new_request_id() -> String {
+    ulid::Ulid::generate().to_string()
+}
+
+/// Exact-match key over everything that shapes the answer: the prompt (trimmed), the system
+/// prompt, what routes it (the pinned model, or auto plus strategy and constraints), the output
+/// cap and the temperature.
+fn cache_key(input: &CompleteInput, route: &StoredRoute, max_tokens: u32) -> String {
+    let target = match input.pinned {
+        Some(_) => route
+            .candidates
+            .first()
+            .map(|c| format!("{}/{}", c.provider, c.model))
+            .unwrap_or_default(),
+        None => format!(
+            "auto:{}:{:?}:{:?}:{:?}",
+            input.strategy.as_str(),
+            input.min_quality,
+            input.max_cost_usd,
+            input.allowed_providers
+        ),
+    };
+    let material = serde_json::json!([
+        input.prompt.trim(),
+        input.system.as_deref().map(str::trim),
+        target,
+        max_tokens,
+        input.temperature.unwrap_or(0.0),
+    ]);
+    hex::encode(Sha256::digest(material.to_string().as_bytes()))
+}
+
+/// The answer body shared by `POST /complete` and `GET /requests/{id}`.
+#[derive(Debug, Clone, Serialize)]
+pub struct CompletionView {
+    pub request_id: String,
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorView>,
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    pub pattern: Option<String>,
+    pub complexity_score: Option<f64>,
+    pub tokens: Option<TokensView>,
+    pub cost_usd: Option<f64>,
+    pub baseline_cost_usd: Option<f64>,
+    pub savings_usd: Option<f64>,
+    pub latency_ms: Option<f64>,
+    pub cached: bool,
+    pub routing: Option<RoutingView>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorView {
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TokensView {
+    pub input: i64,
+    pub output: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RoutingView {
+    pub strategy: String,
+    pub reason: Option<String>,
+    pub confidence: Option<String>,
+    pub explored: bool,
+    pub fallbacks: i64,
+    pub alternatives: Value,
+}
+
+impl CompletionView {
+    pub fn from_record(r: RequestRecord) -> Self {
+        let route: Option<StoredRoute> = r
+            .route
+            .as_ref()
+            .and_then(|v| serde_json::from_value(v.clone()).ok());
+        let savings = match (r.baseline_cost_usd, r.cost_usd) {
+            (Some(b), Some(c)) => Some(round_usd(b - c)),
+            _ => None,
+        };
+        let routing = match (&r.strategy, &route) {
+            (Some(strategy), _) => Some(RoutingView {
+                strategy: strategy.clone(),
+                reason: r.reason.clone(),
+                confidence: r.confidence.clone(),
+                explored: r.explored.unwrap_or(false),
+                fallbacks: i64::from(r.fallback_count.unwrap_or(0)),
+                alternatives: r.alternatives.clone().unwrap_or(Value::Null),
+            }),
+            (None, Some(route)) => Some(RoutingView {
+                strategy: route.strategy.clone(),
+                reason: Some(route.reason.clone()),
+                confidence: route.candidates.first().map(|c| c.confidence.clone()),
+                explored: route.explored,
+                fallbacks: 0,
+                alternatives: serde_json::to_value(route.candidates.get(1..).unwrap_or(&[]))
+                    .unwrap_or(Value::Null),
+            }),
+            (None, None) => None,
+        };
+        Self {
+            error: match (&r.error_code, &r.error) {
+                (Some(code), Some(message)) if r.status == "failed" => Some(ErrorView {
+                    code: code.clone(),
+                    message: message.clone(),
+                }),
+                _ => None,
+            },
+            pattern: r
+                .prompt_pattern
+                .clone()
+                .or_else(|| route.as_ref().map(|x| x.pattern.clone())),
+            complexity_score: r
+                .complexity_score
+                .map(|c| f64::from(c) * 100.0)
+                .map(|c| c.round() / 100.0)
+                .or_else(|| route.as_ref().map(|x| x.complexity)),
+            tokens: match (r.input_tokens, r.output_tokens) {
+                (Some(i), Some(o)) => Some(TokensView {
+                    input: i64::from(i),
+                    output: i64::from(o),
+                }),
+                _ => None,
+            },
+            cost_usd: r.cost_usd,
+            baseline_cost_usd: r.baseline_cost_usd,
+            savings_usd: savings,
+            latency_ms: r.latency_ms,
+            cached: r.cache_hit.unwrap_or(false),
+            routing,
+            request_id: r.request_id,
+            status: r.status,
+            response: r.response,
+            provider: r.provider,
+            model: r.model,
+            created_at: r.created_at,
+            finished_at: r.finished_at,
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! One LISTEN connection per process on `request_done`, fanned out to the requests waiting in
+//! this process. A waiter registers before its job is enqueued, so no NOTIFY is missed; if the
+//! connection drops, waiters still re-check the row periodically (see `Completions::wait`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::requests::DONE_CHANNEL;
+
+type Senders = HashMap<String, Vec<oneshot::Sender<()>>>;
+
+/// The registry of waiting requests.
+#[derive(Debug, Default)]
+pub struct Notifier {
+    waiting: Mutex<Senders>,
+}
+
+/// One request's registration; dropping it unregisters.
+#[derive(Debug)]
+pub struct Waiter {
+    request_id: String,
+    rx: Option<oneshot::Receiver<()>>,
+    notifier: Arc<Notifier>,
+}
+
+impl Waiter {
+    /// Resolves when the request's NOTIFY arrives (at most once; afterwards never again).
+    pub async fn notified(&mut self) {
+        match self.rx.as_mut() {
+            Some(rx) => {
+                let _ = rx.await;
+                self.rx = None;
+            }
+            None => std::future::pending().await,
+        }
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        drop(self.rx.take());
+        let mut waiting = self
+            .notifier
+            .waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(senders) = waiting.get_mut(&self.request_id) {
+            senders.retain(|s| !s.is_closed());
+            if senders.is_empty() {
+                waiting.remove(&self.request_id);
+            }
+        }
+    }
+}
+
+impl Notifier {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    pub fn register(self: &Arc<Self>, request_id: &str) -> Waiter {
+        let (tx, rx) = oneshot::channel();
+        self.waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(request_id.to_owned())
+            .or_default()
+            .push(tx);
+        Waiter {
+            request_id: request_id.to_owned(),
+            rx: Some(rx),
+            notifier: self.clone(),
+        }
+    }
+
+    /// How many requests are waiting (for metrics and tests).
+    pub fn waiting(&self) -> usize {
+        self.waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    fn wake(&self, request_id: &str) {
+        let senders = self
+            .waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(request_id);
+        for tx in senders.into_iter().flatten() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Listens until `shutdown`, reconnecting after errors.
+    pub async fn run(self: Arc<Self>, pool: PgPool, shutdown: CancellationToken) {
+        loop {
+            let listener = async {
+                let mut l = PgListener::connect_with(&pool).await?;
+                l.listen(DONE_CHANNEL).await?;
+                Ok::<_, sqlx::Error>(l)
+            };
+            let mut listener = tokio::select! {
+                () = shutdown.cancelled() => return,
+                l = listener => match l {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "request_done listener not connected; retrying");
+                        tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        }
+                    }
+                },
+            };
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    n = listener.recv() => match n {
+                        Ok(n) => self.wake(n.payload()),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "request_done listener lost; reconnecting");
+                            break;
+                        }
+                    },
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! The provider_call job: one provider call per run.
+//!
+//! - Claims the request for its generation (a finished request or a stale job does nothing).
+//! - Calls candidate `candidate` of the stored route, within that provider's concurrency limit.
+//! - Success → terminal state + metrics row (+ cache entry) + NOTIFY, in one transaction.
+//! - Retryable error (429, 5xx, timeout…) → the same candidate again as a new job due after an
+//!   exponential backoff with jitter (at least the provider's `Retry-After`): the delay lives in
+//!   the queue's `run_at`, so it survives a worker restart. After `PROVIDER_MAX_RETRIES`, or
+//!   when `Retry-After` exceeds `MAX_RETRY_AFTER_SECS`, fall back to the next candidate.
+//! - The model's own error (404) → the next candidate at once.
+//! - Permanent error (400, 401/403, refusal), or no candidate left → failed, with the error.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use apalis::prelude::{BoxDynError, Data};
+use tracing::Instrument;
+
+use super::JobContext;
+use crate::completion::cost::{failure_metrics, success_metrics};
+use crate::completion::{ProviderCall, StoredParams, StoredRoute};
+use crate::config::StorePrompts;
+use crate::providers::{CompletionRequest, ErrorKind, Message, ProviderError, Role};
+use crate::store::requests::{self as store, CacheEntry, Claimed, Outcome};
+
+/// What one run did (for tests and logs).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Finished or stale: nothing to do.
+    Skipped,
+    Succeeded,
+    Retried { delay: Duration },
+    FellBack { to: usize },
+    Failed { code: String },
+}
+
+/// The apalis entry point.
+pub async fn handle(job: ProviderCall, ctx: Data<Arc<JobContext>>) -> Result<(), BoxDynError> {
+    let span = tracing::info_span!(
+        "provider_call",
+        request_id = %job.request_id,
+        generation = job.generation,
+        candidate = job.candidate
+    );
+    match run(&ctx, &job).instrument(span).await {
+        Ok(step) => {
+            tracing::debug!(request_id = %job.request_id, ?step, "provider_call done");
+            Ok(())
+        }
+        Err(e) => {
+            tracing::warn!(request_id = %job.request_id, error = %e, "provider_call failed; the queue will retry it");
+            Err(Box::new(e))
+        }
+    }
+}
+
+/// One run of the job. Errors are database errors: the queue runs the job again.
+pub async fn run(ctx: &JobContext, job: &ProviderCall) -> Result<Step, sqlx::Error> {
+    let Some(claimed) = store::claim(&ctx.pool, &job.request_id, job.generation).await? else {
+        return Ok(Step::Skipped);
+    };
+    let latency_ms = || (chrono::Utc::now() - claimed.created_at).num_milliseconds().max(0) as f64;
+    let route: Option<StoredRoute> = serde_json::from_value(claimed.route.clone()).ok();
+    let params: Option<StoredParams> = serde_json::from_value(claimed.params.clone()).ok();
+    let (Some(route), Some(params)) = (route, params) else {
+        return fail_unreadable(ctx, job, latency_ms()).await;
+    };
+    let fail = |code: &str, message: String, provider_ms: Option<f64>| {
+        let outcome = Outcome::Failed {
+            error: message,
+            error_code: code.to_owned(),
+            provider: route.candidates.get(job.candidate).map(|c| c.provider.to_string()),
+            model: route.candidates.get(job.candidate).map(|c| c.model.clone()),
+        };
+        (outcome, failure_metrics(&route, job.candidate, latency_ms(), provider_ms))
+    };
+    let keep_prompt = ctx.settings.store_prompts == StorePrompts::Full;
+
+    let deadline = ctx.settings.jobs.request_deadline;
+    let age = chrono::Utc::now() - claimed.created_at;
+    if age.to_std().unwrap_or_default() > deadline {
+        let (outcome, metrics) = fail(
+            "deadline_exceeded",
+            format!("no answer within the request deadline ({} s)", deadline.as_secs()),
+            Some(job.provider_ms as f64),
+        );
+        return finish(ctx, job, &outcome, &metrics, keep_prompt, None, "deadline_exceeded").await;
+    }
+    let Some(candidate) = route.candidates.get(job.candidate) else {
+        let (outcome, metrics) = fail("no_candidate", "no candidate left to try".into(), None);
+        return finish(ctx, job, &outcome, &metrics, keep_prompt, None, "no_candidate").await;
+    };
+    let Some(request) = completion_request(&claimed, candidate.model.clone(), &params) else {
+        let (outcome, metrics) = fail(
+            "prompt_unavailable",
+            "the prompt is no longer stored".into(),
+            None,
+        );
+        return finish(ctx, job, &outcome, &metrics, keep_prompt, None, "prompt_unavailable").await;
+    };
+
+    let started = Instant::now();
+    let result = ctx.providers.complete(candidate.provider, &request).await;
+    let provider_ms = job.provider_ms + started.elapsed().as_millis() as u64;
+    tracing::info!(
+        request_id = %job.request_id,
+        provider = %candidate.provider,
+        model = %candidate.model,
+        ok = result.is_ok(),
+        provider_ms = started.elapsed().as_millis() as u64,
+        "provider call"
+    );
+    match result {
+        Ok(answer) => {
+            let metrics = success_metrics(
+                &ctx.engine,
+                &route,
+                job.candidate,
+                &answer,
+                latency_ms(),
+                provider_ms as f64,
+            );
+            let outcome = Outcome::Succeeded {
+                response: answer.text,
+                provider: candidate.provider.to_string(),
+                model: candidate.model.clone(),
+            };
+            let cache = params.cache_key.map(|cache_key| CacheEntry {
+                cache_key,
+                ttl_secs: ctx.settings.completion.cache_ttl.as_secs() as i64,
+            });
+            finish(ctx, job, &outcome, &metrics, keep_prompt, cache.as_ref(), "succeeded").await
+        }
+        Err(error) => handle_error(ctx, job, &route, error, provider_ms, &fail, keep_prompt).await,
+    }
+}
+
+async fn handle_error(
+    ctx: &JobContext,
+    job: &ProviderCall,
+    route: &StoredRoute,
+    error: ProviderError,
+    provider_ms: u64,
+    fail: &(dyn Fn(&str, String, Option<f64>) -> (Outcome, store::MetricsRow) + Sync),
+    keep_prompt: bool,
+) -> Result<Step, sqlx::Error> {
+    let jobs = &ctx.settings.jobs;
+    let message = error.to_string();
+    let retry_after_ok = error.retry_after.is_none_or(|d| d <= jobs.max_retry_after);
+    if error.kind == ErrorKind::Retryable && job.tries < jobs.max_retries && retry_after_ok {
+        let delay = backoff(jobs.retry_base, job.tries).max(error.retry_after.unwrap_or_default());
+        let next = ProviderCall {
+            generation: job.generation + 1,
+            tries: job.tries + 1,
+            provider_ms,
+            ..job.clone()
+        };
+        if store::reschedule(&ctx.pool, &job.request_id, job.generation, &message, next.task(delay)).await? {
+            return Ok(Step::Retried { delay });
+        }
+        return Ok(Step::Skipped);
+    }
+    let model_level = matches!(error.kind, ErrorKind::Retryable | ErrorKind::ModelUnavailable);
+    if model_level && job.candidate + 1 < route.candidates.len() {
+        let next = ProviderCall {
+            generation: job.generation + 1,
+            candidate: job.candidate + 1,
+            tries: 0,
+            provider_ms,
+            ..job.clone()
+        };
+        if store::reschedule(&ctx.pool, &job.request_id, job.generation, &message, next.task(Duration::ZERO)).await? {
+            return Ok(Step::FellBack { to: job.candidate + 1 });
+        }
+        return Ok(Step::Skipped);
+    }
+    let code = match error.kind {
+        ErrorKind::Permanent => "provider_rejected",
+        _ => "all_candidates_failed",
+    };
+    let (outcome, metrics) = fail(code, message, Some(provider_ms as f64));
+    finish(ctx, job, &outcome, &metrics, keep_prompt, None, code).await
+}
+
+async fn finish(
+    ctx: &JobContext,
+    job: &ProviderCall,
+    outcome: &Outcome,
+    metrics: &store::MetricsRow,
+    keep_prompt: bool,
+    cache: Option<&CacheEntry>,
+    code: &str,
+) -> Result<Step, sqlx::Error> {
+    let done = store::finish(
+        &ctx.pool,
+        &job.request_id,
+        Some(job.generation),
+        outcome,
+        metrics,
+        keep_prompt,
+        cache,
+    )
+    .await?;
+    Ok(match (done, outcome) {
+        (false, _) => Step::Skipped,
+        (true, Outcome::Succeeded { .. }) => Step::Succeeded,
+        (true, Outcome::Failed { .. }) => Step::Failed {
+            code: code.to_owned(),
+        },
+    })
+}
+
+async fn fail_unreadable(
+    ctx: &JobContext,
+    job: &ProviderCall,
+    latency_ms: f64,
+) -> Result<Step, sqlx::Error> {
+    let route = StoredRoute {
+        pattern: "other".into(),
+        complexity: 0.0,
+        tier: "low".into(),
+        strategy: "balanced".into(),
+        reason: "unreadable stored route".into(),
+        reason_code: "error".into(),
+        explored: false,
+        policy_version: 0,
+        candidates: Vec::new(),
+        baseline: None,
+    };
+    let outcome = Outcome::Failed {
+        error: "the stored request could not be read".into(),
+        error_code: "internal".into(),
+        provider: None,
+        model: None,
+    };
+    let metrics = failure_metrics(&route, 0, latency_ms, None);
+    let keep = ctx.settings.store_prompts == StorePrompts::Full;
+    finish(ctx, job, &outcome, &metrics, keep, None, "internal").await
+}
+
+fn completion_request(
+    claimed: &Claimed,
+    model: String,
+    params: &StoredParams,
+) -> Option<CompletionRequest> {
+    Some(CompletionRequest {
+        model,
+        system: claimed.system.clone(),
+        messages: vec![Message {
+            role: Role::User,
+            content: claimed.prompt.clone()?,
+        }],
+        max_tokens: params.max_tokens,
+        temperature: params.temperature,
+    })
+}
+
+/// `base × 2^tries`, with ±25% jitter.
+pub fn backoff(base: Duration, tries: u32) -> Duration {
+    let exp = base.saturating_mul(2u32.saturating_pow(tries.min(10)));
+    exp.mul_f64(0.75 + fastrand::f64() * 0.5)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_exponentially_with_bounded_jitter() {
+        let base = Duration::from_secs(1);
+        for tries in 0..4 {
+            let nominal = 2f64.powi(tries as i32);
+            for _ in 0..50 {
+                let d = backoff(base, tries).as_secs_f64();
+                assert!(d >= nominal * 0.75 && d <= nominal * 1.25, "{tries}: {d}");
+            }
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! Google Gemini: `POST {base}/v1beta/models/{model}:generateContent` with `x-goog-api-key`;
+//! `contents` of `parts`, roles `user`/`model`, `systemInstruction`, `generationConfig`;
+//! usage from `usageMetadata` (thinking tokens are billed as output).
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use super::http::post_json;
+use super::{Completion, CompletionRequest, ErrorKind, Provider, ProviderError, ProviderId, Role};
+
+#[derive(Debug)]
+pub struct Gemini {
+    http: reqwest::Client,
+    base_url: String,
+    api_key: Option<SecretString>,
+}
+
+impl Gemini {
+    pub fn new(http: reqwest::Client, base_url: &str, api_key: Option<SecretString>) -> Self {
+        Self {
+            http,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            api_key,
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Body<'a> {
+    contents: Vec<Content<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system_instruction: Option<SystemInstruction<'a>>,
+    generation_config: GenerationConfig,
+}
+
+#[derive(Serialize)]
+struct Content<'a> {
+    role: &'static str,
+    parts: Vec<Part<'a>>,
+}
+
+#[derive(Serialize)]
+struct SystemInstruction<'a> {
+    parts: Vec<Part<'a>>,
+}
+
+#[derive(Serialize)]
+struct Part<'a> {
+    text: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct GenerationConfig {
+    max_output_tokens: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Answer {
+    #[serde(default)]
+    candidates: Vec<Candidate>,
+    #[serde(default)]
+    usage_metadata: Option<UsageMetadata>,
+    #[serde(default)]
+    model_version: Option<String>,
+    #[serde(default)]
+    prompt_feedback: Option<PromptFeedback>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Candidate {
+    #[serde(default)]
+    content: Option<AnswerContent>,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct AnswerContent {
+    #[serde(default)]
+    parts: Vec<AnswerPart>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AnswerPart {
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    thought: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UsageMetadata {
+    #[serde(default)]
+    prompt_token_count: u64,
+    #[serde(default)]
+    candidates_token_count: u64,
+    #[serde(default)]
+    thoughts_token_count: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PromptFeedback {
+    #[serde(default)]
+    block_reason: Option<String>,
+}
+
+/// `{"error":{"code":429,"message":"…","status":"RESOURCE_EXHAUSTED"}}`
+fn error_message(v: &serde_json::Value) -> Option<String> {
+    let e = v.get("error")?;
+    let status = e.get("status").and_then(|s| s.as_str()).unwrap_or("error");
+    let message = e.get("message").and_then(|m| m.as_str()).unwrap_or("");
+    Some(format!("{status}: {message}"))
+}
+
+impl Provider for Gemini {
+    fn id(&self) -> ProviderId {
+        ProviderId::Gemini
+    }
+
+    async fn complete(&self, request: &CompletionRequest) -> Result<Completion, ProviderError> {
+        let body = Body {
+            contents: request
+                .messages
+                .iter()
+                .map(|m| Content {
+                    role: match m.role {
+                        Role::User => "user",
+                        Role::Assistant => "model",
+                    },
+                    parts: vec![Part { text: &m.content }],
+                })
+                .collect(),
+            system_instruction: request.system.as_deref().map(|s| SystemInstruction {
+                parts: vec![Part { text: s }],
+            }),
+            generation_config: GenerationConfig {
+                max_output_tokens: request.max_tokens,
+                temperature: request.temperature,
+            },
+        };
+        let url = format!(
+            "{}/v1beta/models/{}:generateContent",
+            self.base_url, request.model
+        );
+        let mut http = self.http.post(url);
+        if let Some(key) = &self.api_key {
+            http = http.header("x-goog-api-key", key.expose_secret());
+        }
+        let answer: Answer = post_json(self.id(), http, &body, error_message).await?;
+        let refusal = |why: String| ProviderError {
+            provider: ProviderId::Gemini,
+            kind: ErrorKind::Permanent,
+            status: Some(200),
+            retry_after: None,
+            message: why,
+        };
+        if let Some(reason) = answer.prompt_feedback.and_then(|f| f.block_reason) {
+            return Err(refusal(format!("prompt blocked ({reason})")));
+        }
+        let Some(candidate) = answer.candidates.into_iter().next() else {
+            return Err(ProviderError {
+                provider: self.id(),
+                kind: ErrorKind::Retryable,
+                status: Some(200),
+                retry_after: None,
+                message: "no candidates in the answer".into(),
+            });
+        };
+        if let Some(r @ ("SAFETY" | "PROHIBITED_CONTENT" | "BLOCKLIST" | "SPII" | "RECITATION")) =
+            candidate.finish_reason.as_deref()
+        {
+            return Err(refusal(format!("answer blocked ({r})")));
+        }
+        let text: String = candidate
+            .content
+            .map(|c| {
+                c.parts
+                    .into_iter()
+                    .filter(|p| p.thought != Some(true))
+                    .filter_map(|p| p.text)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let usage = answer.usage_metadata.unwrap_or(UsageMetadata {
+            prompt_token_count: 0,
+            candidates_token_count: 0,
+            thoughts_token_count: 0,
+        });
+        Ok(Completion {
+            text,
+            input_tokens: usage.prompt_token_count,
+            output_tokens: usage.candidates_token_count + usage.thoughts_token_count,
+            reported_cost_usd: None,
+            model: answer.model_version.unwrap_or_else(|| request.model.clone()),
+            finish_reason: candidate.finish_reason,
+        })
+    }
+}

@@ -1,0 +1,210 @@
+//! The simulated provider: used when no provider key is configured (or `PROVIDERS=simulated`),
+//! so the whole loop works offline. Answers are deterministic per (prompt, model), arrive after
+//! a configurable latency, and are labelled `[simulated …]`. Each simulated model has a true
+//! quality per pattern (`catalog/simulated_profiles.toml`, replaceable) which every answer
+//! states, so ratings in a demo follow something real.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use super::{Completion, CompletionRequest, Provider, ProviderError, ProviderId};
+use crate::routing::{Pattern, QueryPatternAnalyzer};
+
+pub const DEFAULT_PROFILES: &str = include_str!("../../catalog/simulated_profiles.toml");
+
+/// True quality per simulated model and pattern.
+#[derive(Debug, Clone, Default)]
+pub struct Profiles {
+    models: BTreeMap<String, BTreeMap<String, f64>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("simulated profiles {file}: {reason}")]
+pub struct ProfileError {
+    pub file: String,
+    pub reason: String,
+}
+
+impl Profiles {
+    pub fn load(path: Option<&Path>) -> Result<Self, ProfileError> {
+        let (text, file) = match path {
+            None => (DEFAULT_PROFILES.to_owned(), "catalog/simulated_profiles.toml".to_owned()),
+            Some(p) => (
+                std::fs::read_to_string(p).map_err(|e| ProfileError {
+                    file: p.display().to_string(),
+                    reason: format!("cannot read: {e}"),
+                })?,
+                p.display().to_string(),
+            ),
+        };
+        let models: BTreeMap<String, BTreeMap<String, f64>> =
+            toml::from_str(&text).map_err(|e| ProfileError {
+                file: file.clone(),
+                reason: e.to_string(),
+            })?;
+        for (model, table) in &models {
+            for (pattern, q) in table {
+                if pattern != "default" && Pattern::parse(pattern).is_none() {
+                    return Err(ProfileError {
+                        file,
+                        reason: format!("[{model}] {pattern}: not a pattern"),
+                    });
+                }
+                if !(0.0..=1.0).contains(q) {
+                    return Err(ProfileError {
+                        file,
+                        reason: format!("[{model}] {pattern} = {q}: must be in 0..1"),
+                    });
+                }
+            }
+        }
+        Ok(Self { models })
+    }
+
+    /// The true quality of `model` on `pattern` (0.5 for unknown models).
+    pub fn quality(&self, model: &str, pattern: Pattern) -> f64 {
+        self.models
+            .get(model)
+            .and_then(|t| t.get(pattern.as_str()).or_else(|| t.get("default")))
+            .copied()
+            .unwrap_or(0.5)
+    }
+}
+
+#[derive(Debug)]
+pub struct Simulated {
+    latency: Duration,
+    profiles: Profiles,
+}
+
+const WORDS: &[&str] = &[
+    "the", "answer", "depends", "on", "context", "first", "consider", "each", "case", "carefully",
+    "which", "gives", "a", "clear", "result", "here", "is", "how", "it", "works", "in", "practice",
+    "and", "why", "that", "matters", "for", "your", "question",
+];
+
+impl Simulated {
+    pub fn new(latency: Duration, profiles: Profiles) -> Self {
+        Self { latency, profiles }
+    }
+
+    /// The answer's stated quality, as the profile says; exposed for demos and evaluation.
+    pub fn quality(&self, model: &str, prompt: &str) -> f64 {
+        let pattern = QueryPatternAnalyzer::new().analyze(prompt).pattern;
+        self.profiles.quality(model, pattern)
+    }
+}
+
+/// Parses the true quality a simulated answer states (`… simulated quality 0.87]`).
+pub fn stated_quality(text: &str) -> Option<f64> {
+    let rest = &text[text.find("simulated quality ")? + "simulated quality ".len()..];
+    rest.split(']').next()?.trim().parse().ok()
+}
+
+impl Provider for Simulated {
+    fn id(&self) -> ProviderId {
+        ProviderId::Simulated
+    }
+
+    async fn complete(&self, request: &CompletionRequest) -> Result<Completion, ProviderError> {
+        let prompt = request
+            .messages
+            .last()
+            .map(|m| m.content.as_str())
+            .unwrap_or_default();
+        let analysis = QueryPatternAnalyzer::new().analyze(prompt);
+        let quality = self.profiles.quality(&request.model, analysis.pattern);
+
+        let mut hasher = Sha256::new();
+        hasher.update(request.model.as_bytes());
+        hasher.update([0]);
+        if let Some(system) = &request.system {
+            hasher.update(system.as_bytes());
+        }
+        hasher.update([0]);
+        for m in &request.messages {
+            hasher.update(m.content.as_bytes());
+            hasher.update([0]);
+        }
+        let digest = hasher.finalize();
+        let seed = u64::from_le_bytes(digest[..8].try_into().unwrap_or_default());
+        let mut rng = fastrand::Rng::with_seed(seed);
+
+        let budget = u64::from(request.max_tokens.max(1));
+        let words = (20 + rng.u64(0..60)).min(budget.saturating_sub(12).max(1));
+        let body: Vec<&str> = (0..words).map(|_| WORDS[rng.usize(..WORDS.len())]).collect();
+        let text = format!(
+            "[simulated {} · {} · simulated quality {:.2}] {}.",
+            request.model,
+            analysis.pattern,
+            quality,
+            body.join(" ")
+        );
+        if !self.latency.is_zero() {
+            tokio::time::sleep(self.latency).await;
+        }
+        let input_tokens = request
+            .messages
+            .iter()
+            .map(|m| m.content.len() as u64 / 4 + 4)
+            .sum::<u64>()
+            + request.system.as_ref().map_or(0, |s| s.len() as u64 / 4);
+        Ok(Completion {
+            output_tokens: (words + 12).min(budget),
+            text,
+            input_tokens,
+            reported_cost_usd: None,
+            model: request.model.clone(),
+            finish_reason: Some("stop".into()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::{Message, Role};
+
+    fn request(model: &str, prompt: &str) -> CompletionRequest {
+        CompletionRequest {
+            model: model.into(),
+            system: None,
+            messages: vec![Message {
+                role: Role::User,
+                content: prompt.into(),
+            }],
+            max_tokens: 256,
+            temperature: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn answers_are_deterministic_labelled_and_state_their_quality() {
+        let sim = Simulated::new(Duration::ZERO, Profiles::load(None).unwrap());
+        let a = sim.complete(&request("sim-lite", "What is the capital of Peru?")).await.unwrap();
+        let b = sim.complete(&request("sim-lite", "What is the capital of Peru?")).await.unwrap();
+        assert_eq!(a, b);
+        assert!(a.text.starts_with("[simulated sim-lite · factual"), "{}", a.text);
+        assert_eq!(stated_quality(&a.text), Some(0.90));
+        let c = sim.complete(&request("sim-lite", "Solve 3x + 7 = 22 for x")).await.unwrap();
+        assert_eq!(stated_quality(&c.text), Some(0.45));
+        assert_ne!(a.text, c.text);
+        assert!(a.output_tokens > 0 && a.input_tokens > 0);
+    }
+
+    #[test]
+    fn bad_profiles_are_rejected() {
+        let dir = std::env::temp_dir().join(format!("sim-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("p.toml");
+        std::fs::write(&path, "[sim-lite]\ncoding = 0.5\n").unwrap();
+        let e = Profiles::load(Some(&path)).unwrap_err();
+        assert!(e.reason.contains("coding"), "{e}");
+        std::fs::write(&path, "[sim-lite]\ncode = 1.5\n").unwrap();
+        assert!(Profiles::load(Some(&path)).is_err());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

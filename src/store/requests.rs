@@ -1,0 +1,476 @@
+//! `requests`, `routing_metrics` and `response_cache`: a completion's life from insertion with its
+//! job (one transaction) to its one terminal state with its metrics row (one transaction).
+//!
+//! Exactly-once rules: every provider_call job carries the request's `generation`; only a job
+//! whose generation equals `requests.attempts` may act, and every transition (retry, fallback,
+//! finish) is a guarded UPDATE that moves `attempts` or the status on — so a job run twice, or a
+//! stale job, finds the guard closed and changes nothing.
+
+use apalis_postgres::PgTask;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{PgPool, Postgres, Transaction};
+
+/// Channel NOTIFYed (payload: request id) when a request reaches its terminal state.
+pub const DONE_CHANNEL: &str = "request_done";
+/// The provider_call queue's name in apalis.
+pub const PROVIDER_CALL_QUEUE: &str = "provider_call";
+
+/// A request as inserted.
+#[derive(Debug, Clone)]
+pub struct NewRequest {
+    pub request_id: String,
+    /// Kept while in flight (the worker needs it); at the terminal state it is kept or cleared
+    /// according to STORE_PROMPTS.
+    pub prompt: String,
+    pub prompt_hash: String,
+    pub prompt_chars: i32,
+    pub system: Option<String>,
+    pub params: Value,
+    pub route: Value,
+    pub user_id: Option<String>,
+    pub session_id: Option<String>,
+    pub idempotency_key: Option<String>,
+}
+
+/// What an insert did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inserted {
+    /// A new request; its job is queued.
+    New,
+    /// The idempotency key was used before: this is that request's id. Nothing was queued.
+    Existing(String),
+}
+
+/// Inserts the request and pushes its first provider_call job in one transaction.
+pub async fn insert_and_enqueue(
+    pool: &PgPool,
+    request: &NewRequest,
+    job: PgTask,
+) -> Result<Inserted, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let inserted: Option<String> = sqlx::query_scalar(
+        "INSERT INTO requests (request_id, status, attempts, prompt, prompt_hash, prompt_chars,
+             system, params, route, user_id, session_id, idempotency_key)
+         VALUES ($1, 'queued', 1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         ON CONFLICT (idempotency_key) DO NOTHING
+         RETURNING request_id",
+    )
+    .bind(&request.request_id)
+    .bind(&request.prompt)
+    .bind(&request.prompt_hash)
+    .bind(request.prompt_chars)
+    .bind(&request.system)
+    .bind(&request.params)
+    .bind(&request.route)
+    .bind(&request.user_id)
+    .bind(&request.session_id)
+    .bind(&request.idempotency_key)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if inserted.is_none() {
+        let existing: String =
+            sqlx::query_scalar("SELECT request_id FROM requests WHERE idempotency_key = $1")
+                .bind(&request.idempotency_key)
+                .fetch_one(&mut *tx)
+                .await?;
+        tx.rollback().await?;
+        return Ok(Inserted::Existing(existing));
+    }
+    push(&mut tx, job).await?;
+    tx.commit().await?;
+    Ok(Inserted::New)
+}
+
+async fn push(tx: &mut Transaction<'_, Postgres>, job: PgTask) -> Result<(), sqlx::Error> {
+    apalis_postgres::queries::push_tasks(&mut **tx, PROVIDER_CALL_QUEUE, vec![job])
+        .await
+        .map_err(|e| match e {
+            apalis_postgres::Error::Database(e) => e,
+            other => sqlx::Error::Protocol(other.to_string()),
+        })
+}
+
+/// What a provider_call job needs of its request.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Claimed {
+    pub prompt: Option<String>,
+    pub system: Option<String>,
+    pub params: Value,
+    pub route: Value,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Marks the request running for job `generation`. None: the request is finished or the job is
+/// stale — the job must do nothing.
+pub async fn claim(
+    pool: &PgPool,
+    request_id: &str,
+    generation: i32,
+) -> Result<Option<Claimed>, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE requests SET status = 'running', updated_at = now()
+         WHERE request_id = $1 AND attempts = $2 AND status IN ('queued', 'running')
+         RETURNING prompt, system, params, route, created_at",
+    )
+    .bind(request_id)
+    .bind(generation)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Moves the request to `generation + 1` and queues that job (a retry or a fallback), recording
+/// the last error. False: the guard was closed (a duplicate run already moved on).
+pub async fn reschedule(
+    pool: &PgPool,
+    request_id: &str,
+    generation: i32,
+    last_error: &str,
+    job: PgTask,
+) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let moved = sqlx::query(
+        "UPDATE requests SET attempts = attempts + 1, error = $3, updated_at = now()
+         WHERE request_id = $1 AND attempts = $2 AND status IN ('queued', 'running')",
+    )
+    .bind(request_id)
+    .bind(generation)
+    .bind(last_error)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if !moved {
+        tx.rollback().await?;
+        return Ok(false);
+    }
+    push(&mut tx, job).await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// The routing_metrics row of a finished request.
+#[derive(Debug, Clone)]
+pub struct MetricsRow {
+    pub prompt_pattern: String,
+    pub complexity_score: f32,
+    pub complexity_tier: Option<String>,
+    pub strategy: String,
+    pub selected_provider: String,
+    pub selected_model: String,
+    pub reason: Option<String>,
+    pub confidence: Option<String>,
+    pub explored: bool,
+    pub alternatives: Value,
+    pub input_tokens: Option<i32>,
+    pub output_tokens: Option<i32>,
+    pub cost_usd: Option<f64>,
+    pub baseline_model: Option<String>,
+    pub baseline_cost_usd: Option<f64>,
+    pub latency_ms: f64,
+    pub provider_latency_ms: Option<f64>,
+    pub cache_hit: bool,
+    pub fallback_count: i32,
+}
+
+/// The terminal state to write.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Succeeded {
+        response: String,
+        provider: String,
+        model: String,
+    },
+    Failed {
+        error: String,
+        error_code: String,
+        provider: Option<String>,
+        model: Option<String>,
+    },
+}
+
+/// A cache entry to store with a success.
+#[derive(Debug, Clone)]
+pub struct CacheEntry {
+    pub cache_key: String,
+    pub ttl_secs: i64,
+}
+
+/// Writes the terminal state and the metrics row, stores the cache entry, and NOTIFYs the
+/// waiting API — all in one transaction, guarded by `generation` (None: any unfinished
+/// generation, for the deadline sweeper). False: already finished, nothing written.
+pub async fn finish(
+    pool: &PgPool,
+    request_id: &str,
+    generation: Option<i32>,
+    outcome: &Outcome,
+    metrics: &MetricsRow,
+    keep_prompt: bool,
+    cache: Option<&CacheEntry>,
+) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let (status, response, error, error_code, provider, model) = match outcome {
+        Outcome::Succeeded {
+            response,
+            provider,
+            model,
+        } => (
+            "succeeded",
+            Some(response.as_str()),
+            None,
+            None,
+            Some(provider.as_str()),
+            Some(model.as_str()),
+        ),
+        Outcome::Failed {
+            error,
+            error_code,
+            provider,
+            model,
+        } => (
+            "failed",
+            None,
+            Some(error.as_str()),
+            Some(error_code.as_str()),
+            provider.as_deref(),
+            model.as_deref(),
+        ),
+    };
+    let finished = sqlx::query(
+        "UPDATE requests SET status = $3, finished_at = now(), updated_at = now(),
+             response = $4, error = $5, error_code = $6, provider = $7, model = $8,
+             prompt = CASE WHEN $9 THEN prompt ELSE NULL END
+         WHERE request_id = $1 AND ($2::int IS NULL OR attempts = $2)
+           AND status IN ('queued', 'running')",
+    )
+    .bind(request_id)
+    .bind(generation)
+    .bind(status)
+    .bind(response)
+    .bind(error)
+    .bind(error_code)
+    .bind(provider)
+    .bind(model)
+    .bind(keep_prompt)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if !finished {
+        tx.rollback().await?;
+        return Ok(false);
+    }
+    insert_metrics(&mut tx, request_id, metrics, status).await?;
+    if let (Some(entry), Outcome::Succeeded { response, provider, model }) = (cache, outcome) {
+        sqlx::query(
+            "INSERT INTO response_cache (cache_key, provider, model, response, input_tokens,
+                 output_tokens, cost_usd, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, now() + make_interval(secs => $8))
+             ON CONFLICT (cache_key) DO UPDATE SET provider = EXCLUDED.provider,
+                 model = EXCLUDED.model, response = EXCLUDED.response,
+                 input_tokens = EXCLUDED.input_tokens, output_tokens = EXCLUDED.output_tokens,
+                 cost_usd = EXCLUDED.cost_usd, created_at = now(),
+                 expires_at = EXCLUDED.expires_at",
+        )
+        .bind(&entry.cache_key)
+        .bind(provider)
+        .bind(model)
+        .bind(response)
+        .bind(metrics.input_tokens.unwrap_or(0))
+        .bind(metrics.output_tokens.unwrap_or(0))
+        .bind(metrics.cost_usd.unwrap_or(0.0))
+        .bind(entry.ttl_secs as f64)
+        .execute(&mut *tx)
+        .await?;
+    }
+    notify_done(&mut tx, request_id).await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+async fn notify_done(tx: &mut Transaction<'_, Postgres>, request_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(DONE_CHANNEL)
+        .bind(request_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+async fn insert_metrics(
+    tx: &mut Transaction<'_, Postgres>,
+    request_id: &str,
+    m: &MetricsRow,
+    status: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO routing_metrics (request_id, prompt_pattern, complexity_score,
+             complexity_tier, strategy, selected_provider, selected_model, reason, confidence,
+             explored, alternatives, input_tokens, output_tokens, cost_usd, baseline_model,
+             baseline_cost_usd, latency_ms, provider_latency_ms, cache_hit, fallback_count, status)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
+             $19, $20, $21)
+         ON CONFLICT (request_id) DO NOTHING",
+    )
+    .bind(request_id)
+    .bind(&m.prompt_pattern)
+    .bind(m.complexity_score)
+    .bind(&m.complexity_tier)
+    .bind(&m.strategy)
+    .bind(&m.selected_provider)
+    .bind(&m.selected_model)
+    .bind(&m.reason)
+    .bind(&m.confidence)
+    .bind(m.explored)
+    .bind(&m.alternatives)
+    .bind(m.input_tokens)
+    .bind(m.output_tokens)
+    .bind(m.cost_usd)
+    .bind(&m.baseline_model)
+    .bind(m.baseline_cost_usd)
+    .bind(m.latency_ms)
+    .bind(m.provider_latency_ms)
+    .bind(m.cache_hit)
+    .bind(m.fallback_count)
+    .bind(status)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// A live cache entry.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct CachedAnswer {
+    pub provider: String,
+    pub model: String,
+    pub response: String,
+    pub input_tokens: i32,
+    pub output_tokens: i32,
+}
+
+pub async fn cache_lookup(pool: &PgPool, key: &str) -> Result<Option<CachedAnswer>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT provider, model, response, input_tokens, output_tokens FROM response_cache
+         WHERE cache_key = $1 AND (expires_at IS NULL OR expires_at > now())",
+    )
+    .bind(key)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Records a cache hit as a finished request with its metrics row, in one transaction.
+pub async fn insert_cached(
+    pool: &PgPool,
+    request: &NewRequest,
+    key: &str,
+    answer: &CachedAnswer,
+    metrics: &MetricsRow,
+    keep_prompt: bool,
+) -> Result<Inserted, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let inserted: Option<String> = sqlx::query_scalar(
+        "INSERT INTO requests (request_id, status, finished_at, attempts, prompt, prompt_hash,
+             prompt_chars, system, params, route, response, provider, model, user_id,
+             session_id, idempotency_key)
+         VALUES ($1, 'succeeded', now(), 0, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+         ON CONFLICT (idempotency_key) DO NOTHING
+         RETURNING request_id",
+    )
+    .bind(&request.request_id)
+    .bind(keep_prompt.then_some(&request.prompt))
+    .bind(&request.prompt_hash)
+    .bind(request.prompt_chars)
+    .bind(&request.system)
+    .bind(&request.params)
+    .bind(&request.route)
+    .bind(&answer.response)
+    .bind(&answer.provider)
+    .bind(&answer.model)
+    .bind(&request.user_id)
+    .bind(&request.session_id)
+    .bind(&request.idempotency_key)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if inserted.is_none() {
+        let existing: String =
+            sqlx::query_scalar("SELECT request_id FROM requests WHERE idempotency_key = $1")
+                .bind(&request.idempotency_key)
+                .fetch_one(&mut *tx)
+                .await?;
+        tx.rollback().await?;
+        return Ok(Inserted::Existing(existing));
+    }
+    insert_metrics(&mut tx, &request.request_id, metrics, "succeeded").await?;
+    sqlx::query(
+        "UPDATE response_cache SET hit_count = hit_count + 1, last_hit_at = now()
+         WHERE cache_key = $1",
+    )
+    .bind(key)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Inserted::New)
+}
+
+/// A request with its metrics row, for `GET /requests/{id}` and the synchronous answer.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RequestRecord {
+    pub request_id: String,
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub response: Option<String>,
+    pub error: Option<String>,
+    pub error_code: Option<String>,
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    pub route: Option<Value>,
+    pub attempts: i32,
+    pub prompt_pattern: Option<String>,
+    pub complexity_score: Option<f32>,
+    pub strategy: Option<String>,
+    pub reason: Option<String>,
+    pub confidence: Option<String>,
+    pub explored: Option<bool>,
+    pub alternatives: Option<Value>,
+    pub input_tokens: Option<i32>,
+    pub output_tokens: Option<i32>,
+    pub cost_usd: Option<f64>,
+    pub baseline_cost_usd: Option<f64>,
+    pub latency_ms: Option<f64>,
+    pub cache_hit: Option<bool>,
+    pub fallback_count: Option<i32>,
+}
+
+pub async fn get(pool: &PgPool, request_id: &str) -> Result<Option<RequestRecord>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT r.request_id, r.status, r.created_at, r.finished_at, r.response, r.error,
+                r.error_code, r.provider, r.model, r.route, r.attempts,
+                m.prompt_pattern, m.complexity_score, m.strategy, m.reason, m.confidence,
+                m.explored, m.alternatives, m.input_tokens, m.output_tokens, m.cost_usd,
+                m.baseline_cost_usd, m.latency_ms, m.cache_hit, m.fallback_count
+         FROM requests r LEFT JOIN routing_metrics m ON m.request_id = r.request_id
+         WHERE r.request_id = $1",
+    )
+    .bind(request_id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Unfinished requests older than `deadline_secs`, oldest first (at most `limit`).
+pub async fn overdue(
+    pool: &PgPool,
+    deadline_secs: i64,
+    limit: i64,
+) -> Result<Vec<(String, Value, DateTime<Utc>)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT request_id, COALESCE(route, '{}'::jsonb), created_at FROM requests
+         WHERE status IN ('queued', 'running')
+           AND created_at < now() - make_interval(secs => $1)
+         ORDER BY created_at LIMIT $2",
+    )
+    .bind(deadline_secs as f64)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
