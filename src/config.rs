@@ -297,9 +297,9 @@ impl Settings {
             max_retries: env.parse_or("PROVIDER_MAX_RETRIES", 2, |v: &u32| {
                 (*v <= 10).then_some(()).ok_or("must be at most 10")
             })?,
-            retry_base: Duration::from_millis(env.parse_or("RETRY_BASE_MS", 1000, |_: &u64| {
-                Ok(())
-            })?),
+            retry_base: Duration::from_millis(
+                env.parse_or("RETRY_BASE_MS", 1000, |_: &u64| Ok(()))?,
+            ),
             max_retry_after: secs("MAX_RETRY_AFTER_SECS", 60)?,
             request_deadline: secs("REQUEST_DEADLINE_SECS", 600)?,
             heartbeat: secs("JOB_HEARTBEAT_SECS", 5)?,

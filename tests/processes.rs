@@ -74,6 +74,7 @@ fn start(binary: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Runni
 }
 
 async fn wait_for_status(url: &str, want: u16) {
+    optimizer::providers::install_crypto();
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

@@ -6,10 +6,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::AppState;
 use super::error::ApiError;
 use super::extract::AppJson;
 use super::validate;
-use super::AppState;
 use crate::completion::{CompleteInput, CompletionView, SubmitError, Submitted};
 use crate::providers::ProviderId;
 use crate::store::metrics;
@@ -60,28 +60,34 @@ pub async fn complete(
         .provider
         .as_deref()
         .map(|p| {
-            ProviderId::parse(p)
-                .ok_or_else(|| ApiError::invalid_field("provider", format!("unknown provider {p:?}")))
+            ProviderId::parse(p).ok_or_else(|| {
+                ApiError::invalid_field("provider", format!("unknown provider {p:?}"))
+            })
         })
         .transpose()?;
     let catalog = state.engine.catalog();
-    let pinned = match (&body.model, body.auto_route) {
-        (Some(model), _) => Some(catalog.find(provider, model).ok_or_else(|| {
-            ApiError::invalid_field("model", format!("unknown model {model:?}"))
-        })?),
-        (None, false) => {
-            return Err(ApiError::invalid_field(
-                "model",
-                "required when auto_route is false",
-            ));
-        }
-        (None, true) => None,
-    };
+    let pinned =
+        match (&body.model, body.auto_route) {
+            (Some(model), _) => Some(catalog.find(provider, model).ok_or_else(|| {
+                ApiError::invalid_field("model", format!("unknown model {model:?}"))
+            })?),
+            (None, false) => {
+                return Err(ApiError::invalid_field(
+                    "model",
+                    "required when auto_route is false",
+                ));
+            }
+            (None, true) => None,
+        };
     let input = CompleteInput {
         prompt: validate::prompt(body.prompt)?,
         system: body.system.filter(|s| !s.trim().is_empty()),
         pinned,
-        allowed_providers: if pinned.is_none() { provider.map(|p| vec![p]) } else { None },
+        allowed_providers: if pinned.is_none() {
+            provider.map(|p| vec![p])
+        } else {
+            None
+        },
         strategy: validate::strategy(body.strategy.as_deref())?,
         min_quality: validate::min_quality(body.min_quality)?,
         max_cost_usd: validate::max_cost(body.max_cost)?,
@@ -117,7 +123,8 @@ pub async fn complete(
         Submitted::Queued { request_id, waiter } => completions.wait(&request_id, waiter).await?,
         Submitted::Replayed(id) => completions.wait(&id, None).await?,
     };
-    let record = record.ok_or_else(|| ApiError::internal(anyhow::anyhow!("request {request_id} vanished")))?;
+    let record = record
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("request {request_id} vanished")))?;
     Ok(respond(record))
 }
 
@@ -184,7 +191,9 @@ pub async fn routing_metrics(
         .map(|s| {
             chrono::DateTime::parse_from_rfc3339(s)
                 .map(|d| d.with_timezone(&chrono::Utc))
-                .map_err(|_| ApiError::invalid_field("since", format!("{s:?} is not an RFC 3339 time")))
+                .map_err(|_| {
+                    ApiError::invalid_field("since", format!("{s:?} is not an RFC 3339 time"))
+                })
         })
         .transpose()?;
     Ok(AppJson(metrics::summary(&state.db.pool, since).await?))

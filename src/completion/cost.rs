@@ -27,7 +27,12 @@ pub fn list_price(
         .map(|m| m.cost_usd(input_tokens, output_tokens))
 }
 
-fn baseline_cost(engine: &RoutingEngine, route: &StoredRoute, input: u64, output: u64) -> Option<f64> {
+fn baseline_cost(
+    engine: &RoutingEngine,
+    route: &StoredRoute,
+    input: u64,
+    output: u64,
+) -> Option<f64> {
     let b = route.baseline.as_ref()?;
     list_price(engine, b.provider, &b.model, input, output).map(round_usd)
 }
@@ -44,7 +49,10 @@ fn base_row(route: &StoredRoute, candidate: usize) -> MetricsRow {
         reason: Some(if candidate == 0 {
             route.reason.clone()
         } else {
-            format!("fallback #{candidate} after earlier candidates failed; {}", route.reason)
+            format!(
+                "fallback #{candidate} after earlier candidates failed; {}",
+                route.reason
+            )
         }),
         confidence: chosen.map(|c| c.confidence.clone()),
         explored: route.explored && candidate == 0,
@@ -53,7 +61,10 @@ fn base_row(route: &StoredRoute, candidate: usize) -> MetricsRow {
         input_tokens: None,
         output_tokens: None,
         cost_usd: None,
-        baseline_model: route.baseline.as_ref().map(|b| format!("{}/{}", b.provider, b.model)),
+        baseline_model: route
+            .baseline
+            .as_ref()
+            .map(|b| format!("{}/{}", b.provider, b.model)),
         baseline_cost_usd: None,
         latency_ms: 0.0,
         provider_latency_ms: None,
@@ -79,7 +90,13 @@ pub fn success_metrics(
     let chosen = route.candidates.get(candidate);
     let cost = answer.reported_cost_usd.or_else(|| {
         chosen.and_then(|c| {
-            list_price(engine, c.provider, &c.model, answer.input_tokens, answer.output_tokens)
+            list_price(
+                engine,
+                c.provider,
+                &c.model,
+                answer.input_tokens,
+                answer.output_tokens,
+            )
         })
     });
     row.input_tokens = Some(tokens(answer.input_tokens));
@@ -98,7 +115,10 @@ pub fn failure_metrics(
     latency_ms: f64,
     provider_ms: Option<f64>,
 ) -> MetricsRow {
-    let mut row = base_row(route, candidate.min(route.candidates.len().saturating_sub(1)));
+    let mut row = base_row(
+        route,
+        candidate.min(route.candidates.len().saturating_sub(1)),
+    );
     row.fallback_count = i32::try_from(candidate).unwrap_or(i32::MAX);
     row.cost_usd = Some(0.0);
     row.latency_ms = latency_ms;
@@ -107,7 +127,11 @@ pub fn failure_metrics(
 }
 
 /// The metrics row of a cache hit: nothing billed, the baseline priced on the cached tokens.
-pub fn cached_metrics(engine: &RoutingEngine, route: &StoredRoute, hit: &CachedAnswer) -> MetricsRow {
+pub fn cached_metrics(
+    engine: &RoutingEngine,
+    route: &StoredRoute,
+    hit: &CachedAnswer,
+) -> MetricsRow {
     let mut row = base_row(route, 0);
     let (input, output) = (
         u64::try_from(hit.input_tokens).unwrap_or(0),

@@ -95,7 +95,10 @@ async fn provider_call_worker(
     // NOTIFY wakes the worker for new jobs; a 1 s poll picks up delayed ones (retries with
     // backoff), which the insert trigger does not announce.
     let strategy = Strategy::new()
-        .stream(Pubsub::new(ctx.pool.clone(), PROVIDER_CALL_QUEUE.to_owned()))
+        .stream(Pubsub::new(
+            ctx.pool.clone(),
+            PROVIDER_CALL_QUEUE.to_owned(),
+        ))
         .interval(Duration::from_secs(1));
     let backend = PollWith::new(storage, strategy);
     let name = format!("provider-call-{}", ulid::Ulid::generate());

@@ -29,9 +29,15 @@ pub enum Step {
     /// Finished or stale: nothing to do.
     Skipped,
     Succeeded,
-    Retried { delay: Duration },
-    FellBack { to: usize },
-    Failed { code: String },
+    Retried {
+        delay: Duration,
+    },
+    FellBack {
+        to: usize,
+    },
+    Failed {
+        code: String,
+    },
 }
 
 /// The apalis entry point.
@@ -59,44 +65,37 @@ pub async fn run(ctx: &JobContext, job: &ProviderCall) -> Result<Step, sqlx::Err
     let Some(claimed) = store::claim(&ctx.pool, &job.request_id, job.generation).await? else {
         return Ok(Step::Skipped);
     };
-    let latency_ms = || (chrono::Utc::now() - claimed.created_at).num_milliseconds().max(0) as f64;
+    let latency_ms = || {
+        (chrono::Utc::now() - claimed.created_at)
+            .num_milliseconds()
+            .max(0) as f64
+    };
     let route: Option<StoredRoute> = serde_json::from_value(claimed.route.clone()).ok();
     let params: Option<StoredParams> = serde_json::from_value(claimed.params.clone()).ok();
     let (Some(route), Some(params)) = (route, params) else {
         return fail_unreadable(ctx, job, latency_ms()).await;
     };
-    let fail = |code: &str, message: String, provider_ms: Option<f64>| {
-        let outcome = Outcome::Failed {
-            error: message,
-            error_code: code.to_owned(),
-            provider: route.candidates.get(job.candidate).map(|c| c.provider.to_string()),
-            model: route.candidates.get(job.candidate).map(|c| c.model.clone()),
-        };
-        (outcome, failure_metrics(&route, job.candidate, latency_ms(), provider_ms))
-    };
     let keep_prompt = ctx.settings.store_prompts == StorePrompts::Full;
+    let give_up = |code: &'static str, message: String, provider_ms: Option<f64>| {
+        let (outcome, metrics) = failed(&route, job, code, message, latency_ms(), provider_ms);
+        async move { finish(ctx, job, &outcome, &metrics, keep_prompt, None, code).await }
+    };
 
     let deadline = ctx.settings.jobs.request_deadline;
     let age = chrono::Utc::now() - claimed.created_at;
     if age.to_std().unwrap_or_default() > deadline {
-        let (outcome, metrics) = fail(
-            "deadline_exceeded",
-            format!("no answer within the request deadline ({} s)", deadline.as_secs()),
-            Some(job.provider_ms as f64),
+        let message = format!(
+            "no answer within the request deadline ({} s)",
+            deadline.as_secs()
         );
-        return finish(ctx, job, &outcome, &metrics, keep_prompt, None, "deadline_exceeded").await;
+        return give_up("deadline_exceeded", message, Some(job.provider_ms as f64)).await;
     }
     let Some(candidate) = route.candidates.get(job.candidate) else {
-        let (outcome, metrics) = fail("no_candidate", "no candidate left to try".into(), None);
-        return finish(ctx, job, &outcome, &metrics, keep_prompt, None, "no_candidate").await;
+        return give_up("no_candidate", "no candidate left to try".into(), None).await;
     };
     let Some(request) = completion_request(&claimed, candidate.model.clone(), &params) else {
-        let (outcome, metrics) = fail(
-            "prompt_unavailable",
-            "the prompt is no longer stored".into(),
-            None,
-        );
-        return finish(ctx, job, &outcome, &metrics, keep_prompt, None, "prompt_unavailable").await;
+        let message = "the prompt is no longer stored".into();
+        return give_up("prompt_unavailable", message, None).await;
     };
 
     let started = Instant::now();
@@ -129,9 +128,29 @@ pub async fn run(ctx: &JobContext, job: &ProviderCall) -> Result<Step, sqlx::Err
                 cache_key,
                 ttl_secs: ctx.settings.completion.cache_ttl.as_secs() as i64,
             });
-            finish(ctx, job, &outcome, &metrics, keep_prompt, cache.as_ref(), "succeeded").await
+            finish(
+                ctx,
+                job,
+                &outcome,
+                &metrics,
+                keep_prompt,
+                cache.as_ref(),
+                "succeeded",
+            )
+            .await
         }
-        Err(error) => handle_error(ctx, job, &route, error, provider_ms, &fail, keep_prompt).await,
+        Err(error) => {
+            handle_error(
+                ctx,
+                job,
+                &route,
+                error,
+                provider_ms,
+                latency_ms(),
+                keep_prompt,
+            )
+            .await
+        }
     }
 }
 
@@ -141,7 +160,7 @@ async fn handle_error(
     route: &StoredRoute,
     error: ProviderError,
     provider_ms: u64,
-    fail: &(dyn Fn(&str, String, Option<f64>) -> (Outcome, store::MetricsRow) + Sync),
+    latency_ms: f64,
     keep_prompt: bool,
 ) -> Result<Step, sqlx::Error> {
     let jobs = &ctx.settings.jobs;
@@ -155,12 +174,23 @@ async fn handle_error(
             provider_ms,
             ..job.clone()
         };
-        if store::reschedule(&ctx.pool, &job.request_id, job.generation, &message, next.task(delay)).await? {
+        if store::reschedule(
+            &ctx.pool,
+            &job.request_id,
+            job.generation,
+            &message,
+            next.task(delay),
+        )
+        .await?
+        {
             return Ok(Step::Retried { delay });
         }
         return Ok(Step::Skipped);
     }
-    let model_level = matches!(error.kind, ErrorKind::Retryable | ErrorKind::ModelUnavailable);
+    let model_level = matches!(
+        error.kind,
+        ErrorKind::Retryable | ErrorKind::ModelUnavailable
+    );
     if model_level && job.candidate + 1 < route.candidates.len() {
         let next = ProviderCall {
             generation: job.generation + 1,
@@ -169,8 +199,18 @@ async fn handle_error(
             provider_ms,
             ..job.clone()
         };
-        if store::reschedule(&ctx.pool, &job.request_id, job.generation, &message, next.task(Duration::ZERO)).await? {
-            return Ok(Step::FellBack { to: job.candidate + 1 });
+        if store::reschedule(
+            &ctx.pool,
+            &job.request_id,
+            job.generation,
+            &message,
+            next.task(Duration::ZERO),
+        )
+        .await?
+        {
+            return Ok(Step::FellBack {
+                to: job.candidate + 1,
+            });
         }
         return Ok(Step::Skipped);
     }
@@ -178,8 +218,37 @@ async fn handle_error(
         ErrorKind::Permanent => "provider_rejected",
         _ => "all_candidates_failed",
     };
-    let (outcome, metrics) = fail(code, message, Some(provider_ms as f64));
+    let (outcome, metrics) = failed(
+        route,
+        job,
+        code,
+        message,
+        latency_ms,
+        Some(provider_ms as f64),
+    );
     finish(ctx, job, &outcome, &metrics, keep_prompt, None, code).await
+}
+
+/// The failed outcome and its metrics row, blaming candidate `job.candidate`.
+fn failed(
+    route: &StoredRoute,
+    job: &ProviderCall,
+    code: &str,
+    message: String,
+    latency_ms: f64,
+    provider_ms: Option<f64>,
+) -> (Outcome, store::MetricsRow) {
+    let candidate = route.candidates.get(job.candidate);
+    let outcome = Outcome::Failed {
+        error: message,
+        error_code: code.to_owned(),
+        provider: candidate.map(|c| c.provider.to_string()),
+        model: candidate.map(|c| c.model.clone()),
+    };
+    (
+        outcome,
+        failure_metrics(route, job.candidate, latency_ms, provider_ms),
+    )
 }
 
 async fn finish(

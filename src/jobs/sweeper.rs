@@ -14,7 +14,8 @@ use crate::config::StorePrompts;
 use crate::store::requests::{self as store, Outcome};
 
 pub async fn run(ctx: Arc<JobContext>, shutdown: CancellationToken) {
-    let period = (ctx.settings.jobs.request_deadline / 10).clamp(Duration::from_secs(1), Duration::from_secs(30));
+    let period = (ctx.settings.jobs.request_deadline / 10)
+        .clamp(Duration::from_secs(1), Duration::from_secs(30));
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -39,7 +40,10 @@ pub async fn sweep(ctx: &JobContext) -> Result<usize, sqlx::Error> {
             .map(|r| failure_metrics(r, 0, latency_ms, None));
         let Some(metrics) = metrics else { continue };
         let outcome = Outcome::Failed {
-            error: format!("no answer within the request deadline ({} s)", deadline.as_secs()),
+            error: format!(
+                "no answer within the request deadline ({} s)",
+                deadline.as_secs()
+            ),
             error_code: "deadline_exceeded".into(),
             provider: None,
             model: None,

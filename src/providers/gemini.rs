@@ -200,7 +200,9 @@ impl Provider for Gemini {
             input_tokens: usage.prompt_token_count,
             output_tokens: usage.candidates_token_count + usage.thoughts_token_count,
             reported_cost_usd: None,
-            model: answer.model_version.unwrap_or_else(|| request.model.clone()),
+            model: answer
+                .model_version
+                .unwrap_or_else(|| request.model.clone()),
             finish_reason: candidate.finish_reason,
         })
     }

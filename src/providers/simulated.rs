@@ -31,7 +31,10 @@ pub struct ProfileError {
 impl Profiles {
     pub fn load(path: Option<&Path>) -> Result<Self, ProfileError> {
         let (text, file) = match path {
-            None => (DEFAULT_PROFILES.to_owned(), "catalog/simulated_profiles.toml".to_owned()),
+            None => (
+                DEFAULT_PROFILES.to_owned(),
+                "catalog/simulated_profiles.toml".to_owned(),
+            ),
             Some(p) => (
                 std::fs::read_to_string(p).map_err(|e| ProfileError {
                     file: p.display().to_string(),
@@ -81,9 +84,35 @@ pub struct Simulated {
 }
 
 const WORDS: &[&str] = &[
-    "the", "answer", "depends", "on", "context", "first", "consider", "each", "case", "carefully",
-    "which", "gives", "a", "clear", "result", "here", "is", "how", "it", "works", "in", "practice",
-    "and", "why", "that", "matters", "for", "your", "question",
+    "the",
+    "answer",
+    "depends",
+    "on",
+    "context",
+    "first",
+    "consider",
+    "each",
+    "case",
+    "carefully",
+    "which",
+    "gives",
+    "a",
+    "clear",
+    "result",
+    "here",
+    "is",
+    "how",
+    "it",
+    "works",
+    "in",
+    "practice",
+    "and",
+    "why",
+    "that",
+    "matters",
+    "for",
+    "your",
+    "question",
 ];
 
 impl Simulated {
@@ -135,7 +164,9 @@ impl Provider for Simulated {
 
         let budget = u64::from(request.max_tokens.max(1));
         let words = (20 + rng.u64(0..60)).min(budget.saturating_sub(12).max(1));
-        let body: Vec<&str> = (0..words).map(|_| WORDS[rng.usize(..WORDS.len())]).collect();
+        let body: Vec<&str> = (0..words)
+            .map(|_| WORDS[rng.usize(..WORDS.len())])
+            .collect();
         let text = format!(
             "[simulated {} · {} · simulated quality {:.2}] {}.",
             request.model,
@@ -184,12 +215,25 @@ mod tests {
     #[tokio::test]
     async fn answers_are_deterministic_labelled_and_state_their_quality() {
         let sim = Simulated::new(Duration::ZERO, Profiles::load(None).unwrap());
-        let a = sim.complete(&request("sim-lite", "What is the capital of Peru?")).await.unwrap();
-        let b = sim.complete(&request("sim-lite", "What is the capital of Peru?")).await.unwrap();
+        let a = sim
+            .complete(&request("sim-lite", "What is the capital of Peru?"))
+            .await
+            .unwrap();
+        let b = sim
+            .complete(&request("sim-lite", "What is the capital of Peru?"))
+            .await
+            .unwrap();
         assert_eq!(a, b);
-        assert!(a.text.starts_with("[simulated sim-lite · factual"), "{}", a.text);
+        assert!(
+            a.text.starts_with("[simulated sim-lite · factual"),
+            "{}",
+            a.text
+        );
         assert_eq!(stated_quality(&a.text), Some(0.90));
-        let c = sim.complete(&request("sim-lite", "Solve 3x + 7 = 22 for x")).await.unwrap();
+        let c = sim
+            .complete(&request("sim-lite", "Solve 3x + 7 = 22 for x"))
+            .await
+            .unwrap();
         assert_eq!(stated_quality(&c.text), Some(0.45));
         assert_ne!(a.text, c.text);
         assert!(a.output_tokens > 0 && a.input_tokens > 0);

@@ -99,7 +99,21 @@ pub async fn summary(pool: &PgPool, since: Option<DateTime<Utc>>) -> Result<Summ
         by_pattern: Vec::new(),
         by_provider: Vec::new(),
     };
-    for (provider, model, pattern, grouping, n, ok, cost, baseline, hits, explored, fallbacks, latency) in rows {
+    for (
+        provider,
+        model,
+        pattern,
+        grouping,
+        n,
+        ok,
+        cost,
+        baseline,
+        hits,
+        explored,
+        fallbacks,
+        latency,
+    ) in rows
+    {
         let cost = cost.unwrap_or(0.0);
         let baseline = baseline.unwrap_or(0.0);
         let share = |k: i64| if n > 0 { k as f64 / n as f64 } else { 0.0 };
@@ -111,7 +125,11 @@ pub async fn summary(pool: &PgPool, since: Option<DateTime<Utc>>) -> Result<Summ
             cost_usd: cost,
             baseline_cost_usd: baseline,
             savings_usd: baseline - cost,
-            savings_pct: if baseline > 0.0 { (baseline - cost) / baseline * 100.0 } else { 0.0 },
+            savings_pct: if baseline > 0.0 {
+                (baseline - cost) / baseline * 100.0
+            } else {
+                0.0
+            },
             cache_hits: hits,
             cache_hit_rate: share(hits),
             explored,

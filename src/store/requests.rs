@@ -261,7 +261,15 @@ pub async fn finish(
         return Ok(false);
     }
     insert_metrics(&mut tx, request_id, metrics, status).await?;
-    if let (Some(entry), Outcome::Succeeded { response, provider, model }) = (cache, outcome) {
+    if let (
+        Some(entry),
+        Outcome::Succeeded {
+            response,
+            provider,
+            model,
+        },
+    ) = (cache, outcome)
+    {
         sqlx::query(
             "INSERT INTO response_cache (cache_key, provider, model, response, input_tokens,
                  output_tokens, cost_usd, expires_at)
@@ -288,7 +296,10 @@ pub async fn finish(
     Ok(true)
 }
 
-async fn notify_done(tx: &mut Transaction<'_, Postgres>, request_id: &str) -> Result<(), sqlx::Error> {
+async fn notify_done(
+    tx: &mut Transaction<'_, Postgres>,
+    request_id: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT pg_notify($1, $2)")
         .bind(DONE_CHANNEL)
         .bind(request_id)

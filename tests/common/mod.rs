@@ -153,7 +153,24 @@ impl TestApp {
         Self::spawn_with(settings_with(&all), test_db).await
     }
 
+    /// A running API with in-process job workers (as `optimizer serve` runs by default).
+    pub async fn spawn_with_workers(test_db: TestDb, vars: &[(&str, &str)]) -> Self {
+        let mut all = vec![
+            ("DATABASE_URL", test_db.url.as_str()),
+            ("BIND", "127.0.0.1:0"),
+            ("SIMULATED_LATENCY_MS", "0"),
+            ("JOB_HEARTBEAT_SECS", "1"),
+        ];
+        all.extend_from_slice(vars);
+        Self::start(settings_with(&all), test_db, true).await
+    }
+
     pub async fn spawn_with(settings: Settings, test_db: TestDb) -> Self {
+        Self::start(settings, test_db, false).await
+    }
+
+    async fn start(settings: Settings, test_db: TestDb, workers: bool) -> Self {
+        optimizer::providers::install_crypto();
         let listener = tokio::net::TcpListener::bind(settings.bind)
             .await
             .expect("bind a random port");
@@ -162,12 +179,21 @@ impl TestApp {
         let db = state.db.clone();
         let engine = state.engine.clone();
         let shutdown = CancellationToken::new();
-        tokio::spawn(optimizer::routing::weights::run_reloader(
-            engine.clone(),
-            db.pool.clone(),
-            Duration::from_millis(200),
-            shutdown.clone(),
-        ));
+        optimizer::runtime::spawn_api_tasks(&state, &shutdown);
+        if workers {
+            let ctx = optimizer::jobs::JobContext::new(
+                db.pool.clone(),
+                engine.clone(),
+                state.settings.clone(),
+            )
+            .expect("providers start");
+            tokio::spawn(optimizer::runtime::run_workers(
+                db.clone(),
+                Arc::new(ctx),
+                optimizer::jobs::Queue::ALL.to_vec(),
+                shutdown.clone(),
+            ));
+        }
         tokio::spawn(api::serve(
             listener,
             api::router(state),
@@ -209,6 +235,50 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
+    }
+}
+
+/// Writes `text` to a fresh file and returns its path (kept for the test's lifetime).
+pub fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(unique_db_name());
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write temp file");
+    path
+}
+
+/// A catalog entry for tests.
+pub fn catalog_model(
+    provider: &str,
+    model: &str,
+    usd_in: f64,
+    usd_out: f64,
+    quality: f64,
+) -> String {
+    format!(
+        "[[model]]\nprovider = \"{provider}\"\nmodel = \"{model}\"\ninput_usd_per_mtok = {usd_in:?}\n\
+         output_usd_per_mtok = {usd_out:?}\ncontext_window = 100000\nquality = {quality:?}\n\n"
+    )
+}
+
+/// Polls `GET /requests/{id}` until it is finished.
+pub async fn wait_finished(app: &TestApp, request_id: &str, within: Duration) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let body: serde_json::Value = app
+            .get(&format!("/requests/{request_id}"))
+            .await
+            .json()
+            .await
+            .expect("request view");
+        if body["status"] == "succeeded" || body["status"] == "failed" {
+            return body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{request_id} unfinished: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -13,7 +13,10 @@ use optimizer::store::Database;
 use optimizer::{api, runtime, telemetry};
 
 #[derive(Parser)]
-#[command(version, about = "AI Cost Optimizer worker: consumes the Postgres-backed job queues")]
+#[command(
+    version,
+    about = "AI Cost Optimizer worker: consumes the Postgres-backed job queues"
+)]
 struct Cli {
     /// Queues to consume, comma-separated (default: all). Known: provider_call.
     #[arg(long, value_delimiter = ',')]
@@ -73,7 +76,9 @@ async fn run(settings: Settings, queues: Vec<Queue>) -> anyhow::Result<()> {
     let ctx = Arc::new(JobContext::new(db.pool.clone(), engine, settings.clone())?);
     let listener = tokio::net::TcpListener::bind(settings.worker_bind)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on WORKER_BIND={}: {e}", settings.worker_bind))?;
+        .map_err(|e| {
+            anyhow::anyhow!("cannot listen on WORKER_BIND={}: {e}", settings.worker_bind)
+        })?;
     tracing::info!(
         bind = %settings.worker_bind,
         database = %settings.database_label(),
@@ -85,7 +90,12 @@ async fn run(settings: Settings, queues: Vec<Queue>) -> anyhow::Result<()> {
         let (db, shutdown) = (db.clone(), shutdown.clone());
         tokio::spawn(async move { runtime::setup_database_with_retry(&db, &shutdown).await });
     }
-    let workers = tokio::spawn(runtime::run_workers(db.clone(), ctx, queues, shutdown.clone()));
+    let workers = tokio::spawn(runtime::run_workers(
+        db.clone(),
+        ctx,
+        queues,
+        shutdown.clone(),
+    ));
     api::serve(
         listener,
         api::worker_router(db.clone()),

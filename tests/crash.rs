@@ -1,0 +1,131 @@
+//! A worker process killed (SIGKILL) while a provider call is in flight: another worker process
+//! takes the job over, and the request ends succeeded exactly once, its cost counted once.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "integration tests"
+)]
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{TestApp, TestDb, catalog_model, temp_file, wait_finished};
+use serde_json::json;
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+struct Worker(Child);
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn worker(env: &[(&str, String)]) -> Worker {
+    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_optimizer"))
+        .parent()
+        .unwrap()
+        .join("optimizer-worker");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cmd = Command::new(exe);
+    cmd.env("WORKER_BIND", format!("127.0.0.1:{port}"))
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    Worker(cmd.spawn().unwrap())
+}
+
+#[tokio::test]
+async fn a_killed_worker_s_job_is_finished_by_another_exactly_once() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_delay(Duration::from_secs(3))
+                .set_body_json(json!({
+                    "id": "msg_1", "type": "message", "role": "assistant", "model": "slow-model",
+                    "content": [{"type": "text", "text": "finally"}], "stop_reason": "end_turn",
+                    "usage": {"input_tokens": 1000, "output_tokens": 1000}
+                })),
+        )
+        .mount(&server)
+        .await;
+    let catalog = temp_file(
+        "catalog.toml",
+        &catalog_model("anthropic", "slow-model", 1.0, 5.0, 0.9),
+    );
+    let test_db = TestDb::migrated().await;
+    let env: Vec<(&str, String)> = vec![
+        ("DATABASE_URL", test_db.url.clone()),
+        ("ANTHROPIC_API_KEY", "sk-ant-test".into()),
+        ("ANTHROPIC_BASE_URL", server.uri()),
+        ("CATALOG_PATH", catalog.display().to_string()),
+        ("RUN_MIGRATIONS", "false".into()),
+        ("JOB_HEARTBEAT_SECS", "1".into()),
+        ("JOB_MISSED_HEARTBEATS", "2".into()),
+        ("CACHE_ENABLED", "false".into()),
+    ];
+    let vars: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    // The API without workers: the worker processes do the work.
+    let app = TestApp::spawn_on(test_db, &vars).await;
+
+    let first = worker(&env);
+    let resp: serde_json::Value = app
+        .post_json(
+            "/complete",
+            &json!({ "prompt": "Explain recursion", "async": true }),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = resp["request_id"].as_str().unwrap().to_owned();
+
+    // Wait until the first worker's provider call is in flight, then kill it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.received_requests().await.unwrap().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the first worker never called the provider"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut first = first;
+    first.0.kill().unwrap();
+    first.0.wait().unwrap();
+
+    let _second = worker(&env);
+    let done = wait_finished(&app, &id, Duration::from_secs(30)).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["response"], "finally");
+
+    // The provider was called twice (once by each worker), but the request finished once:
+    // one metrics row, one cost (1000 × $1/M + 1000 × $5/M).
+    assert_eq!(server.received_requests().await.unwrap().len(), 2);
+    let pool = app.test_db.pool().await;
+    let (rows, cost): (i64, f64) = sqlx::query_as(
+        "SELECT count(*), coalesce(sum(cost_usd), 0) FROM routing_metrics WHERE request_id = $1",
+    )
+    .bind(&id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(rows, 1);
+    assert!((cost - 0.006).abs() < 1e-9, "{cost}");
+    let summary: serde_json::Value = app.get("/routing/metrics").await.json().await.unwrap();
+    assert_eq!(summary["requests"], 1);
+    assert!((summary["cost_usd"].as_f64().unwrap() - 0.006).abs() < 1e-9);
+}

@@ -1,0 +1,305 @@
+//! Each wire format against a wiremock server: our requests match the provider's real format
+//! (path, headers, body shape), answers are parsed, and failures are classified.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "integration tests"
+)]
+
+mod common;
+
+use std::time::Duration;
+
+use optimizer::providers::{CompletionRequest, ErrorKind, Message, ProviderId, Providers, Role};
+use serde_json::json;
+use wiremock::matchers::{body_json, header, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+fn request(model: &str) -> CompletionRequest {
+    CompletionRequest {
+        model: model.into(),
+        system: Some("Be brief.".into()),
+        messages: vec![
+            Message {
+                role: Role::User,
+                content: "Hi".into(),
+            },
+            Message {
+                role: Role::Assistant,
+                content: "Hello!".into(),
+            },
+            Message {
+                role: Role::User,
+                content: "What is 2+2?".into(),
+            },
+        ],
+        max_tokens: 64,
+        temperature: Some(0.0),
+    }
+}
+
+/// Providers configured from real settings, pointed at `server`.
+fn providers(server: &MockServer, extra: &[(&str, &str)]) -> Providers {
+    let uri = server.uri();
+    let mut vars = vec![
+        ("ANTHROPIC_API_KEY", "sk-ant-test"),
+        ("ANTHROPIC_BASE_URL", uri.as_str()),
+        ("GOOGLE_API_KEY", "g-test"),
+        ("GEMINI_BASE_URL", uri.as_str()),
+        ("OPENROUTER_API_KEY", "or-test"),
+        ("OPENROUTER_BASE_URL", uri.as_str()),
+        ("OPENROUTER_REFERER", "https://example.test/app"),
+        ("OPENROUTER_TITLE", "Optimizer Tests"),
+        ("OPENAI_COMPAT_BASE_URL", uri.as_str()),
+        ("PROVIDER_TIMEOUT_SECS", "2"),
+    ];
+    vars.extend_from_slice(extra);
+    Providers::from_settings(&common::settings_with(&vars)).unwrap()
+}
+
+#[tokio::test]
+async fn anthropic_messages_wire_format() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/messages"))
+        .and(header("x-api-key", "sk-ant-test"))
+        .and(header("anthropic-version", "2023-06-01"))
+        .and(header("content-type", "application/json"))
+        .and(body_json(json!({
+            "model": "claude-haiku-4-5",
+            "max_tokens": 64,
+            "system": "Be brief.",
+            "messages": [
+                {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Hello!"},
+                {"role": "user", "content": "What is 2+2?"}
+            ],
+            "temperature": 0.0
+        })))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "msg_01", "type": "message", "role": "assistant",
+            "model": "claude-haiku-4-5-20251001",
+            "content": [{"type": "text", "text": "4"}],
+            "stop_reason": "end_turn", "stop_sequence": null,
+            "usage": {"input_tokens": 21, "output_tokens": 2}
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let answer = providers(&server, &[])
+        .complete(ProviderId::Anthropic, &request("claude-haiku-4-5"))
+        .await
+        .unwrap();
+    assert_eq!(answer.text, "4");
+    assert_eq!((answer.input_tokens, answer.output_tokens), (21, 2));
+    assert_eq!(answer.model, "claude-haiku-4-5-20251001");
+}
+
+#[tokio::test]
+async fn gemini_generate_content_wire_format() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1beta/models/gemini-2.5-flash:generateContent"))
+        .and(header("x-goog-api-key", "g-test"))
+        .and(body_json(json!({
+            "contents": [
+                {"role": "user", "parts": [{"text": "Hi"}]},
+                {"role": "model", "parts": [{"text": "Hello!"}]},
+                {"role": "user", "parts": [{"text": "What is 2+2?"}]}
+            ],
+            "systemInstruction": {"parts": [{"text": "Be brief."}]},
+            "generationConfig": {"maxOutputTokens": 64, "temperature": 0.0}
+        })))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "candidates": [{
+                "content": {"parts": [{"text": "4"}], "role": "model"},
+                "finishReason": "STOP", "index": 0
+            }],
+            "usageMetadata": {"promptTokenCount": 12, "candidatesTokenCount": 1,
+                              "thoughtsTokenCount": 30, "totalTokenCount": 43},
+            "modelVersion": "gemini-2.5-flash"
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let answer = providers(&server, &[])
+        .complete(ProviderId::Gemini, &request("gemini-2.5-flash"))
+        .await
+        .unwrap();
+    assert_eq!(answer.text, "4");
+    // Thinking tokens are billed as output.
+    assert_eq!((answer.input_tokens, answer.output_tokens), (12, 31));
+}
+
+fn openai_body(model: &str, with_usage: bool) -> serde_json::Value {
+    let mut body = json!({
+        "model": model,
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello!"},
+            {"role": "user", "content": "What is 2+2?"}
+        ],
+        "max_tokens": 64,
+        "temperature": 0.0
+    });
+    if with_usage {
+        body["usage"] = json!({"include": true});
+    }
+    body
+}
+
+#[tokio::test]
+async fn openrouter_wire_format_with_attribution_and_reported_cost() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/chat/completions"))
+        .and(header("authorization", "Bearer or-test"))
+        .and(header("HTTP-Referer", "https://example.test/app"))
+        .and(header("X-Title", "Optimizer Tests"))
+        .and(body_json(openai_body("openai/gpt-4o-mini", true)))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "gen-1", "object": "chat.completion", "model": "openai/gpt-4o-mini",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "4"},
+                         "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 20, "completion_tokens": 1, "total_tokens": 21,
+                      "cost": 0.0000036}
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let answer = providers(&server, &[])
+        .complete(ProviderId::Openrouter, &request("openai/gpt-4o-mini"))
+        .await
+        .unwrap();
+    assert_eq!(answer.text, "4");
+    assert_eq!(answer.reported_cost_usd, Some(0.0000036));
+}
+
+#[tokio::test]
+async fn local_openai_compatible_server_gets_the_plain_format() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/chat/completions"))
+        .and(body_json(openai_body("llama3.1:8b", false)))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "chatcmpl-1", "object": "chat.completion", "model": "llama3.1:8b",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "4"},
+                         "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 20, "completion_tokens": 1, "total_tokens": 21}
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let answer = providers(&server, &[])
+        .complete(ProviderId::OpenaiCompat, &request("llama3.1:8b"))
+        .await
+        .unwrap();
+    assert_eq!(answer.text, "4");
+    assert_eq!(answer.reported_cost_usd, None);
+    // No key configured: no Authorization header at all.
+    let received = server.received_requests().await.unwrap();
+    assert!(received[0].headers.get("authorization").is_none());
+}
+
+async fn failing(
+    status: u16,
+    kind: &str,
+    extra: &[(&str, &str)],
+) -> optimizer::providers::ProviderError {
+    let server = MockServer::start().await;
+    let body = json!({"type": "error", "error": {"type": kind, "message": "boom"}});
+    let mut template = ResponseTemplate::new(status).set_body_json(body);
+    if status == 429 {
+        template = template.insert_header("retry-after", "7");
+    }
+    Mock::given(method("POST"))
+        .respond_with(template)
+        .mount(&server)
+        .await;
+    providers(&server, extra)
+        .complete(ProviderId::Anthropic, &request("claude-haiku-4-5"))
+        .await
+        .unwrap_err()
+}
+
+#[tokio::test]
+async fn failures_are_classified() {
+    let e = failing(429, "rate_limit_error", &[]).await;
+    assert_eq!(
+        (e.kind, e.status, e.retry_after),
+        (
+            ErrorKind::Retryable,
+            Some(429),
+            Some(Duration::from_secs(7))
+        )
+    );
+    assert!(e.message.contains("rate_limit_error: boom"), "{e}");
+    for (status, kind, want) in [
+        (529, "overloaded_error", ErrorKind::Retryable),
+        (500, "api_error", ErrorKind::Retryable),
+        (401, "authentication_error", ErrorKind::Permanent),
+        (403, "permission_error", ErrorKind::Permanent),
+        (400, "invalid_request_error", ErrorKind::Permanent),
+        (404, "not_found_error", ErrorKind::ModelUnavailable),
+    ] {
+        let e = failing(status, kind, &[]).await;
+        assert_eq!((e.kind, e.status), (want, Some(status)), "{e}");
+        assert!(!e.message.contains("sk-ant-test"));
+    }
+}
+
+#[tokio::test]
+async fn malformed_json_is_retryable() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("{\"content\": [oops"))
+        .mount(&server)
+        .await;
+    let e = providers(&server, &[])
+        .complete(ProviderId::Anthropic, &request("claude-haiku-4-5"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Retryable);
+    assert!(e.message.contains("malformed"), "{e}");
+}
+
+#[tokio::test]
+async fn timeouts_are_retryable_and_per_provider() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(3)))
+        .mount(&server)
+        .await;
+    let p = providers(&server, &[("ANTHROPIC_TIMEOUT_SECS", "1")]);
+    let started = std::time::Instant::now();
+    let e = p
+        .complete(ProviderId::Anthropic, &request("claude-haiku-4-5"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Retryable);
+    assert_eq!(e.message, "timed out");
+    assert!(started.elapsed() < Duration::from_millis(2500));
+}
+
+#[tokio::test]
+async fn refusals_are_permanent() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/messages"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "msg_02", "type": "message", "role": "assistant", "model": "claude-haiku-4-5",
+            "content": [], "stop_reason": "refusal",
+            "usage": {"input_tokens": 5, "output_tokens": 0}
+        })))
+        .mount(&server)
+        .await;
+    let e = providers(&server, &[])
+        .complete(ProviderId::Anthropic, &request("claude-haiku-4-5"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Permanent);
+    assert!(e.message.contains("refus"), "{e}");
+}
