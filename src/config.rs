@@ -153,8 +153,11 @@ pub struct JobSettings {
     /// worker takes over the jobs of a worker that died.
     pub heartbeat: Duration,
     pub missed_heartbeats: usize,
-    /// `JOB_BATCH_SIZE` (default 16): jobs fetched per round trip.
+    /// `JOB_BATCH_SIZE` (default 32): jobs fetched per round trip.
     pub batch_size: usize,
+    /// `JOB_POLL_MS` (default 50): a poll beside LISTEN/NOTIFY, for delayed retries and for a
+    /// wake-up the worker missed while busy.
+    pub poll_interval: Duration,
 }
 
 /// `POST /complete`.
@@ -304,7 +307,10 @@ impl Settings {
             request_deadline: secs("REQUEST_DEADLINE_SECS", 600)?,
             heartbeat: secs("JOB_HEARTBEAT_SECS", 5)?,
             missed_heartbeats: env.parse_or("JOB_MISSED_HEARTBEATS", 3, positive)?,
-            batch_size: env.parse_or("JOB_BATCH_SIZE", 16, positive)?,
+            batch_size: env.parse_or("JOB_BATCH_SIZE", 32, positive)?,
+            poll_interval: Duration::from_millis(env.parse_or("JOB_POLL_MS", 50, |v: &u64| {
+                (*v >= 10).then_some(()).ok_or("must be at least 10")
+            })?),
         };
         let completion = CompletionSettings {
             timeout: secs("COMPLETE_TIMEOUT_SECS", 120)?,

@@ -107,7 +107,8 @@ async fn serve(settings: Settings, workers: bool) -> anyhow::Result<()> {
     );
     runtime::spawn_api_tasks(&state, &shutdown);
     let workers = if workers {
-        let ctx = JobContext::new(db.pool.clone(), state.engine.clone(), settings.clone())?;
+        let ctx = JobContext::new(db.pool.clone(), state.engine.clone(), settings.clone())?
+            .with_notifier(state.completions.notifier.clone());
         tracing::info!("job workers run in this process (--no-workers to turn off)");
         Some(tokio::spawn(runtime::run_workers(
             db.clone(),

@@ -42,13 +42,19 @@ pub struct ProviderCall {
 }
 
 impl ProviderCall {
-    /// The job as an apalis task, due after `delay`. Storage-level retries (for a handler that
-    /// errs, e.g. the database is briefly away) are capped at 5.
+    /// The job as an apalis task, due after `delay`. The queue stores whole seconds, so the
+    /// due time is rounded up: a job never runs before its delay (e.g. `Retry-After`) is over.
+    /// Storage-level retries (for a handler that errs, e.g. the database is briefly away) are
+    /// capped at 5.
     pub fn task(&self, delay: Duration) -> PgTask {
         let args = serde_json::to_vec(self).unwrap_or_default();
         let mut builder = TaskBuilder::new(args).max_attempts(5);
         if !delay.is_zero() {
-            builder = builder.run_after(delay);
+            let due = (std::time::SystemTime::now() + delay)
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0))
+                .unwrap_or_default();
+            builder = builder.run_at_timestamp(due);
         }
         builder.build()
     }
@@ -281,15 +287,21 @@ impl Completions {
         waiter: Option<Waiter>,
     ) -> Result<Option<RequestRecord>, sqlx::Error> {
         let deadline = tokio::time::Instant::now() + self.settings.completion.timeout;
+        // A waiter registered before the job was queued cannot have missed the NOTIFY: wait
+        // first. Otherwise (a replayed request) look at the row first.
+        let mut look = waiter.is_none();
         let mut waiter = waiter.unwrap_or_else(|| self.notifier.register(request_id));
         loop {
-            let record = store::get(&self.pool, request_id).await?;
-            let finished = record
-                .as_ref()
-                .is_none_or(|r| r.status == "succeeded" || r.status == "failed");
-            if finished || tokio::time::Instant::now() >= deadline {
-                return Ok(record);
+            if look {
+                let record = store::get(&self.pool, request_id).await?;
+                let finished = record
+                    .as_ref()
+                    .is_none_or(|r| r.status == "succeeded" || r.status == "failed");
+                if finished || tokio::time::Instant::now() >= deadline {
+                    return Ok(record);
+                }
             }
+            look = true;
             // The NOTIFY normally wakes us; the periodic re-check covers a lost connection.
             let recheck = tokio::time::Instant::now() + Duration::from_secs(5);
             tokio::select! {

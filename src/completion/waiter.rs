@@ -87,7 +87,16 @@ impl Notifier {
             .len()
     }
 
-    fn wake(&self, request_id: &str) {
+    /// Whether a request in this process waits for `request_id`.
+    pub fn is_waiting(&self, request_id: &str) -> bool {
+        self.waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(request_id)
+    }
+
+    /// Wakes this process's waiters for `request_id`.
+    pub fn wake(&self, request_id: &str) {
         let senders = self
             .waiting
             .lock()

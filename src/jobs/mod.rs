@@ -10,14 +10,13 @@ pub mod provider_call;
 pub mod sweeper;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use apalis::prelude::*;
 use apalis_postgres::{Config, PostgresStorage, Pubsub};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::completion::ProviderCall;
+use crate::completion::{Notifier, ProviderCall};
 use crate::config::Settings;
 use crate::providers::{Providers, ProvidersError};
 use crate::routing::RoutingEngine;
@@ -29,6 +28,9 @@ pub struct JobContext {
     pub engine: Arc<RoutingEngine>,
     pub settings: Arc<Settings>,
     pub providers: Providers,
+    /// The API's waiters when the workers run in the API's process (`optimizer serve`): a
+    /// request waiting here is woken in memory, without a NOTIFY.
+    pub notifier: Option<Arc<Notifier>>,
 }
 
 impl JobContext {
@@ -42,7 +44,14 @@ impl JobContext {
             pool,
             engine,
             settings,
+            notifier: None,
         })
+    }
+
+    /// Wakes waiters of this process directly (see [`JobContext::notifier`]).
+    pub fn with_notifier(mut self, notifier: Arc<Notifier>) -> Self {
+        self.notifier = Some(notifier);
+        self
     }
 }
 
@@ -92,14 +101,14 @@ async fn provider_call_worker(
         .heartbeat_interval(jobs.heartbeat)
         .missed_heartbeats(jobs.missed_heartbeats);
     let storage = PostgresStorage::<ProviderCall>::new(&ctx.pool).with_config(config);
-    // NOTIFY wakes the worker for new jobs; a 1 s poll picks up delayed ones (retries with
-    // backoff), which the insert trigger does not announce.
+    // NOTIFY wakes the worker for new jobs; a short poll picks up delayed ones (retries with
+    // backoff), which the insert trigger does not announce, and wake-ups missed while busy.
     let strategy = Strategy::new()
         .stream(Pubsub::new(
             ctx.pool.clone(),
             PROVIDER_CALL_QUEUE.to_owned(),
         ))
-        .interval(Duration::from_secs(1));
+        .interval(jobs.poll_interval);
     let backend = PollWith::new(storage, strategy);
     let name = format!("provider-call-{}", ulid::Ulid::generate());
     tracing::info!(worker = %name, concurrency = jobs.concurrency, "provider_call worker starting");

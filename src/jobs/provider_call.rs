@@ -67,18 +67,19 @@ pub async fn run(ctx: &JobContext, job: &ProviderCall) -> Result<Step, sqlx::Err
     };
     let latency_ms = || {
         (chrono::Utc::now() - claimed.created_at)
-            .num_milliseconds()
+            .num_microseconds()
+            .unwrap_or(0)
             .max(0) as f64
+            / 1000.0
     };
     let route: Option<StoredRoute> = serde_json::from_value(claimed.route.clone()).ok();
     let params: Option<StoredParams> = serde_json::from_value(claimed.params.clone()).ok();
     let (Some(route), Some(params)) = (route, params) else {
         return fail_unreadable(ctx, job, latency_ms()).await;
     };
-    let keep_prompt = ctx.settings.store_prompts == StorePrompts::Full;
     let give_up = |code: &'static str, message: String, provider_ms: Option<f64>| {
         let (outcome, metrics) = failed(&route, job, code, message, latency_ms(), provider_ms);
-        async move { finish(ctx, job, &outcome, &metrics, keep_prompt, None, code).await }
+        async move { finish(ctx, job, &outcome, &metrics, None, code, params.is_async).await }
     };
 
     let deadline = ctx.settings.jobs.request_deadline;
@@ -100,13 +101,15 @@ pub async fn run(ctx: &JobContext, job: &ProviderCall) -> Result<Step, sqlx::Err
 
     let started = Instant::now();
     let result = ctx.providers.complete(candidate.provider, &request).await;
-    let provider_ms = job.provider_ms + started.elapsed().as_millis() as u64;
+    let call_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let provider_ms_exact = job.provider_ms as f64 + call_ms;
+    let provider_ms = provider_ms_exact.round() as u64;
     tracing::info!(
         request_id = %job.request_id,
         provider = %candidate.provider,
         model = %candidate.model,
         ok = result.is_ok(),
-        provider_ms = started.elapsed().as_millis() as u64,
+        provider_ms = call_ms.round() as u64,
         "provider call"
     );
     match result {
@@ -117,7 +120,7 @@ pub async fn run(ctx: &JobContext, job: &ProviderCall) -> Result<Step, sqlx::Err
                 job.candidate,
                 &answer,
                 latency_ms(),
-                provider_ms as f64,
+                provider_ms_exact,
             );
             let outcome = Outcome::Succeeded {
                 response: answer.text,
@@ -133,9 +136,9 @@ pub async fn run(ctx: &JobContext, job: &ProviderCall) -> Result<Step, sqlx::Err
                 job,
                 &outcome,
                 &metrics,
-                keep_prompt,
                 cache.as_ref(),
                 "succeeded",
+                params.is_async,
             )
             .await
         }
@@ -147,7 +150,7 @@ pub async fn run(ctx: &JobContext, job: &ProviderCall) -> Result<Step, sqlx::Err
                 error,
                 provider_ms,
                 latency_ms(),
-                keep_prompt,
+                params.is_async,
             )
             .await
         }
@@ -161,7 +164,7 @@ async fn handle_error(
     error: ProviderError,
     provider_ms: u64,
     latency_ms: f64,
-    keep_prompt: bool,
+    is_async: bool,
 ) -> Result<Step, sqlx::Error> {
     let jobs = &ctx.settings.jobs;
     let message = error.to_string();
@@ -226,7 +229,7 @@ async fn handle_error(
         latency_ms,
         Some(provider_ms as f64),
     );
-    finish(ctx, job, &outcome, &metrics, keep_prompt, None, code).await
+    finish(ctx, job, &outcome, &metrics, None, code, is_async).await
 }
 
 /// The failed outcome and its metrics row, blaming candidate `job.candidate`.
@@ -251,25 +254,36 @@ fn failed(
     )
 }
 
+/// Writes the terminal state. A waiter in this process is woken in memory; one elsewhere gets a
+/// NOTIFY; an async request (nobody waiting) gets neither.
 async fn finish(
     ctx: &JobContext,
     job: &ProviderCall,
     outcome: &Outcome,
     metrics: &store::MetricsRow,
-    keep_prompt: bool,
     cache: Option<&CacheEntry>,
     code: &str,
+    is_async: bool,
 ) -> Result<Step, sqlx::Error> {
-    let done = store::finish(
-        &ctx.pool,
-        &job.request_id,
-        Some(job.generation),
+    let keep_prompt = ctx.settings.store_prompts == StorePrompts::Full;
+    let local = ctx
+        .notifier
+        .as_ref()
+        .filter(|n| n.is_waiting(&job.request_id));
+    let notify = !is_async && local.is_none();
+    let ending = store::Finish {
+        request_id: &job.request_id,
+        generation: Some(job.generation),
         outcome,
         metrics,
         keep_prompt,
         cache,
-    )
-    .await?;
+        notify,
+    };
+    let done = store::finish(&ctx.pool, &ending).await?;
+    if done && let Some(notifier) = local {
+        notifier.wake(&job.request_id);
+    }
     Ok(match (done, outcome) {
         (false, _) => Step::Skipped,
         (true, Outcome::Succeeded { .. }) => Step::Succeeded,
@@ -303,8 +317,7 @@ async fn fail_unreadable(
         model: None,
     };
     let metrics = failure_metrics(&route, 0, latency_ms, None);
-    let keep = ctx.settings.store_prompts == StorePrompts::Full;
-    finish(ctx, job, &outcome, &metrics, keep, None, "internal").await
+    finish(ctx, job, &outcome, &metrics, None, "internal", false).await
 }
 
 fn completion_request(

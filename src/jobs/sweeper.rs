@@ -48,8 +48,16 @@ pub async fn sweep(ctx: &JobContext) -> Result<usize, sqlx::Error> {
             provider: None,
             model: None,
         };
-        let keep = ctx.settings.store_prompts == StorePrompts::Full;
-        if store::finish(&ctx.pool, &request_id, None, &outcome, &metrics, keep, None).await? {
+        let ending = store::Finish {
+            request_id: &request_id,
+            generation: None,
+            outcome: &outcome,
+            metrics: &metrics,
+            keep_prompt: ctx.settings.store_prompts == StorePrompts::Full,
+            cache: None,
+            notify: true,
+        };
+        if store::finish(&ctx.pool, &ending).await? {
             tracing::warn!(%request_id, "request failed: deadline exceeded");
             failed += 1;
         }

@@ -103,13 +103,19 @@ pub struct Claimed {
 
 /// Marks the request running for job `generation`. None: the request is finished or the job is
 /// stale — the job must do nothing.
+///
+/// Committed asynchronously (`synchronous_commit = off` for this one statement): losing a
+/// claim in a database crash only shows the request as `queued` again — no guard depends on
+/// it — and skipping the WAL flush wait takes one fsync off every completion.
 pub async fn claim(
     pool: &PgPool,
     request_id: &str,
     generation: i32,
 ) -> Result<Option<Claimed>, sqlx::Error> {
     sqlx::query_as(
-        "UPDATE requests SET status = 'running', updated_at = now()
+        "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true))
+         UPDATE requests SET status = 'running', updated_at = now()
+         FROM relaxed
          WHERE request_id = $1 AND attempts = $2 AND status IN ('queued', 'running')
          RETURNING prompt, system, params, route, created_at",
     )
@@ -196,19 +202,38 @@ pub struct CacheEntry {
     pub ttl_secs: i64,
 }
 
-/// Writes the terminal state and the metrics row, stores the cache entry, and NOTIFYs the
-/// waiting API — all in one transaction, guarded by `generation` (None: any unfinished
-/// generation, for the deadline sweeper). False: already finished, nothing written.
-pub async fn finish(
-    pool: &PgPool,
-    request_id: &str,
-    generation: Option<i32>,
-    outcome: &Outcome,
-    metrics: &MetricsRow,
-    keep_prompt: bool,
-    cache: Option<&CacheEntry>,
-) -> Result<bool, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+/// A terminal state to write with [`finish`].
+#[derive(Debug, Clone, Copy)]
+pub struct Finish<'a> {
+    pub request_id: &'a str,
+    /// The job generation that must still be current; None: any (the deadline sweeper).
+    pub generation: Option<i32>,
+    pub outcome: &'a Outcome,
+    pub metrics: &'a MetricsRow,
+    /// Keep the prompt text (STORE_PROMPTS=full) or clear it.
+    pub keep_prompt: bool,
+    pub cache: Option<&'a CacheEntry>,
+    pub notify: bool,
+}
+
+/// Writes the terminal state and the metrics row, stores the cache entry, and (if `notify`)
+/// NOTIFYs a waiting API process — one statement, so one round trip and one atomic commit —
+/// guarded by `generation` (None: any unfinished generation, for the deadline sweeper). False:
+/// already finished, nothing written.
+///
+/// `notify` is false when nobody can be waiting in another process (async requests, or a waiter
+/// in the worker's own process, woken in memory): a NOTIFY takes a database-wide lock held
+/// through the commit's WAL flush, which serialises every notifying commit.
+pub async fn finish(pool: &PgPool, f: &Finish<'_>) -> Result<bool, sqlx::Error> {
+    let Finish {
+        request_id,
+        generation,
+        outcome,
+        metrics,
+        keep_prompt,
+        cache,
+        notify,
+    } = *f;
     let (status, response, error, error_code, provider, model) = match outcome {
         Outcome::Succeeded {
             response,
@@ -236,12 +261,39 @@ pub async fn finish(
             model.as_deref(),
         ),
     };
-    let finished = sqlx::query(
-        "UPDATE requests SET status = $3, finished_at = now(), updated_at = now(),
-             response = $4, error = $5, error_code = $6, provider = $7, model = $8,
-             prompt = CASE WHEN $9 THEN prompt ELSE NULL END
-         WHERE request_id = $1 AND ($2::int IS NULL OR attempts = $2)
-           AND status IN ('queued', 'running')",
+    let m = metrics;
+    let (finished, _notified): (i64, i64) = sqlx::query_as(
+        "WITH done AS (
+            UPDATE requests SET status = $3, finished_at = now(), updated_at = now(),
+                response = $4, error = $5, error_code = $6, provider = $7, model = $8,
+                prompt = CASE WHEN $9 THEN prompt ELSE NULL END
+            WHERE request_id = $1 AND ($2::int IS NULL OR attempts = $2)
+              AND status IN ('queued', 'running')
+            RETURNING request_id
+        ), metrics AS (
+            INSERT INTO routing_metrics (request_id, prompt_pattern, complexity_score,
+                complexity_tier, strategy, selected_provider, selected_model, reason, confidence,
+                explored, alternatives, input_tokens, output_tokens, cost_usd, baseline_model,
+                baseline_cost_usd, latency_ms, provider_latency_ms, cache_hit, fallback_count,
+                status)
+            SELECT request_id, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22,
+                $23, $24, $25, $26, $27, $28, $3 FROM done
+            ON CONFLICT (request_id) DO NOTHING
+        ), cached AS (
+            INSERT INTO response_cache (cache_key, provider, model, response, input_tokens,
+                output_tokens, cost_usd, expires_at)
+            SELECT $29, $7, $8, $4, coalesce($20, 0), coalesce($21, 0), coalesce($22, 0),
+                now() + make_interval(secs => $30)
+            FROM done WHERE $29::text IS NOT NULL AND $3 = 'succeeded'
+            ON CONFLICT (cache_key) DO UPDATE SET provider = EXCLUDED.provider,
+                model = EXCLUDED.model, response = EXCLUDED.response,
+                input_tokens = EXCLUDED.input_tokens, output_tokens = EXCLUDED.output_tokens,
+                cost_usd = EXCLUDED.cost_usd, created_at = now(),
+                expires_at = EXCLUDED.expires_at
+        ), notified AS (
+            SELECT pg_notify($31, request_id) FROM done WHERE $32
+        )
+        SELECT (SELECT count(*) FROM done), (SELECT count(*) FROM notified)",
     )
     .bind(request_id)
     .bind(generation)
@@ -252,60 +304,32 @@ pub async fn finish(
     .bind(provider)
     .bind(model)
     .bind(keep_prompt)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected()
-        == 1;
-    if !finished {
-        tx.rollback().await?;
-        return Ok(false);
-    }
-    insert_metrics(&mut tx, request_id, metrics, status).await?;
-    if let (
-        Some(entry),
-        Outcome::Succeeded {
-            response,
-            provider,
-            model,
-        },
-    ) = (cache, outcome)
-    {
-        sqlx::query(
-            "INSERT INTO response_cache (cache_key, provider, model, response, input_tokens,
-                 output_tokens, cost_usd, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, now() + make_interval(secs => $8))
-             ON CONFLICT (cache_key) DO UPDATE SET provider = EXCLUDED.provider,
-                 model = EXCLUDED.model, response = EXCLUDED.response,
-                 input_tokens = EXCLUDED.input_tokens, output_tokens = EXCLUDED.output_tokens,
-                 cost_usd = EXCLUDED.cost_usd, created_at = now(),
-                 expires_at = EXCLUDED.expires_at",
-        )
-        .bind(&entry.cache_key)
-        .bind(provider)
-        .bind(model)
-        .bind(response)
-        .bind(metrics.input_tokens.unwrap_or(0))
-        .bind(metrics.output_tokens.unwrap_or(0))
-        .bind(metrics.cost_usd.unwrap_or(0.0))
-        .bind(entry.ttl_secs as f64)
-        .execute(&mut *tx)
-        .await?;
-    }
-    notify_done(&mut tx, request_id).await?;
-    tx.commit().await?;
-    Ok(true)
-}
-
-async fn notify_done(
-    tx: &mut Transaction<'_, Postgres>,
-    request_id: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(DONE_CHANNEL)
-        .bind(request_id)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+    .bind(&m.prompt_pattern)
+    .bind(m.complexity_score)
+    .bind(&m.complexity_tier)
+    .bind(&m.strategy)
+    .bind(&m.selected_provider)
+    .bind(&m.selected_model)
+    .bind(&m.reason)
+    .bind(&m.confidence)
+    .bind(m.explored)
+    .bind(&m.alternatives)
+    .bind(m.input_tokens)
+    .bind(m.output_tokens)
+    .bind(m.cost_usd)
+    .bind(&m.baseline_model)
+    .bind(m.baseline_cost_usd)
+    .bind(m.latency_ms)
+    .bind(m.provider_latency_ms)
+    .bind(m.cache_hit)
+    .bind(m.fallback_count)
+    .bind(cache.map(|c| c.cache_key.as_str()))
+    .bind(cache.map_or(0.0, |c| c.ttl_secs as f64))
+    .bind(DONE_CHANNEL)
+    .bind(notify)
+    .fetch_one(pool)
+    .await?;
+    Ok(finished == 1)
 }
 
 async fn insert_metrics(

@@ -186,7 +186,8 @@ impl TestApp {
                 engine.clone(),
                 state.settings.clone(),
             )
-            .expect("providers start");
+            .expect("providers start")
+            .with_notifier(state.completions.notifier.clone());
             tokio::spawn(optimizer::runtime::run_workers(
                 db.clone(),
                 Arc::new(ctx),
