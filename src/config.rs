@@ -133,6 +133,31 @@ pub struct Settings {
     pub openrouter_attribution: Attribution,
     pub jobs: JobSettings,
     pub completion: CompletionSettings,
+    pub learning: LearningSettings,
+}
+
+/// The feedback trainer and its schedule.
+#[derive(Debug, Clone)]
+pub struct LearningSettings {
+    /// `LEARNING_WINDOW_DAYS` (default 0 = all time): ratings older than this are ignored.
+    pub window_days: u32,
+    /// `CONFIDENCE_HIGH_SAMPLES` / `_QUALITY` / `_CORRECTNESS` (10, 4.0, 0.8) and
+    /// `CONFIDENCE_MEDIUM_…` (5, 3.5, 0.7): the seed's thresholds.
+    pub high: Threshold,
+    pub medium: Threshold,
+    /// `RETRAIN_CRON` (default `0 2 * * 0`, Sundays 02:00 UTC; a sixth leading field for
+    /// seconds is accepted). `RETRAIN_ENABLED=false` turns the schedule off.
+    pub retrain_cron: Option<croner::Cron>,
+    /// `SNAPSHOTS_KEPT` (default 3).
+    pub snapshots_kept: u32,
+}
+
+/// One confidence level's minimums.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Threshold {
+    pub samples: u32,
+    pub avg_quality: f64,
+    pub correctness: f64,
 }
 
 /// The job queue and its workers.
@@ -320,6 +345,58 @@ impl Settings {
             cache_enabled: env.bool_or("CACHE_ENABLED", true)?,
             cache_ttl: secs("CACHE_TTL_SECS", 86_400)?,
         };
+        let threshold = |prefix: &'static [&'static str; 3], d: Threshold| {
+            Ok::<_, ConfigError>(Threshold {
+                samples: env.parse_or(prefix[0], d.samples, |v: &u32| {
+                    (*v > 0).then_some(()).ok_or("must be positive")
+                })?,
+                avg_quality: env.parse_or(prefix[1], d.avg_quality, |v: &f64| {
+                    (1.0..=5.0)
+                        .contains(v)
+                        .then_some(())
+                        .ok_or("must be between 1 and 5")
+                })?,
+                correctness: env.parse_or(prefix[2], d.correctness, unit)?,
+            })
+        };
+        let retrain_enabled = env.bool_or("RETRAIN_ENABLED", true)?;
+        let cron_text = env
+            .string("RETRAIN_CRON")?
+            .unwrap_or_else(|| "0 2 * * 0".to_owned());
+        let cron: croner::Cron = cron_text
+            .parse()
+            .map_err(|e| ConfigError::new("RETRAIN_CRON", format!("{cron_text:?}: {e}")))?;
+        let learning = LearningSettings {
+            window_days: env.parse_or("LEARNING_WINDOW_DAYS", 0, |_: &u32| Ok(()))?,
+            high: threshold(
+                &[
+                    "CONFIDENCE_HIGH_SAMPLES",
+                    "CONFIDENCE_HIGH_QUALITY",
+                    "CONFIDENCE_HIGH_CORRECTNESS",
+                ],
+                Threshold {
+                    samples: 10,
+                    avg_quality: 4.0,
+                    correctness: 0.8,
+                },
+            )?,
+            medium: threshold(
+                &[
+                    "CONFIDENCE_MEDIUM_SAMPLES",
+                    "CONFIDENCE_MEDIUM_QUALITY",
+                    "CONFIDENCE_MEDIUM_CORRECTNESS",
+                ],
+                Threshold {
+                    samples: 5,
+                    avg_quality: 3.5,
+                    correctness: 0.7,
+                },
+            )?,
+            retrain_cron: retrain_enabled.then_some(cron),
+            snapshots_kept: env.parse_or("SNAPSHOTS_KEPT", 3, |v: &u32| {
+                (*v > 0).then_some(()).ok_or("must be positive")
+            })?,
+        };
         let openrouter_attribution = Attribution {
             referer: env.string("OPENROUTER_REFERER")?,
             title: env.string("OPENROUTER_TITLE")?,
@@ -374,6 +451,7 @@ impl Settings {
             openrouter_attribution,
             jobs,
             completion,
+            learning,
         })
     }
 
@@ -681,6 +759,9 @@ mod tests {
             ("CACHE_ENABLED", "sometimes"),
             ("ANTHROPIC_TIMEOUT_SECS", "-5"),
             ("PROVIDER_MAX_RETRIES", "100"),
+            ("RETRAIN_CRON", "every sunday"),
+            ("CONFIDENCE_HIGH_QUALITY", "6"),
+            ("CONFIDENCE_MEDIUM_CORRECTNESS", "1.2"),
         ] {
             let err = rejected(var, value);
             assert_eq!(err.var, var, "{err}");

@@ -28,6 +28,14 @@ enum Command {
     },
     /// Create the database if missing, apply all migrations, and exit.
     Migrate,
+    /// Run the FeedbackTrainer now and print the change table.
+    Retrain {
+        /// Show the changes without applying them.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Print the learning dashboard: feedback, quality, confidence, top models, savings.
+    Dashboard,
     /// Exit 0 when GET URL answers 2xx (for container health checks; needs no curl).
     Healthcheck {
         /// What to probe; defaults to /health on BIND's port at 127.0.0.1.
@@ -61,6 +69,8 @@ async fn main() -> ExitCode {
     telemetry::init(&settings);
     let result = match command {
         Command::Migrate => migrate(&settings).await,
+        Command::Retrain { dry_run } => retrain(&settings, dry_run).await,
+        Command::Dashboard => dashboard(&settings).await,
         Command::Serve { no_workers } => serve(settings, !no_workers).await,
         Command::Healthcheck { .. } => Ok(()),
     };
@@ -78,6 +88,26 @@ async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     let db = Database::connect_lazy(settings);
     db.setup().await?;
     tracing::info!(database = %settings.database_label(), "migrations applied");
+    Ok(())
+}
+
+async fn retrain(settings: &Settings, dry_run: bool) -> anyhow::Result<()> {
+    let db = Database::connect_lazy(settings);
+    if settings.run_migrations {
+        db.setup().await?;
+    }
+    let report = optimizer::learning::retrain_now(&db.pool, &settings.learning, dry_run).await?;
+    print!("{}", optimizer::learning::report::run_table(&report));
+    Ok(())
+}
+
+async fn dashboard(settings: &Settings) -> anyhow::Result<()> {
+    let db = Database::connect_lazy(settings);
+    db.check_ready().await?;
+    print!(
+        "{}",
+        optimizer::learning::report::dashboard(&db.pool).await?
+    );
     Ok(())
 }
 

@@ -127,6 +127,7 @@ async fn learned_weights_reach_the_engine_through_notify() {
             quality: 0.97,
             confidence: Confidence::High,
             samples: 40,
+            demoted: false,
         },
     )
     .await

@@ -1,9 +1,11 @@
 //! HTTP layer: routers, extractors, the error type and middleware. Handlers stay thin: they
 //! extract and validate, call a function that knows nothing of axum, and map the result.
 
+pub mod admin;
 pub mod complete;
 pub mod error;
 pub mod extract;
+pub mod feedback;
 pub mod health;
 pub mod recommendation;
 pub mod validate;
@@ -74,8 +76,21 @@ impl FromRef<AppState> for Database {
 /// The API's router with its middleware.
 pub fn router(state: AppState) -> Router {
     let limit = state.settings.max_request_bytes;
+    let admin = Router::new()
+        .route("/feedback/summary", get(admin::feedback_summary))
+        .route("/learning/status", get(admin::learning_status))
+        .route("/learning/retrain", post(admin::retrain_now))
+        .route("/learning/runs/{run_id}", get(admin::run_status))
+        .route("/learning/rollback", post(admin::rollback))
+        .route("/performance/trends", get(admin::trends))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            admin::require_admin,
+        ));
     with_middleware(
         Router::new()
+            .nest("/admin", admin)
+            .route("/feedback", post(feedback::feedback))
             .route("/health", get(health::health))
             .route("/ready", get(health::ready))
             .route("/recommendation", post(recommendation::recommendation))

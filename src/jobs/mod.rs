@@ -3,10 +3,15 @@
 //! them all.
 //!
 //! - [`provider_call`]: call the provider for a queued request (queue `provider_call`).
+//! - [`feedback_aggregation`]: refresh the running aggregate of a new rating's pattern × model.
+//! - [`retrain`]: run the FeedbackTrainer (queue `retrain`), and the cron schedule that queues
+//!   one run per tick across all processes.
 //! - [`sweeper`]: fail requests that passed their deadline, so none is left without a
 //!   terminal state.
 
+pub mod feedback_aggregation;
 pub mod provider_call;
+pub mod retrain;
 pub mod sweeper;
 
 use std::sync::Arc;
@@ -20,6 +25,8 @@ use crate::completion::{Notifier, ProviderCall};
 use crate::config::Settings;
 use crate::providers::{Providers, ProvidersError};
 use crate::routing::RoutingEngine;
+use crate::store::feedback::AGGREGATION_QUEUE;
+use crate::store::learning::RETRAIN_QUEUE;
 use crate::store::requests::PROVIDER_CALL_QUEUE;
 
 /// What job handlers share.
@@ -59,68 +66,134 @@ impl JobContext {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Queue {
     ProviderCall,
+    FeedbackAggregation,
+    Retrain,
 }
 
 impl Queue {
-    pub const ALL: [Queue; 1] = [Queue::ProviderCall];
+    pub const ALL: [Queue; 3] = [
+        Queue::ProviderCall,
+        Queue::FeedbackAggregation,
+        Queue::Retrain,
+    ];
 
     pub fn parse(name: &str) -> Option<Self> {
         match name.trim() {
             PROVIDER_CALL_QUEUE => Some(Queue::ProviderCall),
+            AGGREGATION_QUEUE => Some(Queue::FeedbackAggregation),
+            RETRAIN_QUEUE => Some(Queue::Retrain),
             _ => None,
         }
     }
 }
 
-/// Runs the workers for `queues` and the deadline sweeper until `shutdown`; in-flight jobs
-/// finish first (apalis returns fetched-but-unstarted ones to the queue).
+/// Runs the workers for `queues`, the deadline sweeper and (with the retrain queue) the retrain
+/// schedule until `shutdown`; in-flight jobs finish first (apalis returns fetched-but-unstarted
+/// ones to the queue).
 pub async fn run_workers(
     ctx: Arc<JobContext>,
     queues: &[Queue],
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
+    // Everything started here stops together: on shutdown, or when a worker fails.
+    let shutdown = shutdown.child_token();
     let sweeper = tokio::spawn(sweeper::run(ctx.clone(), shutdown.clone()));
-    let mut result = Ok(());
-    if queues.contains(&Queue::ProviderCall) {
-        result = provider_call_worker(ctx, shutdown.clone()).await;
-    } else {
-        shutdown.cancelled().await;
-    }
+    let schedule = queues
+        .contains(&Queue::Retrain)
+        .then(|| tokio::spawn(retrain::schedule(ctx.clone(), shutdown.clone())));
+    let jobs = &ctx.settings.jobs;
+    let enabled = |q| queues.contains(&q);
+    let (a, b, c) = tokio::join!(
+        async {
+            if !enabled(Queue::ProviderCall) {
+                return Ok(());
+            }
+            let r = worker!(
+                ctx,
+                shutdown,
+                ProviderCall,
+                PROVIDER_CALL_QUEUE,
+                jobs.concurrency,
+                provider_call::handle
+            );
+            stop_all_on_error(r, &shutdown)
+        },
+        async {
+            if !enabled(Queue::FeedbackAggregation) {
+                return Ok(());
+            }
+            let r = worker!(
+                ctx,
+                shutdown,
+                feedback_aggregation::FeedbackAggregation,
+                AGGREGATION_QUEUE,
+                4,
+                feedback_aggregation::handle
+            );
+            stop_all_on_error(r, &shutdown)
+        },
+        async {
+            if !enabled(Queue::Retrain) {
+                return Ok(());
+            }
+            let r = worker!(
+                ctx,
+                shutdown,
+                retrain::Retrain,
+                RETRAIN_QUEUE,
+                1,
+                retrain::handle
+            );
+            stop_all_on_error(r, &shutdown)
+        },
+    );
+    shutdown.cancel();
     let _ = sweeper.await;
+    if let Some(schedule) = schedule {
+        let _ = schedule.await;
+    }
+    a.and(b).and(c)
+}
+
+fn stop_all_on_error(
+    result: Result<(), WorkerError>,
+    shutdown: &CancellationToken,
+) -> Result<(), WorkerError> {
+    if result.is_err() {
+        shutdown.cancel();
+    }
     result
 }
 
-async fn provider_call_worker(
-    ctx: Arc<JobContext>,
-    shutdown: CancellationToken,
-) -> Result<(), WorkerError> {
-    let jobs = &ctx.settings.jobs;
-    let config = Config::default()
-        .queue(PROVIDER_CALL_QUEUE)
-        .batch_size(jobs.batch_size)
-        .heartbeat_interval(jobs.heartbeat)
-        .missed_heartbeats(jobs.missed_heartbeats);
-    let storage = PostgresStorage::<ProviderCall>::new(&ctx.pool).with_config(config);
-    // NOTIFY wakes the worker for new jobs; a short poll picks up delayed ones (retries with
-    // backoff), which the insert trigger does not announce, and wake-ups missed while busy.
-    let strategy = Strategy::new()
-        .stream(Pubsub::new(
-            ctx.pool.clone(),
-            PROVIDER_CALL_QUEUE.to_owned(),
-        ))
-        .interval(jobs.poll_interval);
-    let backend = PollWith::new(storage, strategy);
-    let name = format!("provider-call-{}", ulid::Ulid::generate());
-    tracing::info!(worker = %name, concurrency = jobs.concurrency, "provider_call worker starting");
-    let worker = WorkerBuilder::new(name)
-        .backend(backend)
-        .data(ctx.clone())
-        .concurrency(jobs.concurrency)
-        .build(provider_call::handle);
-    worker
-        .run_until(async move {
-            shutdown.cancelled().await;
-            Ok::<(), std::io::Error>(())
-        })
-        .await
+/// Builds and runs one apalis worker on `$queue` until shutdown: LISTEN/NOTIFY wakes it for new
+/// jobs, a short poll (`JOB_POLL_MS`) picks up delayed ones (retries with backoff), which the
+/// insert trigger does not announce, and wake-ups missed while busy.
+macro_rules! worker {
+    ($ctx:expr, $shutdown:expr, $args:ty, $queue:expr, $concurrency:expr, $handler:expr) => {{
+        let jobs = &$ctx.settings.jobs;
+        let config = Config::default()
+            .queue($queue)
+            .batch_size(jobs.batch_size)
+            .heartbeat_interval(jobs.heartbeat)
+            .missed_heartbeats(jobs.missed_heartbeats);
+        let storage = PostgresStorage::<$args>::new(&$ctx.pool).with_config(config);
+        let strategy = Strategy::new()
+            .stream(Pubsub::new($ctx.pool.clone(), $queue.to_owned()))
+            .interval(jobs.poll_interval);
+        let backend = PollWith::new(storage, strategy);
+        let name = format!("{}-{}", $queue, ulid::Ulid::generate());
+        tracing::info!(worker = %name, concurrency = $concurrency, "worker starting");
+        let shutdown = $shutdown.clone();
+        WorkerBuilder::new(name)
+            .backend(backend)
+            .data($ctx.clone())
+            .concurrency($concurrency)
+            .build($handler)
+            .run_until(async move {
+                shutdown.cancelled().await;
+                Ok::<(), std::io::Error>(())
+            })
+            .await
+    }};
 }
+use worker;

@@ -104,6 +104,8 @@ pub enum QualitySource {
     High,
     /// A learned estimate of MEDIUM confidence.
     Medium,
+    /// A learned estimate proving the model poor for the pattern.
+    Demoted,
 }
 
 impl QualitySource {
@@ -112,6 +114,7 @@ impl QualitySource {
             Self::Prior => "prior",
             Self::High => "high",
             Self::Medium => "medium",
+            Self::Demoted => "demoted",
         }
     }
 }
@@ -315,10 +318,11 @@ impl RoutingEngine {
         let weights = self.weights.load();
         let learned = weights
             .get(analysis.pattern, index)
-            .filter(|w| w.confidence.is_actionable());
+            .filter(|w| w.is_actionable());
         let (quality, source) = match learned {
             Some(w) if w.confidence == Confidence::High => (w.quality, QualitySource::High),
-            Some(w) => (w.quality, QualitySource::Medium),
+            Some(w) if w.confidence == Confidence::Medium => (w.quality, QualitySource::Medium),
+            Some(w) => (w.quality, QualitySource::Demoted),
             None => (model.prior(analysis.pattern), QualitySource::Prior),
         };
         let (input, output, cost) = self.estimate(index, analysis, req.max_output_tokens);
@@ -600,6 +604,7 @@ quality = 0.99
             quality,
             confidence,
             samples: 20,
+            demoted: false,
         };
         e.set_weights(LearnedWeights::new(e.catalog(), 1, vec![w]));
     }

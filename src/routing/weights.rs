@@ -60,6 +60,16 @@ pub struct LearnedWeight {
     pub quality: f64,
     pub confidence: Confidence,
     pub samples: u32,
+    /// Proven poor (enough ratings, below MEDIUM): used by the engine despite `Low`.
+    #[serde(default)]
+    pub demoted: bool,
+}
+
+impl LearnedWeight {
+    /// Whether this estimate replaces the catalog prior in routing decisions.
+    pub fn is_actionable(&self) -> bool {
+        self.confidence.is_actionable() || self.demoted
+    }
 }
 
 /// All learned estimates at one routing-policy version.

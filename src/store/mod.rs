@@ -2,6 +2,8 @@
 //! Functions take a pool, a connection or a transaction, so callers decide the transaction.
 
 pub mod db;
+pub mod feedback;
+pub mod learning;
 pub mod metrics;
 pub mod requests;
 pub mod weights;

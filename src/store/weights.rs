@@ -28,8 +28,8 @@ pub async fn load(pool: &PgPool) -> Result<(i64, Vec<LearnedWeight>), sqlx::Erro
         .fetch_optional(&mut *tx)
         .await?
         .unwrap_or_default();
-    let rows: Vec<(String, String, String, f32, String, i32)> = sqlx::query_as(
-        "SELECT pattern, provider, model, quality_estimate, confidence_level, sample_count
+    let rows: Vec<(String, String, String, f32, String, i32, bool)> = sqlx::query_as(
+        "SELECT pattern, provider, model, quality_estimate, confidence_level, sample_count, demoted
          FROM routing_weights",
     )
     .fetch_all(&mut *tx)
@@ -38,7 +38,7 @@ pub async fn load(pool: &PgPool) -> Result<(i64, Vec<LearnedWeight>), sqlx::Erro
 
     let weights = rows
         .into_iter()
-        .filter_map(|(pattern, provider, model, quality, confidence, samples)| {
+        .filter_map(|(pattern, provider, model, quality, confidence, samples, demoted)| {
             let parsed = (
                 Pattern::parse(&pattern),
                 ProviderId::parse(&provider),
@@ -55,6 +55,7 @@ pub async fn load(pool: &PgPool) -> Result<(i64, Vec<LearnedWeight>), sqlx::Erro
                 quality: f64::from(quality),
                 confidence,
                 samples: u32::try_from(samples).unwrap_or_default(),
+                demoted,
             })
         })
         .collect();

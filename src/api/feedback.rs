@@ -1,0 +1,96 @@
+//! `POST /feedback`: a user's rating of an answer.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::AppJson;
+use super::validate;
+use crate::jobs::feedback_aggregation::FeedbackAggregation;
+use crate::store::feedback::{self, NewFeedback, Recorded};
+
+/// Longest accepted comment, in characters.
+pub const MAX_COMMENT_CHARS: usize = 2000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedbackBody {
+    request_id: String,
+    quality_score: i64,
+    is_correct: bool,
+    #[serde(default)]
+    is_helpful: Option<bool>,
+    #[serde(default)]
+    comment: Option<String>,
+    #[serde(default)]
+    user_id: Option<String>,
+    #[serde(default)]
+    session_id: Option<String>,
+}
+
+pub async fn feedback(
+    State(state): State<AppState>,
+    AppJson(body): AppJson<FeedbackBody>,
+) -> Result<(StatusCode, AppJson<Value>), ApiError> {
+    if !(1..=5).contains(&body.quality_score) {
+        return Err(ApiError::invalid_field(
+            "quality_score",
+            format!("{} is not between 1 and 5", body.quality_score),
+        ));
+    }
+    if body
+        .comment
+        .as_ref()
+        .is_some_and(|c| c.chars().count() > MAX_COMMENT_CHARS)
+    {
+        return Err(ApiError::invalid_field(
+            "comment",
+            format!("must be at most {MAX_COMMENT_CHARS} characters"),
+        ));
+    }
+    let fb = NewFeedback {
+        request_id: validate::short_text("request_id", Some(body.request_id))?
+            .ok_or_else(|| ApiError::invalid_field("request_id", "must not be empty"))?,
+        quality_score: body.quality_score as i32,
+        is_correct: body.is_correct,
+        is_helpful: body.is_helpful,
+        comment: body.comment.filter(|c| !c.trim().is_empty()),
+        user_id: validate::short_text("user_id", body.user_id)?,
+        session_id: validate::short_text("session_id", body.session_id)?,
+    };
+    match feedback::record(&state.db.pool, &fb, FeedbackAggregation::task).await? {
+        Recorded::Stored {
+            feedback_id,
+            replaced,
+        } => Ok((
+            StatusCode::CREATED,
+            AppJson(json!({
+                "status": "recorded",
+                "feedback_id": feedback_id,
+                "message": "Thank you for feedback",
+                "replaced": replaced,
+            })),
+        )),
+        Recorded::UnknownRequest => Err(ApiError::not_found(format!(
+            "no request {:?}",
+            fb.request_id
+        ))),
+        Recorded::NotFinished(status) => Err(ApiError::conflict(
+            "not_finished",
+            format!(
+                "request {:?} is {status}; rate it once it has finished",
+                fb.request_id
+            ),
+        )),
+        Recorded::RequestFailed => Err(ApiError::conflict(
+            "request_failed",
+            format!(
+                "request {:?} failed; there is no answer to rate",
+                fb.request_id
+            ),
+        )),
+    }
+}

@@ -1,0 +1,182 @@
+//! The learning loop: ratings → routing weights, safely.
+//!
+//! - [`trainer`]: the FeedbackTrainer's rules (pure).
+//! - [`report`]: terminal tables for `optimizer retrain` and `optimizer dashboard`.
+//! - [`retrain`] (this module): one run end to end — read ratings and weights, plan, then either
+//!   record a dry run or apply (snapshot, weights, history, policy version) in one transaction.
+
+pub mod report;
+pub mod trainer;
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+use crate::config::LearningSettings;
+use crate::routing::Confidence;
+use crate::store::learning as store;
+use trainer::{Change, Weight};
+
+/// What a run did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub run_id: String,
+    pub dry_run: bool,
+    pub changes: Vec<Change>,
+    /// The routing-policy version after applying (None: dry run or nothing changed).
+    pub policy_version: Option<i64>,
+    pub message: String,
+    pub before: Value,
+    pub after: Value,
+}
+
+/// Summary metrics of a set of weights, logged before and after each run.
+pub fn weights_metrics(weights: &[Weight]) -> Value {
+    let mut by_confidence: BTreeMap<&str, i64> = BTreeMap::new();
+    let mut by_pattern: BTreeMap<&str, (f64, i64)> = BTreeMap::new();
+    let mut demoted = 0;
+    for w in weights {
+        *by_confidence.entry(w.confidence.as_str()).or_default() += 1;
+        if w.demoted {
+            demoted += 1;
+        }
+        if w.confidence >= Confidence::Medium || w.demoted {
+            let e = by_pattern.entry(w.pattern.as_str()).or_default();
+            e.0 += w.quality;
+            e.1 += 1;
+        }
+    }
+    let patterns: BTreeMap<&str, f64> = by_pattern
+        .into_iter()
+        .map(|(p, (sum, n))| (p, ((sum / n as f64) * 1000.0).round() / 1000.0))
+        .collect();
+    json!({
+        "weights": weights.len(),
+        "by_confidence": by_confidence,
+        "demoted": demoted,
+        "avg_learned_quality_by_pattern": patterns,
+    })
+}
+
+fn after_weights(before: &[Weight], changes: &[Change]) -> Vec<Weight> {
+    let mut map: BTreeMap<(String, String, String), Weight> = before
+        .iter()
+        .map(|w| {
+            (
+                (w.pattern.clone(), w.provider.clone(), w.model.clone()),
+                w.clone(),
+            )
+        })
+        .collect();
+    for c in changes {
+        let (avg, correctness, last) = c.aggregate.as_ref().map_or((0.0, 0.0, None), |a| {
+            (a.avg_quality, a.correctness, a.last_feedback_at)
+        });
+        map.insert(
+            (c.pattern.clone(), c.provider.clone(), c.model.clone()),
+            Weight {
+                pattern: c.pattern.clone(),
+                provider: c.provider.clone(),
+                model: c.model.clone(),
+                quality: c.after.quality,
+                confidence: c.after.confidence,
+                demoted: c.after.demoted,
+                samples: c.after.samples,
+                avg_quality: avg,
+                correctness,
+                last_feedback_at: last,
+            },
+        );
+    }
+    map.into_values().collect()
+}
+
+/// Runs the trainer for `run_id`. A dry run writes only its own log entry; a real run (whose
+/// `retraining_runs` row the caller created and claimed) applies in one transaction.
+pub async fn retrain(
+    pool: &PgPool,
+    settings: &LearningSettings,
+    run_id: &str,
+    dry_run: bool,
+) -> Result<RunReport, sqlx::Error> {
+    let since = (settings.window_days > 0)
+        .then(|| chrono::Utc::now() - chrono::Duration::days(i64::from(settings.window_days)));
+    let aggregates = store::aggregates(pool, since).await?;
+    let current = store::weights(pool).await?;
+    let changes = trainer::plan(&aggregates, &current, settings);
+    let before = weights_metrics(&current);
+    let after = weights_metrics(&after_weights(&current, &changes));
+    let message = if aggregates.is_empty() {
+        "nothing to learn: no ratings yet".to_owned()
+    } else if changes.is_empty() {
+        format!(
+            "nothing to change: {} pattern-model pairs rated, none with new decisive evidence",
+            aggregates.len()
+        )
+    } else {
+        format!(
+            "{} change(s) from {} rated pattern-model pairs",
+            changes.len(),
+            aggregates.len()
+        )
+    };
+    let policy_version = if dry_run {
+        store::record_dry_run(pool, run_id, &before, &changes).await?;
+        None
+    } else {
+        let confidences: Vec<Confidence> = aggregates
+            .iter()
+            .map(|a| trainer::confidence(a.samples, a.avg_quality, a.correctness, settings))
+            .collect();
+        store::apply(
+            pool,
+            &store::AppliedRun {
+                run_id,
+                aggregates: &aggregates,
+                confidences: &confidences,
+                changes: &changes,
+                before: &before,
+                after: &after,
+                snapshots_kept: settings.snapshots_kept,
+            },
+        )
+        .await?
+    };
+    Ok(RunReport {
+        run_id: run_id.to_owned(),
+        dry_run,
+        changes,
+        policy_version,
+        message,
+        before,
+        after,
+    })
+}
+
+/// A new run id (ULID, prefixed so logs tell runs from requests).
+pub fn new_run_id() -> String {
+    format!("run_{}", ulid::Ulid::generate())
+}
+
+/// Runs a real (or dry) retrain from the command line: records the run, applies, reports.
+pub async fn retrain_now(
+    pool: &PgPool,
+    settings: &LearningSettings,
+    dry_run: bool,
+) -> Result<RunReport, sqlx::Error> {
+    let run_id = new_run_id();
+    if dry_run {
+        return retrain(pool, settings, &run_id, true).await;
+    }
+    store::queue_run(pool, &run_id, "manual", None, None).await?;
+    store::claim_run(pool, &run_id).await?;
+    match retrain(pool, settings, &run_id, false).await {
+        Ok(report) => Ok(report),
+        Err(e) => {
+            store::fail_run(pool, &run_id, &e.to_string()).await?;
+            Err(e)
+        }
+    }
+}

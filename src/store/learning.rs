@@ -1,0 +1,449 @@
+//! `retraining_runs`, `routing_weights` writes, `routing_snapshots`,
+//! `model_performance_history`: what the trainer reads and writes.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{PgPool, Postgres, Transaction};
+
+use super::weights::bump_policy_version;
+use crate::learning::trainer::{Aggregate, Change, Weight};
+use crate::routing::Confidence;
+
+/// The queue retrain jobs go to.
+pub const RETRAIN_QUEUE: &str = "retrain";
+
+#[derive(sqlx::FromRow)]
+struct AggregateSql {
+    pattern: String,
+    provider: String,
+    model: String,
+    samples: i64,
+    avg_quality: f64,
+    correctness: Option<f64>,
+    last_feedback_at: Option<DateTime<Utc>>,
+    avg_cost_usd: Option<f64>,
+    total_cost_usd: Option<f64>,
+}
+
+#[derive(sqlx::FromRow)]
+struct WeightSql {
+    pattern: String,
+    provider: String,
+    model: String,
+    quality_estimate: f32,
+    confidence_level: String,
+    demoted: bool,
+    sample_count: i32,
+    avg_quality_score: f32,
+    correctness_rate: f32,
+    last_feedback_at: Option<DateTime<Utc>>,
+}
+
+/// Ratings per pattern × provider × model since `since` (None: all time), with the cost of the
+/// rated answers.
+pub async fn aggregates(
+    pool: &PgPool,
+    since: Option<DateTime<Utc>>,
+) -> Result<Vec<Aggregate>, sqlx::Error> {
+    let rows: Vec<AggregateSql> = sqlx::query_as(
+        "SELECT f.prompt_pattern AS pattern, f.selected_provider AS provider,
+                    f.selected_model AS model, count(*) AS samples,
+                    avg(f.quality_score)::float8 AS avg_quality,
+                    (avg(CASE WHEN f.is_correct THEN 1.0 ELSE 0.0 END)
+                        FILTER (WHERE f.is_correct IS NOT NULL))::float8 AS correctness,
+                    max(f.updated_at) AS last_feedback_at, avg(m.cost_usd) AS avg_cost_usd,
+                    sum(m.cost_usd) AS total_cost_usd
+             FROM response_feedback f
+             LEFT JOIN routing_metrics m ON m.request_id = f.request_id
+             WHERE ($1::timestamptz IS NULL OR f.timestamp >= $1)
+               AND f.prompt_pattern IS NOT NULL AND f.selected_provider IS NOT NULL
+               AND f.selected_model IS NOT NULL
+             GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+    )
+    .bind(since)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Aggregate {
+            pattern: r.pattern,
+            provider: r.provider,
+            model: r.model,
+            samples: r.samples,
+            avg_quality: r.avg_quality,
+            correctness: r.correctness.unwrap_or(0.0),
+            last_feedback_at: r.last_feedback_at,
+            avg_cost_usd: r.avg_cost_usd,
+            total_cost_usd: r.total_cost_usd,
+        })
+        .collect())
+}
+
+/// Every stored weight.
+pub async fn weights(pool: &PgPool) -> Result<Vec<Weight>, sqlx::Error> {
+    let rows: Vec<WeightSql> = sqlx::query_as(
+        "SELECT pattern, provider, model, quality_estimate, confidence_level, demoted,
+                    sample_count, avg_quality_score, correctness_rate, last_feedback_at
+             FROM routing_weights ORDER BY 1, 2, 3",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Weight {
+            pattern: r.pattern,
+            provider: r.provider,
+            model: r.model,
+            quality: f64::from(r.quality_estimate),
+            confidence: Confidence::parse(&r.confidence_level).unwrap_or(Confidence::Low),
+            demoted: r.demoted,
+            samples: i64::from(r.sample_count),
+            avg_quality: f64::from(r.avg_quality_score),
+            correctness: f64::from(r.correctness_rate),
+            last_feedback_at: r.last_feedback_at,
+        })
+        .collect())
+}
+
+/// Records a queued run (and, for scheduled runs, its tick: a second insert for the same tick
+/// returns None — N worker processes, one run). The job is pushed in the same transaction.
+pub async fn queue_run(
+    pool: &PgPool,
+    run_id: &str,
+    trigger: &str,
+    scheduled_for: Option<DateTime<Utc>>,
+    job: Option<apalis_postgres::PgTask>,
+) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let inserted = sqlx::query(
+        "INSERT INTO retraining_runs (run_id, trigger, scheduled_for, dry_run, status)
+         VALUES ($1, $2, $3, false, 'queued')
+         ON CONFLICT (scheduled_for) DO NOTHING",
+    )
+    .bind(run_id)
+    .bind(trigger)
+    .bind(scheduled_for)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if !inserted {
+        tx.rollback().await?;
+        return Ok(false);
+    }
+    if let Some(job) = job {
+        apalis_postgres::queries::push_tasks(&mut *tx, RETRAIN_QUEUE, vec![job])
+            .await
+            .map_err(|e| match e {
+                apalis_postgres::Error::Database(e) => e,
+                other => sqlx::Error::Protocol(other.to_string()),
+            })?;
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Starts a queued run (or one left `running` for over 10 minutes by a dead worker). False: it
+/// is finished or running elsewhere.
+pub async fn claim_run(pool: &PgPool, run_id: &str) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query(
+        "UPDATE retraining_runs SET status = 'running', started_at = now()
+         WHERE run_id = $1 AND (status = 'queued'
+             OR (status = 'running' AND started_at < now() - interval '10 minutes'))",
+    )
+    .bind(run_id)
+    .execute(pool)
+    .await?
+    .rows_affected()
+        == 1)
+}
+
+/// Records a finished dry run: only its own log entry.
+pub async fn record_dry_run(
+    pool: &PgPool,
+    run_id: &str,
+    before: &Value,
+    changes: &[Change],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO retraining_runs (run_id, trigger, dry_run, status, finished_at,
+             before_metrics, after_metrics, changes, changes_count)
+         VALUES ($1, 'manual', true, 'succeeded', now(), $2, $2, $3, $4)",
+    )
+    .bind(run_id)
+    .bind(before)
+    .bind(serde_json::to_value(changes).unwrap_or(Value::Null))
+    .bind(i32::try_from(changes.len()).unwrap_or(i32::MAX))
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// A computed run to apply.
+#[derive(Debug, Clone, Copy)]
+pub struct AppliedRun<'a> {
+    pub run_id: &'a str,
+    pub aggregates: &'a [Aggregate],
+    /// The confidence of each aggregate, same order.
+    pub confidences: &'a [Confidence],
+    pub changes: &'a [Change],
+    pub before: &'a Value,
+    pub after: &'a Value,
+    pub snapshots_kept: u32,
+}
+
+/// Applies a run in one transaction: snapshot the weights as they were, write the changed
+/// weights, the run's performance history, prune old snapshots, bump the policy version
+/// (NOTIFY), and close the run.
+pub async fn apply(pool: &PgPool, run: &AppliedRun<'_>) -> Result<Option<i64>, sqlx::Error> {
+    let AppliedRun {
+        run_id,
+        aggregates,
+        confidences,
+        changes,
+        before,
+        after,
+        snapshots_kept,
+    } = *run;
+    let mut tx = pool.begin().await?;
+    let mut version = None;
+    if !changes.is_empty() {
+        snapshot(&mut tx, run_id).await?;
+        for c in changes {
+            let a = c.aggregate.as_ref();
+            sqlx::query(
+                "INSERT INTO routing_weights (pattern, provider, model, avg_quality_score,
+                     correctness_rate, sample_count, confidence_level, quality_estimate,
+                     avg_cost_usd, last_feedback_at, retraining_run_id, demoted, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, now())
+                 ON CONFLICT (pattern, provider, model) DO UPDATE SET
+                     avg_quality_score = EXCLUDED.avg_quality_score,
+                     correctness_rate = EXCLUDED.correctness_rate,
+                     sample_count = EXCLUDED.sample_count,
+                     confidence_level = EXCLUDED.confidence_level,
+                     quality_estimate = EXCLUDED.quality_estimate,
+                     avg_cost_usd = EXCLUDED.avg_cost_usd,
+                     last_feedback_at = EXCLUDED.last_feedback_at,
+                     retraining_run_id = EXCLUDED.retraining_run_id,
+                     demoted = EXCLUDED.demoted, updated_at = now()",
+            )
+            .bind(&c.pattern)
+            .bind(&c.provider)
+            .bind(&c.model)
+            .bind(a.map_or(1.0, |a| a.avg_quality.clamp(1.0, 5.0)) as f32)
+            .bind(a.map_or(0.0, |a| a.correctness) as f32)
+            .bind(i32::try_from(c.after.samples).unwrap_or(i32::MAX))
+            .bind(c.after.confidence.as_str())
+            .bind(c.after.quality as f32)
+            .bind(a.and_then(|a| a.avg_cost_usd))
+            .bind(a.and_then(|a| a.last_feedback_at))
+            .bind(run_id)
+            .bind(c.after.demoted)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "DELETE FROM routing_snapshots WHERE id NOT IN
+                 (SELECT id FROM routing_snapshots ORDER BY id DESC LIMIT $1)",
+        )
+        .bind(i64::from(snapshots_kept))
+        .execute(&mut *tx)
+        .await?;
+        version = Some(bump_policy_version(&mut tx).await?);
+    }
+    for (a, confidence) in aggregates.iter().zip(confidences) {
+        sqlx::query(
+            "INSERT INTO model_performance_history (pattern, provider, model, avg_quality_score,
+                 correctness_rate, sample_count, confidence_level, avg_cost, total_cost,
+                 updated_at, retraining_run_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now(), $10)
+             ON CONFLICT (pattern, provider, model, retraining_run_id) DO NOTHING",
+        )
+        .bind(&a.pattern)
+        .bind(&a.provider)
+        .bind(&a.model)
+        .bind(a.avg_quality as f32)
+        .bind(a.correctness as f32)
+        .bind(i32::try_from(a.samples).unwrap_or(i32::MAX))
+        .bind(confidence.as_str())
+        .bind(a.avg_cost_usd.map(|c| c as f32))
+        .bind(a.total_cost_usd.map(|c| c as f32))
+        .bind(run_id)
+        .execute(&mut *tx)
+        .await?;
+    }
+    close_run(&mut tx, run_id, before, after, changes).await?;
+    tx.commit().await?;
+    Ok(version)
+}
+
+async fn snapshot(tx: &mut Transaction<'_, Postgres>, run_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO routing_snapshots (retraining_run_id, policy_version, weights)
+         SELECT $1, (SELECT version FROM routing_policy),
+                coalesce(jsonb_agg(to_jsonb(w) ORDER BY pattern, provider, model), '[]'::jsonb)
+         FROM routing_weights w",
+    )
+    .bind(run_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn close_run(
+    tx: &mut Transaction<'_, Postgres>,
+    run_id: &str,
+    before: &Value,
+    after: &Value,
+    changes: &[Change],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE retraining_runs SET status = 'succeeded', finished_at = now(),
+             before_metrics = $2, after_metrics = $3, changes = $4, changes_count = $5
+         WHERE run_id = $1",
+    )
+    .bind(run_id)
+    .bind(before)
+    .bind(after)
+    .bind(serde_json::to_value(changes).unwrap_or(Value::Null))
+    .bind(i32::try_from(changes.len()).unwrap_or(i32::MAX))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+pub async fn fail_run(pool: &PgPool, run_id: &str, error: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE retraining_runs SET status = 'failed', finished_at = now(), error = $2
+         WHERE run_id = $1",
+    )
+    .bind(run_id)
+    .bind(error)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// What a rollback did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Rollback {
+    pub run_id: String,
+    pub restored_snapshot_id: i64,
+    pub restored_from_run_id: String,
+    pub weights_restored: i64,
+    pub policy_version: i64,
+}
+
+/// Restores a snapshot exactly: the snapshot taken before `of_run` applied (None: the most
+/// recent snapshot). Recorded as a run with trigger `rollback`. None: no such snapshot.
+pub async fn rollback(
+    pool: &PgPool,
+    rollback_run_id: &str,
+    of_run: Option<&str>,
+) -> Result<Option<Rollback>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let snap: Option<(i64, String)> = sqlx::query_as(
+        "SELECT id, retraining_run_id FROM routing_snapshots
+         WHERE $1::text IS NULL OR retraining_run_id = $1
+         ORDER BY id DESC LIMIT 1 FOR UPDATE",
+    )
+    .bind(of_run)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((snapshot_id, from_run)) = snap else {
+        tx.rollback().await?;
+        return Ok(None);
+    };
+    sqlx::query("DELETE FROM routing_weights")
+        .execute(&mut *tx)
+        .await?;
+    let restored = sqlx::query(
+        "INSERT INTO routing_weights
+         SELECT * FROM jsonb_populate_recordset(NULL::routing_weights,
+             (SELECT weights FROM routing_snapshots WHERE id = $1))",
+    )
+    .bind(snapshot_id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    sqlx::query("UPDATE routing_snapshots SET restored_at = now() WHERE id = $1")
+        .bind(snapshot_id)
+        .execute(&mut *tx)
+        .await?;
+    let version = bump_policy_version(&mut tx).await?;
+    sqlx::query(
+        "INSERT INTO retraining_runs (run_id, trigger, dry_run, status, started_at, finished_at,
+             changes, changes_count, restored_snapshot_id)
+         VALUES ($1, 'rollback', false, 'succeeded', now(), now(), $2, 0, $3)",
+    )
+    .bind(rollback_run_id)
+    .bind(serde_json::json!([{ "restored_snapshot_id": snapshot_id, "of_run": from_run }]))
+    .bind(snapshot_id)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Some(Rollback {
+        run_id: rollback_run_id.to_owned(),
+        restored_snapshot_id: snapshot_id,
+        restored_from_run_id: from_run,
+        weights_restored: i64::try_from(restored).unwrap_or(i64::MAX),
+        policy_version: version,
+    }))
+}
+
+/// One run as logged.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct RunRecord {
+    pub run_id: String,
+    pub trigger: String,
+    pub scheduled_for: Option<DateTime<Utc>>,
+    pub dry_run: bool,
+    pub status: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub before_metrics: Option<Value>,
+    pub after_metrics: Option<Value>,
+    pub changes: Value,
+    pub changes_count: i32,
+    pub error: Option<String>,
+}
+
+const RUN_COLUMNS: &str = "run_id, trigger, scheduled_for, dry_run, status, started_at, \
+                           finished_at, before_metrics, after_metrics, changes, changes_count, error";
+
+pub async fn run(pool: &PgPool, run_id: &str) -> Result<Option<RunRecord>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {RUN_COLUMNS} FROM retraining_runs WHERE run_id = $1"
+    )))
+    .bind(run_id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// The most recent non-dry run.
+pub async fn last_run(pool: &PgPool) -> Result<Option<RunRecord>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {RUN_COLUMNS} FROM retraining_runs WHERE NOT dry_run
+         ORDER BY started_at DESC LIMIT 1"
+    )))
+    .fetch_optional(pool)
+    .await
+}
+
+/// (confidence, demoted, count) over routing_weights.
+pub async fn confidence_distribution(
+    pool: &PgPool,
+) -> Result<Vec<(String, bool, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT confidence_level, demoted, count(*) FROM routing_weights GROUP BY 1, 2 ORDER BY 1, 2",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// Snapshot ids, newest first.
+pub async fn snapshot_ids(pool: &PgPool) -> Result<Vec<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM routing_snapshots ORDER BY id DESC")
+        .fetch_all(pool)
+        .await
+}
