@@ -10,43 +10,12 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{TestApp, TestDb, catalog_model, temp_file, wait_finished};
+use common::{TestApp, TestDb, catalog_model, spawn_worker, temp_file, wait_finished};
 use serde_json::json;
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
-
-struct Worker(Child);
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn worker(env: &[(&str, String)]) -> Worker {
-    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_optimizer"))
-        .parent()
-        .unwrap()
-        .join("optimizer-worker");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut cmd = Command::new(exe);
-    cmd.env("WORKER_BIND", format!("127.0.0.1:{port}"))
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    Worker(cmd.spawn().unwrap())
-}
 
 #[tokio::test]
 async fn a_killed_worker_s_job_is_finished_by_another_exactly_once() {
@@ -82,7 +51,7 @@ async fn a_killed_worker_s_job_is_finished_by_another_exactly_once() {
     // The API without workers: the worker processes do the work.
     let app = TestApp::spawn_on(test_db, &vars).await;
 
-    let first = worker(&env);
+    let first = spawn_worker(&vars);
     let resp: serde_json::Value = app
         .post_json(
             "/complete",
@@ -107,7 +76,7 @@ async fn a_killed_worker_s_job_is_finished_by_another_exactly_once() {
     first.0.kill().unwrap();
     first.0.wait().unwrap();
 
-    let _second = worker(&env);
+    let _second = spawn_worker(&vars);
     let done = wait_finished(&app, &id, Duration::from_secs(30)).await;
     assert_eq!(done["status"], "succeeded", "{done}");
     assert_eq!(done["response"], "finally");

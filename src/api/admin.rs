@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::error::ApiError;
 use super::extract::AppJson;
+use super::validate;
 use crate::jobs::retrain;
 use crate::learning;
 use crate::store::{feedback, learning as store, weights};
@@ -200,17 +201,7 @@ pub async fn trends(
             ));
         }
     };
-    let since = q
-        .since
-        .as_deref()
-        .map(|s| {
-            chrono::DateTime::parse_from_rfc3339(s)
-                .map(|d| d.with_timezone(&chrono::Utc))
-                .map_err(|_| {
-                    ApiError::invalid_field("since", format!("{s:?} is not an RFC 3339 time"))
-                })
-        })
-        .transpose()?;
+    let since = validate::since(q.since.as_deref())?;
     let points = feedback::trends(
         &state.db.pool,
         q.pattern.as_deref(),

@@ -185,16 +185,6 @@ pub async fn routing_metrics(
     State(state): State<AppState>,
     Query(q): Query<MetricsQuery>,
 ) -> Result<AppJson<metrics::Summary>, ApiError> {
-    let since = q
-        .since
-        .as_deref()
-        .map(|s| {
-            chrono::DateTime::parse_from_rfc3339(s)
-                .map(|d| d.with_timezone(&chrono::Utc))
-                .map_err(|_| {
-                    ApiError::invalid_field("since", format!("{s:?} is not an RFC 3339 time"))
-                })
-        })
-        .transpose()?;
+    let since = validate::since(q.since.as_deref())?;
     Ok(AppJson(metrics::summary(&state.db.pool, since).await?))
 }

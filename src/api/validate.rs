@@ -109,3 +109,13 @@ pub fn short_text(field: &str, v: Option<String>) -> Result<Option<String>, ApiE
         other => Ok(other),
     }
 }
+
+/// An optional `since` query parameter in RFC 3339.
+pub fn since(v: Option<&str>) -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
+    v.map(|s| {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .map(|d| d.with_timezone(&chrono::Utc))
+            .map_err(|_| ApiError::invalid_field("since", format!("{s:?} is not an RFC 3339 time")))
+    })
+    .transpose()
+}

@@ -322,27 +322,19 @@ pub fn new_request_id() -> String {
 }
 
 /// Exact-match key over everything that shapes the answer: the prompt (trimmed), the system
-/// prompt, what routes it (the pinned model, or auto plus strategy and constraints), the output
-/// cap and the temperature.
+/// prompt, the model the route chose (pinned or auto — so a routing change, e.g. after a
+/// retrain, is not hidden behind answers of the model it replaced), the output cap and the
+/// temperature.
 fn cache_key(input: &CompleteInput, route: &StoredRoute, max_tokens: u32) -> String {
-    let target = match input.pinned {
-        Some(_) => route
-            .candidates
-            .first()
-            .map(|c| format!("{}/{}", c.provider, c.model))
-            .unwrap_or_default(),
-        None => format!(
-            "auto:{}:{:?}:{:?}:{:?}",
-            input.strategy.as_str(),
-            input.min_quality,
-            input.max_cost_usd,
-            input.allowed_providers
-        ),
-    };
+    let model = route
+        .candidates
+        .first()
+        .map(|c| format!("{}/{}", c.provider, c.model))
+        .unwrap_or_default();
     let material = serde_json::json!([
         input.prompt.trim(),
         input.system.as_deref().map(str::trim),
-        target,
+        model,
         max_tokens,
         input.temperature.unwrap_or(0.0),
     ]);

@@ -158,8 +158,10 @@ pub async fn summary(
 ) -> Result<(SummaryRow, Vec<SummaryRow>, Vec<SummaryRow>), sqlx::Error> {
     let rows: Vec<SummarySql> = sqlx::query_as(
         "SELECT pattern, provider, model, GROUPING(pattern, provider, model) AS grouping,
-                    sum(sample_count)::bigint AS n, sum(quality_sum)::bigint AS qsum,
-                    sum(correctness_count)::bigint AS judged, sum(correct_count)::bigint AS correct
+                    coalesce(sum(sample_count), 0)::bigint AS n,
+                    coalesce(sum(quality_sum), 0)::bigint AS qsum,
+                    coalesce(sum(correctness_count), 0)::bigint AS judged,
+                    coalesce(sum(correct_count), 0)::bigint AS correct
              FROM feedback_aggregates
              GROUP BY GROUPING SETS ((), (provider, model), (pattern))
              ORDER BY 5 DESC NULLS LAST",

@@ -296,3 +296,35 @@ pub async fn error_body(resp: reqwest::Response) -> (String, String) {
         .to_owned();
     (code, message)
 }
+
+/// A child process killed (and reaped) when dropped.
+pub struct Running(pub std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the `optimizer-worker` binary (built by `cargo test --workspace`) with `env`, on a
+/// free port, output discarded.
+pub fn spawn_worker(env: &[(&str, &str)]) -> Running {
+    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_optimizer"))
+        .parent()
+        .expect("target dir")
+        .join("optimizer-worker");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let mut cmd = std::process::Command::new(exe);
+    cmd.env("WORKER_BIND", format!("127.0.0.1:{port}"))
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    Running(cmd.spawn().expect("optimizer-worker starts"))
+}
