@@ -590,3 +590,47 @@ async fn admin_routes_need_the_token_and_are_disabled_without_one() {
     assert_eq!(code, "admin_disabled");
     assert!(message.contains("ADMIN_TOKEN"));
 }
+
+/// The seed's `test_confidence_threshold_enforcement`, through the API and the queue: three
+/// excellent ratings are not enough evidence to change routing.
+#[tokio::test]
+async fn test_confidence_threshold_enforcement() {
+    let app =
+        TestApp::spawn_with_workers(TestDb::migrated().await, &[("ADMIN_TOKEN", TOKEN)]).await;
+    for prompt in &CODE_PROMPTS[..3] {
+        let answer = complete(&app, json!({ "prompt": prompt, "model": "sim-lite" })).await;
+        let resp = rate(&app, answer["request_id"].as_str().unwrap(), 5, true).await;
+        assert_eq!(resp.status(), 201);
+    }
+    let queued: Value = admin(
+        &app,
+        reqwest::Method::POST,
+        "/admin/learning/retrain?dry_run=false",
+    )
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let url = queued["status_url"].as_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let run = loop {
+        let run: Value = admin(&app, reqwest::Method::GET, &url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if run["status"] == "succeeded" {
+            break run;
+        }
+        assert!(std::time::Instant::now() < deadline, "{run}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(run["changes_count"], 0, "{run}");
+    let pool = app.test_db.pool().await;
+    assert_eq!(count(&pool, "routing_weights").await, 0);
+    assert_eq!(app.engine.policy_version(), 0);
+}
