@@ -150,6 +150,24 @@ pub struct LearningSettings {
     pub retrain_cron: Option<croner::Cron>,
     /// `SNAPSHOTS_KEPT` (default 3).
     pub snapshots_kept: u32,
+    pub drift: DriftSettings,
+}
+
+/// The quality-drift check after a retrain.
+#[derive(Debug, Clone)]
+pub struct DriftSettings {
+    /// `DRIFT_THRESHOLD` (default 0.10): a relative drop above this raises the alert.
+    pub threshold: f64,
+    /// `DRIFT_MIN_RATINGS` (default 20): ratings needed on each side before comparing.
+    pub min_ratings: u32,
+    /// `DRIFT_BASELINE_DAYS` (default 7): the baseline is the ratings this long before the retrain.
+    pub baseline_days: u32,
+    /// `DRIFT_CHECK_SECS` (default 300): how often worker processes check.
+    pub interval: Duration,
+    /// `ALERT_WEBHOOK_URL`: POSTed a Slack-style JSON body (`{"text": …}`) per alert.
+    pub webhook_url: Option<String>,
+    /// `AUTO_ROLLBACK` (default false): roll the retrain back when its alert fires.
+    pub auto_rollback: bool,
 }
 
 /// One confidence level's minimums.
@@ -396,6 +414,18 @@ impl Settings {
             snapshots_kept: env.parse_or("SNAPSHOTS_KEPT", 3, |v: &u32| {
                 (*v > 0).then_some(()).ok_or("must be positive")
             })?,
+            drift: DriftSettings {
+                threshold: env.parse_or("DRIFT_THRESHOLD", 0.10, unit)?,
+                min_ratings: env.parse_or("DRIFT_MIN_RATINGS", 20, |v: &u32| {
+                    (*v > 0).then_some(()).ok_or("must be positive")
+                })?,
+                baseline_days: env.parse_or("DRIFT_BASELINE_DAYS", 7, |v: &u32| {
+                    (*v > 0).then_some(()).ok_or("must be positive")
+                })?,
+                interval: secs("DRIFT_CHECK_SECS", 300)?,
+                webhook_url: env.url("ALERT_WEBHOOK_URL")?,
+                auto_rollback: env.bool_or("AUTO_ROLLBACK", false)?,
+            },
         };
         let openrouter_attribution = Attribution {
             referer: env.string("OPENROUTER_REFERER")?,
@@ -762,6 +792,9 @@ mod tests {
             ("RETRAIN_CRON", "every sunday"),
             ("CONFIDENCE_HIGH_QUALITY", "6"),
             ("CONFIDENCE_MEDIUM_CORRECTNESS", "1.2"),
+            ("DRIFT_THRESHOLD", "10%"),
+            ("ALERT_WEBHOOK_URL", "hooks.example.com"),
+            ("AUTO_ROLLBACK", "sure"),
         ] {
             let err = rejected(var, value);
             assert_eq!(err.var, var, "{err}");

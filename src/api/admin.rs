@@ -171,7 +171,12 @@ pub async fn rollback(
     let run_id = learning::new_run_id();
     store::rollback(&state.db.pool, &run_id, of_run.as_deref())
         .await?
-        .map(AppJson)
+        .map(|rb| {
+            use crate::telemetry::names;
+            metrics::counter!(names::ROLLBACKS, "trigger" => "manual").increment(1);
+            metrics::gauge!(names::POLICY_VERSION).set(rb.policy_version as f64);
+            AppJson(rb)
+        })
         .ok_or_else(|| match of_run {
             Some(r) => ApiError::not_found(format!("no snapshot kept for run {r:?}")),
             None => ApiError::not_found("no snapshot to roll back to"),
@@ -216,4 +221,10 @@ pub async fn trends(
         "model": q.model,
         "points": points,
     })))
+}
+
+/// `GET /admin/alerts`: the most recent 100 alerts, newest first.
+pub async fn alerts(State(state): State<AppState>) -> Result<AppJson<Value>, ApiError> {
+    let alerts = crate::store::alerts::list(&state.db.pool, 100).await?;
+    Ok(AppJson(json!({ "alerts": alerts })))
 }

@@ -65,15 +65,21 @@ pub async fn feedback(
         Recorded::Stored {
             feedback_id,
             replaced,
-        } => Ok((
-            StatusCode::CREATED,
-            AppJson(json!({
-                "status": "recorded",
-                "feedback_id": feedback_id,
-                "message": "Thank you for feedback",
-                "replaced": replaced,
-            })),
-        )),
+            pattern,
+            provider,
+            model,
+        } => {
+            record(&fb, pattern, provider, model);
+            Ok((
+                StatusCode::CREATED,
+                AppJson(json!({
+                    "status": "recorded",
+                    "feedback_id": feedback_id,
+                    "message": "Thank you for feedback",
+                    "replaced": replaced,
+                })),
+            ))
+        }
         Recorded::UnknownRequest => Err(ApiError::not_found(format!(
             "no request {:?}",
             fb.request_id
@@ -92,5 +98,23 @@ pub async fn feedback(
                 fb.request_id
             ),
         )),
+    }
+}
+
+/// Rating counters: PromQL averages quality as quality_sum / total, correctness as
+/// correct / judged. A replaced rating counts again (counters only grow).
+fn record(fb: &NewFeedback, pattern: String, provider: String, model: String) {
+    use crate::telemetry::names;
+    let labels = [
+        ("pattern", pattern),
+        ("provider", provider),
+        ("model", model),
+    ];
+    metrics::counter!(names::FEEDBACK, &labels).increment(1);
+    metrics::counter!(names::FEEDBACK_QUALITY_SUM, &labels)
+        .increment(u64::try_from(fb.quality_score).unwrap_or(0));
+    metrics::counter!(names::FEEDBACK_JUDGED, &labels).increment(1);
+    if fb.is_correct {
+        metrics::counter!(names::FEEDBACK_CORRECT, &labels).increment(1);
     }
 }

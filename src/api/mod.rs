@@ -7,6 +7,7 @@ pub mod error;
 pub mod extract;
 pub mod feedback;
 pub mod health;
+pub mod metrics;
 pub mod recommendation;
 pub mod validate;
 
@@ -49,6 +50,7 @@ impl AppState {
     /// error. The pool is lazy: nothing connects here. The caller runs
     /// `completions.notifier.run(…)` and the weights reloader.
     pub fn new(settings: Settings) -> Result<Self, crate::routing::SetupError> {
+        crate::telemetry::metrics();
         let engine = Arc::new(crate::routing::build_engine(&settings)?);
         let db = Database::connect_lazy(&settings);
         let settings = Arc::new(settings);
@@ -83,6 +85,7 @@ pub fn router(state: AppState) -> Router {
         .route("/learning/runs/{run_id}", get(admin::run_status))
         .route("/learning/rollback", post(admin::rollback))
         .route("/performance/trends", get(admin::trends))
+        .route("/alerts", get(admin::alerts))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             admin::require_admin,
@@ -93,6 +96,7 @@ pub fn router(state: AppState) -> Router {
             .route("/feedback", post(feedback::feedback))
             .route("/health", get(health::health))
             .route("/ready", get(health::ready))
+            .route("/metrics", get(metrics::render))
             .route("/recommendation", post(recommendation::recommendation))
             .route("/complete", post(complete::complete))
             .route("/requests/{id}", get(complete::get_request))
@@ -108,6 +112,7 @@ pub fn worker_router(db: Database) -> Router {
         Router::new()
             .route("/health", get(health::health))
             .route("/ready", get(health::ready))
+            .route("/metrics", get(metrics::render))
             .with_state(db),
         64 * 1024,
     )
@@ -119,6 +124,7 @@ fn with_middleware(router: Router, max_body_bytes: usize) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn(metrics::track))
         // Outermost first: set the id, open the span with it, copy it onto the response.
         .layer(PropagateRequestIdLayer::new(REQUEST_ID_HEADER))
         .layer(TraceLayer::new_for_http().make_span_with(make_span))

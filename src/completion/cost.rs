@@ -149,3 +149,22 @@ pub fn cached_metrics(
     row.fallback_count = 0;
     row
 }
+
+/// Counts a cache hit as a completion: nothing spent, the baseline's cost saved.
+pub fn record_cached(m: &MetricsRow) {
+    use crate::telemetry::names;
+    let (provider, model, pattern) = (
+        m.selected_provider.clone(),
+        m.selected_model.clone(),
+        m.prompt_pattern.clone(),
+    );
+    metrics::counter!(names::COMPLETIONS, "provider" => provider.clone(), "model" => model.clone(),
+        "pattern" => pattern.clone(), "status" => "cached")
+    .increment(1);
+    metrics::histogram!(names::COST, "provider" => provider.clone(), "model" => model.clone(),
+        "pattern" => pattern.clone())
+    .record(0.0);
+    metrics::histogram!(names::BASELINE_COST, "provider" => provider, "model" => model,
+        "pattern" => pattern)
+    .record(m.baseline_cost_usd.unwrap_or(0.0));
+}

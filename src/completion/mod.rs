@@ -25,6 +25,7 @@ use crate::routing::{
     Strategy,
 };
 use crate::store::requests::{self as store, Inserted, NewRequest, RequestRecord};
+use crate::telemetry::names;
 pub use waiter::{Notifier, Waiter};
 
 /// The provider_call job: call candidate `candidate` of the request's stored route.
@@ -248,10 +249,17 @@ impl Completions {
         };
         let keep_prompt = self.settings.store_prompts == StorePrompts::Full;
 
-        if let Some(key) = &cache_key
-            && let Some(hit) = store::cache_lookup(&self.pool, key).await?
-        {
+        let hit = match &cache_key {
+            Some(key) => store::cache_lookup(&self.pool, key).await?,
+            None => None,
+        };
+        if cache_key.is_some() {
+            let result = if hit.is_some() { "hit" } else { "miss" };
+            metrics::counter!(names::CACHE, "result" => result).increment(1);
+        }
+        if let (Some(key), Some(hit)) = (&cache_key, hit) {
             let metrics = cost::cached_metrics(&self.engine, &route, &hit);
+            cost::record_cached(&metrics);
             return Ok(
                 match store::insert_cached(&self.pool, &new, key, &hit, &metrics, keep_prompt)
                     .await?
@@ -262,6 +270,10 @@ impl Completions {
             );
         }
 
+        if decision.explored {
+            metrics::counter!(names::EXPLORATIONS, "pattern" => analysis.pattern.as_str())
+                .increment(1);
+        }
         // Listen before the job exists, so its NOTIFY cannot be missed.
         let waiter = (!input.is_async).then(|| self.notifier.register(&request_id));
         let job = ProviderCall {

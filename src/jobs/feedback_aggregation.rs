@@ -26,6 +26,9 @@ pub async fn handle(
     job: FeedbackAggregation,
     ctx: Data<Arc<JobContext>>,
 ) -> Result<(), BoxDynError> {
-    feedback::aggregate(&ctx.pool, job.feedback_id).await?;
+    let started = std::time::Instant::now();
+    let result = feedback::aggregate(&ctx.pool, job.feedback_id).await;
+    super::record_job("feedback_aggregation", started, result.is_ok());
+    result?;
     Ok(())
 }

@@ -98,6 +98,11 @@ pub async fn run_workers(
     // Everything started here stops together: on shutdown, or when a worker fails.
     let shutdown = shutdown.child_token();
     let sweeper = tokio::spawn(sweeper::run(ctx.clone(), shutdown.clone()));
+    let drift = tokio::spawn(crate::learning::drift::run(
+        ctx.pool.clone(),
+        ctx.settings.learning.drift.clone(),
+        shutdown.clone(),
+    ));
     let schedule = queues
         .contains(&Queue::Retrain)
         .then(|| tokio::spawn(retrain::schedule(ctx.clone(), shutdown.clone())));
@@ -149,10 +154,20 @@ pub async fn run_workers(
     );
     shutdown.cancel();
     let _ = sweeper.await;
+    let _ = drift.await;
     if let Some(schedule) = schedule {
         let _ = schedule.await;
     }
     a.and(b).and(c)
+}
+
+/// Times a job run and counts failures.
+pub(crate) fn record_job(job: &'static str, started: std::time::Instant, ok: bool) {
+    metrics::histogram!(crate::telemetry::names::JOB_DURATION, "job" => job)
+        .record(started.elapsed().as_secs_f64());
+    if !ok {
+        metrics::counter!(crate::telemetry::names::JOB_FAILURES, "job" => job).increment(1);
+    }
 }
 
 fn stop_all_on_error(

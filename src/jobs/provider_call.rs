@@ -22,6 +22,7 @@ use crate::completion::{ProviderCall, StoredParams, StoredRoute};
 use crate::config::StorePrompts;
 use crate::providers::{CompletionRequest, ErrorKind, Message, ProviderError, Role};
 use crate::store::requests::{self as store, CacheEntry, Claimed, Outcome};
+use crate::telemetry::names;
 
 /// What one run did (for tests and logs).
 #[derive(Debug, Clone, PartialEq)]
@@ -48,7 +49,10 @@ pub async fn handle(job: ProviderCall, ctx: Data<Arc<JobContext>>) -> Result<(),
         generation = job.generation,
         candidate = job.candidate
     );
-    match run(&ctx, &job).instrument(span).await {
+    let started = Instant::now();
+    let result = run(&ctx, &job).instrument(span).await;
+    super::record_job("provider_call", started, result.is_ok());
+    match result {
         Ok(step) => {
             tracing::debug!(request_id = %job.request_id, ?step, "provider_call done");
             Ok(())
@@ -168,6 +172,9 @@ async fn handle_error(
 ) -> Result<Step, sqlx::Error> {
     let jobs = &ctx.settings.jobs;
     let message = error.to_string();
+    metrics::counter!(names::PROVIDER_ERRORS, "provider" => error.provider.as_str(),
+        "kind" => error.kind.as_str())
+    .increment(1);
     let retry_after_ok = error.retry_after.is_none_or(|d| d <= jobs.max_retry_after);
     if error.kind == ErrorKind::Retryable && job.tries < jobs.max_retries && retry_after_ok {
         let delay = backoff(jobs.retry_base, job.tries).max(error.retry_after.unwrap_or_default());
@@ -211,6 +218,11 @@ async fn handle_error(
         )
         .await?
         {
+            if let Some(failed) = route.candidates.get(job.candidate) {
+                metrics::counter!(names::FALLBACKS, "provider" => failed.provider.as_str(),
+                    "model" => failed.model.clone())
+                .increment(1);
+            }
             return Ok(Step::FellBack {
                 to: job.candidate + 1,
             });
@@ -281,6 +293,9 @@ async fn finish(
         notify,
     };
     let done = store::finish(&ctx.pool, &ending).await?;
+    if done {
+        record(metrics, outcome);
+    }
     if done && let Some(notifier) = local {
         notifier.wake(&job.request_id);
     }
@@ -291,6 +306,41 @@ async fn finish(
             code: code.to_owned(),
         },
     })
+}
+
+/// Counts a finished completion (once: only the run that wrote the terminal state records).
+fn record(m: &store::MetricsRow, outcome: &Outcome) {
+    let status = match outcome {
+        Outcome::Succeeded { .. } => "succeeded",
+        Outcome::Failed { .. } => "failed",
+    };
+    let (provider, model, pattern) = (
+        m.selected_provider.clone(),
+        m.selected_model.clone(),
+        m.prompt_pattern.clone(),
+    );
+    metrics::counter!(names::COMPLETIONS, "provider" => provider.clone(), "model" => model.clone(),
+        "pattern" => pattern.clone(), "status" => status)
+    .increment(1);
+    if status != "succeeded" {
+        return;
+    }
+    let provider_ms = m.provider_latency_ms.unwrap_or(0.0);
+    metrics::histogram!(names::GATEWAY_OVERHEAD)
+        .record(((m.latency_ms - provider_ms) / 1000.0).max(0.0));
+    metrics::histogram!(names::PROVIDER_LATENCY, "provider" => provider.clone(), "model" => model.clone())
+        .record(provider_ms / 1000.0);
+    for (direction, n) in [("input", m.input_tokens), ("output", m.output_tokens)] {
+        metrics::counter!(names::TOKENS, "provider" => provider.clone(), "model" => model.clone(),
+            "direction" => direction)
+        .increment(u64::try_from(n.unwrap_or(0)).unwrap_or(0));
+    }
+    metrics::histogram!(names::COST, "provider" => provider.clone(), "model" => model.clone(),
+        "pattern" => pattern.clone())
+    .record(m.cost_usd.unwrap_or(0.0));
+    metrics::histogram!(names::BASELINE_COST, "provider" => provider, "model" => model,
+        "pattern" => pattern)
+    .record(m.baseline_cost_usd.unwrap_or(0.0));
 }
 
 async fn fail_unreadable(

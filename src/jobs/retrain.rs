@@ -41,7 +41,10 @@ pub async fn queue_manual(pool: &sqlx::PgPool) -> Result<String, sqlx::Error> {
 }
 
 pub async fn handle(job: Retrain, ctx: Data<Arc<JobContext>>) -> Result<(), BoxDynError> {
-    run(&ctx, &job.run_id).await?;
+    let started = std::time::Instant::now();
+    let result = run(&ctx, &job.run_id).await;
+    super::record_job("retrain", started, result.is_ok());
+    result?;
     Ok(())
 }
 
@@ -57,6 +60,8 @@ pub async fn run(ctx: &JobContext, run_id: &str) -> Result<bool, sqlx::Error> {
         }
         Err(e) => {
             tracing::error!(%run_id, error = %e, "retrain failed");
+            metrics::counter!(crate::telemetry::names::RETRAIN_RUNS, "result" => "failed")
+                .increment(1);
             store::fail_run(&ctx.pool, run_id, &e.to_string()).await?;
             Ok(true)
         }

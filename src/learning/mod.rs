@@ -1,10 +1,12 @@
 //! The learning loop: ratings → routing weights, safely.
 //!
 //! - [`trainer`]: the FeedbackTrainer's rules (pure).
+//! - [`drift`]: the quality check after a retrain, the >10% alert, auto-rollback.
 //! - [`report`]: terminal tables for `optimizer retrain` and `optimizer dashboard`.
 //! - [`retrain`] (this module): one run end to end — read ratings and weights, plan, then either
 //!   record a dry run or apply (snapshot, weights, history, policy version) in one transaction.
 
+pub mod drift;
 pub mod report;
 pub mod trainer;
 
@@ -144,6 +146,15 @@ pub async fn retrain(
         )
         .await?
     };
+    if !dry_run {
+        use crate::telemetry::names;
+        metrics::counter!(names::RETRAIN_RUNS, "result" => "succeeded").increment(1);
+        metrics::counter!(names::RETRAIN_CHANGES).increment(changes.len() as u64);
+        metrics::gauge!(names::LAST_RETRAIN).set(chrono::Utc::now().timestamp() as f64);
+        if let Some(v) = policy_version {
+            metrics::gauge!(names::POLICY_VERSION).set(v as f64);
+        }
+    }
     Ok(RunReport {
         run_id: run_id.to_owned(),
         dry_run,
@@ -176,6 +187,8 @@ pub async fn retrain_now(
         Ok(report) => Ok(report),
         Err(e) => {
             store::fail_run(pool, &run_id, &e.to_string()).await?;
+            metrics::counter!(crate::telemetry::names::RETRAIN_RUNS, "result" => "failed")
+                .increment(1);
             Err(e)
         }
     }

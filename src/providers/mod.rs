@@ -277,6 +277,12 @@ impl Providers {
     }
 }
 
+/// An HTTP client (rustls, webpki roots) with a whole-request timeout, for calls that are not
+/// provider calls (alert webhooks).
+pub fn http_client(timeout: Duration) -> Result<reqwest::Client, String> {
+    http::client(timeout)
+}
+
 /// Installs the process-wide TLS crypto provider (ring, shared with the database driver).
 /// Call once at start-up; later calls are no-ops.
 pub fn install_crypto() {

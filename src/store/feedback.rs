@@ -25,6 +25,9 @@ pub enum Recorded {
     Stored {
         feedback_id: i32,
         replaced: bool,
+        pattern: String,
+        provider: String,
+        model: String,
     },
     UnknownRequest,
     /// The request has not finished (its status).
@@ -97,6 +100,9 @@ pub async fn record(
     Ok(Recorded::Stored {
         feedback_id,
         replaced,
+        pattern,
+        provider,
+        model,
     })
 }
 

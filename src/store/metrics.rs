@@ -157,3 +157,14 @@ pub async fn summary(pool: &PgPool, since: Option<DateTime<Utc>>) -> Result<Summ
     }
     Ok(summary)
 }
+
+/// Jobs per queue and state (apalis' own table), for the queue-depth gauge at scrape time.
+pub async fn queue_depth(pool: &PgPool) -> Result<Vec<(String, String, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT job_type, status, count(*) FROM apalis.jobs
+         WHERE status <> 'Done' OR done_at > now() - interval '5 minutes'
+         GROUP BY 1, 2",
+    )
+    .fetch_all(pool)
+    .await
+}

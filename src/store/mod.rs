@@ -1,6 +1,7 @@
 //! Postgres access. Rule: no SQL outside this module tree; one submodule per table family.
 //! Functions take a pool, a connection or a transaction, so callers decide the transaction.
 
+pub mod alerts;
 pub mod db;
 pub mod feedback;
 pub mod learning;

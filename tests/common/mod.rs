@@ -328,3 +328,56 @@ pub fn spawn_worker(env: &[(&str, &str)]) -> Running {
     }
     Running(cmd.spawn().expect("optimizer-worker starts"))
 }
+
+/// Inserts `ratings` (score, correct) for finished requests answered by `provider/model` on
+/// `pattern` — the rows the API writes, without going through it (fast boundary tests).
+pub async fn seed_ratings(
+    pool: &sqlx::PgPool,
+    pattern: &str,
+    model: &str,
+    ratings: &[(i32, bool)],
+) {
+    for (score, correct) in ratings {
+        let id = ulid::Ulid::generate().to_string();
+        sqlx::query(
+            "INSERT INTO requests (request_id, status, finished_at, provider, model)
+             VALUES ($1, 'succeeded', now(), 'simulated', $2)",
+        )
+        .bind(&id)
+        .bind(model)
+        .execute(pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO routing_metrics (request_id, prompt_pattern, complexity_score, strategy,
+                 selected_provider, selected_model, status, cost_usd, baseline_cost_usd)
+             VALUES ($1, $2, 0.3, 'balanced', 'simulated', $3, 'succeeded', 0.001, 0.01)",
+        )
+        .bind(&id)
+        .bind(pattern)
+        .bind(model)
+        .execute(pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO response_feedback (request_id, timestamp, quality_score, is_correct,
+                 prompt_pattern, selected_provider, selected_model, complexity_score)
+             VALUES ($1, now(), $2, $3, $4, 'simulated', $5, 0.3)",
+        )
+        .bind(&id)
+        .bind(score)
+        .bind(correct)
+        .bind(pattern)
+        .bind(model)
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+}
+
+/// `n` ratings with the given average score (integers spread around it) and correct share.
+pub fn ratings(n: usize, scores: &[i32], correct: usize) -> Vec<(i32, bool)> {
+    (0..n)
+        .map(|i| (scores[i % scores.len()], i < correct))
+        .collect()
+}

@@ -69,6 +69,7 @@ async fn main() -> ExitCode {
 
 async fn run(settings: Settings, queues: Vec<Queue>) -> anyhow::Result<()> {
     optimizer::providers::install_crypto();
+    telemetry::metrics();
     let engine = Arc::new(optimizer::routing::build_engine(&settings)?);
     let settings = Arc::new(settings);
     let shutdown = runtime::shutdown_on_signal();

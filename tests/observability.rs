@@ -1,0 +1,206 @@
+//! Prometheus metrics on the API and the worker, and the quality-drift alert after a retrain.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "integration tests"
+)]
+
+mod common;
+
+use common::{TestApp, TestDb, ratings, seed_ratings, settings_with};
+use optimizer::learning::{drift, retrain_now};
+use serde_json::json;
+use sqlx::PgPool;
+use wiremock::matchers::{body_string_contains, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+#[tokio::test]
+async fn api_and_worker_export_the_metrics_after_completions_and_ratings() {
+    let app = TestApp::spawn_with_workers(TestDb::migrated().await, &[]).await;
+    let mut ids = Vec::new();
+    for prompt in [
+        "What is the capital of Peru?",
+        "Write a haiku about rain",
+        "What is the capital of Peru?",
+    ] {
+        let body: serde_json::Value = app
+            .post_json("/complete", &json!({ "prompt": prompt }))
+            .await
+            .json()
+            .await
+            .unwrap();
+        ids.push(body["request_id"].as_str().unwrap().to_owned());
+    }
+    let resp = app
+        .post_json(
+            "/feedback",
+            &json!({ "request_id": ids[0], "quality_score": 4, "is_correct": true }),
+        )
+        .await;
+    assert_eq!(resp.status(), 201);
+
+    let text = app.get("/metrics").await.text().await.unwrap();
+    for needle in [
+        "optimizer_http_requests_total{route=\"/complete\",method=\"POST\",status=\"200\"}",
+        "optimizer_http_request_duration_seconds_bucket{route=\"/complete\"",
+        "optimizer_completions_total{provider=\"simulated\",model=\"sim-lite\",pattern=\"factual\",status=\"succeeded\"}",
+        "status=\"cached\"",
+        "optimizer_gateway_overhead_seconds_bucket",
+        "optimizer_provider_latency_seconds_bucket{provider=\"simulated\"",
+        "optimizer_tokens_total{provider=\"simulated\",model=\"sim-lite\",direction=\"input\"}",
+        "optimizer_completion_cost_usd_sum{",
+        "optimizer_completion_baseline_cost_usd_sum{",
+        "optimizer_cache_requests_total{result=\"hit\"}",
+        "optimizer_feedback_total{pattern=\"factual\",provider=\"simulated\",model=\"sim-lite\"}",
+        "optimizer_feedback_quality_sum{",
+        "optimizer_queue_jobs{queue=\"provider_call\"",
+        "optimizer_job_duration_seconds_bucket{job=\"provider_call\"",
+    ] {
+        assert!(text.contains(needle), "missing {needle} in\n{text}");
+    }
+    // Labels stay bounded: no request id or prompt text in any series.
+    for id in &ids {
+        assert!(!text.contains(id.as_str()));
+    }
+    assert!(!text.contains("capital of Peru"));
+
+    // The worker's own listener serves /metrics too.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(optimizer::api::serve(
+        listener,
+        optimizer::api::worker_router(app.db.clone()),
+        shutdown.clone(),
+        std::time::Duration::from_secs(1),
+    ));
+    let worker = app
+        .client
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(worker.status(), 200);
+    assert!(
+        worker
+            .text()
+            .await
+            .unwrap()
+            .contains("optimizer_queue_jobs")
+    );
+    shutdown.cancel();
+}
+
+/// Baseline ratings for `chat`, a retrain that changes routing (proving sim-lite for code),
+/// then ratings for `chat` averaging `after_scores`.
+async fn retrain_then_rate(pool: &PgPool, after: &[(i32, bool)]) -> String {
+    seed_ratings(pool, "chat", "sim-standard", &ratings(20, &[4], 20)).await;
+    seed_ratings(pool, "code", "sim-lite", &ratings(10, &[5], 10)).await;
+    let report = retrain_now(pool, &settings_with(&[]).learning, false)
+        .await
+        .unwrap();
+    assert!(!report.changes.is_empty());
+    seed_ratings(pool, "chat", "sim-standard", after).await;
+    report.run_id
+}
+
+async fn weights(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM routing_weights")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_15_percent_drop_alerts_calls_the_webhook_and_rolls_back() {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    // Average 3.4 after 4.0 before: a 15% drop.
+    let after: Vec<(i32, bool)> = (0..20)
+        .map(|i| (if i < 12 { 3 } else { 4 }, true))
+        .collect();
+    let run_id = retrain_then_rate(&pool, &after).await;
+    assert!(weights(&pool).await > 0);
+
+    let hook = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/hooks/alerts"))
+        .and(body_string_contains("dropped 15.0%"))
+        .respond_with(ResponseTemplate::new(200))
+        .expect(1)
+        .mount(&hook)
+        .await;
+    let hook_url = format!("{}/hooks/alerts", hook.uri());
+    let settings = settings_with(&[("ALERT_WEBHOOK_URL", &hook_url), ("AUTO_ROLLBACK", "true")])
+        .learning
+        .drift;
+    optimizer::providers::install_crypto();
+    let http = reqwest::Client::new();
+    let findings = drift::check(&pool, &settings, Some(&http)).await.unwrap();
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    let f = &findings[0];
+    assert_eq!(
+        (f.pattern.as_str(), f.run_id.as_str()),
+        ("chat", run_id.as_str())
+    );
+    assert!((f.drop - 0.15).abs() < 1e-9);
+    assert!(f.rolled_back && f.webhook_delivered);
+
+    let (kind, notified, rollback): (String, bool, bool) =
+        sqlx::query_as("SELECT kind, notified_at IS NOT NULL, details ? 'rollback' FROM alerts")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (kind.as_str(), notified, rollback),
+        ("quality_drop", true, true)
+    );
+    // The previous weights (none) are back; the rollback is logged as a run.
+    assert_eq!(weights(&pool).await, 0);
+    let rollbacks: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM retraining_runs WHERE trigger = 'rollback'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(rollbacks, 1);
+
+    // Checking again raises nothing new.
+    assert!(
+        drift::check(&pool, &settings, Some(&http))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let alerts: i64 = sqlx::query_scalar("SELECT count(*) FROM alerts")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(alerts, 1);
+}
+
+#[tokio::test]
+async fn a_5_percent_drop_or_too_few_ratings_raise_nothing() {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    // Average 3.8 after 4.0: a 5% drop.
+    let after: Vec<(i32, bool)> = (0..20).map(|i| (if i < 4 { 3 } else { 4 }, true)).collect();
+    retrain_then_rate(&pool, &after).await;
+    let settings = settings_with(&[("AUTO_ROLLBACK", "true")]).learning.drift;
+    assert!(
+        drift::check(&pool, &settings, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // A steep drop on too few ratings is not enough evidence either.
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    retrain_then_rate(&pool, &ratings(5, &[1], 0)).await;
+    let before = weights(&pool).await;
+    let findings = drift::check(&pool, &settings, None).await.unwrap();
+    assert!(findings.is_empty(), "{findings:?}");
+    assert_eq!(weights(&pool).await, before, "nothing rolled back");
+}
