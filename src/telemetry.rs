@@ -60,6 +60,7 @@ pub mod names {
     pub const QUALITY_BASELINE: &str = "optimizer_quality_baseline_score";
     pub const QUALITY_CURRENT: &str = "optimizer_quality_since_retrain_score";
     pub const QUALITY_DROP: &str = "optimizer_quality_drop_ratio";
+    pub const QUALITY_CURRENT_RATINGS: &str = "optimizer_quality_since_retrain_ratings";
     pub const ALERTS: &str = "optimizer_alerts_total";
     pub const ROLLBACKS: &str = "optimizer_rollbacks_total";
 
@@ -91,6 +92,7 @@ pub mod names {
         QUALITY_BASELINE,
         QUALITY_CURRENT,
         QUALITY_DROP,
+        QUALITY_CURRENT_RATINGS,
         ALERTS,
         ROLLBACKS,
     ];

@@ -46,6 +46,12 @@ pub async fn render(State(db): State<Database>) -> Response {
         }
         Err(e) => tracing::debug!(error = %e, "queue depth not read"),
     }
+    if let Ok((last_retrain, version)) = store::learning_state(&db.pool).await {
+        if let Some(t) = last_retrain {
+            metrics::gauge!(names::LAST_RETRAIN).set(t);
+        }
+        metrics::gauge!(names::POLICY_VERSION).set(version as f64);
+    }
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         handle.render(),

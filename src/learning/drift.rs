@@ -49,6 +49,7 @@ pub async fn check(
         metrics::gauge!(names::QUALITY_BASELINE, &labels).set(base);
         metrics::gauge!(names::QUALITY_CURRENT, &labels).set(cur);
         metrics::gauge!(names::QUALITY_DROP, &labels).set(drop);
+        metrics::gauge!(names::QUALITY_CURRENT_RATINGS, &labels).set(cur_n as f64);
         let enough =
             base_n >= i64::from(settings.min_ratings) && cur_n >= i64::from(settings.min_ratings);
         if !enough || drop <= settings.threshold {

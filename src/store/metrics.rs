@@ -168,3 +168,15 @@ pub async fn queue_depth(pool: &PgPool) -> Result<Vec<(String, String, i64)>, sq
     .fetch_all(pool)
     .await
 }
+
+/// (Unix time of the last successful retrain, current policy version), read at scrape time so
+/// every process reports them, restarts included.
+pub async fn learning_state(pool: &PgPool) -> Result<(Option<f64>, i64), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT (SELECT extract(epoch FROM max(finished_at))::float8 FROM retraining_runs
+                 WHERE status = 'succeeded' AND NOT dry_run AND trigger <> 'rollback'),
+                coalesce((SELECT version FROM routing_policy), 0)",
+    )
+    .fetch_one(pool)
+    .await
+}
