@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,8 +16,8 @@ use optimizer::api::{self, AppState};
 use optimizer::config::Settings;
 use optimizer::routing::RoutingEngine;
 use optimizer::store::Database;
-use sqlx::postgres::{PgConnectOptions, PgPool};
-use sqlx::{ConnectOptions, Connection, PgConnection};
+use sqlx::postgres::PgPool;
+use sqlx::{Connection, PgConnection};
 use tokio_util::sync::CancellationToken;
 
 /// The server tests run against.
@@ -37,12 +36,19 @@ pub fn unique_db_name() -> String {
     )
 }
 
-/// `server_url()` pointed at database `name`.
+/// `server_url()` pointed at database `name` (a plain URL libpq tools accept too).
 pub fn url_for(name: &str) -> String {
-    let options = PgConnectOptions::from_str(&server_url())
-        .expect("DATABASE_URL parses")
-        .database(name);
-    options.to_url_lossy().to_string()
+    let server = server_url();
+    let (base, query) = match server.split_once('?') {
+        Some((b, q)) => (b.to_owned(), format!("?{q}")),
+        None => (server.clone(), String::new()),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let authority = match base[scheme_end..].find('/') {
+        Some(i) => &base[..scheme_end + i],
+        None => base.as_str(),
+    };
+    format!("{authority}/{name}{query}")
 }
 
 /// Settings as the service would read them, with `vars` set and the rest at their defaults.
