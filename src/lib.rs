@@ -11,6 +11,7 @@
 //! - [`routing`]: catalog, QueryPatternAnalyzer, RoutingEngine, learned weights.
 //! - [`completion`]: submit → route → enqueue (or cache) → wait; costs and savings.
 //! - [`learning`]: FeedbackTrainer, retrain runs, snapshots and rollback.
+//! - [`import`]: `optimizer import-sqlite`, the Python version's SQLite data into Postgres.
 //! - [`jobs`]: job handlers and worker start-up, shared by both processes.
 //! - [`api`]: axum routers, extractors, the error type, middleware; thin handlers.
 //! - [`runtime`]: process plumbing both binaries share — shutdown signals, background set-up.
@@ -18,6 +19,7 @@
 pub mod api;
 pub mod completion;
 pub mod config;
+pub mod import;
 pub mod jobs;
 pub mod learning;
 pub mod providers;

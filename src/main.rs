@@ -36,6 +36,15 @@ enum Command {
     },
     /// Print the learning dashboard: feedback, quality, confidence, top models, savings.
     Dashboard,
+    /// Import the Python version's SQLite database (requests, routing_metrics, response_cache).
+    /// Idempotent: a second import adds nothing.
+    ImportSqlite {
+        /// The SQLite file.
+        path: std::path::PathBuf,
+        /// Report what would be imported without writing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Exit 0 when GET URL answers 2xx (for container health checks; needs no curl).
     Healthcheck {
         /// What to probe; defaults to /health on BIND's port at 127.0.0.1.
@@ -71,6 +80,7 @@ async fn main() -> ExitCode {
         Command::Migrate => migrate(&settings).await,
         Command::Retrain { dry_run } => retrain(&settings, dry_run).await,
         Command::Dashboard => dashboard(&settings).await,
+        Command::ImportSqlite { path, dry_run } => import_sqlite(&settings, &path, dry_run).await,
         Command::Serve { no_workers } => serve(settings, !no_workers).await,
         Command::Healthcheck { .. } => Ok(()),
     };
@@ -98,6 +108,28 @@ async fn retrain(settings: &Settings, dry_run: bool) -> anyhow::Result<()> {
     }
     let report = optimizer::learning::retrain_now(&db.pool, &settings.learning, dry_run).await?;
     print!("{}", optimizer::learning::report::run_table(&report));
+    Ok(())
+}
+
+async fn import_sqlite(
+    settings: &Settings,
+    path: &std::path::Path,
+    dry_run: bool,
+) -> anyhow::Result<()> {
+    let db = Database::connect_lazy(settings);
+    if settings.run_migrations {
+        db.setup().await?;
+    }
+    let progress = |table: &str, rows: u64| eprintln!("  {table}: {rows} rows read");
+    let report = optimizer::import::import_sqlite(
+        path,
+        &db.pool,
+        settings.store_prompts,
+        dry_run,
+        &progress,
+    )
+    .await?;
+    print!("{}", optimizer::import::render(&report));
     Ok(())
 }
 

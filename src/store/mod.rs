@@ -4,6 +4,7 @@
 pub mod alerts;
 pub mod db;
 pub mod feedback;
+pub mod import;
 pub mod learning;
 pub mod metrics;
 pub mod requests;
