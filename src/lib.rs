@@ -14,6 +14,7 @@
 //! - [`import`]: `optimizer import-sqlite`, the Python version's SQLite data into Postgres.
 //! - [`jobs`]: job handlers and worker start-up, shared by both processes.
 //! - [`api`]: axum routers, extractors, the error type, middleware; thin handlers.
+//! - [`worker`]: the worker process (`optimizer-worker`, `optimizer worker`).
 //! - [`runtime`]: process plumbing both binaries share — shutdown signals, background set-up.
 
 pub mod api;
@@ -27,3 +28,4 @@ pub mod routing;
 pub mod runtime;
 pub mod store;
 pub mod telemetry;
+pub mod worker;

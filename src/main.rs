@@ -26,6 +26,8 @@ enum Command {
         #[arg(long)]
         no_workers: bool,
     },
+    /// Run a worker process (the same as the `optimizer-worker` binary).
+    Worker(optimizer::worker::WorkerArgs),
     /// Create the database if missing, apply all migrations, and exit.
     Migrate,
     /// Run the FeedbackTrainer now and print the change table.
@@ -64,6 +66,9 @@ async fn main() -> ExitCode {
         }
     };
     let command = cli.command.unwrap_or(Command::Serve { no_workers: false });
+    if let Command::Worker(args) = command {
+        return optimizer::worker::main(args).await;
+    }
     if let Command::Healthcheck { url } = command {
         let url =
             url.unwrap_or_else(|| format!("http://127.0.0.1:{}/health", settings.bind.port()));
@@ -82,7 +87,7 @@ async fn main() -> ExitCode {
         Command::Dashboard => dashboard(&settings).await,
         Command::ImportSqlite { path, dry_run } => import_sqlite(&settings, &path, dry_run).await,
         Command::Serve { no_workers } => serve(settings, !no_workers).await,
-        Command::Healthcheck { .. } => Ok(()),
+        Command::Healthcheck { .. } | Command::Worker(_) => Ok(()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -26,12 +26,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn worker_binary() -> std::path::PathBuf {
-    // Built alongside this crate's binary by `cargo test --workspace`.
-    let dir = std::path::Path::new(OPTIMIZER).parent().unwrap();
-    dir.join("optimizer-worker")
-}
-
 #[test]
 fn invalid_configuration_stops_start_up_naming_the_variable() {
     let out = Command::new(OPTIMIZER)
@@ -150,9 +144,10 @@ async fn migrate_command_migrates_and_worker_serves_health() {
     test_db.database().check_ready().await.unwrap();
 
     let bind = format!("127.0.0.1:{}", free_port());
+    // `optimizer worker` runs the same code as the optimizer-worker binary.
     let worker = start(
-        &worker_binary(),
-        &[],
+        std::path::Path::new(OPTIMIZER),
+        &["worker"],
         &[
             ("DATABASE_URL", &test_db.url),
             ("WORKER_BIND", &bind),

@@ -40,9 +40,11 @@ async fn two_workers_run_one_retrain_per_tick() {
     .unwrap();
     assert!(per_tick.len() >= 2, "too few ticks: {per_tick:?}");
     assert!(per_tick.iter().all(|(_, n)| *n == 1), "{per_tick:?}");
-    // Consecutive ticks, one second apart.
+    // Ticks are whole seconds apart (a tick both processes slept through may be absent under
+    // load; what matters is that none ran twice).
     for pair in per_tick.windows(2) {
-        assert_eq!((pair[1].0 - pair[0].0).num_seconds(), 1, "{per_tick:?}");
+        let gap = (pair[1].0 - pair[0].0).num_milliseconds();
+        assert!(gap >= 1000 && gap % 1000 == 0, "{per_tick:?}");
     }
 
     // The queued runs ran (a run with nothing to learn succeeds and says so), each once.

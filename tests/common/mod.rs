@@ -313,19 +313,18 @@ impl Drop for Running {
     }
 }
 
-/// Starts the `optimizer-worker` binary (built by `cargo test --workspace`) with `env`, on a
-/// free port, output discarded.
+/// Starts a worker process — `optimizer worker`, the same code as the `optimizer-worker` binary
+/// (which `cargo test` does not build for this package's tests) — with `env`, on a free port,
+/// output discarded.
 pub fn spawn_worker(env: &[(&str, &str)]) -> Running {
-    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_optimizer"))
-        .parent()
-        .expect("target dir")
-        .join("optimizer-worker");
+    let exe = env!("CARGO_BIN_EXE_optimizer");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
         .port();
     let mut cmd = std::process::Command::new(exe);
-    cmd.env("WORKER_BIND", format!("127.0.0.1:{port}"))
+    cmd.arg("worker")
+        .env("WORKER_BIND", format!("127.0.0.1:{port}"))
         .env_remove("RUST_LOG")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
