@@ -119,6 +119,7 @@ pub async fn run_workers(
                 ProviderCall,
                 PROVIDER_CALL_QUEUE,
                 jobs.concurrency,
+                jobs.poll_interval,
                 provider_call::handle
             );
             stop_all_on_error(r, &shutdown)
@@ -133,6 +134,7 @@ pub async fn run_workers(
                 feedback_aggregation::FeedbackAggregation,
                 AGGREGATION_QUEUE,
                 4,
+                SLOW_POLL,
                 feedback_aggregation::handle
             );
             stop_all_on_error(r, &shutdown)
@@ -147,6 +149,7 @@ pub async fn run_workers(
                 retrain::Retrain,
                 RETRAIN_QUEUE,
                 1,
+                SLOW_POLL,
                 retrain::handle
             );
             stop_all_on_error(r, &shutdown)
@@ -160,6 +163,10 @@ pub async fn run_workers(
     }
     a.and(b).and(c)
 }
+
+/// The poll of queues whose latency does not matter (aggregation, retrain): NOTIFY wakes them;
+/// the poll only bounds a missed wake-up.
+const SLOW_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Times a job run and counts failures.
 pub(crate) fn record_job(job: &'static str, started: std::time::Instant, ok: bool) {
@@ -184,7 +191,7 @@ fn stop_all_on_error(
 /// jobs, a short poll (`JOB_POLL_MS`) picks up delayed ones (retries with backoff), which the
 /// insert trigger does not announce, and wake-ups missed while busy.
 macro_rules! worker {
-    ($ctx:expr, $shutdown:expr, $args:ty, $queue:expr, $concurrency:expr, $handler:expr) => {{
+    ($ctx:expr, $shutdown:expr, $args:ty, $queue:expr, $concurrency:expr, $poll:expr, $handler:expr) => {{
         let jobs = &$ctx.settings.jobs;
         let config = Config::default()
             .queue($queue)
@@ -194,7 +201,7 @@ macro_rules! worker {
         let storage = PostgresStorage::<$args>::new(&$ctx.pool).with_config(config);
         let strategy = Strategy::new()
             .stream(Pubsub::new($ctx.pool.clone(), $queue.to_owned()))
-            .interval(jobs.poll_interval);
+            .interval($poll);
         let backend = PollWith::new(storage, strategy);
         let name = format!("{}-{}", $queue, ulid::Ulid::generate());
         tracing::info!(worker = %name, concurrency = $concurrency, "worker starting");
