@@ -134,6 +134,9 @@ pub struct Settings {
     pub jobs: JobSettings,
     pub completion: CompletionSettings,
     pub learning: LearningSettings,
+    /// `API_KEYS` (`id:key,id:key`): when set, `/v1/*` and `/complete` require
+    /// `Authorization: Bearer <key>`, and the key's id is recorded as the request's user.
+    pub api_keys: Vec<(String, SecretString)>,
 }
 
 /// The feedback trainer and its schedule.
@@ -432,6 +435,26 @@ impl Settings {
             title: env.string("OPENROUTER_TITLE")?,
         };
 
+        let mut api_keys = Vec::new();
+        for entry in env
+            .string("API_KEYS")?
+            .iter()
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+        {
+            let Some((id, key)) = entry
+                .split_once(':')
+                .filter(|(i, k)| !i.is_empty() && k.len() >= 8)
+            else {
+                return Err(ConfigError::new(
+                    "API_KEYS",
+                    "expected comma-separated id:key pairs, keys of at least 8 characters",
+                ));
+            };
+            api_keys.push((id.trim().to_owned(), SecretString::from(key.trim())));
+        }
+
         Ok(Self {
             database_url,
             db_max_connections: env.parse_or("DB_MAX_CONNECTIONS", 10, |v: &u32| {
@@ -482,6 +505,7 @@ impl Settings {
             jobs,
             completion,
             learning,
+            api_keys,
         })
     }
 
@@ -795,6 +819,8 @@ mod tests {
             ("DRIFT_THRESHOLD", "10%"),
             ("ALERT_WEBHOOK_URL", "hooks.example.com"),
             ("AUTO_ROLLBACK", "sure"),
+            ("API_KEYS", "alice"),
+            ("API_KEYS", "alice:short"),
         ] {
             let err = rejected(var, value);
             assert_eq!(err.var, var, "{err}");

@@ -53,6 +53,7 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 pub async fn complete(
     State(state): State<AppState>,
+    key: Option<axum::Extension<super::openai::ApiKeyId>>,
     headers: HeaderMap,
     AppJson(body): AppJson<CompleteBody>,
 ) -> Result<Response, ApiError> {
@@ -82,6 +83,7 @@ pub async fn complete(
     let input = CompleteInput {
         prompt: validate::prompt(body.prompt)?,
         system: body.system.filter(|s| !s.trim().is_empty()),
+        history: Vec::new(),
         pinned,
         allowed_providers: if pinned.is_none() {
             provider.map(|p| vec![p])
@@ -94,7 +96,8 @@ pub async fn complete(
         max_tokens: validate::max_tokens(body.max_tokens)?,
         temperature: validate::temperature(body.temperature)?,
         is_async: body.is_async,
-        user_id: validate::short_text("user_id", body.user_id)?,
+        // With API_KEYS, the key's id is the user.
+        user_id: validate::short_text("user_id", key.map(|k| k.0.0).or(body.user_id))?,
         session_id: validate::short_text("session_id", body.session_id)?,
         idempotency_key: validate::short_text(
             "Idempotency-Key",

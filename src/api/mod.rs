@@ -8,6 +8,7 @@ pub mod extract;
 pub mod feedback;
 pub mod health;
 pub mod metrics;
+pub mod openai;
 pub mod recommendation;
 pub mod validate;
 
@@ -90,15 +91,31 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             admin::require_admin,
         ));
+    let v1 = Router::new()
+        .route("/chat/completions", post(openai::chat_completions))
+        .route("/models", get(openai::models))
+        .fallback(openai::not_found)
+        .method_not_allowed_fallback(openai::not_found)
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            openai::require_key_v1,
+        ));
+    let complete = Router::new()
+        .route("/complete", post(complete::complete))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            openai::require_key,
+        ));
     with_middleware(
         Router::new()
+            .nest("/v1", v1)
+            .merge(complete)
             .nest("/admin", admin)
             .route("/feedback", post(feedback::feedback))
             .route("/health", get(health::health))
             .route("/ready", get(health::ready))
             .route("/metrics", get(metrics::render))
             .route("/recommendation", post(recommendation::recommendation))
-            .route("/complete", post(complete::complete))
             .route("/requests/{id}", get(complete::get_request))
             .route("/routing/metrics", get(complete::routing_metrics))
             .with_state(state),

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
 use crate::config::{Settings, StorePrompts};
-use crate::providers::ProviderId;
+use crate::providers::{Message, ProviderId};
 use crate::routing::recommend::round_usd;
 use crate::routing::{
     Analysis, Candidate, Decision, QueryPatternAnalyzer, RouteError, RouteRequest, RoutingEngine,
@@ -130,13 +130,19 @@ pub struct StoredParams {
     pub is_async: bool,
     /// Set when the answer may be cached.
     pub cache_key: Option<String>,
+    /// Earlier conversation turns; cleared at the terminal state unless STORE_PROMPTS=full.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<Message>,
 }
 
 /// A validated `/complete` request.
 #[derive(Debug, Clone, Default)]
 pub struct CompleteInput {
+    /// The (last) user turn: what is analyzed and routed.
     pub prompt: String,
     pub system: Option<String>,
+    /// Earlier turns of a conversation, oldest first (OpenAI-compatible API).
+    pub history: Vec<Message>,
     /// A catalog model index pinned by the caller (auto_route=false or an explicit model).
     pub pinned: Option<usize>,
     pub allowed_providers: Option<Vec<ProviderId>>,
@@ -233,6 +239,7 @@ impl Completions {
             max_cost: input.max_cost_usd,
             is_async: input.is_async,
             cache_key: cache_key.clone(),
+            history: input.history.clone(),
         };
         let request_id = new_request_id();
         let new = NewRequest {
@@ -349,6 +356,7 @@ fn cache_key(input: &CompleteInput, route: &StoredRoute, max_tokens: u32) -> Str
         model,
         max_tokens,
         input.temperature.unwrap_or(0.0),
+        input.history,
     ]);
     hex::encode(Sha256::digest(material.to_string().as_bytes()))
 }

@@ -375,13 +375,15 @@ fn completion_request(
     model: String,
     params: &StoredParams,
 ) -> Option<CompletionRequest> {
+    let mut messages = params.history.clone();
+    messages.push(Message {
+        role: Role::User,
+        content: claimed.prompt.clone()?,
+    });
     Some(CompletionRequest {
         model,
         system: claimed.system.clone(),
-        messages: vec![Message {
-            role: Role::User,
-            content: claimed.prompt.clone()?,
-        }],
+        messages,
         max_tokens: params.max_tokens,
         temperature: params.temperature,
     })

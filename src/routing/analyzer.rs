@@ -9,8 +9,8 @@
 //!   its weight to one pattern (a cue counts at most twice). Structure adds more: code fences and
 //!   code syntax (`::`, `->`, `();`, `def `, `#include`…) → code; digit–operator–digit runs,
 //!   LaTeX commands and math symbols → math; a long prompt with a summarization cue →
-//!   summarization; a short wh-question → factual. The highest score wins, ties broken by
-//!   [`Pattern::PRIORITY`]; below `MIN_PATTERN_SCORE` the pattern is `chat` for a short prompt and
+//!   summarization; a short wh-question → factual; a short prompt with arithmetic → math. The
+//!   highest score wins, ties broken by [`Pattern::PRIORITY`]; below `MIN_PATTERN_SCORE` the pattern is `chat` for a short prompt and
 //!   `other` otherwise.
 //! - **Complexity** in 0..1 is a weighted sum of saturating features: length in estimated tokens
 //!   (log scale up to 4k tokens, weight 0.25), multi-step cues ("step by step", "first… then",
@@ -374,6 +374,10 @@ impl QueryPatternAnalyzer {
         if whole.chars < 200 && counts.questions > 0 && starts_with_wh(text) {
             scores[P::Factual.index()] += 0.7;
         }
+        // A short prompt built around arithmetic ("What is 2+2?") is math, whatever its wording.
+        if whole.chars < 200 && counts.math_ops > 0 {
+            scores[P::Math.index()] += 1.0;
+        }
 
         let pattern = pick(&scores, whole.chars);
         let features = Features {
@@ -614,6 +618,8 @@ mod tests {
             ),
             (P::Code, "def add(a, b):\n    return a - b\n\nFix the bug."),
             (P::Math, "Solve for x: 3x + 7 = 22"),
+            (P::Math, "What is 2+2?"),
+            (P::Math, "How much is 17 * 23?"),
             (P::Math, "What is the integral of x^2 * sin(x) dx?"),
             (
                 P::Math,

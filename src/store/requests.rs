@@ -266,7 +266,8 @@ pub async fn finish(pool: &PgPool, f: &Finish<'_>) -> Result<bool, sqlx::Error> 
         "WITH done AS (
             UPDATE requests SET status = $3, finished_at = now(), updated_at = now(),
                 response = $4, error = $5, error_code = $6, provider = $7, model = $8,
-                prompt = CASE WHEN $9 THEN prompt ELSE NULL END
+                prompt = CASE WHEN $9 THEN prompt ELSE NULL END,
+                params = CASE WHEN $9 THEN params ELSE params - 'history' END
             WHERE request_id = $1 AND ($2::int IS NULL OR attempts = $2)
               AND status IN ('queued', 'running')
             RETURNING request_id

@@ -1,0 +1,377 @@
+//! The OpenAI-compatible API: the chat.completion shape and headers, multi-turn conversations
+//! in each provider's wire format, OpenAI-shaped errors, API keys, and the official Python SDK.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "integration tests"
+)]
+
+mod common;
+
+use std::process::Command;
+
+use common::{TestApp, TestDb, catalog_model, temp_file};
+use serde_json::{Value, json};
+use wiremock::matchers::{body_partial_json, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const CONVERSATION: &str = r#"[
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "Hi"},
+    {"role": "assistant", "content": "Hello!"},
+    {"role": "user", "content": [{"type": "text", "text": "What is 2+2?"}]}
+]"#;
+
+async fn chat(app: &TestApp, body: Value) -> reqwest::Response {
+    app.post_json("/v1/chat/completions", &body).await
+}
+
+#[tokio::test]
+async fn chat_completions_answer_in_openai_shape_and_can_be_rated() {
+    let app = TestApp::spawn_with_workers(TestDb::migrated().await, &[]).await;
+    let messages: Value = serde_json::from_str(CONVERSATION).unwrap();
+    let resp = chat(
+        &app,
+        json!({ "model": "auto", "messages": messages, "temperature": 0,
+                                   "top_p": 1, "metadata": {"x": 1}, "unknown_field": true }),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let h = resp.headers().clone();
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["object"], "chat.completion");
+    let id = body["id"].as_str().unwrap();
+    assert_eq!(h["x-optimizer-request-id"], id);
+    assert_eq!(h["x-optimizer-provider"], "simulated");
+    assert_eq!(h["x-optimizer-pattern"], "math");
+    assert!(h.contains_key("x-optimizer-cost-usd") && h.contains_key("x-optimizer-savings-usd"));
+    assert_eq!(body["model"], h["x-optimizer-model"].to_str().unwrap());
+    assert_eq!(body["choices"][0]["message"]["role"], "assistant");
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+    let usage = &body["usage"];
+    assert_eq!(
+        usage["total_tokens"].as_i64().unwrap(),
+        usage["prompt_tokens"].as_i64().unwrap() + usage["completion_tokens"].as_i64().unwrap()
+    );
+    // The id is a request id: it can be rated.
+    let rated = app
+        .post_json(
+            "/feedback",
+            &json!({ "request_id": id, "quality_score": 5, "is_correct": true }),
+        )
+        .await;
+    assert_eq!(rated.status(), 201);
+
+    // auto:quality picks the premium model; a catalog id pins it.
+    let q: Value = chat(
+        &app,
+        json!({ "model": "auto:quality", "messages": [{"role": "user", "content": "hi"}] }),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(q["model"], "sim-premium");
+    let pinned: Value = chat(&app, json!({ "model": "simulated/sim-standard", "messages": [{"role": "user", "content": "hi"}] }))
+        .await.json().await.unwrap();
+    assert_eq!(pinned["model"], "sim-standard");
+
+    let models: Value = app.get("/v1/models").await.json().await.unwrap();
+    assert_eq!(models["object"], "list");
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&"auto") && ids.contains(&"auto:cost") && ids.contains(&"sim-lite"),
+        "{ids:?}"
+    );
+    assert!(
+        !ids.contains(&"claude-haiku-4-5"),
+        "unconfigured providers are not listed"
+    );
+}
+
+#[tokio::test]
+async fn errors_have_openai_shape_on_every_v1_route() {
+    let app = TestApp::spawn().await;
+    for (body, status, param) in [
+        (
+            json!({ "model": "auto", "messages": [] }),
+            400,
+            Some("messages"),
+        ),
+        (json!({ "model": "auto" }), 400, None),
+        (
+            json!({ "model": "gpt-17", "messages": [{"role": "user", "content": "hi"}] }),
+            404,
+            Some("model"),
+        ),
+        (
+            json!({ "model": "auto", "stream": true, "messages": [{"role": "user", "content": "hi"}] }),
+            400,
+            Some("stream"),
+        ),
+        (
+            json!({ "model": "auto:fastest", "messages": [{"role": "user", "content": "hi"}] }),
+            400,
+            Some("model"),
+        ),
+        (
+            json!({ "model": "auto", "messages": [{"role": "assistant", "content": "hi"}] }),
+            400,
+            Some("messages"),
+        ),
+        (
+            json!({ "model": "auto", "temperature": 9, "messages": [{"role": "user", "content": "hi"}] }),
+            400,
+            Some("temperature"),
+        ),
+    ] {
+        let resp = chat(&app, body.clone()).await;
+        assert_eq!(resp.status().as_u16(), status, "{body}");
+        let err: Value = resp.json().await.unwrap();
+        let e = &err["error"];
+        assert!(e["message"].is_string() && e["type"].is_string(), "{err}");
+        assert!(
+            e.as_object().unwrap().contains_key("param")
+                && e.as_object().unwrap().contains_key("code")
+        );
+        if let Some(p) = param {
+            assert_eq!(e["param"], p, "{err}");
+        }
+    }
+    let resp = app
+        .client
+        .post(app.url("/v1/chat/completions"))
+        .body("{oops")
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["error"]["type"],
+        "invalid_request_error"
+    );
+    let resp = app.get("/v1/embeddings").await;
+    assert_eq!(resp.status(), 404);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["error"]["code"],
+        "unknown_url"
+    );
+}
+
+#[tokio::test]
+async fn api_keys_guard_v1_and_complete_and_name_the_user() {
+    let app = TestApp::spawn_with_workers(
+        TestDb::migrated().await,
+        &[("API_KEYS", "alice:sk-alice-123,bob:sk-bob-456")],
+    )
+    .await;
+    let body = json!({ "model": "auto", "messages": [{"role": "user", "content": "hi"}] });
+    let resp = chat(&app, body.clone()).await;
+    assert_eq!(resp.status(), 401);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["error"]["code"],
+        "invalid_api_key"
+    );
+    let resp = app.post_json("/complete", &json!({ "prompt": "hi" })).await;
+    assert_eq!(resp.status(), 401);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["error"]["code"],
+        "unauthorized"
+    );
+
+    let ok: Value = app
+        .client
+        .post(app.url("/v1/chat/completions"))
+        .bearer_auth("sk-bob-456")
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let user: Option<String> =
+        sqlx::query_scalar("SELECT user_id FROM requests WHERE request_id = $1")
+            .bind(ok["id"].as_str().unwrap())
+            .fetch_one(&app.test_db.pool().await)
+            .await
+            .unwrap();
+    assert_eq!(user.as_deref(), Some("bob"));
+    let resp = app
+        .client
+        .post(app.url("/complete"))
+        .bearer_auth("sk-alice-123")
+        .json(&json!({ "prompt": "hi" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // /health stays open.
+    assert_eq!(app.get("/health").await.status(), 200);
+}
+
+#[tokio::test]
+async fn conversations_reach_each_provider_in_its_own_format() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/messages"))
+        .and(body_partial_json(json!({
+            "system": "Be brief.",
+            "messages": [
+                {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Hello!"},
+                {"role": "user", "content": "What is 2+2?"}
+            ]
+        })))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "msg_1", "type": "message", "role": "assistant", "model": "c",
+            "content": [{"type": "text", "text": "4 (anthropic)"}], "stop_reason": "end_turn",
+            "usage": {"input_tokens": 20, "output_tokens": 3}
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1beta/models/g-model:generateContent"))
+        .and(body_partial_json(json!({
+            "systemInstruction": {"parts": [{"text": "Be brief."}]},
+            "contents": [
+                {"role": "user", "parts": [{"text": "Hi"}]},
+                {"role": "model", "parts": [{"text": "Hello!"}]},
+                {"role": "user", "parts": [{"text": "What is 2+2?"}]}
+            ]
+        })))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "candidates": [{"content": {"parts": [{"text": "4 (gemini)"}], "role": "model"}, "finishReason": "STOP"}],
+            "usageMetadata": {"promptTokenCount": 20, "candidatesTokenCount": 3}
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/chat/completions"))
+        .and(body_partial_json(json!({
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Hello!"},
+                {"role": "user", "content": "What is 2+2?"}
+            ]
+        })))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "x", "object": "chat.completion", "model": "o-model",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "4 (openrouter)"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 20, "completion_tokens": 3, "total_tokens": 23}
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let catalog = format!(
+        "{}{}{}",
+        catalog_model("anthropic", "a-model", 1.0, 5.0, 0.9),
+        catalog_model("gemini", "g-model", 1.0, 5.0, 0.9),
+        catalog_model("openrouter", "o-model", 1.0, 5.0, 0.9),
+    );
+    let catalog = temp_file("catalog.toml", &catalog);
+    let uri = server.uri();
+    let catalog = catalog.display().to_string();
+    let app = TestApp::spawn_with_workers(
+        TestDb::migrated().await,
+        &[
+            ("CATALOG_PATH", catalog.as_str()),
+            ("ANTHROPIC_API_KEY", "a-key"),
+            ("ANTHROPIC_BASE_URL", uri.as_str()),
+            ("GOOGLE_API_KEY", "g-key"),
+            ("GEMINI_BASE_URL", uri.as_str()),
+            ("OPENROUTER_API_KEY", "o-key"),
+            ("OPENROUTER_BASE_URL", uri.as_str()),
+        ],
+    )
+    .await;
+    let messages: Value = serde_json::from_str(CONVERSATION).unwrap();
+    for (model, answer) in [
+        ("a-model", "4 (anthropic)"),
+        ("g-model", "4 (gemini)"),
+        ("o-model", "4 (openrouter)"),
+    ] {
+        let resp = chat(&app, json!({ "model": model, "messages": messages })).await;
+        assert_eq!(resp.status(), 200, "{model}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["choices"][0]["message"]["content"], answer);
+        assert_eq!(body["usage"]["prompt_tokens"], 20);
+    }
+}
+
+/// A Python with the official `openai` package: `OPENAI_SDK_PYTHON`, or a venv made under
+/// target/ on first use (pip install from PyPI).
+fn sdk_python() -> std::path::PathBuf {
+    if let Ok(p) = std::env::var("OPENAI_SDK_PYTHON") {
+        return p.into();
+    }
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/openai-sdk-venv");
+    let python = venv.join("bin/python");
+    let ready = Command::new(&python)
+        .args(["-c", "import openai"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ready {
+        let made = Command::new("python3")
+            .arg("-m")
+            .arg("venv")
+            .arg(&venv)
+            .status()
+            .unwrap();
+        assert!(made.success(), "python3 -m venv failed");
+        let pip = Command::new(venv.join("bin/pip"))
+            .args(["install", "-q", "openai>=1.50,<3"])
+            .status()
+            .unwrap();
+        assert!(pip.success(), "pip install openai failed");
+    }
+    python
+}
+
+#[tokio::test]
+async fn the_official_openai_python_sdk_works_against_the_server() {
+    let app = TestApp::spawn_with_workers(
+        TestDb::migrated().await,
+        &[("API_KEYS", "sdk:sk-test-sdk-key")],
+    )
+    .await;
+    let python = tokio::task::spawn_blocking(sdk_python).await.unwrap();
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/openai_client.py");
+    let base = app.url("/v1");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(script)
+            .arg(base)
+            .arg("sk-test-sdk-key")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("completion ") && stdout.contains("bad request messages"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("not found model_not_found") && stdout.contains("models "),
+        "{stdout}"
+    );
+}

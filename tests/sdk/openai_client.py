@@ -1,0 +1,40 @@
+"""Drives the server with the official OpenAI Python SDK (tests/openai.rs runs it).
+Usage: python openai_client.py BASE_URL API_KEY"""
+import sys
+
+import openai
+
+base_url, api_key = sys.argv[1], sys.argv[2]
+client = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=0)
+
+completion = client.chat.completions.create(
+    model="auto",
+    messages=[
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "What is the capital of Peru?"},
+    ],
+)
+assert completion.object == "chat.completion", completion
+assert completion.choices[0].message.role == "assistant"
+assert completion.choices[0].message.content.startswith("[simulated "), completion
+assert completion.usage.prompt_tokens > 0 and completion.usage.completion_tokens > 0
+assert completion.usage.total_tokens == completion.usage.prompt_tokens + completion.usage.completion_tokens
+print("completion", completion.id, completion.model, completion.usage.total_tokens)
+
+try:
+    client.chat.completions.create(model="auto", messages=[])
+    raise SystemExit("an empty conversation was accepted")
+except openai.BadRequestError as e:
+    assert e.status_code == 400
+    assert e.body["type"] == "invalid_request_error", e.body
+    print("bad request", e.body["param"])
+
+try:
+    client.chat.completions.create(model="gpt-17", messages=[{"role": "user", "content": "hi"}])
+    raise SystemExit("an unknown model was accepted")
+except openai.NotFoundError as e:
+    print("not found", e.body["code"])
+
+ids = [m.id for m in client.models.list()]
+assert "auto" in ids and "sim-lite" in ids, ids
+print("models", len(ids))
