@@ -36,19 +36,12 @@ pub async fn require_admin(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if !constant_time_eq(given.as_bytes(), token.expose_secret().as_bytes()) {
+    if !super::constant_time_eq(given.as_bytes(), token.expose_secret().as_bytes()) {
         return Err(ApiError::unauthorized(
             "missing or wrong bearer token (Authorization: Bearer $ADMIN_TOKEN)",
         ));
     }
     Ok(next.run(request).await)
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// `GET /admin/feedback/summary`

@@ -176,6 +176,11 @@ impl MakeRequestId for UlidRequestId {
     }
 }
 
+/// Compares secrets without an early exit on the first differing byte.
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 async fn not_found() -> ApiError {
     ApiError::not_found("no such route")
 }

@@ -116,13 +116,9 @@ fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Option<ApiKeyId
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or("missing API key (Authorization: Bearer <key>)")?;
     keys.iter()
-        .find(|(_, key)| constant_time_eq(key.expose_secret().as_bytes(), given.as_bytes()))
+        .find(|(_, key)| super::constant_time_eq(key.expose_secret().as_bytes(), given.as_bytes()))
         .map(|(id, _)| Some(ApiKeyId(id.clone())))
         .ok_or("invalid API key")
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// API keys on /v1 (OpenAI-shaped 401).
