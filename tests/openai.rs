@@ -112,11 +112,6 @@ async fn errors_have_openai_shape_on_every_v1_route() {
             Some("model"),
         ),
         (
-            json!({ "model": "auto", "stream": true, "messages": [{"role": "user", "content": "hi"}] }),
-            400,
-            Some("stream"),
-        ),
-        (
             json!({ "model": "auto:fastest", "messages": [{"role": "user", "content": "hi"}] }),
             400,
             Some("model"),

@@ -84,6 +84,7 @@ pub async fn complete(
         prompt: validate::prompt(body.prompt)?,
         system: body.system.filter(|s| !s.trim().is_empty()),
         history: Vec::new(),
+        stream: false,
         pinned,
         allowed_providers: if pinned.is_none() {
             provider.map(|p| vec![p])
@@ -123,7 +124,9 @@ pub async fn complete(
         Submitted::Queued { .. } | Submitted::Replayed(_) if is_async => {
             return Ok(accepted(&request_id, "queued"));
         }
-        Submitted::Queued { request_id, waiter } => completions.wait(&request_id, waiter).await?,
+        Submitted::Queued {
+            request_id, waiter, ..
+        } => completions.wait(&request_id, waiter).await?,
         Submitted::Replayed(id) => completions.wait(&id, None).await?,
     };
     let record = record

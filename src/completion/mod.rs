@@ -26,7 +26,7 @@ use crate::routing::{
 };
 use crate::store::requests::{self as store, Inserted, NewRequest, RequestRecord};
 use crate::telemetry::names;
-pub use waiter::{Notifier, Waiter};
+pub use waiter::{Notifier, StreamChunk, Subscription, Waiter};
 
 /// The provider_call job: call candidate `candidate` of the request's stored route.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,6 +133,9 @@ pub struct StoredParams {
     /// Earlier conversation turns; cleared at the terminal state unless STORE_PROMPTS=full.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<Message>,
+    /// Stream the answer as it is generated.
+    #[serde(default)]
+    pub stream: bool,
 }
 
 /// A validated `/complete` request.
@@ -155,6 +158,8 @@ pub struct CompleteInput {
     pub user_id: Option<String>,
     pub session_id: Option<String>,
     pub idempotency_key: Option<String>,
+    /// Relay the answer as it streams from the provider.
+    pub stream: bool,
 }
 
 /// What `submit` did.
@@ -166,6 +171,7 @@ pub enum Submitted {
     Queued {
         request_id: String,
         waiter: Option<Waiter>,
+        stream: Option<Subscription>,
     },
     /// The idempotency key named an earlier request; nothing new was queued.
     Replayed(String),
@@ -240,6 +246,7 @@ impl Completions {
             is_async: input.is_async,
             cache_key: cache_key.clone(),
             history: input.history.clone(),
+            stream: input.stream,
         };
         let request_id = new_request_id();
         let new = NewRequest {
@@ -283,6 +290,7 @@ impl Completions {
         }
         // Listen before the job exists, so its NOTIFY cannot be missed.
         let waiter = (!input.is_async).then(|| self.notifier.register(&request_id));
+        let stream = input.stream.then(|| self.notifier.subscribe(&request_id));
         let job = ProviderCall {
             request_id: request_id.clone(),
             generation: 1,
@@ -292,7 +300,11 @@ impl Completions {
         };
         Ok(
             match store::insert_and_enqueue(&self.pool, &new, job.task(Duration::ZERO)).await? {
-                Inserted::New => Submitted::Queued { request_id, waiter },
+                Inserted::New => Submitted::Queued {
+                    request_id,
+                    waiter,
+                    stream,
+                },
                 Inserted::Existing(id) => Submitted::Replayed(id),
             },
         )

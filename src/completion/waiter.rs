@@ -11,14 +11,47 @@ use sqlx::postgres::PgListener;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::requests::DONE_CHANNEL;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::store::requests::{DONE_CHANNEL, STREAM_CHANNEL};
 
 type Senders = HashMap<String, Vec<oneshot::Sender<()>>>;
 
-/// The registry of waiting requests.
+/// One piece of a streamed answer, relayed from the worker (in memory, or by NOTIFY on
+/// `request_stream` when the worker runs elsewhere).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamChunk {
+    pub id: String,
+    pub seq: u64,
+    /// The model producing the stream.
+    pub model: String,
+    pub delta: String,
+}
+
+/// The registry of waiting requests and of streams being relayed.
 #[derive(Debug, Default)]
 pub struct Notifier {
     waiting: Mutex<Senders>,
+    streams: Mutex<HashMap<String, mpsc::UnboundedSender<StreamChunk>>>,
+}
+
+/// A streaming request's chunks; dropping it unsubscribes.
+#[derive(Debug)]
+pub struct Subscription {
+    request_id: String,
+    pub chunks: mpsc::UnboundedReceiver<StreamChunk>,
+    notifier: Arc<Notifier>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.notifier
+            .streams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.request_id);
+    }
 }
 
 /// One request's registration; dropping it unregisters.
@@ -79,6 +112,36 @@ impl Notifier {
         }
     }
 
+    /// Subscribes to `request_id`'s stream (before its job is queued).
+    pub fn subscribe(self: &Arc<Self>, request_id: &str) -> Subscription {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.streams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(request_id.to_owned(), tx);
+        Subscription {
+            request_id: request_id.to_owned(),
+            chunks: rx,
+            notifier: self.clone(),
+        }
+    }
+
+    /// Whether this process relays `request_id`'s stream.
+    pub fn has_stream(&self, request_id: &str) -> bool {
+        self.streams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(request_id)
+    }
+
+    /// Hands a chunk to this process's subscriber, if any.
+    pub fn push(&self, chunk: StreamChunk) {
+        let streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(tx) = streams.get(&chunk.id) {
+            let _ = tx.send(chunk);
+        }
+    }
+
     /// How many requests are waiting (for metrics and tests).
     pub fn waiting(&self) -> usize {
         self.waiting
@@ -112,7 +175,7 @@ impl Notifier {
         loop {
             let listener = async {
                 let mut l = PgListener::connect_with(&pool).await?;
-                l.listen(DONE_CHANNEL).await?;
+                l.listen_all([DONE_CHANNEL, STREAM_CHANNEL]).await?;
                 Ok::<_, sqlx::Error>(l)
             };
             let mut listener = tokio::select! {
@@ -132,6 +195,11 @@ impl Notifier {
                 tokio::select! {
                     () = shutdown.cancelled() => return,
                     n = listener.recv() => match n {
+                        Ok(n) if n.channel() == STREAM_CHANNEL => {
+                            if let Ok(chunk) = serde_json::from_str::<StreamChunk>(n.payload()) {
+                                self.push(chunk);
+                            }
+                        }
                         Ok(n) => self.wake(n.payload()),
                         Err(e) => {
                             tracing::warn!(error = %e, "request_done listener lost; reconnecting");

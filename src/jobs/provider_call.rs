@@ -18,7 +18,7 @@ use tracing::Instrument;
 
 use super::JobContext;
 use crate::completion::cost::{failure_metrics, success_metrics};
-use crate::completion::{ProviderCall, StoredParams, StoredRoute};
+use crate::completion::{ProviderCall, StoredParams, StoredRoute, StreamChunk};
 use crate::config::StorePrompts;
 use crate::providers::{CompletionRequest, ErrorKind, Message, ProviderError, Role};
 use crate::store::requests::{self as store, CacheEntry, Claimed, Outcome};
@@ -104,7 +104,14 @@ pub async fn run(ctx: &JobContext, job: &ProviderCall) -> Result<Step, sqlx::Err
     };
 
     let started = Instant::now();
-    let result = ctx.providers.complete(candidate.provider, &request).await;
+    let (result, streamed) = if params.stream {
+        stream_call(ctx, job, candidate.provider, &request).await
+    } else {
+        (
+            ctx.providers.complete(candidate.provider, &request).await,
+            false,
+        )
+    };
     let call_ms = started.elapsed().as_secs_f64() * 1000.0;
     let provider_ms_exact = job.provider_ms as f64 + call_ms;
     let provider_ms = provider_ms_exact.round() as u64;
@@ -145,6 +152,12 @@ pub async fn run(ctx: &JobContext, job: &ProviderCall) -> Result<Step, sqlx::Err
                 params.is_async,
             )
             .await
+        }
+        // Part of the answer already reached the client: retrying or falling back would
+        // repeat it. The stream fails instead.
+        Err(error) if streamed => {
+            let message = format!("the stream broke after it started: {error}");
+            give_up("stream_interrupted", message, Some(provider_ms_exact)).await
         }
         Err(error) => {
             handle_error(
@@ -264,6 +277,79 @@ fn failed(
         outcome,
         failure_metrics(route, job.candidate, latency_ms, provider_ms),
     )
+}
+
+/// Calls the provider in streaming mode and relays each delta as it arrives — in memory when the
+/// streaming client waits in this process, else by NOTIFY. Returns the call's result and
+/// whether any delta was relayed.
+async fn stream_call(
+    ctx: &JobContext,
+    job: &ProviderCall,
+    provider: crate::providers::ProviderId,
+    request: &crate::providers::CompletionRequest,
+) -> (Result<crate::providers::Completion, ProviderError>, bool) {
+    let local = ctx
+        .notifier
+        .as_ref()
+        .filter(|n| n.has_stream(&job.request_id))
+        .cloned();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let mut seq = 0u64;
+    let relay = |delta: String, seq: u64| {
+        let chunk = StreamChunk {
+            id: job.request_id.clone(),
+            seq,
+            model: request.model.clone(),
+            delta,
+        };
+        let local = local.clone();
+        async move {
+            match local {
+                Some(n) => n.push(chunk),
+                None => {
+                    let payload = serde_json::to_string(&chunk).unwrap_or_default();
+                    if let Err(e) = store::notify_chunk(&ctx.pool, &payload).await {
+                        tracing::warn!(request_id = %chunk.id, error = %e, "stream chunk not relayed");
+                    }
+                }
+            }
+        }
+    };
+    let result = {
+        let call = ctx
+            .providers
+            .complete_streaming(provider, request, Some(&tx));
+        tokio::pin!(call);
+        loop {
+            tokio::select! {
+                biased;
+                Some(delta) = rx.recv() => {
+                    for piece in split(&delta, 2000) {
+                        relay(piece, seq).await;
+                        seq += 1;
+                    }
+                }
+                result = &mut call => break result,
+            }
+        }
+    };
+    drop(tx);
+    while let Some(delta) = rx.recv().await {
+        for piece in split(&delta, 2000) {
+            relay(piece, seq).await;
+            seq += 1;
+        }
+    }
+    (result, seq > 0)
+}
+
+/// `text` in pieces of at most `max` characters (NOTIFY payloads are limited to 8000 bytes).
+fn split(text: &str, max: usize) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    chars
+        .chunks(max.max(1))
+        .map(|c| c.iter().collect())
+        .collect()
 }
 
 /// Writes the terminal state. A waiter in this process is woken in memory; one elsewhere gets a

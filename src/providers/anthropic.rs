@@ -5,6 +5,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use super::http::{post_json, sanitize};
+use super::sse::{Deltas, for_each_event, garbled};
 use super::{Completion, CompletionRequest, ErrorKind, Provider, ProviderError, ProviderId, Role};
 
 /// The API version we speak.
@@ -79,29 +80,28 @@ fn error_message(v: &serde_json::Value) -> Option<String> {
     Some(format!("{kind}: {message}"))
 }
 
-impl Provider for Anthropic {
-    fn id(&self) -> ProviderId {
-        ProviderId::Anthropic
+fn body(request: &CompletionRequest) -> Body<'_> {
+    Body {
+        model: &request.model,
+        max_tokens: request.max_tokens,
+        system: request.system.as_deref(),
+        messages: request
+            .messages
+            .iter()
+            .map(|m| Turn {
+                role: match m.role {
+                    Role::User => "user",
+                    Role::Assistant => "assistant",
+                },
+                content: &m.content,
+            })
+            .collect(),
+        temperature: request.temperature,
     }
+}
 
-    async fn complete(&self, request: &CompletionRequest) -> Result<Completion, ProviderError> {
-        let body = Body {
-            model: &request.model,
-            max_tokens: request.max_tokens,
-            system: request.system.as_deref(),
-            messages: request
-                .messages
-                .iter()
-                .map(|m| Turn {
-                    role: match m.role {
-                        Role::User => "user",
-                        Role::Assistant => "assistant",
-                    },
-                    content: &m.content,
-                })
-                .collect(),
-            temperature: request.temperature,
-        };
+impl Anthropic {
+    fn http_request(&self) -> reqwest::RequestBuilder {
         let mut http = self
             .http
             .post(&self.url)
@@ -109,7 +109,100 @@ impl Provider for Anthropic {
         if let Some(key) = &self.api_key {
             http = http.header("x-api-key", key.expose_secret());
         }
-        let answer: Answer = post_json(self.id(), http, &body, error_message).await?;
+        http
+    }
+
+    /// The Messages API's SSE stream: `message_start` (input tokens, model),
+    /// `content_block_delta` (text), `message_delta` (output tokens, stop reason), `error`.
+    pub async fn stream(
+        &self,
+        request: &CompletionRequest,
+        deltas: &Deltas,
+    ) -> Result<Completion, ProviderError> {
+        let mut body = serde_json::to_value(body(request)).unwrap_or_default();
+        body["stream"] = serde_json::Value::Bool(true);
+        let id = self.id();
+        let mut done = Completion {
+            text: String::new(),
+            input_tokens: 0,
+            output_tokens: 0,
+            reported_cost_usd: None,
+            model: request.model.clone(),
+            finish_reason: None,
+        };
+        for_each_event(id, self.http_request(), &body, error_message, |e| {
+            let v: serde_json::Value =
+                serde_json::from_str(&e.data).map_err(|_| garbled(id, &e.event))?;
+            match v["type"].as_str().unwrap_or(e.event.as_str()) {
+                "message_start" => {
+                    let m = &v["message"];
+                    done.input_tokens = m["usage"]["input_tokens"].as_u64().unwrap_or(0)
+                        + m["usage"]["cache_read_input_tokens"].as_u64().unwrap_or(0)
+                        + m["usage"]["cache_creation_input_tokens"]
+                            .as_u64()
+                            .unwrap_or(0);
+                    if let Some(model) = m["model"].as_str() {
+                        done.model = model.to_owned();
+                    }
+                }
+                "content_block_delta" => {
+                    if let Some(t) = v["delta"]["text"].as_str() {
+                        done.text.push_str(t);
+                        let _ = deltas.send(t.to_owned());
+                    }
+                }
+                "message_delta" => {
+                    done.output_tokens = v["usage"]["output_tokens"]
+                        .as_u64()
+                        .unwrap_or(done.output_tokens);
+                    if let Some(r) = v["delta"]["stop_reason"].as_str() {
+                        done.finish_reason = Some(r.to_owned());
+                    }
+                }
+                "error" => {
+                    let kind = v["error"]["type"].as_str().unwrap_or("error");
+                    return Err(ProviderError {
+                        provider: id,
+                        kind: if kind == "overloaded_error" || kind == "api_error" {
+                            ErrorKind::Retryable
+                        } else {
+                            ErrorKind::Permanent
+                        },
+                        status: None,
+                        retry_after: None,
+                        message: sanitize(&format!(
+                            "{kind}: {}",
+                            v["error"]["message"].as_str().unwrap_or("")
+                        )),
+                    });
+                }
+                _ => {}
+            }
+            Ok(())
+        })
+        .await?;
+        if done.finish_reason.as_deref() == Some("refusal") {
+            return Err(ProviderError {
+                provider: id,
+                kind: ErrorKind::Permanent,
+                status: Some(200),
+                retry_after: None,
+                message: "the model refused to answer (stop_reason: refusal)".into(),
+            });
+        }
+        Ok(done)
+    }
+}
+
+impl Provider for Anthropic {
+    fn id(&self) -> ProviderId {
+        ProviderId::Anthropic
+    }
+
+    async fn complete(&self, request: &CompletionRequest) -> Result<Completion, ProviderError> {
+        let body = body(request);
+        let answer: Answer =
+            post_json(self.id(), self.http_request(), &body, error_message).await?;
         if answer.stop_reason.as_deref() == Some("refusal") {
             return Err(ProviderError {
                 provider: self.id(),

@@ -6,6 +6,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use super::http::post_json;
+use super::sse::{Deltas, for_each_event, garbled};
 use super::{Completion, CompletionRequest, ErrorKind, Provider, ProviderError, ProviderId, Role};
 
 #[derive(Debug)]
@@ -121,40 +122,111 @@ fn error_message(v: &serde_json::Value) -> Option<String> {
     Some(format!("{status}: {message}"))
 }
 
-impl Provider for Gemini {
-    fn id(&self) -> ProviderId {
-        ProviderId::Gemini
+fn body(request: &CompletionRequest) -> Body<'_> {
+    Body {
+        contents: request
+            .messages
+            .iter()
+            .map(|m| Content {
+                role: match m.role {
+                    Role::User => "user",
+                    Role::Assistant => "model",
+                },
+                parts: vec![Part { text: &m.content }],
+            })
+            .collect(),
+        system_instruction: request.system.as_deref().map(|s| SystemInstruction {
+            parts: vec![Part { text: s }],
+        }),
+        generation_config: GenerationConfig {
+            max_output_tokens: request.max_tokens,
+            temperature: request.temperature,
+        },
     }
+}
 
-    async fn complete(&self, request: &CompletionRequest) -> Result<Completion, ProviderError> {
-        let body = Body {
-            contents: request
-                .messages
-                .iter()
-                .map(|m| Content {
-                    role: match m.role {
-                        Role::User => "user",
-                        Role::Assistant => "model",
-                    },
-                    parts: vec![Part { text: &m.content }],
-                })
-                .collect(),
-            system_instruction: request.system.as_deref().map(|s| SystemInstruction {
-                parts: vec![Part { text: s }],
-            }),
-            generation_config: GenerationConfig {
-                max_output_tokens: request.max_tokens,
-                temperature: request.temperature,
-            },
+impl Gemini {
+    fn http_request(&self, request: &CompletionRequest, method: &str) -> reqwest::RequestBuilder {
+        let query = if method == "streamGenerateContent" {
+            "?alt=sse"
+        } else {
+            ""
         };
         let url = format!(
-            "{}/v1beta/models/{}:generateContent",
+            "{}/v1beta/models/{}:{method}{query}",
             self.base_url, request.model
         );
         let mut http = self.http.post(url);
         if let Some(key) = &self.api_key {
             http = http.header("x-goog-api-key", key.expose_secret());
         }
+        http
+    }
+
+    /// `streamGenerateContent?alt=sse`: each event is a partial `GenerateContentResponse`;
+    /// usage arrives with the last ones.
+    pub async fn stream(
+        &self,
+        request: &CompletionRequest,
+        deltas: &Deltas,
+    ) -> Result<Completion, ProviderError> {
+        let body = serde_json::to_value(body(request)).unwrap_or_default();
+        let id = self.id();
+        let mut done = Completion {
+            text: String::new(),
+            input_tokens: 0,
+            output_tokens: 0,
+            reported_cost_usd: None,
+            model: request.model.clone(),
+            finish_reason: None,
+        };
+        let http = self.http_request(request, "streamGenerateContent");
+        for_each_event(id, http, &body, error_message, |e| {
+            let chunk: Answer = serde_json::from_str(&e.data).map_err(|_| garbled(id, "chunk"))?;
+            if let Some(reason) = chunk.prompt_feedback.and_then(|f| f.block_reason) {
+                return Err(ProviderError {
+                    provider: id,
+                    kind: ErrorKind::Permanent,
+                    status: Some(200),
+                    retry_after: None,
+                    message: format!("prompt blocked ({reason})"),
+                });
+            }
+            if let Some(u) = chunk.usage_metadata {
+                done.input_tokens = u.prompt_token_count;
+                done.output_tokens = u.candidates_token_count + u.thoughts_token_count;
+            }
+            if let Some(v) = chunk.model_version {
+                done.model = v;
+            }
+            if let Some(c) = chunk.candidates.into_iter().next() {
+                for p in c.content.map(|c| c.parts).unwrap_or_default() {
+                    if p.thought != Some(true)
+                        && let Some(t) = p.text.filter(|t| !t.is_empty())
+                    {
+                        done.text.push_str(&t);
+                        let _ = deltas.send(t);
+                    }
+                }
+                if c.finish_reason.is_some() {
+                    done.finish_reason = c.finish_reason;
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(done)
+    }
+}
+
+impl Provider for Gemini {
+    fn id(&self) -> ProviderId {
+        ProviderId::Gemini
+    }
+
+    async fn complete(&self, request: &CompletionRequest) -> Result<Completion, ProviderError> {
+        let body = body(request);
+        let http = self.http_request(request, "generateContent");
         let answer: Answer = post_json(self.id(), http, &body, error_message).await?;
         let refusal = |why: String| ProviderError {
             provider: ProviderId::Gemini,

@@ -14,6 +14,7 @@ pub mod gemini;
 mod http;
 pub mod openai;
 pub mod simulated;
+pub mod sse;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -179,6 +180,23 @@ impl Provider for Client {
     }
 }
 
+impl Client {
+    /// Streams the answer: text deltas go to `deltas` as they arrive; the full completion (text,
+    /// usage) is returned at the end.
+    pub async fn stream(
+        &self,
+        request: &CompletionRequest,
+        deltas: &sse::Deltas,
+    ) -> Result<Completion, ProviderError> {
+        match self {
+            Client::Anthropic(p) => p.stream(request, deltas).await,
+            Client::Gemini(p) => p.stream(request, deltas).await,
+            Client::OpenAi(p) => p.stream(request, deltas).await,
+            Client::Simulated(p) => p.stream(request, deltas).await,
+        }
+    }
+}
+
 /// Settings of the provider layer.
 #[derive(Debug, Clone)]
 pub struct ProviderOptions {
@@ -251,11 +269,13 @@ impl Providers {
         Ok(Self { clients })
     }
 
-    /// Calls `provider`, waiting for one of its concurrency permits first.
-    pub async fn complete(
+    /// Calls `provider`, waiting for one of its concurrency permits first; with `deltas`, the
+    /// answer is streamed into it as it arrives.
+    pub async fn complete_streaming(
         &self,
         provider: ProviderId,
         request: &CompletionRequest,
+        deltas: Option<&sse::Deltas>,
     ) -> Result<Completion, ProviderError> {
         let Some((client, permits)) = self.clients.get(&provider) else {
             return Err(ProviderError {
@@ -273,7 +293,19 @@ impl Providers {
             retry_after: None,
             message: "provider is shutting down".into(),
         })?;
-        client.complete(request).await
+        match deltas {
+            Some(d) => client.stream(request, d).await,
+            None => client.complete(request).await,
+        }
+    }
+
+    /// Calls `provider` (see [`Providers::complete_streaming`]).
+    pub async fn complete(
+        &self,
+        provider: ProviderId,
+        request: &CompletionRequest,
+    ) -> Result<Completion, ProviderError> {
+        self.complete_streaming(provider, request, None).await
     }
 }
 

@@ -6,6 +6,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use super::http::post_json;
+use super::sse::{Deltas, for_each_event, garbled};
 use super::{Completion, CompletionRequest, ErrorKind, Provider, ProviderError, ProviderId, Role};
 
 /// OpenRouter's app attribution (both optional).
@@ -119,12 +120,8 @@ fn error_message(v: &serde_json::Value) -> Option<String> {
     }
 }
 
-impl Provider for OpenAiCompatible {
-    fn id(&self) -> ProviderId {
-        self.id
-    }
-
-    async fn complete(&self, request: &CompletionRequest) -> Result<Completion, ProviderError> {
+impl OpenAiCompatible {
+    fn body<'a>(&self, request: &'a CompletionRequest) -> Body<'a> {
         let mut turns = Vec::with_capacity(request.messages.len() + 1);
         if let Some(system) = &request.system {
             turns.push(Turn {
@@ -139,13 +136,16 @@ impl Provider for OpenAiCompatible {
             },
             content: &m.content,
         }));
-        let body = Body {
+        Body {
             model: &request.model,
             messages: turns,
             max_tokens: request.max_tokens,
             temperature: request.temperature,
             usage: (self.id == ProviderId::Openrouter).then_some(UsageRequest { include: true }),
-        };
+        }
+    }
+
+    fn http_request(&self) -> reqwest::RequestBuilder {
         let mut http = self.http.post(&self.url);
         if let Some(key) = &self.api_key {
             http = http.bearer_auth(key.expose_secret());
@@ -156,6 +156,78 @@ impl Provider for OpenAiCompatible {
         if let Some(title) = &self.attribution.title {
             http = http.header("X-Title", title);
         }
+        http
+    }
+
+    /// OpenAI's SSE stream of `chat.completion.chunk`s, usage in the last (`include_usage`),
+    /// ended by `[DONE]`.
+    pub async fn stream(
+        &self,
+        request: &CompletionRequest,
+        deltas: &Deltas,
+    ) -> Result<Completion, ProviderError> {
+        let mut body = serde_json::to_value(self.body(request)).unwrap_or_default();
+        body["stream"] = serde_json::Value::Bool(true);
+        body["stream_options"] = serde_json::json!({ "include_usage": true });
+        let id = self.id;
+        let mut done = Completion {
+            text: String::new(),
+            input_tokens: 0,
+            output_tokens: 0,
+            reported_cost_usd: None,
+            model: request.model.clone(),
+            finish_reason: None,
+        };
+        for_each_event(id, self.http_request(), &body, error_message, |e| {
+            if e.data.trim() == "[DONE]" {
+                return Ok(());
+            }
+            let v: serde_json::Value =
+                serde_json::from_str(&e.data).map_err(|_| garbled(id, "chunk"))?;
+            if let Some(err) = v.get("error") {
+                return Err(ProviderError {
+                    provider: id,
+                    kind: ErrorKind::Retryable,
+                    status: None,
+                    retry_after: None,
+                    message: super::http::sanitize(&err.to_string()),
+                });
+            }
+            if let Some(model) = v["model"].as_str() {
+                done.model = model.to_owned();
+            }
+            if let Some(choice) = v["choices"].get(0) {
+                if let Some(t) = choice["delta"]["content"]
+                    .as_str()
+                    .filter(|t| !t.is_empty())
+                {
+                    done.text.push_str(t);
+                    let _ = deltas.send(t.to_owned());
+                }
+                if let Some(r) = choice["finish_reason"].as_str() {
+                    done.finish_reason = Some(r.to_owned());
+                }
+            }
+            if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
+                done.input_tokens = u["prompt_tokens"].as_u64().unwrap_or(0);
+                done.output_tokens = u["completion_tokens"].as_u64().unwrap_or(0);
+                done.reported_cost_usd = u["cost"].as_f64().filter(|c| c.is_finite() && *c >= 0.0);
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(done)
+    }
+}
+
+impl Provider for OpenAiCompatible {
+    fn id(&self) -> ProviderId {
+        self.id
+    }
+
+    async fn complete(&self, request: &CompletionRequest) -> Result<Completion, ProviderError> {
+        let body = self.body(request);
+        let http = self.http_request();
         let answer: Answer = post_json(self.id, http, &body, error_message).await?;
         let Some(choice) = answer.choices.into_iter().next() else {
             return Err(ProviderError {

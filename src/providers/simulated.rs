@@ -127,6 +127,31 @@ impl Simulated {
     }
 }
 
+impl Simulated {
+    /// The same answer as `complete`, sent word by word over the configured latency.
+    pub async fn stream(
+        &self,
+        request: &CompletionRequest,
+        deltas: &super::sse::Deltas,
+    ) -> Result<Completion, ProviderError> {
+        let latency = self.latency;
+        let quiet = Simulated {
+            latency: std::time::Duration::ZERO,
+            profiles: self.profiles.clone(),
+        };
+        let answer = quiet.complete(request).await?;
+        let words: Vec<&str> = answer.text.split_inclusive(' ').collect();
+        let pause = latency / u32::try_from(words.len().max(1)).unwrap_or(1);
+        for w in words {
+            if !pause.is_zero() {
+                tokio::time::sleep(pause).await;
+            }
+            let _ = deltas.send(w.to_owned());
+        }
+        Ok(answer)
+    }
+}
+
 /// Parses the true quality a simulated answer states (`… simulated quality 0.87]`).
 pub fn stated_quality(text: &str) -> Option<f64> {
     let rest = &text[text.find("simulated quality ")? + "simulated quality ".len()..];

@@ -13,6 +13,20 @@ use sqlx::{PgPool, Postgres, Transaction};
 
 /// Channel NOTIFYed (payload: request id) when a request reaches its terminal state.
 pub const DONE_CHANNEL: &str = "request_done";
+/// Channel NOTIFYed with each streamed chunk (JSON `StreamChunk`) for an API in another process.
+pub const STREAM_CHANNEL: &str = "request_stream";
+
+/// Relays one stream chunk to other processes (NOTIFY payloads stay far below 8000 bytes: the
+/// caller splits long deltas).
+pub async fn notify_chunk(pool: &PgPool, payload: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(STREAM_CHANNEL)
+        .bind(payload)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 /// The provider_call queue's name in apalis.
 pub const PROVIDER_CALL_QUEUE: &str = "provider_call";
 

@@ -38,3 +38,20 @@ except openai.NotFoundError as e:
 ids = [m.id for m in client.models.list()]
 assert "auto" in ids and "sim-lite" in ids, ids
 print("models", len(ids))
+
+stream = client.chat.completions.create(
+    model="auto",
+    messages=[{"role": "user", "content": "Write a haiku about rain"}],
+    stream=True,
+    stream_options={"include_usage": True},
+)
+pieces, usage = [], None
+for chunk in stream:
+    if chunk.choices and chunk.choices[0].delta.content:
+        pieces.append(chunk.choices[0].delta.content)
+    if chunk.usage:
+        usage = chunk.usage
+assert len(pieces) > 3, pieces
+assert "".join(pieces).startswith("[simulated "), pieces
+assert usage is not None and usage.total_tokens > 0, usage
+print("stream", len(pieces), usage.total_tokens)
