@@ -122,14 +122,7 @@ impl Anthropic {
         let mut body = serde_json::to_value(body(request)).unwrap_or_default();
         body["stream"] = serde_json::Value::Bool(true);
         let id = self.id();
-        let mut done = Completion {
-            text: String::new(),
-            input_tokens: 0,
-            output_tokens: 0,
-            reported_cost_usd: None,
-            model: request.model.clone(),
-            finish_reason: None,
-        };
+        let mut done = Completion::empty(&request.model);
         for_each_event(id, self.http_request(), &body, error_message, |e| {
             let v: serde_json::Value =
                 serde_json::from_str(&e.data).map_err(|_| garbled(id, &e.event))?;
@@ -182,13 +175,10 @@ impl Anthropic {
         })
         .await?;
         if done.finish_reason.as_deref() == Some("refusal") {
-            return Err(ProviderError {
-                provider: id,
-                kind: ErrorKind::Permanent,
-                status: Some(200),
-                retry_after: None,
-                message: "the model refused to answer (stop_reason: refusal)".into(),
-            });
+            return Err(ProviderError::refused(
+                id,
+                "the model refused to answer (stop_reason: refusal)",
+            ));
         }
         Ok(done)
     }
@@ -204,13 +194,10 @@ impl Provider for Anthropic {
         let answer: Answer =
             post_json(self.id(), self.http_request(), &body, error_message).await?;
         if answer.stop_reason.as_deref() == Some("refusal") {
-            return Err(ProviderError {
-                provider: self.id(),
-                kind: ErrorKind::Permanent,
-                status: Some(200),
-                retry_after: None,
-                message: "the model refused to answer (stop_reason: refusal)".into(),
-            });
+            return Err(ProviderError::refused(
+                self.id(),
+                "the model refused to answer (stop_reason: refusal)",
+            ));
         }
         let text: String = answer
             .content

@@ -172,25 +172,15 @@ impl Gemini {
     ) -> Result<Completion, ProviderError> {
         let body = serde_json::to_value(body(request)).unwrap_or_default();
         let id = self.id();
-        let mut done = Completion {
-            text: String::new(),
-            input_tokens: 0,
-            output_tokens: 0,
-            reported_cost_usd: None,
-            model: request.model.clone(),
-            finish_reason: None,
-        };
+        let mut done = Completion::empty(&request.model);
         let http = self.http_request(request, "streamGenerateContent");
         for_each_event(id, http, &body, error_message, |e| {
             let chunk: Answer = serde_json::from_str(&e.data).map_err(|_| garbled(id, "chunk"))?;
             if let Some(reason) = chunk.prompt_feedback.and_then(|f| f.block_reason) {
-                return Err(ProviderError {
-                    provider: id,
-                    kind: ErrorKind::Permanent,
-                    status: Some(200),
-                    retry_after: None,
-                    message: format!("prompt blocked ({reason})"),
-                });
+                return Err(ProviderError::refused(
+                    id,
+                    format!("prompt blocked ({reason})"),
+                ));
             }
             if let Some(u) = chunk.usage_metadata {
                 done.input_tokens = u.prompt_token_count;
@@ -228,13 +218,7 @@ impl Provider for Gemini {
         let body = body(request);
         let http = self.http_request(request, "generateContent");
         let answer: Answer = post_json(self.id(), http, &body, error_message).await?;
-        let refusal = |why: String| ProviderError {
-            provider: ProviderId::Gemini,
-            kind: ErrorKind::Permanent,
-            status: Some(200),
-            retry_after: None,
-            message: why,
-        };
+        let refusal = |why: String| ProviderError::refused(ProviderId::Gemini, why);
         if let Some(reason) = answer.prompt_feedback.and_then(|f| f.block_reason) {
             return Err(refusal(format!("prompt blocked ({reason})")));
         }

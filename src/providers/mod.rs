@@ -107,6 +107,20 @@ pub struct Completion {
     pub finish_reason: Option<String>,
 }
 
+impl Completion {
+    /// An answer still to be filled by a stream.
+    pub fn empty(model: &str) -> Self {
+        Self {
+            text: String::new(),
+            input_tokens: 0,
+            output_tokens: 0,
+            reported_cost_usd: None,
+            model: model.to_owned(),
+            finish_reason: None,
+        }
+    }
+}
+
 /// What a failure means for the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -139,6 +153,19 @@ pub struct ProviderError {
     /// `Retry-After`, when the provider sent one.
     pub retry_after: Option<Duration>,
     pub message: String,
+}
+
+impl ProviderError {
+    /// The provider answered but refused the request (content policy, refusal): permanent.
+    pub fn refused(provider: ProviderId, message: impl Into<String>) -> Self {
+        Self {
+            provider,
+            kind: ErrorKind::Permanent,
+            status: Some(200),
+            retry_after: None,
+            message: message.into(),
+        }
+    }
 }
 
 /// The one provider interface.

@@ -170,14 +170,7 @@ impl OpenAiCompatible {
         body["stream"] = serde_json::Value::Bool(true);
         body["stream_options"] = serde_json::json!({ "include_usage": true });
         let id = self.id;
-        let mut done = Completion {
-            text: String::new(),
-            input_tokens: 0,
-            output_tokens: 0,
-            reported_cost_usd: None,
-            model: request.model.clone(),
-            finish_reason: None,
-        };
+        let mut done = Completion::empty(&request.model);
         for_each_event(id, self.http_request(), &body, error_message, |e| {
             if e.data.trim() == "[DONE]" {
                 return Ok(());
@@ -239,13 +232,10 @@ impl Provider for OpenAiCompatible {
             });
         };
         if let Some(refusal) = choice.message.refusal.filter(|r| !r.is_empty()) {
-            return Err(ProviderError {
-                provider: self.id,
-                kind: ErrorKind::Permanent,
-                status: Some(200),
-                retry_after: None,
-                message: super::http::sanitize(&format!("the model refused: {refusal}")),
-            });
+            return Err(ProviderError::refused(
+                self.id,
+                super::http::sanitize(&format!("the model refused: {refusal}")),
+            ));
         }
         let usage = answer.usage.unwrap_or(Usage {
             prompt_tokens: 0,
