@@ -220,6 +220,8 @@ async fn conversations_reach_each_provider_in_its_own_format() {
         .and(path("/v1/messages"))
         .and(body_partial_json(json!({
             "system": "Be brief.",
+            "top_p": 0.5,
+            "stop_sequences": ["END"],
             "messages": [
                 {"role": "user", "content": "Hi"},
                 {"role": "assistant", "content": "Hello!"},
@@ -238,6 +240,7 @@ async fn conversations_reach_each_provider_in_its_own_format() {
         .and(path("/v1beta/models/g-model:generateContent"))
         .and(body_partial_json(json!({
             "systemInstruction": {"parts": [{"text": "Be brief."}]},
+            "generationConfig": {"topP": 0.5, "stopSequences": ["END"]},
             "contents": [
                 {"role": "user", "parts": [{"text": "Hi"}]},
                 {"role": "model", "parts": [{"text": "Hello!"}]},
@@ -254,6 +257,8 @@ async fn conversations_reach_each_provider_in_its_own_format() {
     Mock::given(method("POST"))
         .and(path("/chat/completions"))
         .and(body_partial_json(json!({
+            "top_p": 0.5,
+            "stop": ["END"],
             "messages": [
                 {"role": "system", "content": "Be brief."},
                 {"role": "user", "content": "Hi"},
@@ -297,7 +302,11 @@ async fn conversations_reach_each_provider_in_its_own_format() {
         ("g-model", "4 (gemini)"),
         ("o-model", "4 (openrouter)"),
     ] {
-        let resp = chat(&app, json!({ "model": model, "messages": messages })).await;
+        let resp = chat(
+            &app,
+            json!({ "model": model, "messages": messages, "top_p": 0.5, "stop": "END" }),
+        )
+        .await;
         assert_eq!(resp.status(), 200, "{model}");
         let body: Value = resp.json().await.unwrap();
         assert_eq!(body["choices"][0]["message"]["content"], answer);

@@ -37,6 +37,8 @@ fn request(model: &str) -> CompletionRequest {
         ],
         max_tokens: 64,
         temperature: Some(0.0),
+        top_p: Some(0.9),
+        stop: vec!["END".into()],
     }
 }
 
@@ -76,7 +78,9 @@ async fn anthropic_messages_wire_format() {
                 {"role": "assistant", "content": "Hello!"},
                 {"role": "user", "content": "What is 2+2?"}
             ],
-            "temperature": 0.0
+            "temperature": 0.0,
+            "top_p": 0.9,
+            "stop_sequences": ["END"]
         })))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({
             "id": "msg_01", "type": "message", "role": "assistant",
@@ -110,7 +114,8 @@ async fn gemini_generate_content_wire_format() {
                 {"role": "user", "parts": [{"text": "What is 2+2?"}]}
             ],
             "systemInstruction": {"parts": [{"text": "Be brief."}]},
-            "generationConfig": {"maxOutputTokens": 64, "temperature": 0.0}
+            "generationConfig": {"maxOutputTokens": 64, "temperature": 0.0, "topP": 0.9,
+                                 "stopSequences": ["END"]}
         })))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({
             "candidates": [{
@@ -143,7 +148,9 @@ fn openai_body(model: &str, with_usage: bool) -> serde_json::Value {
             {"role": "user", "content": "What is 2+2?"}
         ],
         "max_tokens": 64,
-        "temperature": 0.0
+        "temperature": 0.0,
+        "top_p": 0.9,
+        "stop": ["END"]
     });
     if with_usage {
         body["usage"] = json!({"include": true});

@@ -85,6 +85,8 @@ pub async fn complete(
         system: body.system.filter(|s| !s.trim().is_empty()),
         history: Vec::new(),
         stream: false,
+        top_p: None,
+        stop: Vec::new(),
         pinned,
         allowed_providers: if pinned.is_none() {
             provider.map(|p| vec![p])

@@ -173,6 +173,10 @@ pub struct ChatRequest {
     #[serde(default)]
     temperature: Option<f64>,
     #[serde(default)]
+    top_p: Option<f64>,
+    #[serde(default)]
+    stop: Option<Stop>,
+    #[serde(default)]
     stream: Option<bool>,
     #[serde(default)]
     stream_options: Option<Value>,
@@ -180,6 +184,14 @@ pub struct ChatRequest {
     n: Option<u32>,
     #[serde(default)]
     user: Option<String>,
+}
+
+/// `stop`: one string or a list.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Stop {
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Debug, Deserialize)]
@@ -299,6 +311,20 @@ pub async fn chat_completions(
     let temperature = super::validate::temperature(body.temperature)
         .map_err(|e| OpenAiError::invalid("temperature", e.message().to_owned()))?;
     let max_tokens = body.max_completion_tokens.or(body.max_tokens);
+    if body
+        .top_p
+        .is_some_and(|p| !(p.is_finite() && p > 0.0 && p <= 1.0))
+    {
+        return Err(OpenAiError::invalid("top_p", "must be in (0, 1]"));
+    }
+    let stop = match body.stop {
+        None => Vec::new(),
+        Some(Stop::One(s)) => vec![s],
+        Some(Stop::Many(v)) => v,
+    };
+    if stop.len() > 4 {
+        return Err(OpenAiError::invalid("stop", "at most 4 stop sequences"));
+    }
     if max_tokens == Some(0) {
         return Err(OpenAiError::invalid("max_tokens", "must be at least 1"));
     }
@@ -314,6 +340,8 @@ pub async fn chat_completions(
         strategy,
         max_tokens,
         temperature,
+        top_p: body.top_p,
+        stop,
         user_id: super::validate::short_text("user", user_id).map_err(OpenAiError::from)?,
         stream,
         ..Default::default()

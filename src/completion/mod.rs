@@ -124,6 +124,10 @@ impl StoredRoute {
 pub struct StoredParams {
     pub max_tokens: u32,
     pub temperature: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stop: Vec<String>,
     pub auto_route: bool,
     pub min_quality: Option<f64>,
     pub max_cost: Option<f64>,
@@ -154,6 +158,8 @@ pub struct CompleteInput {
     pub max_cost_usd: Option<f64>,
     pub max_tokens: Option<u32>,
     pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub stop: Vec<String>,
     pub is_async: bool,
     pub user_id: Option<String>,
     pub session_id: Option<String>,
@@ -240,6 +246,8 @@ impl Completions {
         let params = StoredParams {
             max_tokens,
             temperature: input.temperature,
+            top_p: input.top_p,
+            stop: input.stop.clone(),
             auto_route: input.pinned.is_none(),
             min_quality: input.min_quality,
             max_cost: input.max_cost_usd,
@@ -369,6 +377,8 @@ fn cache_key(input: &CompleteInput, route: &StoredRoute, max_tokens: u32) -> Str
         max_tokens,
         input.temperature.unwrap_or(0.0),
         input.history,
+        input.top_p,
+        input.stop,
     ]);
     hex::encode(Sha256::digest(material.to_string().as_bytes()))
 }

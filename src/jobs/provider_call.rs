@@ -472,6 +472,8 @@ fn completion_request(
         messages,
         max_tokens: params.max_tokens,
         temperature: params.temperature,
+        top_p: params.top_p,
+        stop: params.stop.clone(),
     })
 }
 

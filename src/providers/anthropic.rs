@@ -37,6 +37,10 @@ struct Body<'a> {
     messages: Vec<Turn<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f64>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    stop_sequences: &'a [String],
 }
 
 #[derive(Serialize)]
@@ -97,6 +101,8 @@ fn body(request: &CompletionRequest) -> Body<'_> {
             })
             .collect(),
         temperature: request.temperature,
+        top_p: request.top_p,
+        stop_sequences: &request.stop,
     }
 }
 

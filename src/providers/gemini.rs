@@ -57,6 +57,10 @@ struct GenerationConfig {
     max_output_tokens: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    stop_sequences: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -141,6 +145,8 @@ fn body(request: &CompletionRequest) -> Body<'_> {
         generation_config: GenerationConfig {
             max_output_tokens: request.max_tokens,
             temperature: request.temperature,
+            top_p: request.top_p,
+            stop_sequences: request.stop.clone(),
         },
     }
 }

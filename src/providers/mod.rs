@@ -92,6 +92,12 @@ pub struct CompletionRequest {
     pub messages: Vec<Message>,
     pub max_tokens: u32,
     pub temperature: Option<f64>,
+    /// Nucleus sampling, when the caller set it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f64>,
+    /// Stop sequences (at most 4).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stop: Vec<String>,
 }
 
 /// A provider's answer.

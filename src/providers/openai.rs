@@ -59,6 +59,10 @@ struct Body<'a> {
     max_tokens: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f64>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    stop: &'a [String],
     /// OpenRouter: `{"include": true}` makes the answer carry `usage.cost`.
     #[serde(skip_serializing_if = "Option::is_none")]
     usage: Option<UsageRequest>,
@@ -141,6 +145,8 @@ impl OpenAiCompatible {
             messages: turns,
             max_tokens: request.max_tokens,
             temperature: request.temperature,
+            top_p: request.top_p,
+            stop: &request.stop,
             usage: (self.id == ProviderId::Openrouter).then_some(UsageRequest { include: true }),
         }
     }

@@ -234,6 +234,8 @@ mod tests {
             }],
             max_tokens: 256,
             temperature: None,
+            top_p: None,
+            stop: Vec::new(),
         }
     }
 
