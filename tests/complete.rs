@@ -364,3 +364,20 @@ async fn store_prompts_hash_keeps_no_text_after_the_request_finishes() {
     assert_eq!(prompt, None);
     assert_eq!(hash.unwrap().len(), 64);
 }
+
+#[tokio::test]
+async fn explore_false_keeps_a_request_on_the_regular_choice() {
+    let app = TestApp::spawn_with_workers(
+        TestDb::migrated().await,
+        &[("EXPLORATION_RATE", "1"), ("CACHE_ENABLED", "false")],
+    )
+    .await;
+    let prompt = "Write a Python function that merges two sorted lists";
+    let (_, explored) = complete(&app, json!({ "prompt": prompt })).await;
+    assert_eq!(explored["routing"]["explored"], true, "{explored}");
+    let (_, regular) = complete(&app, json!({ "prompt": prompt, "explore": false })).await;
+    assert_eq!(regular["routing"]["explored"], false, "{regular}");
+    assert_ne!(regular["model"], explored["model"]);
+    let summary: Value = app.get("/routing/metrics").await.json().await.unwrap();
+    assert_eq!(summary["explored"], 1);
+}

@@ -43,6 +43,9 @@ pub struct CompleteBody {
     temperature: Option<f64>,
     #[serde(default, rename = "async")]
     is_async: bool,
+    /// false: never route this request to an unproven model (exploration).
+    #[serde(default = "default_true")]
+    explore: bool,
     #[serde(default)]
     user_id: Option<String>,
     #[serde(default)]
@@ -85,6 +88,7 @@ pub async fn complete(
         system: body.system.filter(|s| !s.trim().is_empty()),
         history: Vec::new(),
         stream: false,
+        explore: body.explore,
         top_p: None,
         stop: Vec::new(),
         pinned,

@@ -143,7 +143,7 @@ pub struct StoredParams {
 }
 
 /// A validated `/complete` request.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct CompleteInput {
     /// The (last) user turn: what is analyzed and routed.
     pub prompt: String,
@@ -166,6 +166,33 @@ pub struct CompleteInput {
     pub idempotency_key: Option<String>,
     /// Relay the answer as it streams from the provider.
     pub stream: bool,
+    /// May this request be sent to an unproven cheaper model (exploration)? Default true.
+    pub explore: bool,
+}
+
+impl Default for CompleteInput {
+    fn default() -> Self {
+        Self {
+            prompt: String::new(),
+            system: None,
+            history: Vec::new(),
+            pinned: None,
+            allowed_providers: None,
+            strategy: Strategy::default(),
+            min_quality: None,
+            max_cost_usd: None,
+            max_tokens: None,
+            temperature: None,
+            top_p: None,
+            stop: Vec::new(),
+            is_async: false,
+            user_id: None,
+            session_id: None,
+            idempotency_key: None,
+            stream: false,
+            explore: true,
+        }
+    }
 }
 
 /// What `submit` did.
@@ -222,7 +249,7 @@ impl Completions {
             allowed_providers: input.allowed_providers.as_deref(),
             pinned: input.pinned,
             max_output_tokens: Some(max_tokens),
-            preview: false,
+            preview: !input.explore,
         };
         let decision = self
             .engine

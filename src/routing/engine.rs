@@ -90,7 +90,8 @@ pub struct RouteRequest<'a> {
     pub pinned: Option<usize>,
     /// The caller's cap on output tokens.
     pub max_output_tokens: Option<u32>,
-    /// A preview (`/recommendation`): never explores, so it shows the regular choice.
+    /// Never explore: a preview (`/recommendation`, which shows the regular choice) or a caller
+    /// that asked for the regular choice (`"explore": false`).
     pub preview: bool,
 }
 
