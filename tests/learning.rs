@@ -220,6 +220,40 @@ fn admin(app: &TestApp, method: reqwest::Method, path: &str) -> reqwest::Request
     app.client.request(method, app.url(path)).bearer_auth(TOKEN)
 }
 
+/// Polls a retrain run's status URL until it succeeds; returns the run.
+async fn wait_for_run(app: &TestApp, status_url: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let run: Value = admin(app, reqwest::Method::GET, status_url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if run["status"] == "succeeded" {
+            return run;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "retrain never finished: {run}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until the app's engine has loaded routing policy `version` (via NOTIFY or reload).
+async fn wait_for_policy(app: &TestApp, version: i64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while app.engine.policy_version() < version {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "policy {version} never loaded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 const CODE_PROMPTS: [&str; 10] = [
     "Write a Python function that reverses a linked list.",
     "Write a Rust function that parses a CSV line into fields.",
@@ -300,34 +334,10 @@ async fn the_loop_closes_end_to_end_through_the_api() {
     assert_eq!(resp.status(), 202);
     let queued: Value = resp.json().await.unwrap();
     let status_url = queued["status_url"].as_str().unwrap().to_owned();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let run: Value = admin(&app, reqwest::Method::GET, &status_url)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if run["status"] == "succeeded" {
-            assert_eq!(run["changes_count"], 1);
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "retrain never finished: {run}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let run = wait_for_run(&app, &status_url).await;
+    assert_eq!(run["changes_count"], 1);
     // Every process picks the new weights up (NOTIFY); then code routes to sim-lite.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while app.engine.policy_version() < 1 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "weights never reloaded"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_policy(&app, 1).await;
     let after = complete(
         &app,
         json!({ "prompt": "Write a Go function that merges two maps." }),
@@ -376,14 +386,7 @@ async fn the_loop_closes_end_to_end_through_the_api() {
         .await
         .unwrap();
     assert_eq!(rb.status(), 200);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while app.engine.policy_version() < 2 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "rollback never reloaded"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_policy(&app, 2).await;
     let rolled = complete(
         &app,
         json!({ "prompt": "Write a Go function that merges two maps!" }),
@@ -566,21 +569,7 @@ async fn test_confidence_threshold_enforcement() {
     .await
     .unwrap();
     let url = queued["status_url"].as_str().unwrap().to_owned();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let run = loop {
-        let run: Value = admin(&app, reqwest::Method::GET, &url)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if run["status"] == "succeeded" {
-            break run;
-        }
-        assert!(std::time::Instant::now() < deadline, "{run}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let run = wait_for_run(&app, &url).await;
     assert_eq!(run["changes_count"], 0, "{run}");
     let pool = app.test_db.pool().await;
     assert_eq!(count(&pool, "routing_weights").await, 0);

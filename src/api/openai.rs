@@ -122,27 +122,28 @@ fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Option<ApiKeyId
         .ok_or("invalid API key")
 }
 
+/// Checks the API key (when `API_KEYS` is set) and records its id on the request.
+fn authorize(state: &AppState, request: &mut Request) -> Result<(), &'static str> {
+    if let Some(id) = authenticate(state, request.headers())? {
+        request.extensions_mut().insert(id);
+    }
+    Ok(())
+}
+
 /// API keys on /v1 (OpenAI-shaped 401).
 pub async fn require_key_v1(
     State(state): State<AppState>,
     mut request: Request,
     next: Next,
 ) -> Result<Response, OpenAiError> {
-    match authenticate(&state, request.headers()) {
-        Ok(id) => {
-            if let Some(id) = id {
-                request.extensions_mut().insert(id);
-            }
-            Ok(next.run(request).await)
-        }
-        Err(why) => Err(OpenAiError {
-            status: StatusCode::UNAUTHORIZED,
-            kind: "invalid_request_error",
-            message: why.to_owned(),
-            param: None,
-            code: Some("invalid_api_key"),
-        }),
-    }
+    authorize(&state, &mut request).map_err(|why| OpenAiError {
+        status: StatusCode::UNAUTHORIZED,
+        kind: "invalid_request_error",
+        message: why.to_owned(),
+        param: None,
+        code: Some("invalid_api_key"),
+    })?;
+    Ok(next.run(request).await)
 }
 
 /// API keys on /complete (our error shape).
@@ -151,15 +152,8 @@ pub async fn require_key(
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    match authenticate(&state, request.headers()) {
-        Ok(id) => {
-            if let Some(id) = id {
-                request.extensions_mut().insert(id);
-            }
-            Ok(next.run(request).await)
-        }
-        Err(why) => Err(ApiError::unauthorized(why)),
-    }
+    authorize(&state, &mut request).map_err(ApiError::unauthorized)?;
+    Ok(next.run(request).await)
 }
 
 #[derive(Debug, Deserialize)]

@@ -276,7 +276,7 @@ pub async fn finish(pool: &PgPool, f: &Finish<'_>) -> Result<bool, sqlx::Error> 
         ),
     };
     let m = metrics;
-    let (finished, _notified): (i64, i64) = sqlx::query_as(
+    let query = sqlx::query_as(
         "WITH done AS (
             UPDATE requests SET status = $3, finished_at = now(), updated_at = now(),
                 response = $4, error = $5, error_code = $6, provider = $7, model = $8,
@@ -318,32 +318,14 @@ pub async fn finish(pool: &PgPool, f: &Finish<'_>) -> Result<bool, sqlx::Error> 
     .bind(error_code)
     .bind(provider)
     .bind(model)
-    .bind(keep_prompt)
-    .bind(&m.prompt_pattern)
-    .bind(m.complexity_score)
-    .bind(&m.complexity_tier)
-    .bind(&m.strategy)
-    .bind(&m.selected_provider)
-    .bind(&m.selected_model)
-    .bind(&m.reason)
-    .bind(&m.confidence)
-    .bind(m.explored)
-    .bind(&m.alternatives)
-    .bind(m.input_tokens)
-    .bind(m.output_tokens)
-    .bind(m.cost_usd)
-    .bind(&m.baseline_model)
-    .bind(m.baseline_cost_usd)
-    .bind(m.latency_ms)
-    .bind(m.provider_latency_ms)
-    .bind(m.cache_hit)
-    .bind(m.fallback_count)
-    .bind(cache.map(|c| c.cache_key.as_str()))
-    .bind(cache.map_or(0.0, |c| c.ttl_secs as f64))
-    .bind(DONE_CHANNEL)
-    .bind(notify)
-    .fetch_one(pool)
-    .await?;
+    .bind(keep_prompt);
+    let (finished, _notified): (i64, i64) = bind_metrics!(query, m)
+        .bind(cache.map(|c| c.cache_key.as_str()))
+        .bind(cache.map_or(0.0, |c| c.ttl_secs as f64))
+        .bind(DONE_CHANNEL)
+        .bind(notify)
+        .fetch_one(pool)
+        .await?;
     Ok(finished == 1)
 }
 
@@ -353,7 +335,7 @@ async fn insert_metrics(
     m: &MetricsRow,
     status: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    let query = sqlx::query(
         "INSERT INTO routing_metrics (request_id, prompt_pattern, complexity_score,
              complexity_tier, strategy, selected_provider, selected_model, reason, confidence,
              explored, alternatives, input_tokens, output_tokens, cost_usd, baseline_model,
@@ -362,31 +344,42 @@ async fn insert_metrics(
              $19, $20, $21)
          ON CONFLICT (request_id) DO NOTHING",
     )
-    .bind(request_id)
-    .bind(&m.prompt_pattern)
-    .bind(m.complexity_score)
-    .bind(&m.complexity_tier)
-    .bind(&m.strategy)
-    .bind(&m.selected_provider)
-    .bind(&m.selected_model)
-    .bind(&m.reason)
-    .bind(&m.confidence)
-    .bind(m.explored)
-    .bind(&m.alternatives)
-    .bind(m.input_tokens)
-    .bind(m.output_tokens)
-    .bind(m.cost_usd)
-    .bind(&m.baseline_model)
-    .bind(m.baseline_cost_usd)
-    .bind(m.latency_ms)
-    .bind(m.provider_latency_ms)
-    .bind(m.cache_hit)
-    .bind(m.fallback_count)
-    .bind(status)
-    .execute(&mut **tx)
-    .await?;
+    .bind(request_id);
+    bind_metrics!(query, m)
+        .bind(status)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
+
+/// Binds a [`MetricsRow`]'s 19 columns, in `routing_metrics` column order (prompt_pattern …
+/// fallback_count), onto a query or query_as.
+macro_rules! bind_metrics {
+    ($query:expr, $m:expr) => {{
+        let m: &MetricsRow = $m;
+        $query
+            .bind(&m.prompt_pattern)
+            .bind(m.complexity_score)
+            .bind(&m.complexity_tier)
+            .bind(&m.strategy)
+            .bind(&m.selected_provider)
+            .bind(&m.selected_model)
+            .bind(&m.reason)
+            .bind(&m.confidence)
+            .bind(m.explored)
+            .bind(&m.alternatives)
+            .bind(m.input_tokens)
+            .bind(m.output_tokens)
+            .bind(m.cost_usd)
+            .bind(&m.baseline_model)
+            .bind(m.baseline_cost_usd)
+            .bind(m.latency_ms)
+            .bind(m.provider_latency_ms)
+            .bind(m.cache_hit)
+            .bind(m.fallback_count)
+    }};
+}
+use bind_metrics;
 
 /// A live cache entry.
 #[derive(Debug, Clone, sqlx::FromRow)]
