@@ -294,7 +294,12 @@ impl Settings {
                 api_key: env.secret("OPENAI_COMPAT_API_KEY")?,
             },
         };
-        let enabled_providers = enabled_providers(&providers, env.string("PROVIDERS")?)?;
+        let replay_dataset = env.string("REPLAY_DATASET")?.map(PathBuf::from);
+        let enabled_providers = enabled_providers(
+            &providers,
+            replay_dataset.as_ref(),
+            env.string("PROVIDERS")?,
+        )?;
         let unit = |v: &f64| {
             (v.is_finite() && (0.0..=1.0).contains(v))
                 .then_some(())
@@ -339,6 +344,7 @@ impl Settings {
                 |_: &u64| Ok(()),
             )?),
             simulated_profile_path: env.string("SIMULATED_PROFILE_PATH")?.map(PathBuf::from),
+            replay_dataset: replay_dataset.clone(),
         };
         let positive = |v: &usize| (*v > 0).then_some(()).ok_or("must be positive");
         let jobs = JobSettings {
@@ -532,6 +538,7 @@ impl Settings {
 /// the simulated provider, so the service works offline out of the box.
 fn enabled_providers(
     providers: &ProviderSettings,
+    replay_dataset: Option<&PathBuf>,
     list: Option<String>,
 ) -> Result<Vec<ProviderId>, ConfigError> {
     let configured = |p: ProviderId| match p {
@@ -540,6 +547,7 @@ fn enabled_providers(
         ProviderId::Openrouter => providers.openrouter.api_key.is_some(),
         ProviderId::OpenaiCompat => providers.openai_compat.base_url.is_some(),
         ProviderId::Simulated => true,
+        ProviderId::Replay => replay_dataset.is_some(),
     };
     let Some(list) = list else {
         let hosted: Vec<ProviderId> = ProviderId::ALL
@@ -566,6 +574,7 @@ fn enabled_providers(
                 ProviderId::Anthropic => "ANTHROPIC_API_KEY",
                 ProviderId::Gemini => "GOOGLE_API_KEY",
                 ProviderId::Openrouter => "OPENROUTER_API_KEY",
+                ProviderId::Replay => "REPLAY_DATASET",
                 _ => "OPENAI_COMPAT_BASE_URL",
             };
             return Err(ConfigError::new(

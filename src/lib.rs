@@ -20,6 +20,7 @@
 pub mod api;
 pub mod completion;
 pub mod config;
+pub mod eval;
 pub mod import;
 pub mod jobs;
 pub mod learning;

@@ -47,12 +47,64 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Replay a dataset of recorded model outcomes through the real pipeline (API, queue,
+    /// workers, trainer) and report the learned policy against every single model, a random
+    /// router and the oracle. See docs/eval.md.
+    Eval(EvalArgs),
     /// Exit 0 when GET URL answers 2xx (for container health checks; needs no curl).
     Healthcheck {
         /// What to probe; defaults to /health on BIND's port at 127.0.0.1.
         #[arg(long)]
         url: Option<String>,
     },
+}
+
+#[derive(clap::Args)]
+struct EvalArgs {
+    /// The dataset (JSONL, one record per prompt; format in docs/eval.md).
+    #[arg(long)]
+    dataset: std::path::PathBuf,
+    /// The models and their prices (catalog TOML, provider = "replay"); default: the dataset's
+    /// path with the extension .catalog.toml.
+    #[arg(long)]
+    catalog: Option<std::path::PathBuf>,
+    /// Share of the prompts used for training; the rest is held out.
+    #[arg(long, default_value_t = 0.7)]
+    train_frac: f64,
+    /// Seed of the shuffle that splits training and held-out prompts.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Routing strategy: cost, balanced or quality.
+    #[arg(long, default_value = "balanced")]
+    strategy: String,
+    /// Rounds of send → rate → retrain (the training prompts split into this many chunks).
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
+    /// Where report.json, report.txt and cost_vs_accuracy.svg go.
+    #[arg(long, default_value = "eval-out")]
+    out: std::path::PathBuf,
+    /// EXPLORATION_RATE while training.
+    #[arg(long, default_value_t = 0.3)]
+    exploration_rate: f64,
+    /// Requests in flight.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Use only this many prompts (after shuffling).
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Drive a running service instead of starting one (it must run PROVIDERS=replay with
+    /// REPLAY_DATASET and CATALOG_PATH set to the same files, on a database without ratings).
+    #[arg(long)]
+    url: Option<String>,
+    /// Admin token of the service given by --url.
+    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Keep the scratch database instead of dropping it.
+    #[arg(long)]
+    keep_db: bool,
+    /// Skip the priors-only pass (the held-out prompts before any rating).
+    #[arg(long)]
+    no_prior_pass: bool,
 }
 
 #[tokio::main]
@@ -80,6 +132,9 @@ async fn main() -> ExitCode {
             }
         };
     }
+    if let Command::Eval(args) = command {
+        return eval(args).await;
+    }
     telemetry::init(&settings);
     let result = match command {
         Command::Migrate => migrate(&settings).await,
@@ -87,13 +142,60 @@ async fn main() -> ExitCode {
         Command::Dashboard => dashboard(&settings).await,
         Command::ImportSqlite { path, dry_run } => import_sqlite(&settings, &path, dry_run).await,
         Command::Serve { no_workers } => serve(settings, !no_workers).await,
-        Command::Healthcheck { .. } | Command::Worker(_) => Ok(()),
+        Command::Healthcheck { .. } | Command::Worker(_) | Command::Eval(_) => Ok(()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "exiting");
             eprintln!("optimizer: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn eval(args: EvalArgs) -> ExitCode {
+    // Quiet logs unless asked for: the progress bar and the report are the output.
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_owned());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .try_init();
+    let Some(strategy) = optimizer::routing::Strategy::parse(&args.strategy) else {
+        eprintln!(
+            "optimizer eval: --strategy must be cost, balanced or quality, got {:?}",
+            args.strategy
+        );
+        return ExitCode::from(2);
+    };
+    let options = optimizer::eval::EvalOptions {
+        dataset: args.dataset,
+        catalog: args.catalog,
+        train_frac: args.train_frac,
+        seed: args.seed,
+        strategy,
+        rounds: args.rounds,
+        out: args.out,
+        exploration_rate: args.exploration_rate,
+        concurrency: args.concurrency,
+        limit: args.limit,
+        url: args.url,
+        admin_token: args.admin_token,
+        keep_db: args.keep_db,
+        compare_priors: !args.no_prior_pass,
+    };
+    let out = options.out.clone();
+    match optimizer::eval::run(options).await {
+        Ok(report) => {
+            print!("{}", optimizer::eval::report::render(&report));
+            println!(
+                "\nWritten: {}/report.json, report.txt, cost_vs_accuracy.svg",
+                out.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("optimizer eval: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -5,6 +5,7 @@
 //! - [`gemini`]: Google's `models/{model}:generateContent`.
 //! - [`openai`]: OpenAI-compatible chat completions — OpenRouter and any local server.
 //! - [`simulated`]: deterministic offline answers, labelled `simulated` everywhere.
+//! - [`replay`]: recorded outcomes of an evaluation dataset (`optimizer eval`).
 //!
 //! Every failure is classified ([`ErrorKind`]) so the provider_call job knows whether to retry,
 //! fall back to the next model, or give up; messages are sanitised (no keys, bounded length).
@@ -13,6 +14,7 @@ pub mod anthropic;
 pub mod gemini;
 mod http;
 pub mod openai;
+pub mod replay;
 pub mod simulated;
 pub mod sse;
 
@@ -35,15 +37,17 @@ pub enum ProviderId {
     Openrouter,
     OpenaiCompat,
     Simulated,
+    Replay,
 }
 
 impl ProviderId {
-    pub const ALL: [ProviderId; 5] = [
+    pub const ALL: [ProviderId; 6] = [
         ProviderId::Anthropic,
         ProviderId::Gemini,
         ProviderId::Openrouter,
         ProviderId::OpenaiCompat,
         ProviderId::Simulated,
+        ProviderId::Replay,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -53,6 +57,7 @@ impl ProviderId {
             ProviderId::Openrouter => "openrouter",
             ProviderId::OpenaiCompat => "openai_compat",
             ProviderId::Simulated => "simulated",
+            ProviderId::Replay => "replay",
         }
     }
 
@@ -98,6 +103,16 @@ pub struct CompletionRequest {
     /// Stop sequences (at most 4).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stop: Vec<String>,
+}
+
+impl CompletionRequest {
+    /// The text of the last turn (the user's prompt); empty without turns.
+    pub fn last_turn(&self) -> &str {
+        self.messages
+            .last()
+            .map(|m| m.content.as_str())
+            .unwrap_or_default()
+    }
 }
 
 /// A provider's answer.
@@ -191,6 +206,7 @@ pub enum Client {
     Gemini(gemini::Gemini),
     OpenAi(openai::OpenAiCompatible),
     Simulated(simulated::Simulated),
+    Replay(replay::Replay),
 }
 
 impl Provider for Client {
@@ -200,6 +216,7 @@ impl Provider for Client {
             Client::Gemini(p) => p.id(),
             Client::OpenAi(p) => p.id(),
             Client::Simulated(p) => p.id(),
+            Client::Replay(p) => p.id(),
         }
     }
 
@@ -209,6 +226,7 @@ impl Provider for Client {
             Client::Gemini(p) => p.complete(request).await,
             Client::OpenAi(p) => p.complete(request).await,
             Client::Simulated(p) => p.complete(request).await,
+            Client::Replay(p) => p.complete(request).await,
         }
     }
 }
@@ -226,6 +244,7 @@ impl Client {
             Client::Gemini(p) => p.stream(request, deltas).await,
             Client::OpenAi(p) => p.stream(request, deltas).await,
             Client::Simulated(p) => p.stream(request, deltas).await,
+            Client::Replay(p) => p.stream(request, deltas).await,
         }
     }
 }
@@ -239,6 +258,8 @@ pub struct ProviderOptions {
     pub concurrency: usize,
     pub simulated_latency: Duration,
     pub simulated_profile_path: Option<std::path::PathBuf>,
+    /// `REPLAY_DATASET`: the evaluation dataset the replay provider answers from.
+    pub replay_dataset: Option<std::path::PathBuf>,
 }
 
 /// The enabled providers of this process, each with its own concurrency limit.
@@ -254,6 +275,10 @@ pub enum ProvidersError {
     Http(String),
     #[error(transparent)]
     Profile(#[from] simulated::ProfileError),
+    #[error(transparent)]
+    Dataset(#[from] crate::eval::dataset::DatasetError),
+    #[error("the replay provider is enabled but REPLAY_DATASET is not set")]
+    NoDataset,
 }
 
 impl Providers {
@@ -295,6 +320,12 @@ impl Providers {
                     options.simulated_latency,
                     simulated::Profiles::load(options.simulated_profile_path.as_deref())?,
                 )),
+                ProviderId::Replay => Client::Replay(replay::Replay::load(
+                    options
+                        .replay_dataset
+                        .as_deref()
+                        .ok_or(ProvidersError::NoDataset)?,
+                )?),
             };
             let permits = Arc::new(Semaphore::new(options.concurrency.max(1)));
             clients.insert(*id, (client, permits));

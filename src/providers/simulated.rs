@@ -164,11 +164,7 @@ impl Provider for Simulated {
     }
 
     async fn complete(&self, request: &CompletionRequest) -> Result<Completion, ProviderError> {
-        let prompt = request
-            .messages
-            .last()
-            .map(|m| m.content.as_str())
-            .unwrap_or_default();
+        let prompt = request.last_turn();
         let analysis = QueryPatternAnalyzer::new().analyze(prompt);
         let quality = self.profiles.quality(&request.model, analysis.pattern);
 

@@ -423,12 +423,24 @@ struct Whole {
     script: Script,
 }
 
-/// One byte pass over the whole text: characters, estimated tokens, dominant script.
-fn scan_whole(text: &str) -> Whole {
+/// Counts ASCII bytes and non-ASCII characters (leading bytes of multi-byte characters;
+/// continuation bytes are 0b10xx_xxxx).
+fn ascii_split(text: &str) -> (usize, usize) {
     let bytes = text.as_bytes();
     let ascii = bytes.iter().filter(|b| b.is_ascii()).count();
-    // Leading bytes of multi-byte characters (continuation bytes are 0b10xx_xxxx).
     let non_ascii = bytes.iter().filter(|b| **b >= 0xC0).count();
+    (ascii, non_ascii)
+}
+
+/// The token estimate the router uses: ASCII bytes / 4 + 0.75 per non-ASCII character.
+pub fn estimate_tokens(text: &str) -> u64 {
+    let (ascii, non_ascii) = ascii_split(text);
+    (ascii as f64 / 4.0 + non_ascii as f64 * 0.75).ceil() as u64
+}
+
+/// One byte pass over the whole text: characters, estimated tokens, dominant script.
+fn scan_whole(text: &str) -> Whole {
+    let (ascii, non_ascii) = ascii_split(text);
     let est_tokens = (ascii as f64 / 4.0 + non_ascii as f64 * 0.75).ceil() as u64;
 
     let mut script = Script::Latin;

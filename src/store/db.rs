@@ -93,6 +93,26 @@ impl Database {
         Ok(created)
     }
 
+    /// Drops the configured database (closing this pool and any other session on it first).
+    /// For scratch databases (`optimizer eval`); never called on the service's own database.
+    pub async fn drop_database(&self) -> Result<(), sqlx::Error> {
+        let Some(name) = self.options.get_database().map(str::to_owned) else {
+            return Ok(());
+        };
+        self.pool.close().await;
+        let mut admin =
+            PgConnection::connect_with(&self.options.clone().database("postgres")).await?;
+        let sql = format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            quote_ident(&name)
+        );
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut admin)
+            .await?;
+        let _ = admin.close().await;
+        Ok(())
+    }
+
     /// Applies the queue's and the application's migrations. Both take an advisory lock, so
     /// several processes starting at once are safe; re-running is a no-op.
     pub async fn migrate(&self) -> Result<(), SetupError> {

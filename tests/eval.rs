@@ -1,0 +1,222 @@
+//! `optimizer eval` end to end: the real binary starts the service on a scratch database with
+//! the replay provider, trains through /complete + /feedback + the admin retrain, and routes the
+//! held-out prompts. The dataset is made here: a cheap model that is right on translations and
+//! wrong on code, a premium model right on both.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "integration tests"
+)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+const OPTIMIZER: &str = env!("CARGO_BIN_EXE_optimizer");
+
+const CATALOG: &str = r#"
+[[model]]
+provider = "replay"
+model = "cheap"
+input_usd_per_mtok = 0.10
+output_usd_per_mtok = 0.40
+context_window = 32000
+quality = 0.80
+
+[[model]]
+provider = "replay"
+model = "premium"
+input_usd_per_mtok = 3.0
+output_usd_per_mtok = 15.0
+context_window = 200000
+quality = 0.93
+"#;
+
+const LANGUAGES: [&str; 4] = ["French", "German", "Spanish", "Italian"];
+const THINGS: [&str; 6] = ["cat", "train", "garden", "letter", "window", "river"];
+const TASKS: [&str; 5] = [
+    "reverses a linked list",
+    "parses an ISO date",
+    "merges two sorted arrays",
+    "counts words in a file",
+    "validates an email address",
+];
+const LANGS: [&str; 4] = ["Python", "Rust", "Go", "TypeScript"];
+
+fn dir() -> PathBuf {
+    let d = std::env::temp_dir().join(format!("optimizer-eval-test-{}", ulid::Ulid::generate()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// 60 translations (cheap right) and 60 coding tasks (cheap wrong, premium right).
+fn write_dataset(dir: &Path) -> PathBuf {
+    let mut lines = Vec::new();
+    for i in 0..60 {
+        let prompt = format!(
+            "Translate into {}: \"The {} is next to house number {i}.\"",
+            LANGUAGES[i % 4],
+            THINGS[i % 6]
+        );
+        lines.push(json!({
+            "id": format!("tr-{i}"), "prompt": prompt, "category": "translation",
+            "outcomes": {
+                "cheap": {"correct": true, "response": "Le chat est à côté.", "output_tokens": 300},
+                "premium": {"correct": true, "output_tokens": 300},
+            }
+        }));
+        let prompt = format!(
+            "Write a {} function that {} (case {i}). Include unit tests and handle errors.",
+            LANGS[i % 4],
+            TASKS[i % 5]
+        );
+        lines.push(json!({
+            "id": format!("code-{i}"), "prompt": prompt, "category": "code",
+            "outcomes": {
+                "cheap": {"correct": false, "output_tokens": 300},
+                "premium": {"correct": true, "output_tokens": 400},
+            }
+        }));
+    }
+    let text: Vec<String> = lines.iter().map(Value::to_string).collect();
+    let path = dir.join("synthetic.jsonl");
+    std::fs::write(&path, text.join("\n") + "\n").unwrap();
+    std::fs::write(dir.join("synthetic.catalog.toml"), CATALOG).unwrap();
+    path
+}
+
+fn eval(args: &[&str]) -> std::process::Output {
+    Command::new(OPTIMIZER)
+        .arg("eval")
+        .args(args)
+        .env("DATABASE_URL", common::server_url())
+        .env_remove("ADMIN_TOKEN")
+        .env_remove("CATALOG_PATH")
+        .env_remove("PROVIDERS")
+        .output()
+        .expect("run optimizer eval")
+}
+
+async fn eval_databases() -> i64 {
+    use sqlx::Connection as _;
+    let mut conn = sqlx::PgConnection::connect(&common::server_url())
+        .await
+        .unwrap();
+    sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname LIKE 'optimizer_eval_%'")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_learned_policy_sends_each_category_to_the_model_that_is_right_on_it() {
+    let dir = dir();
+    let dataset = write_dataset(&dir);
+    let out = dir.join("out");
+    let before = eval_databases().await;
+    let output = eval(&[
+        "--dataset",
+        dataset.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--seed",
+        "7",
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(stdout.contains("learned policy"), "{stdout}");
+
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert!(out.join("report.txt").exists());
+    let svg = std::fs::read_to_string(out.join("cost_vs_accuracy.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("learned policy"));
+
+    assert_eq!(report["train_prompts"], 84);
+    assert_eq!(report["test_prompts"], 36);
+    assert_eq!(report["rounds"][0]["rated"], 84, "{report:#}");
+    assert!(
+        report["rounds"][0]["changes"].as_i64().unwrap() >= 2,
+        "{report:#}"
+    );
+
+    // Before any rating the priors send code to the cheap model too; after learning, each
+    // category goes to the model that is right on it.
+    let categories = report["categories"].as_array().unwrap();
+    let cat = |name: &str| categories.iter().find(|c| c["category"] == name).unwrap();
+    let (code, translation) = (cat("code"), cat("translation"));
+    assert_eq!(
+        code["models"],
+        json!({"premium": code["prompts"]}),
+        "{report:#}"
+    );
+    assert_eq!(
+        translation["models"],
+        json!({"cheap": translation["prompts"]}),
+        "{report:#}"
+    );
+    let policy = &report["policy"];
+    assert_eq!(policy["accuracy"], 1.0, "{report:#}");
+    assert_eq!(report["best_single"], "premium");
+    assert_eq!(report["cheapest_single"], "cheap");
+    assert!(policy["cost_vs_best"].as_f64().unwrap() < 0.9, "{report:#}");
+    let prior = report["prior_policy"]["accuracy"].as_f64().unwrap();
+    assert!(
+        prior < 1.0,
+        "the priors alone should not be perfect: {report:#}"
+    );
+    // The oracle is the cheapest right model per prompt: the learned policy matches it here.
+    assert_eq!(report["oracle"]["accuracy"], 1.0);
+    assert_eq!(
+        report["oracle"]["cost_usd"], policy["cost_usd"],
+        "{report:#}"
+    );
+
+    assert_eq!(
+        eval_databases().await,
+        before,
+        "the scratch database is dropped"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_bad_dataset_is_refused_naming_the_line() {
+    let dir = dir();
+    let dataset = dir.join("bad.jsonl");
+    std::fs::write(
+        &dataset,
+        "{\"id\":\"a\",\"prompt\":\"p\",\"outcomes\":{\"m\":{\"correct\":true}}}\n{\"id\":\"b\"}\n",
+    )
+    .unwrap();
+    let output = eval(&["--dataset", dataset.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("bad.jsonl, line 2"), "{stderr}");
+    assert!(stderr.contains("missing field"), "{stderr}");
+
+    // A catalog model the dataset never mentions is refused too.
+    std::fs::write(
+        &dataset,
+        "{\"id\":\"a\",\"prompt\":\"p\",\"outcomes\":{\"m\":{\"correct\":true}}}\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("bad.catalog.toml"), CATALOG).unwrap();
+    let output = eval(&["--dataset", dataset.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("\"cheap\", which has no outcome"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
