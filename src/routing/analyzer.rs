@@ -186,6 +186,9 @@ enum Signal {
     CodeSyntax,
     /// Math notation: counts toward math and math density.
     MathNotation,
+    /// A question about an amount ("how many", "how much"): with several numbers in the prompt,
+    /// the mark of a word problem.
+    Quantity,
 }
 
 /// A cue phrase. `word` cues must stand between non-alphanumeric characters.
@@ -221,7 +224,7 @@ const fn k(text: &'static str, signal: Signal) -> Cue {
 }
 
 use Pattern as P;
-use Signal::{CodeSyntax, Constraint, MathNotation, MultiStep};
+use Signal::{CodeSyntax, Constraint, MathNotation, MultiStep, Quantity};
 
 #[rustfmt::skip]
 const CUES: &[Cue] = &[
@@ -248,11 +251,14 @@ const CUES: &[Cue] = &[
     w("derivative", P::Math, 2.0), w("calculate", P::Math, 1.5), w("compute", P::Math, 1.0),
     w("probability", P::Math, 1.5), w("theorem", P::Math, 2.0), w("prove", P::Math, 1.0),
     w("matrix", P::Math, 1.2), w("polynomial", P::Math, 2.0), w("sum of", P::Math, 1.0),
-    w("how many", P::Math, 0.6), w("percent", P::Math, 0.8), w("algebra", P::Math, 1.5),
+    w("percent", P::Math, 0.8), w("algebra", P::Math, 1.5),
     w("geometry", P::Math, 1.5), w("triangle", P::Math, 1.0), w("fraction", P::Math, 1.2),
     w("average", P::Math, 0.6), w("factorial", P::Math, 2.0), w("prime", P::Math, 1.0),
     w("limit", P::Math, 0.5), w("eigenvalue", P::Math, 2.0), w("simplify", P::Math, 1.0),
     s("\\frac", MathNotation), s("\\int", MathNotation), s("\\sum", MathNotation),
+    k("how many", Quantity), k("how much", Quantity), k("how long", Quantity),
+    k("how far", Quantity), k("how old", Quantity), k("how fast", Quantity),
+    k("in total", Quantity), k("altogether", Quantity),
     s("\\sqrt", MathNotation), s("$$", MathNotation), s("∫", MathNotation), s("∑", MathNotation),
     s("√", MathNotation), s("π", MathNotation), s("≤", MathNotation), s("≥", MathNotation),
     s("±", MathNotation), s("×", MathNotation), s("÷", MathNotation), s("²", MathNotation),
@@ -360,6 +366,7 @@ impl QueryPatternAnalyzer {
         for window in [head, tail].into_iter().flatten() {
             scan_cues(window, &mut scores, &mut counts, &mut hits);
             counts.math_ops += count_math_ops(window);
+            counts.numbers += count_numbers(window);
             counts.questions += window.bytes().filter(|b| *b == b'?').count() as u32;
         }
 
@@ -373,6 +380,12 @@ impl QueryPatternAnalyzer {
         }
         if whole.chars < 200 && counts.questions > 0 && starts_with_wh(text) {
             scores[P::Factual.index()] += 0.7;
+        }
+        scores[P::Math.index()] += 0.6 * counts.quantity.min(2) as f64;
+        // A word problem: several quantities and a question about an amount ("She sells 16
+        // eggs a day at $2 each. How much does she make?") is math however it is worded.
+        if counts.numbers >= 2 && counts.quantity > 0 {
+            scores[P::Math.index()] += 1.0 + 0.25 * counts.numbers.min(8) as f64;
         }
         // A short prompt built around arithmetic ("What is 2+2?") is math, whatever its wording.
         if whole.chars < 200 && counts.math_ops > 0 {
@@ -411,6 +424,9 @@ struct Counts {
     fences: u32,
     code: u32,
     math_ops: u32,
+    /// Numbers written with digits.
+    numbers: u32,
+    quantity: u32,
     math_notation: u32,
     multi_step: u32,
     constraint: u32,
@@ -514,6 +530,7 @@ fn scan_cues(window: &str, scores: &mut [f64], counts: &mut Counts, hits: &mut [
             Signal::CodeSyntax if cue.text == "```" => counts.fences += 1,
             Signal::CodeSyntax => counts.code += 1,
             Signal::MathNotation => counts.math_notation += 1,
+            Signal::Quantity => counts.quantity += 1,
         }
     }
 }
@@ -539,6 +556,28 @@ fn count_math_ops(window: &str) -> u32 {
         let var = |x: Option<&u8>| x.is_some_and(|x| x.is_ascii_alphanumeric() || *x == b'(');
         if (operand(before) && var(after)) || (var(before) && operand(after)) {
             n += 1;
+        }
+    }
+    n
+}
+
+/// Counts numbers written with digits (`16`, `$2`, `3.5`, `1,000` each count once).
+fn count_numbers(window: &str) -> u32 {
+    let b = window.as_bytes();
+    let mut n = 0;
+    let mut i = 0;
+    while i < b.len() {
+        if b[i].is_ascii_digit() && (i == 0 || !b[i - 1].is_ascii_alphanumeric()) {
+            n += 1;
+            while i < b.len()
+                && (b[i].is_ascii_digit()
+                    || (matches!(b[i], b'.' | b',')
+                        && b.get(i + 1).is_some_and(u8::is_ascii_digit)))
+            {
+                i += 1;
+            }
+        } else {
+            i += 1;
         }
     }
     n
@@ -632,6 +671,11 @@ mod tests {
             (P::Math, "Solve for x: 3x + 7 = 22"),
             (P::Math, "What is 2+2?"),
             (P::Math, "How much is 17 * 23?"),
+            (
+                P::Math,
+                "A baker sells 12 loaves a day at $3 each and 5 cakes at $10 each. How much \
+                 does she earn in a week?",
+            ),
             (P::Math, "What is the integral of x^2 * sin(x) dx?"),
             (
                 P::Math,
