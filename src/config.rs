@@ -230,6 +230,10 @@ pub struct RoutingSettings {
     /// `EXPLORATION_MARGIN` (default 0.15): explore only models whose expected quality is within
     /// this much of the quality target.
     pub exploration_margin: f64,
+    /// `NEAR_BEST_MARGIN` (default 0.05; 0 turns it off): when no candidate reaches the quality
+    /// target, take the cheapest whose expected quality is within this much of the best one
+    /// (not when the request sets `min_quality`).
+    pub near_best_margin: f64,
     /// `BASELINE_MODEL`: the always-premium model savings are measured against
     /// (`provider/model` or a model id). Default: the best routable model in the catalog.
     pub baseline_model: Option<String>,
@@ -309,6 +313,7 @@ impl Settings {
             catalog_path: env.string("CATALOG_PATH")?.map(PathBuf::from),
             exploration_rate: env.parse_or("EXPLORATION_RATE", 0.1, unit)?,
             exploration_margin: env.parse_or("EXPLORATION_MARGIN", 0.15, unit)?,
+            near_best_margin: env.parse_or("NEAR_BEST_MARGIN", 0.05, unit)?,
             baseline_model: env.string("BASELINE_MODEL")?,
             reload_interval: Duration::from_secs(env.parse_or(
                 "ROUTING_RELOAD_SECS",

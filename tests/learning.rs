@@ -64,6 +64,14 @@ async fn confidence_boundaries_against_the_database() {
     assert_eq!(weight(&pool, "code", "sim-lite").await.unwrap().0, "high");
     assert_eq!(weight(&pool, "math", "sim-lite").await.unwrap().0, "medium");
     assert_eq!(weight(&pool, "chat", "sim-lite").await.unwrap().0, "medium");
+    // The estimate remembers the complexity it was measured at (seed_ratings rates at 0.3).
+    let reference: Option<f32> = sqlx::query_scalar(
+        "SELECT avg_complexity FROM routing_weights WHERE pattern = 'code' AND model = 'sim-lite'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!((reference.unwrap() - 0.3).abs() < 1e-6, "{reference:?}");
     assert_eq!(weight(&pool, "factual", "sim-lite").await, None);
     // History: one row per rated pattern-model for the run, LOW ones included.
     let history: i64 = sqlx::query_scalar(

@@ -128,6 +128,7 @@ async fn learned_weights_reach_the_engine_through_notify() {
             confidence: Confidence::High,
             samples: 40,
             demoted: false,
+            avg_complexity: None,
         },
     )
     .await

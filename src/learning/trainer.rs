@@ -35,6 +35,9 @@ pub struct Aggregate {
     pub last_feedback_at: Option<DateTime<Utc>>,
     pub avg_cost_usd: Option<f64>,
     pub total_cost_usd: Option<f64>,
+    /// Mean complexity score of the rated requests (the estimate's reference complexity).
+    #[serde(default)]
+    pub avg_complexity: Option<f64>,
 }
 
 /// A weight as stored (before a run).
@@ -228,6 +231,7 @@ mod tests {
             last_feedback_at: Some(Utc::now()),
             avg_cost_usd: None,
             total_cost_usd: None,
+            avg_complexity: None,
         }
     }
 

@@ -6,9 +6,13 @@
 //! 1. **Candidates**: routable models (provider enabled), in `allowed_providers` if given, whose
 //!    context window holds the prompt plus the expected answer.
 //! 2. **Expected quality** of a model for the pattern: the learned estimate where its confidence
-//!    is HIGH or MEDIUM, else the catalog prior for the pattern. Priors and estimates describe
-//!    medium complexity; the complexity adjusts them: `q(c) = q − 0.8·(1 − q)·(c − 0.5)`, so
-//!    easy prompts raise and hard ones lower a model's expectation, weak models more than strong.
+//!    is HIGH or MEDIUM (or it is demoted), else the catalog prior for the pattern, moved by
+//!    how far the measured models of that pattern landed from their own priors (calibration:
+//!    the sample-weighted mean of estimate − prior; a hard pattern lowers every guess). Priors
+//!    describe medium complexity (r = 0.5); a learned estimate describes the mean complexity r of
+//!    the requests it was rated on. The prompt's complexity c adjusts them:
+//!    `q(c) = q − 0.8·(1 − q)·(c − r)`, so prompts easier than the reference raise and harder
+//!    ones lower a model's expectation, weak models more than strong.
 //! 3. **Expected cost**: estimated prompt tokens × input price + expected output tokens × output
 //!    price. Expected output tokens: a per-pattern figure scaled by `0.5 + complexity`, capped by
 //!    the request's `max_tokens` and the model's output limit (translation: ~1.1× the input).
@@ -16,7 +20,8 @@
 //! 5. **Choice**: `quality` takes the highest expected quality (ties → cheaper). `cost` and
 //!    `balanced` take the cheapest candidate whose expected quality reaches the target —
 //!    `cost`: 0.60 + 0.25·c, `balanced`: 0.70 + 0.22·c, raised to `min_quality` when that is
-//!    higher — and when none reaches it, the highest expected quality.
+//!    higher — and when none reaches it, the highest expected quality, or the cheapest candidate
+//!    within `near_best_margin` of it (unless the request set `min_quality`).
 //! 6. **Fallbacks**: the other candidates meeting the target by cost, then the rest by quality.
 //! 7. **Exploration**: with probability `exploration_rate` (not for `quality`, not for pinned
 //!    models), a cheaper candidate whose quality for the pattern is not known with confidence and
@@ -200,9 +205,11 @@ fn base_output_tokens(pattern: Pattern, input_tokens: u64) -> f64 {
     }
 }
 
-/// The complexity adjustment of rule 2.
-fn at_complexity(q: f64, c: f64) -> f64 {
-    (q - 0.8 * (1.0 - q) * (c - 0.5)).clamp(0.0, 1.0)
+/// The complexity adjustment of rule 2: `q` is the expected quality at complexity `reference`
+/// (0.5 for catalog priors; the mean complexity of the rated requests for learned estimates, so
+/// an estimate measured on easy prompts is not credited again for a prompt being easy).
+pub(super) fn at_complexity(q: f64, c: f64, reference: f64) -> f64 {
+    (q - 0.8 * (1.0 - q) * (c - reference)).clamp(0.0, 1.0)
 }
 
 /// Holds the catalog, which models are routable, and the learned weights (swapped atomically).
@@ -213,6 +220,7 @@ pub struct RoutingEngine {
     weights: ArcSwap<LearnedWeights>,
     exploration_rate: f64,
     exploration_margin: f64,
+    near_best_margin: f64,
 }
 
 impl fmt::Debug for RoutingEngine {
@@ -262,6 +270,7 @@ impl RoutingEngine {
             weights: ArcSwap::from_pointee(LearnedWeights::default()),
             exploration_rate: settings.exploration_rate,
             exploration_margin: settings.exploration_margin,
+            near_best_margin: settings.near_best_margin,
         })
     }
 
@@ -320,18 +329,23 @@ impl RoutingEngine {
         let learned = weights
             .get(analysis.pattern, index)
             .filter(|w| w.is_actionable());
+        let reference = learned.and_then(|w| w.avg_complexity).unwrap_or(0.5);
         let (quality, source) = match learned {
             Some(w) if w.confidence == Confidence::High => (w.quality, QualitySource::High),
             Some(w) if w.confidence == Confidence::Medium => (w.quality, QualitySource::Medium),
             Some(w) => (w.quality, QualitySource::Demoted),
-            None => (model.prior(analysis.pattern), QualitySource::Prior),
+            None => (
+                (model.prior(analysis.pattern) + weights.prior_shift(analysis.pattern))
+                    .clamp(0.0, 1.0),
+                QualitySource::Prior,
+            ),
         };
         let (input, output, cost) = self.estimate(index, analysis, req.max_output_tokens);
         Candidate {
             index,
             provider: model.provider,
             model: model.model.clone(),
-            expected_quality: round3(at_complexity(quality, analysis.complexity)),
+            expected_quality: round3(at_complexity(quality, analysis.complexity, reference)),
             confidence: source,
             est_input_tokens: input,
             est_output_tokens: output,
@@ -440,6 +454,23 @@ impl RoutingEngine {
         });
 
         let mut ranked = pool;
+        // Nothing reaches the target: paying much more for a hair of expected quality is not
+        // balanced — the cheapest candidate close to the best one is taken instead.
+        let mut near_best = false;
+        if target.is_some() && !ranked[0].meets_target && req.min_quality.is_none() {
+            let floor = ranked[0].expected_quality - self.near_best_margin;
+            let cheaper = (1..ranked.len())
+                .filter(|i| {
+                    ranked[*i].expected_quality >= floor - 1e-9
+                        && ranked[*i].est_cost_usd < ranked[0].est_cost_usd
+                })
+                .min_by(|a, b| ranked[*a].est_cost_usd.total_cmp(&ranked[*b].est_cost_usd));
+            if let Some(i) = cheaper {
+                let pick = ranked.remove(i);
+                ranked.insert(0, pick);
+                near_best = true;
+            }
+        }
         let first = &ranked[0];
         let tier = analysis.tier.as_str();
         let (mut reason_code, mut reason) = match target {
@@ -458,6 +489,18 @@ impl RoutingEngine {
                     "cheapest model expected to reach quality {t:.2} for {} prompts of {tier} \
                      complexity ({:.2}, {})",
                     analysis.pattern,
+                    first.expected_quality,
+                    first.confidence.as_str()
+                ),
+            ),
+            Some(t) if near_best => (
+                "near_best_available",
+                format!(
+                    "no candidate is expected to reach quality {t:.2} for {} prompts of {tier} \
+                     complexity; taking the cheapest within {:.2} of the best available ({:.2}, \
+                     {})",
+                    analysis.pattern,
+                    self.near_best_margin,
                     first.expected_quality,
                     first.confidence.as_str()
                 ),
@@ -567,6 +610,7 @@ quality = 0.99
             catalog_path: None,
             exploration_rate: rate,
             exploration_margin: 0.3,
+            near_best_margin: 0.0,
             baseline_model: None,
             reload_interval: std::time::Duration::from_secs(30),
         }
@@ -606,6 +650,7 @@ quality = 0.99
             confidence,
             samples: 20,
             demoted: false,
+            avg_complexity: None,
         };
         e.set_weights(LearnedWeights::new(e.catalog(), 1, vec![w]));
     }
@@ -672,6 +717,111 @@ quality = 0.99
             &RouteRequest::default(),
         );
         assert_eq!(other.chosen.model, "mid");
+    }
+
+    #[test]
+    fn learned_estimates_are_adjusted_from_the_complexity_they_were_measured_at() {
+        let e = engine(0.0);
+        let easy = analysis(Pattern::Code, 0.1, 200);
+        let expected = |avg_complexity: Option<f64>| {
+            let w = LearnedWeight {
+                pattern: Pattern::Code,
+                provider: ProviderId::Simulated,
+                model: "cheap".into(),
+                quality: 0.7,
+                confidence: Confidence::High,
+                samples: 20,
+                demoted: false,
+                avg_complexity,
+            };
+            e.set_weights(LearnedWeights::new(e.catalog(), 1, vec![w]));
+            let d = route(&e, &easy, &RouteRequest::default());
+            let c = std::iter::once(&d.chosen)
+                .chain(&d.alternatives)
+                .find(|c| c.model == "cheap")
+                .cloned()
+                .unwrap();
+            c.expected_quality
+        };
+        // Measured on prompts as easy as this one: no credit for the prompt being easy.
+        assert_eq!(expected(Some(0.1)), 0.7);
+        // Without a reference (older weights) the estimate counts as medium complexity.
+        assert_eq!(expected(None), round3(0.7 + 0.8 * 0.3 * 0.4));
+        // Measured on harder prompts: this easier one is expected to go better.
+        assert!(expected(Some(0.8)) > expected(None));
+    }
+
+    #[test]
+    fn when_nothing_reaches_the_target_the_cheapest_near_the_best_is_taken() {
+        let with_margin = |m: f64| {
+            let mut s = settings(0.0);
+            s.near_best_margin = m;
+            let catalog = Arc::new(Catalog::parse(CATALOG, "test").unwrap());
+            RoutingEngine::new(catalog, &[ProviderId::Simulated], &s).unwrap()
+        };
+        let hard = analysis(Pattern::Code, 0.5, 200);
+        let weights = |e: &RoutingEngine| {
+            let w = |model: &str, quality: f64| LearnedWeight {
+                pattern: Pattern::Code,
+                provider: ProviderId::Simulated,
+                model: model.into(),
+                quality,
+                confidence: Confidence::High,
+                samples: 50,
+                demoted: false,
+                avg_complexity: None,
+            };
+            e.set_weights(LearnedWeights::new(
+                e.catalog(),
+                1,
+                vec![w("cheap", 0.40), w("mid", 0.57), w("premium", 0.60)],
+            ));
+        };
+        let off = with_margin(0.0);
+        weights(&off);
+        let d = route(&off, &hard, &RouteRequest::default());
+        assert_eq!(
+            (d.chosen.model.as_str(), d.reason_code),
+            ("premium", "best_available")
+        );
+
+        let on = with_margin(0.05);
+        weights(&on);
+        let d = route(&on, &hard, &RouteRequest::default());
+        assert_eq!(
+            (d.chosen.model.as_str(), d.reason_code),
+            ("mid", "near_best_available"),
+            "{}",
+            d.reason
+        );
+        assert_eq!(d.alternatives[0].model, "premium");
+        // An explicit min_quality means the caller wants the best there is.
+        let strict = RouteRequest {
+            min_quality: Some(0.9),
+            ..RouteRequest::default()
+        };
+        assert_eq!(route(&on, &hard, &strict).chosen.model, "premium");
+    }
+
+    #[test]
+    fn priors_of_unmeasured_models_follow_what_the_measured_ones_showed() {
+        let e = engine(0.0);
+        let a = analysis(Pattern::Code, 0.5, 200);
+        let quality = RouteRequest {
+            strategy: Strategy::Quality,
+            ..RouteRequest::default()
+        };
+        assert_eq!(route(&e, &a, &quality).chosen.model, "premium");
+        // The premium model, measured, did far worse on this traffic than its prior (0.95).
+        learn(&e, "premium", 0.575, Confidence::High);
+        let d = route(&e, &a, &quality);
+        // Unmeasured "mid" (prior 0.82) is expected to fall short by as much: premium stays.
+        assert_eq!(d.chosen.model, "premium", "{}", d.reason);
+        let mid = d.alternatives.iter().find(|c| c.model == "mid").unwrap();
+        assert_eq!(mid.expected_quality, round3(0.82 - (0.95 - 0.575)));
+        // Other patterns keep their priors.
+        let math = route(&e, &analysis(Pattern::Math, 0.5, 200), &quality);
+        assert_eq!(math.chosen.expected_quality, 0.95);
     }
 
     #[test]

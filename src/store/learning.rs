@@ -23,6 +23,7 @@ struct AggregateSql {
     last_feedback_at: Option<DateTime<Utc>>,
     avg_cost_usd: Option<f64>,
     total_cost_usd: Option<f64>,
+    avg_complexity: Option<f64>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -52,7 +53,8 @@ pub async fn aggregates(
                     (avg(CASE WHEN f.is_correct THEN 1.0 ELSE 0.0 END)
                         FILTER (WHERE f.is_correct IS NOT NULL))::float8 AS correctness,
                     max(f.updated_at) AS last_feedback_at, avg(m.cost_usd) AS avg_cost_usd,
-                    sum(m.cost_usd) AS total_cost_usd
+                    sum(m.cost_usd) AS total_cost_usd,
+                    avg(m.complexity_score)::float8 AS avg_complexity
              FROM response_feedback f
              LEFT JOIN routing_metrics m ON m.request_id = f.request_id
              WHERE ($1::timestamptz IS NULL OR f.timestamp >= $1)
@@ -75,6 +77,7 @@ pub async fn aggregates(
             last_feedback_at: r.last_feedback_at,
             avg_cost_usd: r.avg_cost_usd,
             total_cost_usd: r.total_cost_usd,
+            avg_complexity: r.avg_complexity,
         })
         .collect())
 }
@@ -214,8 +217,9 @@ pub async fn apply(pool: &PgPool, run: &AppliedRun<'_>) -> Result<Option<i64>, s
             sqlx::query(
                 "INSERT INTO routing_weights (pattern, provider, model, avg_quality_score,
                      correctness_rate, sample_count, confidence_level, quality_estimate,
-                     avg_cost_usd, last_feedback_at, retraining_run_id, demoted, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, now())
+                     avg_cost_usd, last_feedback_at, retraining_run_id, demoted, avg_complexity,
+                     updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, now())
                  ON CONFLICT (pattern, provider, model) DO UPDATE SET
                      avg_quality_score = EXCLUDED.avg_quality_score,
                      correctness_rate = EXCLUDED.correctness_rate,
@@ -225,7 +229,8 @@ pub async fn apply(pool: &PgPool, run: &AppliedRun<'_>) -> Result<Option<i64>, s
                      avg_cost_usd = EXCLUDED.avg_cost_usd,
                      last_feedback_at = EXCLUDED.last_feedback_at,
                      retraining_run_id = EXCLUDED.retraining_run_id,
-                     demoted = EXCLUDED.demoted, updated_at = now()",
+                     demoted = EXCLUDED.demoted, avg_complexity = EXCLUDED.avg_complexity,
+                     updated_at = now()",
             )
             .bind(&c.pattern)
             .bind(&c.provider)
@@ -239,6 +244,10 @@ pub async fn apply(pool: &PgPool, run: &AppliedRun<'_>) -> Result<Option<i64>, s
             .bind(a.and_then(|a| a.last_feedback_at))
             .bind(run_id)
             .bind(c.after.demoted)
+            .bind(
+                a.and_then(|a| a.avg_complexity)
+                    .map(|c| c.clamp(0.0, 1.0) as f32),
+            )
             .execute(&mut *tx)
             .await?;
         }

@@ -28,8 +28,10 @@ pub async fn load(pool: &PgPool) -> Result<(i64, Vec<LearnedWeight>), sqlx::Erro
         .fetch_optional(&mut *tx)
         .await?
         .unwrap_or_default();
-    let rows: Vec<(String, String, String, f32, String, i32, bool)> = sqlx::query_as(
-        "SELECT pattern, provider, model, quality_estimate, confidence_level, sample_count, demoted
+    #[allow(clippy::type_complexity, reason = "one row tuple, read once")]
+    let rows: Vec<(String, String, String, f32, String, i32, bool, Option<f32>)> = sqlx::query_as(
+        "SELECT pattern, provider, model, quality_estimate, confidence_level, sample_count, demoted,
+                avg_complexity
          FROM routing_weights",
     )
     .fetch_all(&mut *tx)
@@ -38,7 +40,7 @@ pub async fn load(pool: &PgPool) -> Result<(i64, Vec<LearnedWeight>), sqlx::Erro
 
     let weights = rows
         .into_iter()
-        .filter_map(|(pattern, provider, model, quality, confidence, samples, demoted)| {
+        .filter_map(|(pattern, provider, model, quality, confidence, samples, demoted, cx)| {
             let parsed = (
                 Pattern::parse(&pattern),
                 ProviderId::parse(&provider),
@@ -56,6 +58,7 @@ pub async fn load(pool: &PgPool) -> Result<(i64, Vec<LearnedWeight>), sqlx::Erro
                 confidence,
                 samples: u32::try_from(samples).unwrap_or_default(),
                 demoted,
+                avg_complexity: cx.map(f64::from),
             })
         })
         .collect();
@@ -77,14 +80,15 @@ pub async fn upsert_and_bump(pool: &PgPool, weight: &LearnedWeight) -> Result<i6
     let mut tx = pool.begin().await?;
     sqlx::query(
         "INSERT INTO routing_weights (pattern, provider, model, avg_quality_score,
-             correctness_rate, sample_count, confidence_level, quality_estimate)
-         VALUES ($1, $2, $3, 1 + 4 * $4, $4, $5, $6, $4)
+             correctness_rate, sample_count, confidence_level, quality_estimate, avg_complexity)
+         VALUES ($1, $2, $3, 1 + 4 * $4, $4, $5, $6, $4, $7)
          ON CONFLICT (pattern, provider, model) DO UPDATE SET
              avg_quality_score = EXCLUDED.avg_quality_score,
              correctness_rate = EXCLUDED.correctness_rate,
              sample_count = EXCLUDED.sample_count,
              confidence_level = EXCLUDED.confidence_level,
              quality_estimate = EXCLUDED.quality_estimate,
+             avg_complexity = EXCLUDED.avg_complexity,
              updated_at = now()",
     )
     .bind(weight.pattern.as_str())
@@ -93,6 +97,7 @@ pub async fn upsert_and_bump(pool: &PgPool, weight: &LearnedWeight) -> Result<i6
     .bind(weight.quality as f32)
     .bind(i32::try_from(weight.samples).unwrap_or(i32::MAX))
     .bind(weight.confidence.as_str())
+    .bind(weight.avg_complexity.map(|c| c as f32))
     .execute(&mut *tx)
     .await?;
     let version = bump_policy_version(&mut tx).await?;
