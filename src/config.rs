@@ -225,7 +225,7 @@ pub struct RoutingSettings {
     /// `CATALOG_PATH`: a catalog file replacing the embedded default.
     pub catalog_path: Option<PathBuf>,
     /// `EXPLORATION_RATE` (default 0.1; 0 turns exploration off): share of auto-routed traffic
-    /// sent to a cheaper model whose quality for the pattern is not yet known with confidence.
+    /// sent to a model costing no more than the regular choice whose quality for the pattern is not yet known with confidence.
     pub exploration_rate: f64,
     /// `EXPLORATION_MARGIN` (default 0.15): explore only models whose expected quality is within
     /// this much of the quality target.

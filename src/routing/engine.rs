@@ -24,8 +24,9 @@
 //!    within `near_best_margin` of it (unless the request set `min_quality`).
 //! 6. **Fallbacks**: the other candidates meeting the target by cost, then the rest by quality.
 //! 7. **Exploration**: with probability `exploration_rate` (not for `quality`, not for pinned
-//!    models), a cheaper candidate whose quality for the pattern is not known with confidence and
-//!    whose expected quality is within `exploration_margin` of the target (and at least an
+//!    models), a candidate costing no more than the regular choice whose quality for the pattern is not known with confidence and
+//!    whose catalog prior (optimistically, before calibration: it might be good enough) puts it
+//!    within `exploration_margin` of the target (and at least an
 //!    explicit `min_quality`) is chosen instead, reason `explore`; the regular choice becomes the
 //!    first fallback. `max_cost` holds, since over-budget candidates were already dropped.
 
@@ -142,6 +143,11 @@ pub struct Candidate {
     pub est_cost_usd: f64,
     /// Whether it reaches the strategy's quality target.
     pub meets_target: bool,
+    /// For an unmeasured model: its expected quality from the catalog prior alone, before
+    /// calibration — the optimistic view exploration uses (a model is worth trying if it might
+    /// be good enough). Equal to `expected_quality` otherwise.
+    #[serde(skip)]
+    pub optimistic_quality: f64,
 }
 
 /// The engine's answer.
@@ -330,27 +336,35 @@ impl RoutingEngine {
             .get(analysis.pattern, index)
             .filter(|w| w.is_actionable());
         let reference = learned.and_then(|w| w.avg_complexity).unwrap_or(0.5);
+        let raw_prior = model.prior(analysis.pattern);
         let (quality, source) = match learned {
             Some(w) if w.confidence == Confidence::High => (w.quality, QualitySource::High),
             Some(w) if w.confidence == Confidence::Medium => (w.quality, QualitySource::Medium),
             Some(w) => (w.quality, QualitySource::Demoted),
             None => (
-                (model.prior(analysis.pattern) + weights.prior_shift(analysis.pattern))
-                    .clamp(0.0, 1.0),
+                (raw_prior + weights.prior_shift(analysis.pattern)).clamp(0.0, 1.0),
                 QualitySource::Prior,
             ),
+        };
+        let expected_quality = round3(at_complexity(quality, analysis.complexity, reference));
+        let optimistic_quality = match source {
+            QualitySource::Prior => {
+                round3(at_complexity(raw_prior, analysis.complexity, 0.5)).max(expected_quality)
+            }
+            _ => expected_quality,
         };
         let (input, output, cost) = self.estimate(index, analysis, req.max_output_tokens);
         Candidate {
             index,
             provider: model.provider,
             model: model.model.clone(),
-            expected_quality: round3(at_complexity(quality, analysis.complexity, reference)),
+            expected_quality,
             confidence: source,
             est_input_tokens: input,
             est_output_tokens: output,
             est_cost_usd: cost,
             meets_target: false,
+            optimistic_quality,
         }
     }
 
@@ -529,8 +543,8 @@ impl RoutingEngine {
                 .filter(|i| {
                     let c = &ranked[*i];
                     c.confidence == QualitySource::Prior
-                        && c.est_cost_usd < chosen_cost
-                        && c.expected_quality >= floor
+                        && c.est_cost_usd <= chosen_cost
+                        && c.optimistic_quality >= floor
                 })
                 .collect();
             if !explorable.is_empty() {
@@ -538,7 +552,7 @@ impl RoutingEngine {
                 let probe = ranked.remove(pick);
                 reason_code = "explore";
                 reason = format!(
-                    "explore: {}/{} is cheaper and its quality for {} prompts is not yet known \
+                    "explore: {}/{} costs no more and its quality for {} prompts is not yet known \
                      with confidence (prior {:.2}); the regular choice is the first fallback",
                     probe.provider, probe.model, analysis.pattern, probe.expected_quality
                 );
@@ -822,6 +836,26 @@ quality = 0.99
         // Other patterns keep their priors.
         let math = route(&e, &analysis(Pattern::Math, 0.5, 200), &quality);
         assert_eq!(math.chosen.expected_quality, 0.95);
+        // Exploration still looks at the uncalibrated prior: an unmeasured model is worth
+        // trying if it might be good enough.
+        let explorer = engine(1.0);
+        explorer.set_weights(LearnedWeights::new(
+            explorer.catalog(),
+            1,
+            vec![LearnedWeight {
+                pattern: Pattern::Code,
+                provider: ProviderId::Simulated,
+                model: "premium".into(),
+                quality: 0.6,
+                confidence: Confidence::High,
+                samples: 20,
+                demoted: false,
+                avg_complexity: None,
+            }],
+        ));
+        let d = route(&explorer, &a, &RouteRequest::default());
+        assert!(d.explored, "{}", d.reason);
+        assert_ne!(d.chosen.model, "premium");
     }
 
     #[test]
