@@ -26,20 +26,23 @@ done
 python3 - "$out" "$name" "$seeds" "$strategies" <<'PY'
 import json, sys
 out, name, seeds, strategies = sys.argv[1], sys.argv[2], sys.argv[3].split(), sys.argv[4].split()
-print(f"{'strategy':<9} {'seed':>4}  {'accuracy':>8} {'cost':>10} {'acc/best':>8} {'cost/best':>9}  "
-      f"{'priors acc':>10} {'priors cost/best':>16}")
+cols = "accuracy cost_usd acc/best cost/best lift(pts) gap_rec priors_acc priors_cost/best".split()
+print(f"{'strategy':<9} {'seed':>4}  " + " ".join(f"{c:>16}" for c in cols))
 for s in strategies:
     rows = []
     for seed in seeds:
         r = json.load(open(f"{out}/{name}-{s}-{seed}/report.json"))
         p, q = r["policy"], r.get("prior_policy") or {}
-        rows.append((p["accuracy"], p["cost_usd"], p["accuracy_vs_best"], p["cost_vs_best"],
-                     q.get("accuracy", 0), q.get("cost_vs_best", 0)))
-        print(f"{s:<9} {seed:>4}  {p['accuracy']:>8.1%} {p['cost_usd']:>10.4f} "
-              f"{p['accuracy_vs_best']:>8.1%} {p['cost_vs_best']:>9.1%}  "
-              f"{q.get('accuracy', 0):>10.1%} {q.get('cost_vs_best', 0):>16.1%}")
-    n = len(rows)
-    m = [sum(x[i] for x in rows) / n for i in range(6)]
-    print(f"{s:<9} {'mean':>4}  {m[0]:>8.1%} {m[1]:>10.4f} {m[2]:>8.1%} {m[3]:>9.1%}  "
-          f"{m[4]:>10.1%} {m[5]:>16.1%}")
+        single = {x["name"]: x for x in r["singles"]}
+        b, c = single[r["best_single"]], single[r["cheapest_single"]]
+        # Random mixing of cheapest and best at the policy's cost (as report.json's versus_mix).
+        share = min(1, max(0, (p["cost_usd"] - c["cost_usd"]) / (b["cost_usd"] - c["cost_usd"])))
+        mix = c["accuracy"] + share * (b["accuracy"] - c["accuracy"])
+        gap = (p["accuracy"] - c["accuracy"]) / (b["accuracy"] - c["accuracy"])
+        row = [p["accuracy"], p["cost_usd"], p["accuracy_vs_best"], p["cost_vs_best"],
+               100 * (p["accuracy"] - mix), gap, q.get("accuracy", 0), q.get("cost_vs_best", 0)]
+        rows.append(row)
+        print(f"{s:<9} {seed:>4}  " + " ".join(f"{v:>16.4f}" for v in row))
+    mean = [sum(x[i] for x in rows) / len(rows) for i in range(len(cols))]
+    print(f"{s:<9} {'mean':>4}  " + " ".join(f"{v:>16.4f}" for v in mean))
 PY

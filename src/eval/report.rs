@@ -118,9 +118,45 @@ pub struct Report {
     pub cheapest_single: String,
     pub random: Row,
     pub oracle: Row,
+    /// The learned policy against the simplest alternative router: sending a random share of
+    /// the prompts to the best single model and the rest to the cheapest, with that share
+    /// chosen to spend what the policy spent.
+    pub versus_mix: VersusMix,
     pub policy_failures: usize,
     pub policy_models: BTreeMap<String, usize>,
     pub categories: Vec<CategoryRow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VersusMix {
+    /// Share of prompts the mix sends to the best model to spend what the policy spent (0..1).
+    pub best_share: f64,
+    /// The mix's accuracy at that share.
+    pub mix_accuracy: f64,
+    /// Policy accuracy − mix accuracy: what routing adds over random mixing at equal cost.
+    pub lift: f64,
+    /// Share of the cheapest→best accuracy gap the policy recovers (RouteLLM's PGR).
+    pub gap_recovered: f64,
+}
+
+fn versus_mix(policy: &Row, cheapest: (f64, f64), best: (f64, f64)) -> VersusMix {
+    let ((ca, cc), (ba, bc)) = (cheapest, best);
+    let best_share = if bc > cc {
+        ((policy.cost_usd - cc) / (bc - cc)).clamp(0.0, 1.0)
+    } else {
+        1.0
+    };
+    let mix_accuracy = ca + best_share * (ba - ca);
+    VersusMix {
+        best_share,
+        mix_accuracy,
+        lift: policy.accuracy - mix_accuracy,
+        gap_recovered: if ba > ca {
+            (policy.accuracy - ca) / (ba - ca)
+        } else {
+            0.0
+        },
+    }
 }
 
 fn mean(sum: f64, n: usize) -> f64 {
@@ -288,7 +324,9 @@ pub fn build(
         })
         .collect();
 
+    let policy_row = row("learned policy", score(policy, prices));
     Report {
+        versus_mix: versus_mix(&policy_row, (cheapest.1, cheapest.2), (best.1, best.2)),
         dataset: ctx.dataset,
         records: ctx.records,
         duplicates_dropped: ctx.duplicates_dropped,
@@ -297,7 +335,7 @@ pub fn build(
         strategy: ctx.strategy,
         seed: ctx.seed,
         rounds: ctx.rounds,
-        policy: row("learned policy", score(policy, prices)),
+        policy: policy_row,
         prior_policy: prior.map(|p| row("priors only (before learning)", score(p, prices))),
         singles,
         best_single: best.0.clone(),
@@ -429,6 +467,20 @@ pub fn render(r: &Report) -> String {
         &["router", "accuracy", "cost", "acc vs best", "cost vs best"],
         &rows,
     ));
+    let m = &r.versus_mix;
+    let _ = writeln!(
+        out,
+        "Versus random mixing at equal cost ({} of prompts to {}, the rest to {}): {} → lift \
+         {:+.1} points; {} of the {}→{} accuracy gap recovered.",
+        pct(m.best_share),
+        r.best_single,
+        r.cheapest_single,
+        pct(m.mix_accuracy),
+        100.0 * m.lift,
+        pct(m.gap_recovered),
+        r.cheapest_single,
+        r.best_single
+    );
     if r.policy_failures > 0 {
         let _ = writeln!(
             out,
@@ -661,6 +713,11 @@ mod tests {
         // Oracle: cheap on 1, 2; premium on 3; on 4 nobody is right → the cheaper.
         assert_eq!((r.oracle.accuracy, r.oracle.cost_usd), (0.75, 13.0));
         assert_eq!((r.random.accuracy, r.random.cost_usd), (0.625, 22.0));
+        // Mixing cheap (0.5, $4) and premium (0.75, $40) to spend $22: half each → 0.625.
+        assert_eq!(r.versus_mix.best_share, 0.5);
+        assert_eq!(r.versus_mix.mix_accuracy, 0.625);
+        assert_eq!(r.versus_mix.lift, 0.125);
+        assert_eq!(r.versus_mix.gap_recovered, 1.0);
         assert_eq!(r.categories.len(), 2);
         assert_eq!(r.categories[1].best_model, "premium");
         assert_eq!(r.policy_models["cheap"], 2);
