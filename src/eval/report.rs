@@ -545,7 +545,7 @@ fn esc(s: &str) -> String {
 /// learned policy (and the priors-only policy) marked. Hand-written SVG: a dozen points and
 /// labels do not warrant a plotting library's dependency tree.
 pub fn svg(r: &Report) -> String {
-    let (w, h, left, right, top, bottom) = (760.0, 480.0, 70.0, 200.0, 40.0, 50.0);
+    let (w, h, left, right, top, bottom) = (900.0, 520.0, 70.0, 40.0, 40.0, 50.0);
     let mut points: Vec<(&str, f64, f64, &str)> = r
         .singles
         .iter()
@@ -609,8 +609,28 @@ pub fn svg(r: &Report) -> String {
         (y0 + y1) / 2.0,
         (y0 + y1) / 2.0
     );
+    // The random mix of the cheapest and the best single model: routing should beat this line.
+    let single = |name: &str| r.singles.iter().find(|s| s.name == name);
+    if let (Some(c), Some(b)) = (single(&r.cheapest_single), single(&r.best_single)) {
+        let _ = writeln!(
+            s,
+            r##"<line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#999" stroke-dasharray="5,4"/><text x="{:.1}" y="{:.1}" fill="#777" font-size="11">random mix of cheapest and best</text>"##,
+            x(c.cost_usd),
+            y(c.accuracy),
+            x(b.cost_usd),
+            y(b.accuracy),
+            (x(c.cost_usd) + x(b.cost_usd)) / 2.0,
+            (y(c.accuracy) + y(b.accuracy)) / 2.0 + 16.0
+        );
+    }
     for (name, c, a, color) in &points {
         let (px, py) = (x(*c), y(*a));
+        // Labels of points in the right half go to their left, so they stay on the canvas.
+        let (lx, anchor) = if px > (x0 + x1) / 2.0 {
+            (px - 9.0, "end")
+        } else {
+            (px + 9.0, "start")
+        };
         let marker = if *name == "learned policy" {
             format!(
                 r#"<path d="M {px:.1} {:.1} L {:.1} {:.1} L {:.1} {:.1} Z" fill="{color}"/>"#,
@@ -625,8 +645,7 @@ pub fn svg(r: &Report) -> String {
         };
         let _ = writeln!(
             s,
-            r#"{marker}<text x="{:.1}" y="{:.1}" fill="{color}">{} ({}, {})</text>"#,
-            px + 9.0,
+            r#"{marker}<text x="{lx:.1}" y="{:.1}" text-anchor="{anchor}" fill="{color}">{} ({}, {})</text>"#,
             py + 4.0,
             esc(name),
             pct(*a),

@@ -24,10 +24,12 @@
 //!    within `near_best_margin` of it (unless the request set `min_quality`).
 //! 6. **Fallbacks**: the other candidates meeting the target by cost, then the rest by quality.
 //! 7. **Exploration**: with probability `exploration_rate` (not for `quality`, not for pinned
-//!    models), a candidate costing no more than the regular choice whose quality for the pattern is not known with confidence and
-//!    whose catalog prior (optimistically, before calibration: it might be good enough) puts it
-//!    within `exploration_margin` of the target (and at least an
-//!    explicit `min_quality`) is chosen instead, reason `explore`; the regular choice becomes the
+//!    models), a candidate costing no more than the regular choice, whose quality for the
+//!    pattern is not known with confidence, and whose catalog prior for the pattern (before
+//!    calibration and complexity: it might be good enough, and the explored prompts must be a
+//!    fair sample of the pattern, not only its easy ones) is within `exploration_margin` of the
+//!    strategy's target at medium complexity (and whose expected quality reaches an explicit
+//!    `min_quality`) is chosen instead, reason `explore`; the regular choice becomes the
 //!    first fallback. `max_cost` holds, since over-budget candidates were already dropped.
 
 use std::fmt;
@@ -143,9 +145,10 @@ pub struct Candidate {
     pub est_cost_usd: f64,
     /// Whether it reaches the strategy's quality target.
     pub meets_target: bool,
-    /// For an unmeasured model: its expected quality from the catalog prior alone, before
-    /// calibration — the optimistic view exploration uses (a model is worth trying if it might
-    /// be good enough). Equal to `expected_quality` otherwise.
+    /// For an unmeasured model: its catalog prior for the pattern, before calibration and
+    /// before the complexity adjustment — the view exploration uses (a model is worth trying
+    /// if it might be good enough for the pattern; judging it per prompt would sample only the
+    /// easy prompts and overrate it). Equal to `expected_quality` otherwise.
     #[serde(skip)]
     pub optimistic_quality: f64,
 }
@@ -348,9 +351,7 @@ impl RoutingEngine {
         };
         let expected_quality = round3(at_complexity(quality, analysis.complexity, reference));
         let optimistic_quality = match source {
-            QualitySource::Prior => {
-                round3(at_complexity(raw_prior, analysis.complexity, 0.5)).max(expected_quality)
-            }
+            QualitySource::Prior => round3(raw_prior),
             _ => expected_quality,
         };
         let (input, output, cost) = self.estimate(index, analysis, req.max_output_tokens);
@@ -538,13 +539,17 @@ impl RoutingEngine {
             && rng.f64() < self.exploration_rate
         {
             let chosen_cost = ranked[0].est_cost_usd;
-            let floor = (t - self.exploration_margin).max(req.min_quality.unwrap_or(0.0));
+            // Whether a model is worth exploring is decided per pattern (at medium complexity),
+            // not per prompt, so the explored prompts are a fair sample of the pattern's traffic.
+            let floor = req.strategy.target(0.5).unwrap_or(t) - self.exploration_margin;
+            let min_quality = req.min_quality.unwrap_or(0.0);
             let explorable: Vec<usize> = (1..ranked.len())
                 .filter(|i| {
                     let c = &ranked[*i];
                     c.confidence == QualitySource::Prior
                         && c.est_cost_usd <= chosen_cost
-                        && c.optimistic_quality >= floor
+                        && c.optimistic_quality >= floor - 1e-9
+                        && c.expected_quality >= min_quality
                 })
                 .collect();
             if !explorable.is_empty() {
@@ -856,6 +861,29 @@ quality = 0.99
         let d = route(&explorer, &a, &RouteRequest::default());
         assert!(d.explored, "{}", d.reason);
         assert_ne!(d.chosen.model, "premium");
+    }
+
+    #[test]
+    fn exploration_samples_hard_prompts_of_a_pattern_too() {
+        let e = engine(1.0);
+        let hard = analysis(Pattern::Code, 0.95, 200);
+        // "cheap" (prior 0.60) is within the margin of the pattern's target at medium
+        // complexity, though not of this hard prompt's: it is still explored here, so its
+        // ratings are not all from easy prompts.
+        let picks: Vec<String> = (0..30)
+            .map(|seed| {
+                let d = e
+                    .route(
+                        &hard,
+                        &RouteRequest::default(),
+                        &mut fastrand::Rng::with_seed(seed),
+                    )
+                    .unwrap();
+                assert!(d.explored, "{}", d.reason);
+                d.chosen.model
+            })
+            .collect();
+        assert!(picks.iter().any(|m| m == "cheap"), "{picks:?}");
     }
 
     #[test]
