@@ -225,10 +225,12 @@ pub struct RoutingSettings {
     /// `CATALOG_PATH`: a catalog file replacing the embedded default.
     pub catalog_path: Option<PathBuf>,
     /// `EXPLORATION_RATE` (default 0.1; 0 turns exploration off): share of auto-routed traffic
-    /// sent to a model costing no more than the regular choice whose quality for the pattern is not yet known with confidence.
+    /// sent to a model costing no more than the regular choice whose quality for the pattern is
+    /// not yet known with confidence.
     pub exploration_rate: f64,
-    /// `EXPLORATION_MARGIN` (default 0.15): explore only models whose expected quality is within
-    /// this much of the quality target.
+    /// `EXPLORATION_MARGIN` (default 0.2): explore only models whose prior for the pattern is
+    /// within this much of the strategy's target at medium complexity (decided per pattern, so
+    /// the explored prompts are a fair sample of it).
     pub exploration_margin: f64,
     /// `NEAR_BEST_MARGIN` (default 0.05; 0 turns it off): when no candidate reaches the quality
     /// target, take the cheapest whose expected quality is within this much of the best one
@@ -312,7 +314,7 @@ impl Settings {
         let routing = RoutingSettings {
             catalog_path: env.string("CATALOG_PATH")?.map(PathBuf::from),
             exploration_rate: env.parse_or("EXPLORATION_RATE", 0.1, unit)?,
-            exploration_margin: env.parse_or("EXPLORATION_MARGIN", 0.15, unit)?,
+            exploration_margin: env.parse_or("EXPLORATION_MARGIN", 0.2, unit)?,
             near_best_margin: env.parse_or("NEAR_BEST_MARGIN", 0.05, unit)?,
             baseline_model: env.string("BASELINE_MODEL")?,
             reload_interval: Duration::from_secs(env.parse_or(
