@@ -609,6 +609,9 @@ pub fn svg(r: &Report) -> String {
         (y0 + y1) / 2.0,
         (y0 + y1) / 2.0
     );
+    // Labels are placed greedily (the mix line's, then the learned policy's, …); one that would
+    // overlap an earlier label moves to the nearest free line above or below.
+    let mut placed: Vec<(f64, f64, f64)> = Vec::new();
     // The random mix of the cheapest and the best single model: routing should beat this line.
     let single = |name: &str| r.singles.iter().find(|s| s.name == name);
     if let (Some(c), Some(b)) = (single(&r.cheapest_single), single(&r.best_single)) {
@@ -622,8 +625,14 @@ pub fn svg(r: &Report) -> String {
             (x(c.cost_usd) + x(b.cost_usd)) / 2.0,
             (y(c.accuracy) + y(b.accuracy)) / 2.0 + 16.0
         );
+        let lx = (x(c.cost_usd) + x(b.cost_usd)) / 2.0;
+        placed.push((
+            lx,
+            lx + 6.0 * 31.0,
+            (y(c.accuracy) + y(b.accuracy)) / 2.0 + 16.0,
+        ));
     }
-    for (name, c, a, color) in &points {
+    for (name, c, a, color) in points.iter().rev() {
         let (px, py) = (x(*c), y(*a));
         // Labels of points in the right half go to their left, so they stay on the canvas.
         let (lx, anchor) = if px > (x0 + x1) / 2.0 {
@@ -631,6 +640,30 @@ pub fn svg(r: &Report) -> String {
         } else {
             (px + 9.0, "start")
         };
+        let label = format!("{} ({}, {})", esc(name), pct(*a), esc(&usd(*c)));
+        let width = 6.5 * label.chars().count() as f64;
+        let (lx0, lx1) = if anchor == "end" {
+            (lx - width, lx)
+        } else {
+            (lx, lx + width)
+        };
+        let free = |ly: f64| {
+            !placed
+                .iter()
+                .any(|(a0, a1, y0)| (ly - y0).abs() < 13.0 && lx0 < *a1 && *a0 < lx1)
+        };
+        let ly = (0..40)
+            .map(|i| {
+                let step = f64::from((i + 1) / 2) * 13.0;
+                if i % 2 == 0 {
+                    py + 4.0 + step
+                } else {
+                    py + 4.0 - step
+                }
+            })
+            .find(|ly| free(*ly))
+            .unwrap_or(py + 4.0);
+        placed.push((lx0, lx1, ly));
         let marker = if *name == "learned policy" {
             format!(
                 r#"<path d="M {px:.1} {:.1} L {:.1} {:.1} L {:.1} {:.1} Z" fill="{color}"/>"#,
@@ -645,11 +678,7 @@ pub fn svg(r: &Report) -> String {
         };
         let _ = writeln!(
             s,
-            r#"{marker}<text x="{lx:.1}" y="{:.1}" text-anchor="{anchor}" fill="{color}">{} ({}, {})</text>"#,
-            py + 4.0,
-            esc(name),
-            pct(*a),
-            esc(&usd(*c))
+            r#"{marker}<text x="{lx:.1}" y="{ly:.1}" text-anchor="{anchor}" fill="{color}">{label}</text>"#
         );
     }
     s.push_str("</svg>\n");
