@@ -540,6 +540,20 @@ impl Settings {
     }
 }
 
+/// A PostgreSQL URL pointed at database `name`: the same user, host, port and parameters (for
+/// scratch databases beside the configured one). None when `url` is not a URL.
+pub fn url_with_database(url: &str, name: &str) -> Option<String> {
+    let scheme_end = url.find("://")? + 3;
+    let (main, query) = match url.find('?') {
+        Some(q) => url.split_at(q),
+        None => (url, ""),
+    };
+    let authority_end = main[scheme_end..]
+        .find('/')
+        .map_or(main.len(), |i| scheme_end + i);
+    Some(format!("{}/{name}{query}", &main[..authority_end]))
+}
+
 /// `PROVIDERS` (comma-separated) restricts routing to those providers, each of which must be
 /// configured. Unset: every provider with a key (OpenAI-compatible: with a base URL); with none,
 /// the simulated provider, so the service works offline out of the box.
@@ -754,6 +768,19 @@ mod tests {
         assert_eq!(s.enabled_providers, vec![ProviderId::Simulated]);
         assert_eq!(s.routing.exploration_rate, 0.1);
         assert!(s.routing.catalog_path.is_none());
+    }
+
+    #[test]
+    fn database_urls_can_point_at_another_database() {
+        assert_eq!(
+            url_with_database("postgres://u:p@h:5432/app?sslmode=disable", "x").unwrap(),
+            "postgres://u:p@h:5432/x?sslmode=disable"
+        );
+        assert_eq!(
+            url_with_database("postgres://postgres@127.0.0.1:5432", "x").unwrap(),
+            "postgres://postgres@127.0.0.1:5432/x"
+        );
+        assert_eq!(url_with_database("nonsense", "x"), None);
     }
 
     #[test]

@@ -1,12 +1,10 @@
 //! The `optimizer` command: `serve`, `migrate`, `healthcheck`.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use optimizer::api::{self, AppState};
 use optimizer::config::Settings;
-use optimizer::jobs::{JobContext, Queue};
 use optimizer::store::Database;
 use optimizer::{runtime, telemetry};
 
@@ -276,15 +274,8 @@ async fn serve(settings: Settings, workers: bool) -> anyhow::Result<()> {
     );
     runtime::spawn_api_tasks(&state, &shutdown);
     let workers = if workers {
-        let ctx = JobContext::new(db.pool.clone(), state.engine.clone(), settings.clone())?
-            .with_notifier(state.completions.notifier.clone());
         tracing::info!("job workers run in this process (--no-workers to turn off)");
-        Some(tokio::spawn(runtime::run_workers(
-            db.clone(),
-            Arc::new(ctx),
-            Queue::ALL.to_vec(),
-            shutdown.clone(),
-        )))
+        Some(runtime::spawn_in_process_workers(&state, &shutdown)?)
     } else {
         None
     };

@@ -128,6 +128,27 @@ pub fn spawn_api_tasks(state: &crate::api::AppState, shutdown: &CancellationToke
     );
 }
 
+/// Starts the job workers inside an API process (every queue): they share its routing engine
+/// and wake its waiting requests in memory. Used by `optimizer serve`, `optimizer eval` and the
+/// tests.
+pub fn spawn_in_process_workers(
+    state: &crate::api::AppState,
+    shutdown: &CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, crate::providers::ProvidersError> {
+    let ctx = crate::jobs::JobContext::new(
+        state.db.pool.clone(),
+        state.engine.clone(),
+        state.settings.clone(),
+    )?
+    .with_notifier(state.completions.notifier.clone());
+    Ok(tokio::spawn(run_workers(
+        state.db.clone(),
+        std::sync::Arc::new(ctx),
+        crate::jobs::Queue::ALL.to_vec(),
+        shutdown.clone(),
+    )))
+}
+
 /// Runs the job workers for `queues` until `shutdown`: waits for the database to be ready
 /// (migrated), and restarts the workers after an error.
 pub async fn run_workers(

@@ -16,7 +16,6 @@ pub mod report;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
@@ -195,22 +194,6 @@ struct Service {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-/// `url` with its database name replaced by `name`.
-fn with_database(url: &str, name: &str) -> anyhow::Result<String> {
-    let scheme_end = url
-        .find("://")
-        .ok_or_else(|| anyhow!("DATABASE_URL is not a URL"))?
-        + 3;
-    let (main, query) = match url.find('?') {
-        Some(q) => url.split_at(q),
-        None => (url, ""),
-    };
-    let authority_end = main[scheme_end..]
-        .find('/')
-        .map_or(main.len(), |i| scheme_end + i);
-    Ok(format!("{}/{name}{query}", &main[..authority_end]))
-}
-
 async fn start_service(opts: &EvalOptions, catalog: &Path) -> anyhow::Result<Service> {
     let base = Settings::from_env()?;
     let database = format!(
@@ -221,7 +204,8 @@ async fn start_service(opts: &EvalOptions, catalog: &Path) -> anyhow::Result<Ser
     let overrides: HashMap<&str, String> = HashMap::from([
         (
             "DATABASE_URL",
-            with_database(base.database_url.expose_secret(), &database)?,
+            crate::config::url_with_database(base.database_url.expose_secret(), &database)
+                .ok_or_else(|| anyhow!("DATABASE_URL is not a URL"))?,
         ),
         ("BIND", "127.0.0.1:0".to_owned()),
         ("CATALOG_PATH", catalog.display().to_string()),
@@ -253,18 +237,7 @@ async fn start_service(opts: &EvalOptions, catalog: &Path) -> anyhow::Result<Ser
     let url = format!("http://{}", listener.local_addr()?);
     let shutdown = CancellationToken::new();
     crate::runtime::spawn_api_tasks(&state, &shutdown);
-    let ctx = crate::jobs::JobContext::new(
-        state.db.pool.clone(),
-        state.engine.clone(),
-        state.settings.clone(),
-    )?
-    .with_notifier(state.completions.notifier.clone());
-    let workers = tokio::spawn(crate::runtime::run_workers(
-        state.db.clone(),
-        Arc::new(ctx),
-        crate::jobs::Queue::ALL.to_vec(),
-        shutdown.clone(),
-    ));
+    let workers = crate::runtime::spawn_in_process_workers(&state, &shutdown)?;
     let server = {
         let shutdown = shutdown.clone();
         let router = crate::api::router(state);
@@ -553,23 +526,4 @@ async fn drive(
         &routed(&results),
         prior_routed.as_deref(),
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
-    use super::*;
-
-    #[test]
-    fn scratch_database_urls_keep_everything_but_the_name() {
-        assert_eq!(
-            with_database("postgres://u:p@h:5432/app?sslmode=disable", "x").unwrap(),
-            "postgres://u:p@h:5432/x?sslmode=disable"
-        );
-        assert_eq!(
-            with_database("postgres://postgres@127.0.0.1:5432", "x").unwrap(),
-            "postgres://postgres@127.0.0.1:5432/x"
-        );
-        assert!(with_database("nonsense", "x").is_err());
-    }
 }

@@ -38,17 +38,7 @@ pub fn unique_db_name() -> String {
 
 /// `server_url()` pointed at database `name` (a plain URL libpq tools accept too).
 pub fn url_for(name: &str) -> String {
-    let server = server_url();
-    let (base, query) = match server.split_once('?') {
-        Some((b, q)) => (b.to_owned(), format!("?{q}")),
-        None => (server.clone(), String::new()),
-    };
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let authority = match base[scheme_end..].find('/') {
-        Some(i) => &base[..scheme_end + i],
-        None => base.as_str(),
-    };
-    format!("{authority}/{name}{query}")
+    optimizer::config::url_with_database(&server_url(), name).expect("DATABASE_URL is a URL")
 }
 
 /// Settings as the service would read them, with `vars` set and the rest at their defaults.
@@ -187,19 +177,8 @@ impl TestApp {
         let shutdown = CancellationToken::new();
         optimizer::runtime::spawn_api_tasks(&state, &shutdown);
         if workers {
-            let ctx = optimizer::jobs::JobContext::new(
-                db.pool.clone(),
-                engine.clone(),
-                state.settings.clone(),
-            )
-            .expect("providers start")
-            .with_notifier(state.completions.notifier.clone());
-            tokio::spawn(optimizer::runtime::run_workers(
-                db.clone(),
-                Arc::new(ctx),
-                optimizer::jobs::Queue::ALL.to_vec(),
-                shutdown.clone(),
-            ));
+            optimizer::runtime::spawn_in_process_workers(&state, &shutdown)
+                .expect("providers start");
         }
         tokio::spawn(api::serve(
             listener,
