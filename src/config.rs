@@ -18,7 +18,11 @@ use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::PgConnectOptions;
 
 use crate::providers::openai::Attribution;
-use crate::providers::{ProviderId, ProviderOptions};
+use crate::providers::{
+    OpenAiCompatEndpoint, ProviderEndpoint, ProviderId, ProviderOptions, ProviderSettings,
+};
+pub use crate::routing::RoutingSettings;
+use crate::store::PoolSettings;
 
 /// Default `DATABASE_URL`.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@localhost:5432/optimizer";
@@ -72,29 +76,6 @@ pub enum StorePrompts {
     None,
 }
 
-/// One hosted provider: its key (absent = not configured) and base URL.
-#[derive(Debug, Clone)]
-pub struct ProviderEndpoint {
-    pub api_key: Option<SecretString>,
-    pub base_url: String,
-}
-
-/// Any OpenAI-compatible server (Ollama, vLLM, llama.cpp…): configured by its base URL; the key
-/// is optional because local servers rarely need one.
-#[derive(Debug, Clone)]
-pub struct OpenAiCompatEndpoint {
-    pub base_url: Option<String>,
-    pub api_key: Option<SecretString>,
-}
-
-#[derive(Debug, Clone)]
-pub struct ProviderSettings {
-    pub anthropic: ProviderEndpoint,
-    pub gemini: ProviderEndpoint,
-    pub openrouter: ProviderEndpoint,
-    pub openai_compat: OpenAiCompatEndpoint,
-}
-
 /// Everything the processes read from their environment.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -129,8 +110,6 @@ pub struct Settings {
     pub enabled_providers: Vec<ProviderId>,
     pub routing: RoutingSettings,
     pub provider_options: ProviderOptions,
-    /// `OPENROUTER_REFERER` / `OPENROUTER_TITLE`: OpenRouter's app attribution headers.
-    pub openrouter_attribution: Attribution,
     pub jobs: JobSettings,
     pub completion: CompletionSettings,
     pub learning: LearningSettings,
@@ -219,31 +198,6 @@ pub struct CompletionSettings {
     pub cache_ttl: Duration,
 }
 
-/// Settings of the routing decision.
-#[derive(Debug, Clone)]
-pub struct RoutingSettings {
-    /// `CATALOG_PATH`: a catalog file replacing the embedded default.
-    pub catalog_path: Option<PathBuf>,
-    /// `EXPLORATION_RATE` (default 0.1; 0 turns exploration off): share of auto-routed traffic
-    /// sent to a model costing no more than the regular choice whose quality for the pattern is
-    /// not yet known with confidence.
-    pub exploration_rate: f64,
-    /// `EXPLORATION_MARGIN` (default 0.2): explore only models whose prior for the pattern is
-    /// within this much of the strategy's target at medium complexity (decided per pattern, so
-    /// the explored prompts are a fair sample of it).
-    pub exploration_margin: f64,
-    /// `NEAR_BEST_MARGIN` (default 0.05; 0 turns it off): when no candidate reaches the quality
-    /// target, take the cheapest whose expected quality is within this much of the best one
-    /// (not when the request sets `min_quality`).
-    pub near_best_margin: f64,
-    /// `BASELINE_MODEL`: the always-premium model savings are measured against
-    /// (`provider/model` or a model id). Default: the best routable model in the catalog.
-    pub baseline_model: Option<String>,
-    /// `ROUTING_RELOAD_SECS` (default 30): how often learned weights are re-checked when no
-    /// NOTIFY arrives.
-    pub reload_interval: Duration,
-}
-
 impl Settings {
     /// Reads the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -294,6 +248,10 @@ impl Settings {
             openrouter: ProviderEndpoint {
                 api_key: env.secret("OPENROUTER_API_KEY")?,
                 base_url: env.url_or("OPENROUTER_BASE_URL", DEFAULT_OPENROUTER_BASE_URL)?,
+            },
+            openrouter_attribution: Attribution {
+                referer: env.string("OPENROUTER_REFERER")?,
+                title: env.string("OPENROUTER_TITLE")?,
             },
             openai_compat: OpenAiCompatEndpoint {
                 base_url: env.url("OPENAI_COMPAT_BASE_URL")?,
@@ -443,10 +401,6 @@ impl Settings {
                 auto_rollback: env.bool_or("AUTO_ROLLBACK", false)?,
             },
         };
-        let openrouter_attribution = Attribution {
-            referer: env.string("OPENROUTER_REFERER")?,
-            title: env.string("OPENROUTER_TITLE")?,
-        };
 
         let mut api_keys = Vec::new();
         for entry in env
@@ -514,7 +468,6 @@ impl Settings {
             enabled_providers,
             routing,
             provider_options,
-            openrouter_attribution,
             jobs,
             completion,
             learning,
@@ -526,6 +479,15 @@ impl Settings {
     pub fn pg_options(&self) -> PgConnectOptions {
         // Validated in `from_lookup`; settings built by hand in tests are validated here too.
         parse_database_url(&self.database_url).unwrap_or_else(|_| PgConnectOptions::new())
+    }
+
+    /// The store's pool settings.
+    pub fn pool(&self) -> PoolSettings {
+        PoolSettings {
+            options: self.pg_options(),
+            max_connections: self.db_max_connections,
+            acquire_timeout: self.db_acquire_timeout,
+        }
     }
 
     /// `host:port/database` of the configured database, safe to log (no user, no password).

@@ -10,7 +10,7 @@
 //!   simulated), error classification.
 //! - [`routing`]: catalog, QueryPatternAnalyzer, RoutingEngine, learned weights.
 //! - [`completion`]: submit → route → enqueue (or cache) → wait; costs and savings.
-//! - [`learning`]: FeedbackTrainer, retrain runs, snapshots and rollback.
+//! - [`learning`]: FeedbackTrainer, retrain runs, snapshots and rollback; the weights reloader.
 //! - [`import`]: `optimizer import-sqlite`, the Python version's SQLite data into Postgres.
 //! - [`jobs`]: job handlers and worker start-up, shared by both processes.
 //! - [`api`]: axum routers, extractors, the error type, middleware; thin handlers.
@@ -20,13 +20,17 @@
 pub mod api;
 pub mod completion;
 pub mod config;
+pub mod dataset;
 pub mod eval;
 pub mod import;
 pub mod jobs;
 pub mod learning;
-pub mod providers;
-pub mod routing;
 pub mod runtime;
-pub mod store;
 pub mod telemetry;
+pub mod wiring;
 pub mod worker;
+
+pub use optimizer_providers as providers;
+pub use optimizer_routing as routing;
+pub use optimizer_store as store;
+pub use optimizer_types as types;

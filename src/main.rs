@@ -200,14 +200,14 @@ async fn eval(args: EvalArgs) -> ExitCode {
 }
 
 async fn migrate(settings: &Settings) -> anyhow::Result<()> {
-    let db = Database::connect_lazy(settings);
+    let db = Database::connect_lazy(&settings.pool());
     db.setup().await?;
     tracing::info!(database = %settings.database_label(), "migrations applied");
     Ok(())
 }
 
 async fn retrain(settings: &Settings, dry_run: bool) -> anyhow::Result<()> {
-    let db = Database::connect_lazy(settings);
+    let db = Database::connect_lazy(&settings.pool());
     if settings.run_migrations {
         db.setup().await?;
     }
@@ -221,7 +221,7 @@ async fn import_sqlite(
     path: &std::path::Path,
     dry_run: bool,
 ) -> anyhow::Result<()> {
-    let db = Database::connect_lazy(settings);
+    let db = Database::connect_lazy(&settings.pool());
     if settings.run_migrations {
         db.setup().await?;
     }
@@ -239,7 +239,7 @@ async fn import_sqlite(
 }
 
 async fn dashboard(settings: &Settings) -> anyhow::Result<()> {
-    let db = Database::connect_lazy(settings);
+    let db = Database::connect_lazy(&settings.pool());
     db.check_ready().await?;
     print!(
         "{}",

@@ -113,7 +113,7 @@ pub async fn probe(url: &str) -> Result<(), String> {
 /// Starts the API process's background tasks: the learned-weights reloader and the
 /// `request_done` listener that wakes waiting requests.
 pub fn spawn_api_tasks(state: &crate::api::AppState, shutdown: &CancellationToken) {
-    tokio::spawn(crate::routing::weights::run_reloader(
+    tokio::spawn(crate::learning::reloader::run_reloader(
         state.engine.clone(),
         state.db.pool.clone(),
         state.settings.routing.reload_interval,
@@ -134,7 +134,7 @@ pub fn spawn_api_tasks(state: &crate::api::AppState, shutdown: &CancellationToke
 pub fn spawn_in_process_workers(
     state: &crate::api::AppState,
     shutdown: &CancellationToken,
-) -> Result<tokio::task::JoinHandle<()>, crate::providers::ProvidersError> {
+) -> Result<tokio::task::JoinHandle<()>, crate::wiring::ProvidersSetupError> {
     let ctx = crate::jobs::JobContext::new(
         state.db.pool.clone(),
         state.engine.clone(),

@@ -67,10 +67,10 @@ pub async fn main(args: WorkerArgs) -> ExitCode {
 async fn run(settings: Settings, queues: Vec<Queue>) -> anyhow::Result<()> {
     crate::providers::install_crypto();
     telemetry::metrics();
-    let engine = Arc::new(crate::routing::build_engine(&settings)?);
+    let engine = Arc::new(crate::wiring::build_engine(&settings)?);
     let settings = Arc::new(settings);
     let shutdown = runtime::shutdown_on_signal();
-    let db = Database::connect_lazy(&settings);
+    let db = Database::connect_lazy(&settings.pool());
     let ctx = Arc::new(JobContext::new(db.pool.clone(), engine, settings.clone())?);
     let listener = tokio::net::TcpListener::bind(settings.worker_bind)
         .await

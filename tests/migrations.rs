@@ -76,7 +76,7 @@ async fn migrations_apply_to_an_empty_database_and_reapply_as_a_no_op() {
 async fn setup_creates_a_missing_database() {
     let name = common::unique_db_name();
     let settings = common::settings_with(&[("DATABASE_URL", &common::url_for(&name))]);
-    let db = Database::connect_lazy(&settings);
+    let db = Database::connect_lazy(&settings.pool());
     let result = async {
         assert!(db.create_if_missing().await.unwrap(), "created");
         assert!(

@@ -58,7 +58,7 @@ fn providers(server: &MockServer, extra: &[(&str, &str)]) -> Providers {
         ("PROVIDER_TIMEOUT_SECS", "2"),
     ];
     vars.extend_from_slice(extra);
-    Providers::from_settings(&common::settings_with(&vars)).unwrap()
+    optimizer::wiring::build_providers(&common::settings_with(&vars)).unwrap()
 }
 
 #[tokio::test]

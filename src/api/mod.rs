@@ -50,10 +50,10 @@ impl AppState {
     /// Loads the catalog and builds the routing engine; a bad catalog or baseline is a start-up
     /// error. The pool is lazy: nothing connects here. The caller runs
     /// `completions.notifier.run(…)` and the weights reloader.
-    pub fn new(settings: Settings) -> Result<Self, crate::routing::SetupError> {
+    pub fn new(settings: Settings) -> Result<Self, crate::wiring::SetupError> {
         crate::telemetry::metrics();
-        let engine = Arc::new(crate::routing::build_engine(&settings)?);
-        let db = Database::connect_lazy(&settings);
+        let engine = Arc::new(crate::wiring::build_engine(&settings)?);
+        let db = Database::connect_lazy(&settings.pool());
         let settings = Arc::new(settings);
         let completions = Arc::new(Completions {
             pool: db.pool.clone(),

@@ -11,7 +11,7 @@
 //! 4. [`report`] compares the learned policy with every single model, the best and cheapest
 //!    model, a random router and the oracle.
 
-pub mod dataset;
+pub use crate::dataset;
 pub mod report;
 
 use std::collections::{BTreeMap, HashMap};
@@ -228,7 +228,7 @@ async fn start_service(opts: &EvalOptions, catalog: &Path) -> anyhow::Result<Ser
         Ok(std::env::var(var).ok())
     })?;
     crate::providers::install_crypto();
-    let db = Database::connect_lazy(&settings);
+    let db = Database::connect_lazy(&settings.pool());
     db.setup()
         .await
         .with_context(|| format!("creating the scratch database {database}"))?;

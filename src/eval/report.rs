@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::dataset::Record;
+use crate::dataset::Record;
 use crate::routing::Catalog;
 
 /// Prices of the evaluated models, by dataset model id (the replay models of the catalog).
@@ -689,7 +689,7 @@ pub fn svg(r: &Report) -> String {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
-    use crate::eval::dataset::Outcome;
+    use crate::dataset::Outcome;
 
     fn outcome(correct: bool, cost: f64) -> Outcome {
         Outcome {

@@ -23,11 +23,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::completion::{Notifier, ProviderCall};
 use crate::config::Settings;
-use crate::providers::{Providers, ProvidersError};
+use crate::providers::Providers;
 use crate::routing::RoutingEngine;
 use crate::store::feedback::AGGREGATION_QUEUE;
 use crate::store::learning::RETRAIN_QUEUE;
 use crate::store::requests::PROVIDER_CALL_QUEUE;
+use crate::wiring::ProvidersSetupError;
 
 /// What job handlers share.
 pub struct JobContext {
@@ -45,9 +46,9 @@ impl JobContext {
         pool: PgPool,
         engine: Arc<RoutingEngine>,
         settings: Arc<Settings>,
-    ) -> Result<Self, ProvidersError> {
+    ) -> Result<Self, ProvidersSetupError> {
         Ok(Self {
-            providers: Providers::from_settings(&settings)?,
+            providers: crate::wiring::build_providers(&settings)?,
             pool,
             engine,
             settings,

@@ -7,6 +7,7 @@
 //!   record a dry run or apply (snapshot, weights, history, policy version) in one transaction.
 
 pub mod drift;
+pub mod reloader;
 pub mod report;
 pub mod trainer;
 

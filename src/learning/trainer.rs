@@ -16,68 +16,10 @@
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-
 use crate::config::{LearningSettings, Threshold};
 use crate::routing::Confidence;
 
-/// Ratings of one pattern × model.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Aggregate {
-    pub pattern: String,
-    pub provider: String,
-    pub model: String,
-    pub samples: i64,
-    pub avg_quality: f64,
-    /// Share of ratings with `is_correct = true` among those that say (0 when none say).
-    pub correctness: f64,
-    pub last_feedback_at: Option<DateTime<Utc>>,
-    pub avg_cost_usd: Option<f64>,
-    pub total_cost_usd: Option<f64>,
-    /// Mean complexity score of the rated requests (the estimate's reference complexity).
-    #[serde(default)]
-    pub avg_complexity: Option<f64>,
-}
-
-/// A weight as stored (before a run).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Weight {
-    pub pattern: String,
-    pub provider: String,
-    pub model: String,
-    pub quality: f64,
-    pub confidence: Confidence,
-    pub demoted: bool,
-    pub samples: i64,
-    pub avg_quality: f64,
-    pub correctness: f64,
-    pub last_feedback_at: Option<DateTime<Utc>>,
-}
-
-/// What a weight says, for change lists.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WeightState {
-    pub quality: f64,
-    pub confidence: Confidence,
-    pub demoted: bool,
-    pub samples: i64,
-}
-
-/// One planned change to `routing_weights`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Change {
-    pub pattern: String,
-    pub provider: String,
-    pub model: String,
-    pub before: Option<WeightState>,
-    pub after: WeightState,
-    /// What it means for routing, in words.
-    pub routing_change: String,
-    /// The ratings behind it.
-    #[serde(skip)]
-    pub aggregate: Option<Aggregate>,
-}
+pub use crate::store::learning::{Aggregate, Change, Weight, WeightState};
 
 /// The seed's confidence level.
 pub fn confidence(samples: i64, avg: f64, correctness: f64, s: &LearningSettings) -> Confidence {
@@ -215,6 +157,7 @@ fn change(a: &Aggregate, before: Option<WeightState>, after: WeightState) -> Cha
 mod tests {
     use super::*;
     use crate::config::Settings;
+    use chrono::Utc;
 
     fn settings() -> LearningSettings {
         Settings::from_lookup(|_| Ok(None)).unwrap().learning

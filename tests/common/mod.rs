@@ -84,7 +84,7 @@ impl TestDb {
 
     /// The service's own `Database` for this test database.
     pub fn database(&self) -> Database {
-        Database::connect_lazy(&self.settings())
+        Database::connect_lazy(&self.settings().pool())
     }
 
     pub async fn pool(&self) -> PgPool {

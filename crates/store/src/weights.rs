@@ -1,10 +1,8 @@
 //! `routing_weights` and `routing_policy`: what the engine learned, and its version.
 
+use optimizer_types::{Confidence, LearnedWeight, Pattern, ProviderId};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
-
-use crate::providers::ProviderId;
-use crate::routing::{Confidence, LearnedWeight, Pattern};
 
 /// The channel a process NOTIFYs after changing routing weights (payload: the new version).
 pub const POLICY_CHANNEL: &str = "routing_policy";

@@ -9,6 +9,10 @@
 //!
 //! Every failure is classified ([`ErrorKind`]) so the provider_call job knows whether to retry,
 //! fall back to the next model, or give up; messages are sanitised (no keys, bounded length).
+//!
+//! The crate is HTTP adapters only and depends on no crate of ours but `optimizer-types`: what
+//! the simulated and replay providers need from higher layers (the prompt classifier, the
+//! recorded outcomes) is handed to them through [`Injected`].
 
 pub mod anthropic;
 pub mod gemini;
@@ -19,74 +23,14 @@ pub mod simulated;
 pub mod sse;
 
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
-use crate::config::Settings;
-
-/// A provider, i.e. a wire format plus its credentials.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ProviderId {
-    Anthropic,
-    Gemini,
-    Openrouter,
-    OpenaiCompat,
-    Simulated,
-    Replay,
-}
-
-impl ProviderId {
-    pub const ALL: [ProviderId; 6] = [
-        ProviderId::Anthropic,
-        ProviderId::Gemini,
-        ProviderId::Openrouter,
-        ProviderId::OpenaiCompat,
-        ProviderId::Simulated,
-        ProviderId::Replay,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProviderId::Anthropic => "anthropic",
-            ProviderId::Gemini => "gemini",
-            ProviderId::Openrouter => "openrouter",
-            ProviderId::OpenaiCompat => "openai_compat",
-            ProviderId::Simulated => "simulated",
-            ProviderId::Replay => "replay",
-        }
-    }
-
-    pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|p| p.as_str().eq_ignore_ascii_case(name.trim()))
-    }
-}
-
-impl fmt::Display for ProviderId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Who said a conversation turn.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    User,
-    Assistant,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Message {
-    pub role: Role,
-    pub content: String,
-}
+pub use optimizer_types::{Message, ProviderId, Role};
 
 /// One completion request, provider-neutral.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -249,7 +193,7 @@ impl Client {
     }
 }
 
-/// Settings of the provider layer.
+/// Settings of the provider layer (besides the endpoints).
 #[derive(Debug, Clone)]
 pub struct ProviderOptions {
     /// Per-provider request timeout.
@@ -258,8 +202,35 @@ pub struct ProviderOptions {
     pub concurrency: usize,
     pub simulated_latency: Duration,
     pub simulated_profile_path: Option<std::path::PathBuf>,
-    /// `REPLAY_DATASET`: the evaluation dataset the replay provider answers from.
+    /// `REPLAY_DATASET`: the evaluation dataset the replay provider answers from (the
+    /// application loads it and injects it, see [`Injected::replay`]).
     pub replay_dataset: Option<std::path::PathBuf>,
+}
+
+/// One hosted provider: its key (absent = not configured) and base URL.
+#[derive(Debug, Clone)]
+pub struct ProviderEndpoint {
+    pub api_key: Option<SecretString>,
+    pub base_url: String,
+}
+
+/// Any OpenAI-compatible server (Ollama, vLLM, llama.cpp…): configured by its base URL; the key
+/// is optional because local servers rarely need one.
+#[derive(Debug, Clone)]
+pub struct OpenAiCompatEndpoint {
+    pub base_url: Option<String>,
+    pub api_key: Option<SecretString>,
+}
+
+/// Where each provider is and how to authenticate.
+#[derive(Debug, Clone)]
+pub struct ProviderSettings {
+    pub anthropic: ProviderEndpoint,
+    pub gemini: ProviderEndpoint,
+    pub openrouter: ProviderEndpoint,
+    /// `OPENROUTER_REFERER` / `OPENROUTER_TITLE`: OpenRouter's app attribution headers.
+    pub openrouter_attribution: openai::Attribution,
+    pub openai_compat: OpenAiCompatEndpoint,
 }
 
 /// The enabled providers of this process, each with its own concurrency limit.
@@ -275,25 +246,36 @@ pub enum ProvidersError {
     Http(String),
     #[error(transparent)]
     Profile(#[from] simulated::ProfileError),
-    #[error(transparent)]
-    Dataset(#[from] crate::eval::dataset::DatasetError),
-    #[error("the replay provider is enabled but REPLAY_DATASET is not set")]
-    NoDataset,
+    #[error("the replay provider is enabled but no recorded outcomes were given to it")]
+    NoReplayBook,
+}
+
+/// What the application hands the providers that they must not import themselves.
+#[derive(Clone)]
+pub struct Injected {
+    /// The simulated provider's prompt classifier (the routing analyzer, in the application).
+    pub classify: simulated::Classifier,
+    /// The replay provider's recorded outcomes; required when the replay provider is enabled.
+    pub replay: Option<Arc<dyn replay::ReplayBook>>,
 }
 
 impl Providers {
-    /// Builds a client for every enabled provider.
-    pub fn from_settings(settings: &Settings) -> Result<Self, ProvidersError> {
-        let options = &settings.provider_options;
+    /// Builds a client for every provider in `enabled`.
+    pub fn new(
+        enabled: &[ProviderId],
+        endpoints: &ProviderSettings,
+        options: &ProviderOptions,
+        injected: Injected,
+    ) -> Result<Self, ProvidersError> {
         let mut clients = HashMap::new();
-        for id in &settings.enabled_providers {
+        for id in enabled {
             let timeout = options
                 .timeouts
                 .get(id)
                 .copied()
                 .unwrap_or(Duration::from_secs(60));
             let http = || http::client(timeout).map_err(ProvidersError::Http);
-            let p = &settings.providers;
+            let p = endpoints;
             let client = match id {
                 ProviderId::Anthropic => Client::Anthropic(anthropic::Anthropic::new(
                     http()?,
@@ -309,7 +291,7 @@ impl Providers {
                     http()?,
                     &p.openrouter.base_url,
                     p.openrouter.api_key.clone(),
-                    settings.openrouter_attribution.clone(),
+                    p.openrouter_attribution.clone(),
                 )),
                 ProviderId::OpenaiCompat => Client::OpenAi(openai::OpenAiCompatible::generic(
                     http()?,
@@ -319,13 +301,14 @@ impl Providers {
                 ProviderId::Simulated => Client::Simulated(simulated::Simulated::new(
                     options.simulated_latency,
                     simulated::Profiles::load(options.simulated_profile_path.as_deref())?,
+                    injected.classify,
                 )),
-                ProviderId::Replay => Client::Replay(replay::Replay::load(
-                    options
-                        .replay_dataset
-                        .as_deref()
-                        .ok_or(ProvidersError::NoDataset)?,
-                )?),
+                ProviderId::Replay => Client::Replay(replay::Replay::new(
+                    injected
+                        .replay
+                        .clone()
+                        .ok_or(ProvidersError::NoReplayBook)?,
+                )),
             };
             let permits = Arc::new(Semaphore::new(options.concurrency.max(1)));
             clients.insert(*id, (client, permits));

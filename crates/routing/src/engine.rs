@@ -41,49 +41,10 @@ use serde::{Deserialize, Serialize};
 use super::analyzer::{Analysis, Pattern};
 use super::catalog::{Catalog, ModelEntry};
 use super::weights::{Confidence, LearnedWeights};
-use crate::config::RoutingSettings;
-use crate::providers::ProviderId;
+use crate::settings::RoutingSettings;
+use optimizer_types::ProviderId;
 
-/// What the caller optimises for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Strategy {
-    Cost,
-    #[default]
-    Balanced,
-    Quality,
-}
-
-impl Strategy {
-    pub const ALL: [Strategy; 3] = [Strategy::Cost, Strategy::Balanced, Strategy::Quality];
-
-    pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| s.as_str() == name)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Strategy::Cost => "cost",
-            Strategy::Balanced => "balanced",
-            Strategy::Quality => "quality",
-        }
-    }
-
-    /// The expected quality a choice must reach at complexity `c` (None: take the best).
-    pub fn target(self, c: f64) -> Option<f64> {
-        match self {
-            Strategy::Cost => Some(0.60 + 0.25 * c),
-            Strategy::Balanced => Some(0.70 + 0.22 * c),
-            Strategy::Quality => None,
-        }
-    }
-}
-
-impl fmt::Display for Strategy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use optimizer_types::Strategy;
 
 /// One routing question.
 #[derive(Debug, Clone, Default)]
@@ -587,8 +548,8 @@ fn round3(x: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::routing::analyzer::{Features, Script, Tier};
-    use crate::routing::weights::LearnedWeight;
+    use crate::analyzer::{Features, Script, Tier};
+    use crate::weights::LearnedWeight;
 
     const CATALOG: &str = r#"
 [[model]]

@@ -18,6 +18,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use crate::providers::replay::{Lookup, Recorded, ReplayBook};
 use crate::routing::analyzer::estimate_tokens;
 
 /// Output tokens assumed for an outcome that records neither `output_tokens` nor a response.
@@ -205,6 +206,34 @@ fn validate(r: &Record) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The replay provider answers from a dataset.
+impl ReplayBook for Dataset {
+    fn lookup(&self, prompt: &str, model: &str) -> Lookup {
+        let Some(record) = self.by_prompt(prompt) else {
+            return Lookup::UnknownPrompt;
+        };
+        let Some(outcome) = record.outcomes.get(model) else {
+            return Lookup::NoOutcome {
+                record_id: record.id.clone(),
+            };
+        };
+        let (input_tokens, output_tokens) = outcome.tokens(&record.prompt);
+        let verdict = match (outcome.correct, outcome.score) {
+            (Some(true), _) => "correct".to_owned(),
+            (Some(false), _) => "wrong".to_owned(),
+            (None, s) => format!("score {:.2}", s.unwrap_or_default()),
+        };
+        Lookup::Found(Recorded {
+            record_id: record.id.clone(),
+            response: outcome.response.clone(),
+            verdict,
+            input_tokens,
+            output_tokens,
+            cost_usd: outcome.cost_usd,
+        })
+    }
 }
 
 #[cfg(test)]

@@ -9,10 +9,10 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::analyzer::Pattern;
-pub use crate::providers::ProviderId;
+pub use optimizer_types::ProviderId;
 
 /// The embedded default catalog.
-pub const DEFAULT_CATALOG: &str = include_str!("../../catalog/default.toml");
+pub const DEFAULT_CATALOG: &str = include_str!("../../../catalog/default.toml");
 const DEFAULT_CATALOG_NAME: &str = "catalog/default.toml (embedded)";
 
 /// One model as the catalog file describes it.

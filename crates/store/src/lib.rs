@@ -1,5 +1,8 @@
 //! Postgres access. Rule: no SQL outside this module tree; one submodule per table family.
 //! Functions take a pool, a connection or a transaction, so callers decide the transaction.
+//!
+//! The crate owns the SQL and its row types and depends on no crate of ours but
+//! `optimizer-types`; the application layers above turn rows into decisions.
 
 pub mod alerts;
 pub mod db;
@@ -10,4 +13,4 @@ pub mod metrics;
 pub mod requests;
 pub mod weights;
 
-pub use db::{Database, NotReady};
+pub use db::{Database, NotReady, PoolSettings};

@@ -11,9 +11,9 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use super::{Completion, CompletionRequest, Provider, ProviderError, ProviderId};
-use crate::routing::{Pattern, QueryPatternAnalyzer};
+use optimizer_types::Pattern;
 
-pub const DEFAULT_PROFILES: &str = include_str!("../../catalog/simulated_profiles.toml");
+pub const DEFAULT_PROFILES: &str = include_str!("../../../catalog/simulated_profiles.toml");
 
 /// True quality per simulated model and pattern.
 #[derive(Debug, Clone, Default)]
@@ -77,10 +77,23 @@ impl Profiles {
     }
 }
 
-#[derive(Debug)]
+/// Tells the simulated provider a prompt's pattern (the application passes the routing
+/// analyzer, so answers state the quality of the pattern the router saw).
+pub type Classifier = fn(&str) -> Pattern;
+
 pub struct Simulated {
     latency: Duration,
     profiles: Profiles,
+    classify: Classifier,
+}
+
+impl std::fmt::Debug for Simulated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Simulated")
+            .field("latency", &self.latency)
+            .field("profiles", &self.profiles)
+            .finish_non_exhaustive()
+    }
 }
 
 const WORDS: &[&str] = &[
@@ -116,14 +129,17 @@ const WORDS: &[&str] = &[
 ];
 
 impl Simulated {
-    pub fn new(latency: Duration, profiles: Profiles) -> Self {
-        Self { latency, profiles }
+    pub fn new(latency: Duration, profiles: Profiles, classify: Classifier) -> Self {
+        Self {
+            latency,
+            profiles,
+            classify,
+        }
     }
 
     /// The answer's stated quality, as the profile says; exposed for demos and evaluation.
     pub fn quality(&self, model: &str, prompt: &str) -> f64 {
-        let pattern = QueryPatternAnalyzer::new().analyze(prompt).pattern;
-        self.profiles.quality(model, pattern)
+        self.profiles.quality(model, (self.classify)(prompt))
     }
 }
 
@@ -138,6 +154,7 @@ impl Simulated {
         let quiet = Simulated {
             latency: std::time::Duration::ZERO,
             profiles: self.profiles.clone(),
+            classify: self.classify,
         };
         let answer = quiet.complete(request).await?;
         let words: Vec<&str> = answer.text.split_inclusive(' ').collect();
@@ -165,8 +182,8 @@ impl Provider for Simulated {
 
     async fn complete(&self, request: &CompletionRequest) -> Result<Completion, ProviderError> {
         let prompt = request.last_turn();
-        let analysis = QueryPatternAnalyzer::new().analyze(prompt);
-        let quality = self.profiles.quality(&request.model, analysis.pattern);
+        let pattern = (self.classify)(prompt);
+        let quality = self.profiles.quality(&request.model, pattern);
 
         let mut hasher = Sha256::new();
         hasher.update(request.model.as_bytes());
@@ -191,7 +208,7 @@ impl Provider for Simulated {
         let text = format!(
             "[simulated {} · {} · simulated quality {:.2}] {}.",
             request.model,
-            analysis.pattern,
+            pattern,
             quality,
             body.join(" ")
         );
@@ -218,7 +235,7 @@ impl Provider for Simulated {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::providers::{Message, Role};
+    use crate::{Message, Role};
 
     fn request(model: &str, prompt: &str) -> CompletionRequest {
         CompletionRequest {
@@ -237,7 +254,12 @@ mod tests {
 
     #[tokio::test]
     async fn answers_are_deterministic_labelled_and_state_their_quality() {
-        let sim = Simulated::new(Duration::ZERO, Profiles::load(None).unwrap());
+        let classify: Classifier = |p| {
+            optimizer_routing::QueryPatternAnalyzer::new()
+                .analyze(p)
+                .pattern
+        };
+        let sim = Simulated::new(Duration::ZERO, Profiles::load(None).unwrap(), classify);
         let a = sim
             .complete(&request("sim-lite", "What is the capital of Peru?"))
             .await

@@ -5,11 +5,9 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Connection, PgConnection};
 
-use crate::config::Settings;
-
 /// The application's own migrations (history in `public._sqlx_migrations`). The queue's tables
 /// come from apalis-postgres, whose history lives apart in `apalis._sqlx_migrations`.
-pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
 
 /// Why the database cannot serve yet. The text is safe to return to a caller.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +33,15 @@ pub enum SetupError {
     Migrations(#[source] sqlx::migrate::MigrateError),
 }
 
+/// The store's section of the configuration: where the database is and how big the pool.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    pub options: PgConnectOptions,
+    pub max_connections: u32,
+    /// How long a query waits for a connection.
+    pub acquire_timeout: std::time::Duration,
+}
+
 /// A pool plus what it needs to set itself up.
 #[derive(Clone, Debug)]
 pub struct Database {
@@ -45,11 +52,14 @@ pub struct Database {
 impl Database {
     /// A lazy pool: nothing connects until first use, so a process can start (and answer
     /// `/health`) while Postgres is still coming up.
-    pub fn connect_lazy(settings: &Settings) -> Self {
-        let options = settings.pg_options().application_name("ai-cost-optimizer");
+    pub fn connect_lazy(settings: &PoolSettings) -> Self {
+        let options = settings
+            .options
+            .clone()
+            .application_name("ai-cost-optimizer");
         let pool = PgPoolOptions::new()
-            .max_connections(settings.db_max_connections)
-            .acquire_timeout(settings.db_acquire_timeout)
+            .max_connections(settings.max_connections)
+            .acquire_timeout(settings.acquire_timeout)
             .connect_lazy_with(options.clone());
         Self { pool, options }
     }

@@ -4,7 +4,7 @@ use serde::Serialize;
 
 use super::analyzer::{Pattern, QueryPatternAnalyzer, Tier};
 use super::engine::{Candidate, RouteError, RouteRequest, RoutingEngine, Strategy};
-use crate::providers::ProviderId;
+use optimizer_types::ProviderId;
 
 /// The question, validated.
 #[derive(Debug, Clone, Default)]

@@ -1,0 +1,29 @@
+//! The routing layer's section of the configuration (read by the application's `config`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Settings of the routing decision.
+#[derive(Debug, Clone)]
+pub struct RoutingSettings {
+    /// `CATALOG_PATH`: a catalog file replacing the embedded default.
+    pub catalog_path: Option<PathBuf>,
+    /// `EXPLORATION_RATE` (default 0.1; 0 turns exploration off): share of auto-routed traffic
+    /// sent to a model costing no more than the regular choice whose quality for the pattern is
+    /// not yet known with confidence.
+    pub exploration_rate: f64,
+    /// `EXPLORATION_MARGIN` (default 0.2): explore only models whose prior for the pattern is
+    /// within this much of the strategy's target at medium complexity (decided per pattern, so
+    /// the explored prompts are a fair sample of it).
+    pub exploration_margin: f64,
+    /// `NEAR_BEST_MARGIN` (default 0.05; 0 turns it off): when no candidate reaches the quality
+    /// target, take the cheapest whose expected quality is within this much of the best one
+    /// (not when the request sets `min_quality`).
+    pub near_best_margin: f64,
+    /// `BASELINE_MODEL`: the always-premium model savings are measured against
+    /// (`provider/model` or a model id). Default: the best routable model in the catalog.
+    pub baseline_model: Option<String>,
+    /// `ROUTING_RELOAD_SECS` (default 30): how often learned weights are re-checked when no
+    /// NOTIFY arrives.
+    pub reload_interval: Duration,
+}

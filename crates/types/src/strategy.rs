@@ -1,0 +1,45 @@
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// What the caller optimises for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    Cost,
+    #[default]
+    Balanced,
+    Quality,
+}
+
+impl Strategy {
+    pub const ALL: [Strategy; 3] = [Strategy::Cost, Strategy::Balanced, Strategy::Quality];
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Cost => "cost",
+            Strategy::Balanced => "balanced",
+            Strategy::Quality => "quality",
+        }
+    }
+
+    /// The expected quality a choice must reach at complexity `c` (None: take the best). This
+    /// is what the strategy means; the routing engine applies it.
+    pub fn target(self, c: f64) -> Option<f64> {
+        match self {
+            Strategy::Cost => Some(0.60 + 0.25 * c),
+            Strategy::Balanced => Some(0.70 + 0.22 * c),
+            Strategy::Quality => None,
+        }
+    }
+}
+
+impl fmt::Display for Strategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -1,0 +1,70 @@
+//! The composition root of the lower crates: builds the routing engine and the providers from
+//! [`Settings`], handing the providers what they must not import themselves (the routing
+//! analyzer for the simulated provider, the evaluation dataset for the replay provider).
+
+use std::sync::Arc;
+
+use crate::config::Settings;
+use crate::dataset::{Dataset, DatasetError};
+use crate::providers::{Injected, Providers, ProvidersError};
+use crate::routing::{Catalog, CatalogError, EngineError, QueryPatternAnalyzer, RoutingEngine};
+
+/// Why the routing core could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// Why the providers could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ProvidersSetupError {
+    #[error(transparent)]
+    Providers(#[from] ProvidersError),
+    #[error(transparent)]
+    Dataset(#[from] DatasetError),
+    #[error("the replay provider is enabled but REPLAY_DATASET is not set")]
+    NoDataset,
+}
+
+/// Loads the catalog (`CATALOG_PATH` or the embedded default) and builds the engine over the
+/// enabled providers. Learned weights start empty; the reloader
+/// ([`crate::learning::reloader::run_reloader`]) fills them.
+pub fn build_engine(settings: &Settings) -> Result<RoutingEngine, SetupError> {
+    let catalog = Catalog::load(settings.routing.catalog_path.as_deref())?;
+    Ok(RoutingEngine::new(
+        Arc::new(catalog),
+        &settings.enabled_providers,
+        &settings.routing,
+    )?)
+}
+
+/// A client for every enabled provider.
+pub fn build_providers(settings: &Settings) -> Result<Providers, ProvidersSetupError> {
+    let options = &settings.provider_options;
+    let replay = if settings
+        .enabled_providers
+        .contains(&crate::providers::ProviderId::Replay)
+    {
+        let path = options
+            .replay_dataset
+            .as_deref()
+            .ok_or(ProvidersSetupError::NoDataset)?;
+        let book: Arc<dyn crate::providers::replay::ReplayBook> = Arc::new(Dataset::load(path)?);
+        Some(book)
+    } else {
+        None
+    };
+    let injected = Injected {
+        classify: |prompt| QueryPatternAnalyzer::new().analyze(prompt).pattern,
+        replay,
+    };
+    Ok(Providers::new(
+        &settings.enabled_providers,
+        &settings.providers,
+        options,
+        injected,
+    )?)
+}
