@@ -40,6 +40,7 @@ use sqlx::PgPool;
 
 use crate::config::StorePrompts;
 use crate::store::import as store;
+use crate::types::RequestStatus;
 
 /// What happened to one table.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -318,12 +319,14 @@ pub fn time(v: Option<&Sql>) -> Option<DateTime<Utc>> {
     }
 }
 
-fn status_of(v: Option<&Sql>, has_error: bool) -> &'static str {
+/// The Python version's status words (its own vocabulary, not ours) mapped onto ours.
+fn status_of(v: Option<&Sql>, has_error: bool) -> RequestStatus {
+    let failed = RequestStatus::Failed.as_str();
     match text(v).map(|s| s.to_ascii_lowercase()).as_deref() {
-        Some("failed" | "error" | "failure") => "failed",
-        Some(_) => "succeeded",
-        None if has_error => "failed",
-        None => "succeeded",
+        Some(s) if s == failed || s == "error" || s == "failure" => RequestStatus::Failed,
+        Some(_) => RequestStatus::Succeeded,
+        None if has_error => RequestStatus::Failed,
+        None => RequestStatus::Succeeded,
     }
 }
 

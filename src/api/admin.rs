@@ -17,6 +17,7 @@ use super::validate;
 use crate::jobs::retrain;
 use crate::learning;
 use crate::store::{feedback, learning as store, weights};
+use crate::types::RunStatus;
 
 /// Bearer-token check for every admin route (constant-time comparison).
 pub async fn require_admin(
@@ -123,7 +124,7 @@ pub async fn retrain_now(
         StatusCode::ACCEPTED,
         AppJson(json!({
             "run_id": run_id,
-            "status": "queued",
+            "status": RunStatus::Queued,
             "status_url": format!("/admin/learning/runs/{run_id}"),
         })),
     ))

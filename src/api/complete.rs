@@ -14,6 +14,7 @@ use crate::completion::{CompleteInput, CompletionView, SubmitError, Submitted};
 use crate::providers::ProviderId;
 use crate::store::metrics;
 use crate::store::requests::RequestRecord;
+use crate::types::RequestStatus;
 
 fn default_true() -> bool {
     true
@@ -128,7 +129,7 @@ pub async fn complete(
     let record = match submitted {
         Submitted::Cached(id) => completions.get(&id).await?,
         Submitted::Queued { .. } | Submitted::Replayed(_) if is_async => {
-            return Ok(accepted(&request_id, "queued"));
+            return Ok(accepted(&request_id, RequestStatus::Queued));
         }
         Submitted::Queued {
             request_id, waiter, ..
@@ -140,7 +141,7 @@ pub async fn complete(
     Ok(respond(record))
 }
 
-fn accepted(request_id: &str, status: &str) -> Response {
+fn accepted(request_id: &str, status: RequestStatus) -> Response {
     let body = json!({
         "request_id": request_id,
         "status": status,
@@ -151,9 +152,9 @@ fn accepted(request_id: &str, status: &str) -> Response {
 
 /// 200 when succeeded, 502 when every candidate failed, 202 while it runs.
 fn respond(record: RequestRecord) -> Response {
-    match record.status.as_str() {
-        "succeeded" => axum::Json(CompletionView::from_record(record)).into_response(),
-        "failed" => {
+    match record.status {
+        RequestStatus::Succeeded => axum::Json(CompletionView::from_record(record)).into_response(),
+        RequestStatus::Failed => {
             let view = CompletionView::from_record(record);
             let (code, message) = view
                 .error
@@ -167,9 +168,8 @@ fn respond(record: RequestRecord) -> Response {
             });
             (StatusCode::BAD_GATEWAY, axum::Json(body)).into_response()
         }
-        other => {
-            let other = other.to_owned();
-            accepted(&record.request_id, &other)
+        pending @ (RequestStatus::Queued | RequestStatus::Running) => {
+            accepted(&record.request_id, pending)
         }
     }
 }

@@ -2,16 +2,17 @@
 //! request and enqueue its provider_call job in one transaction) → wait for the worker's NOTIFY.
 //!
 //! - [`waiter`]: one LISTEN connection per process, fanned out to the requests waiting on it.
+//! - [`lifecycle`]: every transition of a request (submit, claim, retry/fallback, finish,
+//!   sweep) and the generation guard; the one owner of the request state machine.
 //! - [`cost`]: what a call cost and what the baseline would have.
 
 pub mod cost;
+pub mod lifecycle;
 pub mod waiter;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use apalis::prelude::TaskBuilder;
-use apalis_postgres::PgTask;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -26,40 +27,9 @@ use crate::routing::{
 };
 use crate::store::requests::{self as store, Inserted, NewRequest, RequestRecord};
 use crate::telemetry::names;
+use crate::types::RequestStatus;
+pub use lifecycle::ProviderCall;
 pub use waiter::{Notifier, StreamChunk, Subscription, Waiter};
-
-/// The provider_call job: call candidate `candidate` of the request's stored route.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProviderCall {
-    pub request_id: String,
-    /// Must equal `requests.attempts` for the job to act (see `store::requests`).
-    pub generation: i32,
-    /// Index into the stored route's candidates; also the number of fallbacks so far.
-    pub candidate: usize,
-    /// Retries already made on this candidate.
-    pub tries: u32,
-    /// Provider time spent by earlier attempts.
-    pub provider_ms: u64,
-}
-
-impl ProviderCall {
-    /// The job as an apalis task, due after `delay`. The queue stores whole seconds, so the
-    /// due time is rounded up: a job never runs before its delay (e.g. `Retry-After`) is over.
-    /// Storage-level retries (for a handler that errs, e.g. the database is briefly away) are
-    /// capped at 5.
-    pub fn task(&self, delay: Duration) -> PgTask {
-        let args = serde_json::to_vec(self).unwrap_or_default();
-        let mut builder = TaskBuilder::new(args).max_attempts(5);
-        if !delay.is_zero() {
-            let due = (std::time::SystemTime::now() + delay)
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0))
-                .unwrap_or_default();
-            builder = builder.run_at_timestamp(due);
-        }
-        builder.build()
-    }
-}
 
 /// One candidate as stored with the request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -310,7 +280,7 @@ impl Completions {
             let metrics = cost::cached_metrics(&self.engine, &route, &hit);
             cost::record_cached(&metrics);
             return Ok(
-                match store::insert_cached(&self.pool, &new, key, &hit, &metrics, keep_prompt)
+                match lifecycle::submit_cached(&self.pool, &new, key, &hit, &metrics, keep_prompt)
                     .await?
                 {
                     Inserted::New => Submitted::Cached(request_id),
@@ -326,23 +296,15 @@ impl Completions {
         // Listen before the job exists, so its NOTIFY cannot be missed.
         let waiter = (!input.is_async).then(|| self.notifier.register(&request_id));
         let stream = input.stream.then(|| self.notifier.subscribe(&request_id));
-        let job = ProviderCall {
-            request_id: request_id.clone(),
-            generation: 1,
-            candidate: 0,
-            tries: 0,
-            provider_ms: 0,
-        };
-        Ok(
-            match store::insert_and_enqueue(&self.pool, &new, job.task(Duration::ZERO)).await? {
-                Inserted::New => Submitted::Queued {
-                    request_id,
-                    waiter,
-                    stream,
-                },
-                Inserted::Existing(id) => Submitted::Replayed(id),
+        let job = ProviderCall::first(&request_id);
+        Ok(match lifecycle::submit(&self.pool, &new, &job).await? {
+            Inserted::New => Submitted::Queued {
+                request_id,
+                waiter,
+                stream,
             },
-        )
+            Inserted::Existing(id) => Submitted::Replayed(id),
+        })
     }
 
     /// Waits up to the configured timeout for `request_id` to finish; returns its record
@@ -360,9 +322,7 @@ impl Completions {
         loop {
             if look {
                 let record = store::get(&self.pool, request_id).await?;
-                let finished = record
-                    .as_ref()
-                    .is_none_or(|r| r.status == "succeeded" || r.status == "failed");
+                let finished = record.as_ref().is_none_or(|r| r.status.is_terminal());
                 if finished || tokio::time::Instant::now() >= deadline {
                     return Ok(record);
                 }
@@ -414,7 +374,7 @@ fn cache_key(input: &CompleteInput, route: &StoredRoute, max_tokens: u32) -> Str
 #[derive(Debug, Clone, Serialize)]
 pub struct CompletionView {
     pub request_id: String,
-    pub status: String,
+    pub status: RequestStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub response: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -488,10 +448,12 @@ impl CompletionView {
         };
         Self {
             error: match (&r.error_code, &r.error) {
-                (Some(code), Some(message)) if r.status == "failed" => Some(ErrorView {
-                    code: code.clone(),
-                    message: message.clone(),
-                }),
+                (Some(code), Some(message)) if r.status == RequestStatus::Failed => {
+                    Some(ErrorView {
+                        code: code.clone(),
+                        message: message.clone(),
+                    })
+                }
                 _ => None,
             },
             pattern: r

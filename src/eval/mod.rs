@@ -28,6 +28,7 @@ use crate::config::Settings;
 use crate::providers::ProviderId;
 use crate::routing::{Catalog, Strategy};
 use crate::store::Database;
+use crate::types::{RequestStatus, RunStatus};
 use dataset::{Dataset, Record};
 use report::{Prices, Report, RoundSummary, Routed};
 
@@ -93,7 +94,7 @@ impl Api {
             .await
             .map_err(|e| format!("POST /complete: {status}: {e}"))?;
         let request_id = body["request_id"].as_str().unwrap_or_default().to_owned();
-        if !status.is_success() || body["status"] != "succeeded" {
+        if !status.is_success() || body["status"] != RequestStatus::Succeeded.as_str() {
             return Err(format!("POST /complete: {status}: {body}"));
         }
         Ok(Answer {
@@ -156,9 +157,9 @@ impl Api {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
         let run = loop {
             let run = self.admin(reqwest::Method::GET, &status_url).await?;
-            match run["status"].as_str() {
-                Some("succeeded") => break run,
-                Some("failed") => bail!("retrain failed: {}", run["error"]),
+            match run["status"].as_str().and_then(RunStatus::parse) {
+                Some(RunStatus::Succeeded) => break run,
+                Some(RunStatus::Failed) => bail!("retrain failed: {}", run["error"]),
                 _ if tokio::time::Instant::now() > deadline => {
                     bail!("retrain did not finish within 5 minutes: {run}")
                 }

@@ -1,14 +1,12 @@
-//! The provider_call job: one provider call per run.
+//! The provider_call job: one provider call per run. The request's transitions are
+//! [`lifecycle`]'s; this job decides when and does the call:
 //!
-//! - Claims the request for its generation (a finished request or a stale job does nothing).
-//! - Calls candidate `candidate` of the stored route, within that provider's concurrency limit.
-//! - Success → terminal state + metrics row (+ cache entry) + NOTIFY, in one transaction.
-//! - Retryable error (429, 5xx, timeout…) → the same candidate again as a new job due after an
-//!   exponential backoff with jitter (at least the provider's `Retry-After`): the delay lives in
-//!   the queue's `run_at`, so it survives a worker restart. After `PROVIDER_MAX_RETRIES`, or
-//!   when `Retry-After` exceeds `MAX_RETRY_AFTER_SECS`, fall back to the next candidate.
-//! - The model's own error (404) → the next candidate at once.
-//! - Permanent error (400, 401/403, refusal), or no candidate left → failed, with the error.
+//! - claims the request for its generation (a finished request or a stale job does nothing);
+//! - calls candidate `candidate` of the stored route, within that provider's concurrency limit,
+//!   streaming the deltas to the waiting client when it asked for a stream;
+//! - success → finish (terminal state + metrics row + cache entry + wake-up, one statement);
+//! - failure → [`lifecycle::after_error`] says retry (a new job due after a backoff kept in the
+//!   queue's `run_at`, so it survives a worker restart), fall back, or fail.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,11 +16,13 @@ use tracing::Instrument;
 
 use super::JobContext;
 use crate::completion::cost::{failure_metrics, success_metrics};
+use crate::completion::lifecycle::{self, AfterError};
 use crate::completion::{ProviderCall, StoredParams, StoredRoute, StreamChunk};
 use crate::config::StorePrompts;
-use crate::providers::{CompletionRequest, ErrorKind, Message, ProviderError, Role};
+use crate::providers::{CompletionRequest, Message, ProviderError, Role};
 use crate::store::requests::{self as store, CacheEntry, Claimed, Outcome};
 use crate::telemetry::names;
+use crate::types::RequestStatus;
 
 /// What one run did (for tests and logs).
 #[derive(Debug, Clone, PartialEq)]
@@ -66,7 +66,7 @@ pub async fn handle(job: ProviderCall, ctx: Data<Arc<JobContext>>) -> Result<(),
 
 /// One run of the job. Errors are database errors: the queue runs the job again.
 pub async fn run(ctx: &JobContext, job: &ProviderCall) -> Result<Step, sqlx::Error> {
-    let Some(claimed) = store::claim(&ctx.pool, &job.request_id, job.generation).await? else {
+    let Some(claimed) = lifecycle::claim(&ctx.pool, job).await? else {
         return Ok(Step::Skipped);
     };
     let latency_ms = || {
@@ -83,7 +83,7 @@ pub async fn run(ctx: &JobContext, job: &ProviderCall) -> Result<Step, sqlx::Err
     };
     let give_up = |code: &'static str, message: String, provider_ms: Option<f64>| {
         let (outcome, metrics) = failed(&route, job, code, message, latency_ms(), provider_ms);
-        async move { finish(ctx, job, &outcome, &metrics, None, code, params.is_async).await }
+        async move { finish(ctx, job, &outcome, &metrics, None, params.is_async).await }
     };
 
     let deadline = ctx.settings.jobs.request_deadline;
@@ -148,7 +148,6 @@ pub async fn run(ctx: &JobContext, job: &ProviderCall) -> Result<Step, sqlx::Err
                 &outcome,
                 &metrics,
                 cache.as_ref(),
-                "succeeded",
                 params.is_async,
             )
             .await
@@ -183,78 +182,44 @@ async fn handle_error(
     latency_ms: f64,
     is_async: bool,
 ) -> Result<Step, sqlx::Error> {
-    let jobs = &ctx.settings.jobs;
     let message = error.to_string();
     metrics::counter!(names::PROVIDER_ERRORS, "provider" => error.provider.as_str(),
         "kind" => error.kind.as_str())
     .increment(1);
-    let retry_after_ok = error.retry_after.is_none_or(|d| d <= jobs.max_retry_after);
-    if error.kind == ErrorKind::Retryable && job.tries < jobs.max_retries && retry_after_ok {
-        let delay = backoff(jobs.retry_base, job.tries).max(error.retry_after.unwrap_or_default());
-        let next = ProviderCall {
-            generation: job.generation + 1,
-            tries: job.tries + 1,
-            provider_ms,
-            ..job.clone()
-        };
-        if store::reschedule(
-            &ctx.pool,
-            &job.request_id,
-            job.generation,
-            &message,
-            next.task(delay),
-        )
-        .await?
-        {
-            return Ok(Step::Retried { delay });
+    let after = lifecycle::after_error(&error, job, route.candidates.len(), &ctx.settings.jobs);
+    match after {
+        AfterError::Retry { delay } => {
+            let moved =
+                lifecycle::reschedule(&ctx.pool, job, &after, provider_ms, &message).await?;
+            Ok(if moved {
+                Step::Retried { delay }
+            } else {
+                Step::Skipped
+            })
         }
-        return Ok(Step::Skipped);
-    }
-    let model_level = matches!(
-        error.kind,
-        ErrorKind::Retryable | ErrorKind::ModelUnavailable
-    );
-    if model_level && job.candidate + 1 < route.candidates.len() {
-        let next = ProviderCall {
-            generation: job.generation + 1,
-            candidate: job.candidate + 1,
-            tries: 0,
-            provider_ms,
-            ..job.clone()
-        };
-        if store::reschedule(
-            &ctx.pool,
-            &job.request_id,
-            job.generation,
-            &message,
-            next.task(Duration::ZERO),
-        )
-        .await?
-        {
+        AfterError::FallBack { to } => {
+            if !lifecycle::reschedule(&ctx.pool, job, &after, provider_ms, &message).await? {
+                return Ok(Step::Skipped);
+            }
             if let Some(failed) = route.candidates.get(job.candidate) {
                 metrics::counter!(names::FALLBACKS, "provider" => failed.provider.as_str(),
                     "model" => failed.model.clone())
                 .increment(1);
             }
-            return Ok(Step::FellBack {
-                to: job.candidate + 1,
-            });
+            Ok(Step::FellBack { to })
         }
-        return Ok(Step::Skipped);
+        AfterError::GiveUp { code } => {
+            let (outcome, metrics) = failed(
+                route,
+                job,
+                code,
+                message,
+                latency_ms,
+                Some(provider_ms as f64),
+            );
+            finish(ctx, job, &outcome, &metrics, None, is_async).await
+        }
     }
-    let code = match error.kind {
-        ErrorKind::Permanent => "provider_rejected",
-        _ => "all_candidates_failed",
-    };
-    let (outcome, metrics) = failed(
-        route,
-        job,
-        code,
-        message,
-        latency_ms,
-        Some(provider_ms as f64),
-    );
-    finish(ctx, job, &outcome, &metrics, None, code, is_async).await
 }
 
 /// The failed outcome and its metrics row, blaming candidate `job.candidate`.
@@ -352,63 +317,49 @@ fn split(text: &str, max: usize) -> Vec<String> {
         .collect()
 }
 
-/// Writes the terminal state. A waiter in this process is woken in memory; one elsewhere gets a
-/// NOTIFY; an async request (nobody waiting) gets neither.
+/// Writes the terminal state (see [`lifecycle::finish`]) and counts it once.
 async fn finish(
     ctx: &JobContext,
     job: &ProviderCall,
     outcome: &Outcome,
     metrics: &store::MetricsRow,
     cache: Option<&CacheEntry>,
-    code: &str,
     is_async: bool,
 ) -> Result<Step, sqlx::Error> {
-    let keep_prompt = ctx.settings.store_prompts == StorePrompts::Full;
-    let local = ctx
-        .notifier
-        .as_ref()
-        .filter(|n| n.is_waiting(&job.request_id));
-    let notify = !is_async && local.is_none();
-    let ending = store::Finish {
+    let ending = lifecycle::Ending {
         request_id: &job.request_id,
         generation: Some(job.generation),
         outcome,
         metrics,
-        keep_prompt,
         cache,
-        notify,
+        keep_prompt: ctx.settings.store_prompts == StorePrompts::Full,
+        is_async,
     };
-    let done = store::finish(&ctx.pool, &ending).await?;
+    let done = lifecycle::finish(&ctx.pool, ctx.notifier.as_deref(), ending).await?;
     if done {
         record(metrics, outcome);
-    }
-    if done && let Some(notifier) = local {
-        notifier.wake(&job.request_id);
     }
     Ok(match (done, outcome) {
         (false, _) => Step::Skipped,
         (true, Outcome::Succeeded { .. }) => Step::Succeeded,
-        (true, Outcome::Failed { .. }) => Step::Failed {
-            code: code.to_owned(),
+        (true, Outcome::Failed { error_code, .. }) => Step::Failed {
+            code: error_code.clone(),
         },
     })
 }
 
 /// Counts a finished completion (once: only the run that wrote the terminal state records).
 fn record(m: &store::MetricsRow, outcome: &Outcome) {
-    let status = match outcome {
-        Outcome::Succeeded { .. } => "succeeded",
-        Outcome::Failed { .. } => "failed",
-    };
+    let status = outcome.status();
     let (provider, model, pattern) = (
         m.selected_provider.clone(),
         m.selected_model.clone(),
         m.prompt_pattern.clone(),
     );
     metrics::counter!(names::COMPLETIONS, "provider" => provider.clone(), "model" => model.clone(),
-        "pattern" => pattern.clone(), "status" => status)
+        "pattern" => pattern.clone(), "status" => status.as_str())
     .increment(1);
-    if status != "succeeded" {
+    if status != RequestStatus::Succeeded {
         return;
     }
     let provider_ms = m.provider_latency_ms.unwrap_or(0.0);
@@ -453,7 +404,7 @@ async fn fail_unreadable(
         model: None,
     };
     let metrics = failure_metrics(&route, 0, latency_ms, None);
-    finish(ctx, job, &outcome, &metrics, None, "internal", false).await
+    finish(ctx, job, &outcome, &metrics, None, false).await
 }
 
 fn completion_request(
@@ -475,27 +426,4 @@ fn completion_request(
         top_p: params.top_p,
         stop: params.stop.clone(),
     })
-}
-
-/// `base × 2^tries`, with ±25% jitter.
-pub fn backoff(base: Duration, tries: u32) -> Duration {
-    let exp = base.saturating_mul(2u32.saturating_pow(tries.min(10)));
-    exp.mul_f64(0.75 + fastrand::f64() * 0.5)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_exponentially_with_bounded_jitter() {
-        let base = Duration::from_secs(1);
-        for tries in 0..4 {
-            let nominal = 2f64.powi(tries as i32);
-            for _ in 0..50 {
-                let d = backoff(base, tries).as_secs_f64();
-                assert!(d >= nominal * 0.75 && d <= nominal * 1.25, "{tries}: {d}");
-            }
-        }
-    }
 }

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::JobContext;
 use crate::learning;
 use crate::store::learning as store;
+use crate::types::RunStatus;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Retrain {
@@ -60,7 +61,7 @@ pub async fn run(ctx: &JobContext, run_id: &str) -> Result<bool, sqlx::Error> {
         }
         Err(e) => {
             tracing::error!(%run_id, error = %e, "retrain failed");
-            metrics::counter!(crate::telemetry::names::RETRAIN_RUNS, "result" => "failed")
+            metrics::counter!(crate::telemetry::names::RETRAIN_RUNS, "result" => RunStatus::Failed.as_str())
                 .increment(1);
             store::fail_run(&ctx.pool, run_id, &e.to_string()).await?;
             Ok(true)

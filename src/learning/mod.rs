@@ -20,6 +20,7 @@ use sqlx::PgPool;
 use crate::config::LearningSettings;
 use crate::routing::Confidence;
 use crate::store::learning as store;
+use crate::types::RunStatus;
 use trainer::{Change, Weight};
 
 /// What a run did.
@@ -149,7 +150,8 @@ pub async fn retrain(
     };
     if !dry_run {
         use crate::telemetry::names;
-        metrics::counter!(names::RETRAIN_RUNS, "result" => "succeeded").increment(1);
+        metrics::counter!(names::RETRAIN_RUNS, "result" => RunStatus::Succeeded.as_str())
+            .increment(1);
         metrics::counter!(names::RETRAIN_CHANGES).increment(changes.len() as u64);
         metrics::gauge!(names::LAST_RETRAIN).set(chrono::Utc::now().timestamp() as f64);
         if let Some(v) = policy_version {
@@ -188,7 +190,7 @@ pub async fn retrain_now(
         Ok(report) => Ok(report),
         Err(e) => {
             store::fail_run(pool, &run_id, &e.to_string()).await?;
-            metrics::counter!(crate::telemetry::names::RETRAIN_RUNS, "result" => "failed")
+            metrics::counter!(crate::telemetry::names::RETRAIN_RUNS, "result" => RunStatus::Failed.as_str())
                 .increment(1);
             Err(e)
         }

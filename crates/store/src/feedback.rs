@@ -1,6 +1,7 @@
 //! `response_feedback` and `feedback_aggregates`.
 
 use chrono::{DateTime, Utc};
+use optimizer_types::RequestStatus;
 use serde::Serialize;
 use sqlx::PgPool;
 
@@ -31,7 +32,7 @@ pub enum Recorded {
     },
     UnknownRequest,
     /// The request has not finished (its status).
-    NotFinished(String),
+    NotFinished(RequestStatus),
     /// The request failed: there is no answer to rate.
     RequestFailed,
 }
@@ -45,7 +46,7 @@ pub async fn record(
     job: impl FnOnce(i32) -> apalis_postgres::PgTask,
 ) -> Result<Recorded, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let metrics: Option<(String, String, String, f32, String)> = sqlx::query_as(
+    let metrics: Option<(String, String, String, f32, RequestStatus)> = sqlx::query_as(
         "SELECT prompt_pattern, selected_provider, selected_model, complexity_score, status
          FROM routing_metrics WHERE request_id = $1",
     )
@@ -53,7 +54,7 @@ pub async fn record(
     .fetch_optional(&mut *tx)
     .await?;
     let Some((pattern, provider, model, complexity, status)) = metrics else {
-        let status: Option<String> =
+        let status: Option<RequestStatus> =
             sqlx::query_scalar("SELECT status FROM requests WHERE request_id = $1")
                 .bind(&fb.request_id)
                 .fetch_optional(&mut *tx)
@@ -63,7 +64,7 @@ pub async fn record(
             Some(s) => Recorded::NotFinished(s),
         });
     };
-    if status != "succeeded" {
+    if status != RequestStatus::Succeeded {
         return Ok(Recorded::RequestFailed);
     }
     let (feedback_id, replaced): (i32, bool) = sqlx::query_as(

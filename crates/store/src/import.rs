@@ -2,13 +2,14 @@
 //! whether a row was added (so a second import adds nothing and says so).
 
 use chrono::{DateTime, Utc};
+use optimizer_types::RequestStatus;
 use sqlx::{Postgres, Transaction};
 
 #[derive(Debug, Clone)]
 pub struct ImportedRequest {
     pub request_id: String,
     pub created_at: DateTime<Utc>,
-    pub status: &'static str,
+    pub status: RequestStatus,
     pub prompt: Option<String>,
     pub prompt_hash: Option<String>,
     pub prompt_chars: i32,
@@ -70,7 +71,7 @@ pub struct ImportedMetrics {
     pub latency_ms: Option<f64>,
     pub cache_hit: bool,
     pub fallback_count: i32,
-    pub status: &'static str,
+    pub status: RequestStatus,
 }
 
 /// Creates a minimal finished request for a metrics row whose request was not imported.

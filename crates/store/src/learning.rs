@@ -2,7 +2,7 @@
 //! `model_performance_history`: what the trainer reads and writes.
 
 use chrono::{DateTime, Utc};
-use optimizer_types::Confidence;
+use optimizer_types::{Confidence, RunStatus};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::{PgPool, Postgres, Transaction};
@@ -464,7 +464,7 @@ pub struct RunRecord {
     pub trigger: String,
     pub scheduled_for: Option<DateTime<Utc>>,
     pub dry_run: bool,
-    pub status: String,
+    pub status: RunStatus,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
     pub before_metrics: Option<Value>,

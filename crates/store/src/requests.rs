@@ -8,6 +8,7 @@
 
 use apalis_postgres::PgTask;
 use chrono::{DateTime, Utc};
+use optimizer_types::RequestStatus;
 use serde_json::Value;
 use sqlx::{PgPool, Postgres, Transaction};
 
@@ -209,6 +210,16 @@ pub enum Outcome {
     },
 }
 
+impl Outcome {
+    /// The terminal status this outcome writes.
+    pub fn status(&self) -> RequestStatus {
+        match self {
+            Outcome::Succeeded { .. } => RequestStatus::Succeeded,
+            Outcome::Failed { .. } => RequestStatus::Failed,
+        }
+    }
+}
+
 /// A cache entry to store with a success.
 #[derive(Debug, Clone)]
 pub struct CacheEntry {
@@ -248,13 +259,13 @@ pub async fn finish(pool: &PgPool, f: &Finish<'_>) -> Result<bool, sqlx::Error> 
         cache,
         notify,
     } = *f;
-    let (status, response, error, error_code, provider, model) = match outcome {
+    let status = outcome.status();
+    let (response, error, error_code, provider, model) = match outcome {
         Outcome::Succeeded {
             response,
             provider,
             model,
         } => (
-            "succeeded",
             Some(response.as_str()),
             None,
             None,
@@ -267,7 +278,6 @@ pub async fn finish(pool: &PgPool, f: &Finish<'_>) -> Result<bool, sqlx::Error> 
             provider,
             model,
         } => (
-            "failed",
             None,
             Some(error.as_str()),
             Some(error_code.as_str()),
@@ -333,7 +343,7 @@ async fn insert_metrics(
     tx: &mut Transaction<'_, Postgres>,
     request_id: &str,
     m: &MetricsRow,
-    status: &str,
+    status: RequestStatus,
 ) -> Result<(), sqlx::Error> {
     let query = sqlx::query(
         "INSERT INTO routing_metrics (request_id, prompt_pattern, complexity_score,
@@ -443,7 +453,13 @@ pub async fn insert_cached(
         tx.rollback().await?;
         return Ok(Inserted::Existing(existing));
     }
-    insert_metrics(&mut tx, &request.request_id, metrics, "succeeded").await?;
+    insert_metrics(
+        &mut tx,
+        &request.request_id,
+        metrics,
+        RequestStatus::Succeeded,
+    )
+    .await?;
     sqlx::query(
         "UPDATE response_cache SET hit_count = hit_count + 1, last_hit_at = now()
          WHERE cache_key = $1",
@@ -459,7 +475,7 @@ pub async fn insert_cached(
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct RequestRecord {
     pub request_id: String,
-    pub status: String,
+    pub status: RequestStatus,
     pub created_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
     pub response: Option<String>,

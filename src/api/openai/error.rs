@@ -1,0 +1,90 @@
+//! OpenAI's error shape `{"error":{"message","type","param","code"}}`, and the JSON extractor
+//! that rejects malformed bodies in it.
+
+use axum::extract::FromRequest;
+use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::api::error::ApiError;
+
+/// An error in OpenAI's shape.
+#[derive(Debug)]
+pub struct OpenAiError {
+    pub(super) status: StatusCode,
+    /// OpenAI's `type`: `invalid_request_error`, `api_error`…
+    pub(super) kind: &'static str,
+    pub(super) message: String,
+    pub(super) param: Option<&'static str>,
+    pub(super) code: Option<&'static str>,
+}
+
+impl OpenAiError {
+    pub fn invalid(param: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            kind: "invalid_request_error",
+            message: message.into(),
+            param: Some(param),
+            code: None,
+        }
+    }
+}
+
+impl IntoResponse for OpenAiError {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": {
+            "message": self.message, "type": self.kind, "param": self.param, "code": self.code,
+        }});
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+/// Our errors, re-shaped: validation problems are 400 here (OpenAI's convention).
+impl From<ApiError> for OpenAiError {
+    fn from(e: ApiError) -> Self {
+        let status = match e.status() {
+            StatusCode::UNPROCESSABLE_ENTITY => StatusCode::BAD_REQUEST,
+            s => s,
+        };
+        let kind = match status.as_u16() {
+            400 | 404 | 405 | 409 | 413 | 415 => "invalid_request_error",
+            401 | 403 => "authentication_error",
+            _ => "api_error",
+        };
+        // ApiError logs its own cause when turned into a response; keep that for 5xx.
+        let message = e.message().to_owned();
+        if status.is_server_error() {
+            let _ = e.into_response();
+        }
+        Self {
+            status,
+            kind,
+            message,
+            param: None,
+            code: None,
+        }
+    }
+}
+
+impl From<JsonRejection> for OpenAiError {
+    fn from(r: JsonRejection) -> Self {
+        Self {
+            status: match r.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => StatusCode::PAYLOAD_TOO_LARGE,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                _ => StatusCode::BAD_REQUEST,
+            },
+            kind: "invalid_request_error",
+            message: r.body_text(),
+            param: None,
+            code: None,
+        }
+    }
+}
+
+/// `axum::Json` with OpenAI-shaped rejections.
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(OpenAiError))]
+pub struct V1Json<T>(pub T);

@@ -1,0 +1,97 @@
+//! The OpenAI-compatible API: `POST /v1/chat/completions` and `GET /v1/models`, so existing
+//! OpenAI SDKs switch to the router by changing only the base URL. Same routing, queue, cost
+//! accounting and feedback as `/complete`; errors in OpenAI's shape
+//! `{"error":{"message","type","param","code"}}` on every /v1 route.
+//!
+//! `stream: true` answers Server-Sent Events of `chat.completion.chunk`s relayed from the
+//! provider's own stream (see [`stream`]). Not supported: `n > 1`, tools and images.
+//! `top_p`, `stop` and `metadata` are accepted and not forwarded.
+//!
+//! - [`auth`]: API keys on `/v1/*` and `/complete`.
+//! - [`error`]: OpenAI's error shape and the JSON extractor.
+//! - [`request`]: the request and its mapping onto a completion.
+//! - [`response`]: the `chat.completion` object and routing headers.
+//! - [`stream`]: the SSE relay of `chat.completion.chunk`s.
+
+mod auth;
+mod error;
+mod request;
+mod response;
+mod stream;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde_json::{Value, json};
+
+pub use auth::{ApiKeyId, require_key, require_key_v1};
+pub use error::{OpenAiError, V1Json};
+pub use request::ChatRequest;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::completion::{CompletionView, SubmitError, Submitted};
+use crate::routing::RouteError;
+
+pub async fn chat_completions(
+    State(state): State<AppState>,
+    key: Option<axum::Extension<ApiKeyId>>,
+    V1Json(body): V1Json<ChatRequest>,
+) -> Result<Response, OpenAiError> {
+    let (input, include_usage) = request::into_input(&state, key.map(|k| k.0), body)?;
+    let stream = input.stream;
+    let completions = &state.completions;
+    let submitted = completions.submit(input).await.map_err(|e| match e {
+        SubmitError::Route(RouteError::NotRoutable(m)) => OpenAiError::invalid(
+            "model",
+            format!("model {m} is not routable: its provider is not configured"),
+        ),
+        SubmitError::Route(e) => OpenAiError::from(super::validate::route_error(e)),
+        SubmitError::Database(e) => OpenAiError::from(ApiError::from(e)),
+    })?;
+    if stream {
+        return Ok(stream::respond(
+            completions.clone(),
+            submitted,
+            include_usage,
+        ));
+    }
+    let record = match submitted {
+        Submitted::Cached(id) => completions.get(&id).await,
+        Submitted::Queued {
+            request_id, waiter, ..
+        } => completions.wait(&request_id, waiter).await,
+        Submitted::Replayed(id) => completions.wait(&id, None).await,
+    }
+    .map_err(|e| OpenAiError::from(ApiError::from(e)))?
+    .ok_or_else(|| OpenAiError::from(ApiError::internal(anyhow::anyhow!("request vanished"))))?;
+    response::respond(CompletionView::from_record(record))
+}
+
+/// `GET /v1/models`: the `auto` aliases and every routable catalog model.
+pub async fn models(State(state): State<AppState>) -> axum::Json<Value> {
+    let mut data: Vec<Value> = ["auto", "auto:cost", "auto:balanced", "auto:quality"]
+        .iter()
+        .map(|id| json!({ "id": id, "object": "model", "created": 0, "owned_by": "ai-cost-optimizer" }))
+        .collect();
+    let engine = &state.engine;
+    for (i, m) in engine.catalog().models().iter().enumerate() {
+        if engine.is_routable(i) {
+            data.push(
+                json!({ "id": m.model, "object": "model", "created": 0, "owned_by": m.provider }),
+            );
+        }
+    }
+    axum::Json(json!({ "object": "list", "data": data }))
+}
+
+/// Unknown /v1 routes and methods, in OpenAI's shape.
+pub async fn not_found() -> OpenAiError {
+    OpenAiError {
+        status: StatusCode::NOT_FOUND,
+        kind: "invalid_request_error",
+        message: "unknown route".into(),
+        param: None,
+        code: Some("unknown_url"),
+    }
+}

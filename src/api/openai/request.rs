@@ -1,0 +1,200 @@
+//! The `chat.completions` request as OpenAI SDKs send it, and its mapping onto a completion.
+
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{ApiKeyId, OpenAiError};
+use crate::api::AppState;
+use crate::completion::CompleteInput;
+use crate::providers::{Message, Role};
+use crate::routing::Strategy;
+
+#[derive(Debug, Deserialize)]
+pub struct ChatRequest {
+    model: String,
+    messages: Vec<ChatMessage>,
+    #[serde(default)]
+    max_tokens: Option<u32>,
+    #[serde(default)]
+    max_completion_tokens: Option<u32>,
+    #[serde(default)]
+    temperature: Option<f64>,
+    #[serde(default)]
+    top_p: Option<f64>,
+    #[serde(default)]
+    stop: Option<Stop>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    stream_options: Option<Value>,
+    #[serde(default)]
+    n: Option<u32>,
+    #[serde(default)]
+    user: Option<String>,
+}
+
+/// `stop`: one string or a list.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Stop {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+struct ChatMessage {
+    role: String,
+    #[serde(default)]
+    content: Option<Content>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Content {
+    Text(String),
+    Parts(Vec<Part>),
+}
+
+#[derive(Debug, Deserialize)]
+struct Part {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    text: Option<String>,
+}
+
+fn text_of(content: Option<Content>) -> Result<String, OpenAiError> {
+    match content {
+        None => Ok(String::new()),
+        Some(Content::Text(t)) => Ok(t),
+        Some(Content::Parts(parts)) => parts
+            .into_iter()
+            .map(|p| match (p.kind.as_str(), p.text) {
+                ("text", Some(t)) => Ok(t),
+                (other, _) => Err(OpenAiError::invalid(
+                    "messages",
+                    format!("content parts of type {other:?} are not supported; send text"),
+                )),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(|t| t.join("")),
+    }
+}
+
+/// `model`: `auto`, `auto:cost|balanced|quality`, or a catalog model (`id` or `provider/id`).
+fn route_of(state: &AppState, model: &str) -> Result<(Strategy, Option<usize>), OpenAiError> {
+    if model == "auto" {
+        return Ok((Strategy::default(), None));
+    }
+    if let Some(name) = model.strip_prefix("auto:") {
+        return Strategy::parse(name).map(|s| (s, None)).ok_or_else(|| {
+            OpenAiError::invalid("model", format!("unknown strategy {name:?} in {model:?}"))
+        });
+    }
+    state
+        .engine
+        .catalog()
+        .find(None, model)
+        .map(|i| (Strategy::default(), Some(i)))
+        .ok_or_else(|| OpenAiError {
+            status: StatusCode::NOT_FOUND,
+            kind: "invalid_request_error",
+            message: format!("The model {model:?} does not exist; see GET /v1/models"),
+            param: Some("model"),
+            code: Some("model_not_found"),
+        })
+}
+
+/// Maps and validates the request onto a completion: every refusal names its parameter. Also
+/// returns whether usage was asked for in the stream (`stream_options.include_usage`).
+pub(super) fn into_input(
+    state: &AppState,
+    key: Option<ApiKeyId>,
+    body: ChatRequest,
+) -> Result<(CompleteInput, bool), OpenAiError> {
+    let stream = body.stream == Some(true);
+    let include_usage = body
+        .stream_options
+        .as_ref()
+        .and_then(|o| o["include_usage"].as_bool())
+        .unwrap_or(false);
+    if body.n.is_some_and(|n| n != 1) {
+        return Err(OpenAiError::invalid("n", "only n = 1 is supported"));
+    }
+    if body.messages.is_empty() {
+        return Err(OpenAiError::invalid(
+            "messages",
+            "must contain at least one message",
+        ));
+    }
+    let (strategy, pinned) = route_of(&state, &body.model)?;
+    let mut system = Vec::new();
+    let mut turns = Vec::new();
+    for m in body.messages {
+        let text = text_of(m.content)?;
+        match m.role.as_str() {
+            "system" | "developer" => system.push(text),
+            "user" => turns.push(Message {
+                role: Role::User,
+                content: text,
+            }),
+            "assistant" => turns.push(Message {
+                role: Role::Assistant,
+                content: text,
+            }),
+            other => {
+                return Err(OpenAiError::invalid(
+                    "messages",
+                    format!("messages with role {other:?} are not supported"),
+                ));
+            }
+        }
+    }
+    let Some(last) = turns.pop().filter(|m| m.role == Role::User) else {
+        return Err(OpenAiError::invalid(
+            "messages",
+            "the last message must be the user's",
+        ));
+    };
+    let prompt = crate::api::validate::prompt(last.content).map_err(OpenAiError::from)?;
+    let temperature = crate::api::validate::temperature(body.temperature)
+        .map_err(|e| OpenAiError::invalid("temperature", e.message().to_owned()))?;
+    let max_tokens = body.max_completion_tokens.or(body.max_tokens);
+    if body
+        .top_p
+        .is_some_and(|p| !(p.is_finite() && p > 0.0 && p <= 1.0))
+    {
+        return Err(OpenAiError::invalid("top_p", "must be in (0, 1]"));
+    }
+    let stop = match body.stop {
+        None => Vec::new(),
+        Some(Stop::One(s)) => vec![s],
+        Some(Stop::Many(v)) => v,
+    };
+    if stop.len() > 4 {
+        return Err(OpenAiError::invalid("stop", "at most 4 stop sequences"));
+    }
+    if max_tokens == Some(0) {
+        return Err(OpenAiError::invalid("max_tokens", "must be at least 1"));
+    }
+    let user_id = key
+        .map(|k| k.0)
+        .or(body.user)
+        .filter(|u| !u.trim().is_empty());
+    let input = CompleteInput {
+        prompt,
+        system: (!system.is_empty()).then(|| system.join("\n\n")),
+        history: turns,
+        pinned,
+        strategy,
+        max_tokens,
+        temperature,
+        top_p: body.top_p,
+        stop,
+        user_id: crate::api::validate::short_text("user", user_id).map_err(OpenAiError::from)?,
+        stream,
+        ..Default::default()
+    };
+    Ok((input, include_usage))
+}

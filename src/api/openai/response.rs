@@ -1,0 +1,98 @@
+//! The non-streamed answer: OpenAI's `chat.completion` object and our routing headers.
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::OpenAiError;
+use crate::completion::CompletionView;
+use crate::types::RequestStatus;
+
+/// The answer to a non-streamed request: 200 with the `chat.completion`, 502 when every
+/// candidate failed, 504 while it still runs; routing headers on each.
+pub(super) fn respond(view: CompletionView) -> Result<Response, OpenAiError> {
+    let headers = headers(&view);
+    match view.status {
+        RequestStatus::Succeeded => {
+            Ok((headers, axum::Json(chat_completion(&view))).into_response())
+        }
+        RequestStatus::Failed => {
+            let message = view
+                .error
+                .as_ref()
+                .map_or("every candidate model failed".to_owned(), |e| {
+                    e.message.clone()
+                });
+            let mut response = OpenAiError {
+                status: StatusCode::BAD_GATEWAY,
+                kind: "api_error",
+                message,
+                param: None,
+                code: Some("upstream_error"),
+            }
+            .into_response();
+            response.headers_mut().extend(headers);
+            Ok(response)
+        }
+        _ => {
+            let mut response = OpenAiError {
+                status: StatusCode::GATEWAY_TIMEOUT,
+                kind: "api_error",
+                message: format!(
+                    "still running after COMPLETE_TIMEOUT_SECS; poll /requests/{}",
+                    view.request_id
+                ),
+                param: None,
+                code: Some("timeout"),
+            }
+            .into_response();
+            response.headers_mut().extend(headers);
+            Ok(response)
+        }
+    }
+}
+
+/// Routing and cost travel in headers, never in fields an SDK would choke on.
+fn headers(view: &CompletionView) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    let mut put = |name: &'static str, value: String| {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(name, v);
+        }
+    };
+    put("x-optimizer-request-id", view.request_id.clone());
+    if let Some(p) = &view.provider {
+        put("x-optimizer-provider", p.clone());
+    }
+    if let Some(m) = &view.model {
+        put("x-optimizer-model", m.clone());
+    }
+    if let Some(c) = view.cost_usd {
+        put("x-optimizer-cost-usd", c.to_string());
+    }
+    if let Some(s) = view.savings_usd {
+        put("x-optimizer-savings-usd", s.to_string());
+    }
+    if let Some(p) = &view.pattern {
+        put("x-optimizer-pattern", p.clone());
+    }
+    h
+}
+
+/// The OpenAI `chat.completion` object; `id` is our request id (rate it with /feedback).
+fn chat_completion(view: &CompletionView) -> Value {
+    let (input, output) = view.tokens.as_ref().map_or((0, 0), |t| (t.input, t.output));
+    json!({
+        "id": view.request_id,
+        "object": "chat.completion",
+        "created": view.created_at.timestamp(),
+        "model": view.model,
+        "choices": [{
+            "index": 0,
+            "message": { "role": "assistant", "content": view.response, "refusal": null },
+            "finish_reason": "stop",
+            "logprobs": null,
+        }],
+        "usage": { "prompt_tokens": input, "completion_tokens": output, "total_tokens": input + output },
+    })
+}

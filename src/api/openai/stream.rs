@@ -1,0 +1,204 @@
+//! `stream: true`: the provider's deltas, relayed by the worker, as `chat.completion.chunk`
+//! events, then a final chunk with `finish_reason`, the usage chunk when
+//! `stream_options.include_usage`, and `data: [DONE]`.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::completion::{
+    CompletionView, Completions, StreamChunk, Submitted, Subscription, Waiter,
+};
+use crate::types::RequestStatus;
+
+struct State {
+    completions: Arc<Completions>,
+    request_id: String,
+    chunks: Option<Subscription>,
+    waiter: Option<Waiter>,
+    include_usage: bool,
+    created: i64,
+    model: Option<String>,
+    streamed: bool,
+    outbox: VecDeque<String>,
+    finished: bool,
+    deadline: tokio::time::Instant,
+}
+
+pub fn respond(
+    completions: Arc<Completions>,
+    submitted: Submitted,
+    include_usage: bool,
+) -> Response {
+    let deadline = tokio::time::Instant::now() + completions.settings.completion.timeout;
+    let (request_id, chunks, waiter) = match submitted {
+        Submitted::Queued {
+            request_id,
+            waiter,
+            stream,
+        } => (request_id, stream, waiter),
+        Submitted::Cached(id) | Submitted::Replayed(id) => (id, None, None),
+    };
+    let state = State {
+        completions,
+        request_id: request_id.clone(),
+        chunks,
+        waiter,
+        include_usage,
+        created: chrono::Utc::now().timestamp(),
+        model: None,
+        streamed: false,
+        outbox: VecDeque::new(),
+        finished: false,
+        deadline,
+    };
+    let events = futures_util::stream::unfold(state, next);
+    let mut response = Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response();
+    if let Ok(v) = axum::http::HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-optimizer-request-id", v);
+    }
+    response
+}
+
+fn chunk(st: &State, delta: Value, finish: Option<&str>) -> String {
+    json!({
+        "id": st.request_id, "object": "chat.completion.chunk", "created": st.created,
+        "model": st.model, "choices": [{ "index": 0, "delta": delta, "finish_reason": finish }],
+    })
+    .to_string()
+}
+
+fn content(st: &mut State, c: StreamChunk) {
+    let first = !st.streamed;
+    st.streamed = true;
+    st.model.get_or_insert(c.model);
+    let delta = if first {
+        json!({ "role": "assistant", "content": c.delta })
+    } else {
+        json!({ "content": c.delta })
+    };
+    let data = chunk(st, delta, None);
+    st.outbox.push_back(data);
+}
+
+async fn finish(st: &mut State) {
+    let mut pending = Vec::new();
+    if let Some(sub) = st.chunks.as_mut() {
+        while let Ok(c) = sub.chunks.try_recv() {
+            pending.push(c);
+        }
+    }
+    for c in pending {
+        content(st, c);
+    }
+    st.finished = true;
+    let record = match st.completions.get(&st.request_id).await {
+        Ok(Some(r)) => r,
+        _ => {
+            st.outbox
+                .push_back(error("the request could not be read", "api_error"));
+            st.outbox.push_back("[DONE]".into());
+            return;
+        }
+    };
+    let view = CompletionView::from_record(record);
+    match view.status {
+        RequestStatus::Succeeded => {
+            if st.model.is_none() {
+                st.model = view.model.clone();
+            }
+            if !st.streamed {
+                // Answered from the cache (or relayed nothing): one chunk with all of it.
+                let data = chunk(
+                    st,
+                    json!({ "role": "assistant", "content": view.response }),
+                    None,
+                );
+                st.outbox.push_back(data);
+            }
+            let data = chunk(st, json!({}), Some("stop"));
+            st.outbox.push_back(data);
+            if st.include_usage {
+                let (i, o) = view.tokens.as_ref().map_or((0, 0), |t| (t.input, t.output));
+                st.outbox.push_back(
+                    json!({
+                        "id": st.request_id, "object": "chat.completion.chunk",
+                        "created": st.created, "model": st.model, "choices": [],
+                        "usage": { "prompt_tokens": i, "completion_tokens": o,
+                                   "total_tokens": i + o },
+                    })
+                    .to_string(),
+                );
+            }
+        }
+        RequestStatus::Failed => {
+            let message = view
+                .error
+                .as_ref()
+                .map_or("every candidate model failed".to_owned(), |e| {
+                    e.message.clone()
+                });
+            st.outbox.push_back(error(&message, "api_error"));
+        }
+        _ => st.outbox.push_back(error(
+            "still running after COMPLETE_TIMEOUT_SECS",
+            "api_error",
+        )),
+    }
+    st.outbox.push_back("[DONE]".into());
+}
+
+fn error(message: &str, kind: &str) -> String {
+    json!({ "error": { "message": message, "type": kind, "param": null, "code": null } })
+        .to_string()
+}
+
+async fn next(mut st: State) -> Option<(Result<Event, Infallible>, State)> {
+    loop {
+        if let Some(data) = st.outbox.pop_front() {
+            return Some((Ok(Event::default().data(data)), st));
+        }
+        if st.finished {
+            return None;
+        }
+        if st.waiter.is_none() {
+            // Nothing to wait for (a cache hit): the answer is there already.
+            finish(&mut st).await;
+            continue;
+        }
+        let deadline = st.deadline;
+        let mut done = false;
+        let mut received = None;
+        {
+            let chunks = st.chunks.as_mut().map(|s| &mut s.chunks);
+            let waiter = st.waiter.as_mut();
+            tokio::select! {
+                c = async {
+                    match chunks {
+                        Some(rx) => rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => received = c,
+                () = async {
+                    match waiter {
+                        Some(w) => w.notified().await,
+                        None => std::future::pending().await,
+                    }
+                } => done = true,
+                () = tokio::time::sleep_until(deadline) => done = true,
+            }
+        }
+        if let Some(c) = received {
+            content(&mut st, c);
+        }
+        if done {
+            finish(&mut st).await;
+        }
+    }
+}
