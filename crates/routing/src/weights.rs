@@ -37,7 +37,7 @@ impl LearnedWeights {
                 continue;
             }
             let reference = w.avg_complexity.unwrap_or(0.5);
-            let measured = super::engine::at_complexity(w.quality, 0.5, reference);
+            let measured = crate::engine::at_complexity(w.quality, 0.5, reference);
             let prior = catalog.models()[*idx].prior(*pattern);
             let n = f64::from(w.samples);
             let e = sums.entry(*pattern).or_default();

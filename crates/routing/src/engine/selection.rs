@@ -1,0 +1,115 @@
+//! Rules 5 and 6: the quality target, the ranking (the choice first, then the fallbacks), the
+//! near-best preference when nothing reaches the target, and the reason given for the choice.
+
+use super::{Candidate, RouteRequest, RoutingEngine, round3};
+use crate::analyzer::Analysis;
+
+/// The strategy's quality target at complexity `c`, raised to `min_quality` (None: `quality`).
+pub(super) fn target(req: &RouteRequest<'_>, c: f64) -> Option<f64> {
+    req.strategy
+        .target(c)
+        .map(|t| round3(t.max(req.min_quality.unwrap_or(0.0)).min(1.0)))
+}
+
+/// Marks who meets `target` and ranks: meeting the target by cost (then quality); the rest by
+/// quality (then cost). Under `quality` (no target) everything "meets" and ranks by quality.
+pub(super) fn rank(mut pool: Vec<Candidate>, target: Option<f64>) -> Vec<Candidate> {
+    for cand in &mut pool {
+        cand.meets_target = target.is_none_or(|t| cand.expected_quality >= t);
+    }
+    pool.sort_by(|a, b| match target {
+        None => b
+            .expected_quality
+            .total_cmp(&a.expected_quality)
+            .then(a.est_cost_usd.total_cmp(&b.est_cost_usd)),
+        Some(_) => b.meets_target.cmp(&a.meets_target).then_with(|| {
+            if a.meets_target {
+                a.est_cost_usd
+                    .total_cmp(&b.est_cost_usd)
+                    .then(b.expected_quality.total_cmp(&a.expected_quality))
+            } else {
+                b.expected_quality
+                    .total_cmp(&a.expected_quality)
+                    .then(a.est_cost_usd.total_cmp(&b.est_cost_usd))
+            }
+        }),
+    });
+    pool
+}
+
+impl RoutingEngine {
+    /// Nothing reaches the target: paying much more for a hair of expected quality is not
+    /// balanced — the cheapest candidate within `near_best_margin` of the best one moves to the
+    /// front (not when the request set `min_quality`). True when it did.
+    pub(super) fn prefer_near_best(
+        &self,
+        ranked: &mut Vec<Candidate>,
+        target: Option<f64>,
+        req: &RouteRequest<'_>,
+    ) -> bool {
+        if target.is_none() || ranked[0].meets_target || req.min_quality.is_some() {
+            return false;
+        }
+        let floor = ranked[0].expected_quality - self.near_best_margin;
+        let cheaper = (1..ranked.len())
+            .filter(|i| {
+                ranked[*i].expected_quality >= floor - 1e-9
+                    && ranked[*i].est_cost_usd < ranked[0].est_cost_usd
+            })
+            .min_by(|a, b| ranked[*a].est_cost_usd.total_cmp(&ranked[*b].est_cost_usd));
+        let Some(i) = cheaper else {
+            return false;
+        };
+        let pick = ranked.remove(i);
+        ranked.insert(0, pick);
+        true
+    }
+
+    /// The reason code and text for choosing `first`.
+    pub(super) fn explain(
+        &self,
+        first: &Candidate,
+        target: Option<f64>,
+        near_best: bool,
+        analysis: &Analysis,
+    ) -> (&'static str, String) {
+        let tier = analysis.tier.as_str();
+        let (pattern, q, source) = (
+            analysis.pattern,
+            first.expected_quality,
+            first.confidence.as_str(),
+        );
+        match target {
+            None => (
+                "highest_quality",
+                format!(
+                    "highest expected quality ({q:.2}, {source}) for {pattern} prompts of {tier} \
+                     complexity"
+                ),
+            ),
+            Some(t) if first.meets_target => (
+                "cheapest_meeting_target",
+                format!(
+                    "cheapest model expected to reach quality {t:.2} for {pattern} prompts of \
+                     {tier} complexity ({q:.2}, {source})"
+                ),
+            ),
+            Some(t) if near_best => (
+                "near_best_available",
+                format!(
+                    "no candidate is expected to reach quality {t:.2} for {pattern} prompts of \
+                     {tier} complexity; taking the cheapest within {:.2} of the best available \
+                     ({q:.2}, {source})",
+                    self.near_best_margin
+                ),
+            ),
+            Some(t) => (
+                "best_available",
+                format!(
+                    "no candidate is expected to reach quality {t:.2} for {pattern} prompts of \
+                     {tier} complexity; taking the best available ({q:.2}, {source})"
+                ),
+            ),
+        }
+    }
+}
