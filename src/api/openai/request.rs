@@ -128,7 +128,7 @@ pub(super) fn into_input(
             "must contain at least one message",
         ));
     }
-    let (strategy, pinned) = route_of(&state, &body.model)?;
+    let (strategy, pinned) = route_of(state, &body.model)?;
     let mut system = Vec::new();
     let mut turns = Vec::new();
     for m in body.messages {
