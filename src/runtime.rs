@@ -74,39 +74,25 @@ pub async fn setup_database_with_retry(db: &Database, shutdown: &CancellationTok
     }
 }
 
-/// GETs an `http://host:port/path` URL and succeeds on a 2xx status. A dependency-free HTTP/1.0
-/// client, enough for a container health check against our own listener.
+/// GETs an `http://host:port/path` URL and succeeds on a 2xx status, within 5 s: the
+/// container health check against our own listener.
 pub async fn probe(url: &str) -> Result<(), String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or("only http:// URLs can be probed")?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let io = async {
-        let mut stream = tokio::net::TcpStream::connect(authority).await?;
-        let request = format!("GET {path} HTTP/1.0\r\nHost: {authority}\r\n\r\n");
-        stream.write_all(request.as_bytes()).await?;
-        let mut head = Vec::with_capacity(64);
-        stream.take(64).read_to_end(&mut head).await?;
-        Ok::<_, std::io::Error>(head)
-    };
-    let head = tokio::time::timeout(Duration::from_secs(5), io)
-        .await
-        .map_err(|_| "timed out after 5 s".to_owned())?
-        .map_err(|e| e.to_string())?;
-    let status_line = String::from_utf8_lossy(&head);
-    let status = status_line.split_whitespace().nth(1).unwrap_or("");
-    if status.starts_with('2') && status.len() == 3 {
+    if !url.starts_with("http://") {
+        return Err("only http:// URLs can be probed".into());
+    }
+    let client = crate::providers::http_client(Duration::from_secs(5))?;
+    let response = client.get(url).send().await.map_err(|e| {
+        if e.is_timeout() {
+            "timed out after 5 s".to_owned()
+        } else {
+            e.to_string()
+        }
+    })?;
+    let status = response.status();
+    if status.is_success() {
         Ok(())
     } else {
-        Err(format!(
-            "unexpected answer {:?}",
-            status_line.lines().next().unwrap_or("")
-        ))
+        Err(format!("unexpected answer {status}"))
     }
 }
 

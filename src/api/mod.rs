@@ -178,7 +178,7 @@ impl MakeRequestId for UlidRequestId {
 
 /// Compares secrets without an early exit on the first differing byte.
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    subtle::ConstantTimeEq::ct_eq(a, b).into()
 }
 
 async fn not_found() -> ApiError {

@@ -246,15 +246,10 @@ impl Settings {
 /// A PostgreSQL URL pointed at database `name`: the same user, host, port and parameters (for
 /// scratch databases beside the configured one). None when `url` is not a URL.
 pub fn url_with_database(url: &str, name: &str) -> Option<String> {
-    let scheme_end = url.find("://")? + 3;
-    let (main, query) = match url.find('?') {
-        Some(q) => url.split_at(q),
-        None => (url, ""),
-    };
-    let authority_end = main[scheme_end..]
-        .find('/')
-        .map_or(main.len(), |i| scheme_end + i);
-    Some(format!("{}/{name}{query}", &main[..authority_end]))
+    let mut url = url::Url::parse(url).ok()?;
+    url.host_str()?;
+    url.set_path(name);
+    Some(url.into())
 }
 
 fn socket(default: &str) -> SocketAddr {

@@ -109,9 +109,11 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     if let Ok(secs) = value.parse::<f64>() {
         return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
     }
-    let when = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    let delta = when.signed_duration_since(chrono::Utc::now());
-    Some(delta.to_std().unwrap_or_default())
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    )
 }
 
 /// Bounded, single-line, and never echoing anything that looks like a key.
@@ -155,7 +157,8 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(RETRY_AFTER, HeaderValue::from_static("7"));
         assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
-        let date = (chrono::Utc::now() + chrono::Duration::seconds(30)).to_rfc2822();
+        let date =
+            httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(30));
         h.insert(RETRY_AFTER, HeaderValue::from_str(&date).unwrap());
         let d = retry_after(&h).unwrap();
         assert!(
