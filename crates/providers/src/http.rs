@@ -157,8 +157,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(RETRY_AFTER, HeaderValue::from_static("7"));
         assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
-        let date =
-            httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(30));
+        let date = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(30));
         h.insert(RETRY_AFTER, HeaderValue::from_str(&date).unwrap());
         let d = retry_after(&h).unwrap();
         assert!(

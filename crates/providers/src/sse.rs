@@ -1,6 +1,7 @@
-//! A Server-Sent Events reader over a streaming HTTP response, for the providers' streaming
-//! wire formats, and the sender side of a streaming call.
+//! A Server-Sent Events reader over a streaming HTTP response (parsing by `eventsource-stream`),
+//! for the providers' streaming wire formats, and the sender side of a streaming call.
 
+use eventsource_stream::{EventStreamError, Eventsource};
 use futures_util::StreamExt;
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -41,54 +42,28 @@ pub async fn for_each_event(
             .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
         return Err(status_error(provider, status.as_u16(), &headers, &detail));
     }
-    let mut stream = response.bytes_stream();
-    let mut buffer: Vec<u8> = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| transport_error(provider, &e))?;
-        buffer.extend_from_slice(&chunk);
-        while let Some(end) = event_end(&buffer) {
-            let raw: Vec<u8> = buffer.drain(..end.0).collect();
-            buffer.drain(..end.1);
-            if let Some(event) = parse(&raw) {
-                on_event(event)?;
-            }
+    let mut events = response.bytes_stream().eventsource();
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(e) => on_event(from_library(e))?,
+            Err(EventStreamError::Transport(e)) => return Err(transport_error(provider, &e)),
+            Err(e) => return Err(garbled(provider, &e.to_string())),
         }
-    }
-    if let Some(event) = parse(&buffer) {
-        on_event(event)?;
     }
     Ok(())
 }
 
-/// (end of the event, length of the blank-line separator) of the first complete event.
-fn event_end(buffer: &[u8]) -> Option<(usize, usize)> {
-    let lf = buffer.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2));
-    let crlf = buffer
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| (i, 4));
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(if a.0 < b.0 { a } else { b }),
-        (a, b) => a.or(b),
+/// Our view of an event: the library names an unnamed event `message` (the SSE default); the
+/// providers' formats never use that name, so it reads as "no name".
+fn from_library(e: eventsource_stream::Event) -> Event {
+    Event {
+        event: if e.event == "message" {
+            String::new()
+        } else {
+            e.event
+        },
+        data: e.data,
     }
-}
-
-fn parse(raw: &[u8]) -> Option<Event> {
-    let text = String::from_utf8_lossy(raw);
-    let mut event = String::new();
-    let mut data: Vec<&str> = Vec::new();
-    for line in text.lines() {
-        let line = line.trim_end_matches('\r');
-        if let Some(v) = line.strip_prefix("data:") {
-            data.push(v.strip_prefix(' ').unwrap_or(v));
-        } else if let Some(v) = line.strip_prefix("event:") {
-            event = v.trim().to_owned();
-        }
-    }
-    (!data.is_empty()).then(|| Event {
-        event,
-        data: data.join("\n"),
-    })
 }
 
 /// A malformed event in an otherwise healthy stream.
@@ -106,16 +81,18 @@ pub fn garbled(provider: ProviderId, what: &str) -> ProviderError {
 mod tests {
     use super::*;
 
-    #[test]
-    fn events_split_and_parse() {
-        let raw = b"event: a\ndata: {\"x\":1}\n\ndata: two\r\ndata: lines\r\n\r\n: comment\n\n";
-        let mut buf = raw.to_vec();
-        let mut out = Vec::new();
-        while let Some((end, sep)) = event_end(&buf) {
-            let e: Vec<u8> = buf.drain(..end).collect();
-            buf.drain(..sep);
-            out.extend(parse(&e));
-        }
+    #[tokio::test]
+    async fn events_split_and_parse() {
+        let raw: &[u8] =
+            b"event: a\ndata: {\"x\":1}\n\ndata: two\r\ndata: lines\r\n\r\n: comment\n\n";
+        // Chunks cut mid-line and mid-separator, as a network delivers them.
+        let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+            raw.chunks(7).map(|c| Ok(c.to_vec())).collect();
+        let out: Vec<Event> = futures_util::stream::iter(chunks)
+            .eventsource()
+            .filter_map(|e| async move { e.ok().map(from_library) })
+            .collect()
+            .await;
         assert_eq!(
             out,
             vec![
