@@ -206,12 +206,13 @@ pub struct Completions {
 }
 
 impl Completions {
-    /// Routes and queues (or answers from the cache) one request.
-    pub async fn submit(&self, input: CompleteInput) -> Result<Submitted, SubmitError> {
-        let analysis = QueryPatternAnalyzer::new().analyze(&input.prompt);
-        let max_tokens = input
-            .max_tokens
-            .unwrap_or(self.settings.completion.default_max_tokens);
+    /// The routing decision and the route as stored with the request (candidates, baseline).
+    fn plan(
+        &self,
+        input: &CompleteInput,
+        analysis: &Analysis,
+        max_tokens: u32,
+    ) -> Result<(Decision, StoredRoute), RouteError> {
         let request = RouteRequest {
             strategy: input.strategy,
             min_quality: input.min_quality,
@@ -223,10 +224,10 @@ impl Completions {
         };
         let decision = self
             .engine
-            .route(&analysis, &request, &mut fastrand::Rng::new())?;
+            .route(analysis, &request, &mut fastrand::Rng::new())?;
         let baseline = self.engine.baseline();
         let baseline_candidate = self.engine.model(baseline).map(|m| {
-            let (_, _, est) = self.engine.estimate(baseline, &analysis, Some(max_tokens));
+            let (_, _, est) = self.engine.estimate(baseline, analysis, Some(max_tokens));
             RouteCandidate {
                 provider: m.provider,
                 model: m.model.clone(),
@@ -235,37 +236,22 @@ impl Completions {
                 est_cost_usd: round_usd(est),
             }
         });
-        let route = StoredRoute::new(&analysis, &decision, baseline_candidate);
+        let route = StoredRoute::new(analysis, &decision, baseline_candidate);
+        Ok((decision, route))
+    }
+
+    /// Routes and queues (or answers from the cache) one request.
+    pub async fn submit(&self, input: CompleteInput) -> Result<Submitted, SubmitError> {
+        let analysis = QueryPatternAnalyzer::new().analyze(&input.prompt);
+        let max_tokens = input
+            .max_tokens
+            .unwrap_or(self.settings.completion.default_max_tokens);
+        let (decision, route) = self.plan(&input, &analysis, max_tokens)?;
 
         let completion = &self.settings.completion;
         let cacheable = completion.cache_enabled && input.temperature.unwrap_or(0.0) == 0.0;
         let cache_key = cacheable.then(|| cache_key(&input, &route, max_tokens));
-        let params = StoredParams {
-            max_tokens,
-            temperature: input.temperature,
-            top_p: input.top_p,
-            stop: input.stop.clone(),
-            auto_route: input.pinned.is_none(),
-            min_quality: input.min_quality,
-            max_cost: input.max_cost_usd,
-            is_async: input.is_async,
-            cache_key: cache_key.clone(),
-            history: input.history.clone(),
-            stream: input.stream,
-        };
-        let request_id = new_request_id();
-        let new = NewRequest {
-            request_id: request_id.clone(),
-            prompt: input.prompt.clone(),
-            prompt_hash: hex::encode(Sha256::digest(input.prompt.as_bytes())),
-            prompt_chars: i32::try_from(analysis.features.chars).unwrap_or(i32::MAX),
-            system: input.system.clone(),
-            params: serde_json::to_value(&params).unwrap_or(Value::Null),
-            route: serde_json::to_value(&route).unwrap_or(Value::Null),
-            user_id: input.user_id.clone(),
-            session_id: input.session_id.clone(),
-            idempotency_key: input.idempotency_key.clone(),
-        };
+        let (request_id, new) = new_request(&input, &analysis, &route, max_tokens, &cache_key);
         let keep_prompt = self.settings.store_prompts == StorePrompts::Full;
 
         let hit = match &cache_key {
@@ -340,6 +326,43 @@ impl Completions {
     pub async fn get(&self, request_id: &str) -> Result<Option<RequestRecord>, sqlx::Error> {
         store::get(&self.pool, request_id).await
     }
+}
+
+/// A new request row: its id, the prompt (and its hash), the stored parameters and route.
+fn new_request(
+    input: &CompleteInput,
+    analysis: &Analysis,
+    route: &StoredRoute,
+    max_tokens: u32,
+    cache_key: &Option<String>,
+) -> (String, NewRequest) {
+    let params = StoredParams {
+        max_tokens,
+        temperature: input.temperature,
+        top_p: input.top_p,
+        stop: input.stop.clone(),
+        auto_route: input.pinned.is_none(),
+        min_quality: input.min_quality,
+        max_cost: input.max_cost_usd,
+        is_async: input.is_async,
+        cache_key: cache_key.clone(),
+        history: input.history.clone(),
+        stream: input.stream,
+    };
+    let request_id = new_request_id();
+    let new = NewRequest {
+        request_id: request_id.clone(),
+        prompt: input.prompt.clone(),
+        prompt_hash: hex::encode(Sha256::digest(input.prompt.as_bytes())),
+        prompt_chars: i32::try_from(analysis.features.chars).unwrap_or(i32::MAX),
+        system: input.system.clone(),
+        params: serde_json::to_value(&params).unwrap_or(Value::Null),
+        route: serde_json::to_value(route).unwrap_or(Value::Null),
+        user_id: input.user_id.clone(),
+        session_id: input.session_id.clone(),
+        idempotency_key: input.idempotency_key.clone(),
+    };
+    (request_id, new)
 }
 
 /// Request ids are ULIDs: sortable by time.

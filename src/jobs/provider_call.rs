@@ -113,8 +113,6 @@ pub async fn run(ctx: &JobContext, job: &ProviderCall) -> Result<Step, sqlx::Err
         )
     };
     let call_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let provider_ms_exact = job.provider_ms as f64 + call_ms;
-    let provider_ms = provider_ms_exact.round() as u64;
     tracing::info!(
         request_id = %job.request_id,
         provider = %candidate.provider,
@@ -123,40 +121,20 @@ pub async fn run(ctx: &JobContext, job: &ProviderCall) -> Result<Step, sqlx::Err
         provider_ms = call_ms.round() as u64,
         "provider call"
     );
+    let attempt = Attempt {
+        job,
+        route: &route,
+        params: &params,
+        provider_ms: job.provider_ms as f64 + call_ms,
+        latency_ms: latency_ms(),
+    };
     match result {
-        Ok(answer) => {
-            let metrics = success_metrics(
-                &ctx.engine,
-                &route,
-                job.candidate,
-                &answer,
-                latency_ms(),
-                provider_ms_exact,
-            );
-            let outcome = Outcome::Succeeded {
-                response: answer.text,
-                provider: candidate.provider.to_string(),
-                model: candidate.model.clone(),
-            };
-            let cache = params.cache_key.map(|cache_key| CacheEntry {
-                cache_key,
-                ttl_secs: ctx.settings.completion.cache_ttl.as_secs() as i64,
-            });
-            finish(
-                ctx,
-                job,
-                &outcome,
-                &metrics,
-                cache.as_ref(),
-                params.is_async,
-            )
-            .await
-        }
+        Ok(answer) => succeed(ctx, &attempt, answer).await,
         // Part of the answer already reached the client: retrying or falling back would
         // repeat it. The stream fails instead.
         Err(error) if streamed => {
             let message = format!("the stream broke after it started: {error}");
-            give_up("stream_interrupted", message, Some(provider_ms_exact)).await
+            give_up("stream_interrupted", message, Some(attempt.provider_ms)).await
         }
         Err(error) => {
             handle_error(
@@ -164,13 +142,61 @@ pub async fn run(ctx: &JobContext, job: &ProviderCall) -> Result<Step, sqlx::Err
                 job,
                 &route,
                 error,
-                provider_ms,
-                latency_ms(),
+                attempt.provider_ms.round() as u64,
+                attempt.latency_ms,
                 params.is_async,
             )
             .await
         }
     }
+}
+
+/// One finished provider call of a run.
+struct Attempt<'a> {
+    job: &'a ProviderCall,
+    route: &'a StoredRoute,
+    params: &'a StoredParams,
+    /// Provider time of this and the earlier attempts.
+    provider_ms: f64,
+    /// Since the request was accepted.
+    latency_ms: f64,
+}
+
+/// The answer: terminal state, metrics row, cache entry.
+async fn succeed(
+    ctx: &JobContext,
+    a: &Attempt<'_>,
+    answer: crate::providers::Completion,
+) -> Result<Step, sqlx::Error> {
+    let metrics = success_metrics(
+        &ctx.engine,
+        a.route,
+        a.job.candidate,
+        &answer,
+        a.latency_ms,
+        a.provider_ms,
+    );
+    let candidate = a.route.candidates.get(a.job.candidate);
+    let outcome = Outcome::Succeeded {
+        response: answer.text,
+        provider: candidate
+            .map(|c| c.provider.to_string())
+            .unwrap_or_default(),
+        model: candidate.map(|c| c.model.clone()).unwrap_or_default(),
+    };
+    let cache = a.params.cache_key.clone().map(|cache_key| CacheEntry {
+        cache_key,
+        ttl_secs: ctx.settings.completion.cache_ttl.as_secs() as i64,
+    });
+    finish(
+        ctx,
+        a.job,
+        &outcome,
+        &metrics,
+        cache.as_ref(),
+        a.params.is_async,
+    )
+    .await
 }
 
 async fn handle_error(
