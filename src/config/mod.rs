@@ -1,5 +1,3 @@
-#[allow(unused_imports)]
-use crate::api::AppState;
 //! Typed settings, read once from the environment at start-up and passed down.
 //!
 //! Rules this module keeps:
