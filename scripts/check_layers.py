@@ -5,7 +5,8 @@
    LAYERS below (the compiler already refuses cycles between crates; this keeps, say, routing
    from ever depending on store).
 2. Inside each crate, the top-level modules import each other one way only: no cycle among
-   `crate::X` references (test modules excepted), found with Tarjan's algorithm.
+   `crate::X` references, or `super::` paths that climb to the crate root (test modules
+   excepted), found with Tarjan's algorithm.
 
 Usage: scripts/check_layers.py [REPO]   (default: the repository this script is in)
 """
@@ -28,6 +29,16 @@ LAYERS = {
 CRATE_REF = re.compile(r"\bcrate::([a-z_][a-z0-9_]*)")
 CRATE_GROUP = re.compile(r"\bcrate::\{([^}]*)\}")
 GROUP_HEAD = re.compile(r"(?:^|,)\s*([a-z_][a-z0-9_]*)")
+SUPER_REF = re.compile(r"\b((?:super::)+)([a-z_][a-z0-9_]*)")
+
+
+def module_depth(rel):
+    """How many `super::` lead from the file's module to the crate root: 1 for `src/x.rs` and
+    `src/x/mod.rs`, 2 for `src/x/y.rs` and `src/x/y/mod.rs`, and so on."""
+    parts = rel.split(os.sep)
+    if parts[-1] == "mod.rs":
+        parts = parts[:-1]
+    return len(parts)
 
 
 def crate_dependencies(manifest):
@@ -52,6 +63,11 @@ def module_edges(src):
         targets = set(CRATE_REF.findall(text))
         for group in CRATE_GROUP.findall(text):
             targets.update(GROUP_HEAD.findall(group))
+        # `super::…::x` that climbs to the crate root names top-level module x too.
+        depth = module_depth(os.path.relpath(path, src))
+        for supers, name in SUPER_REF.findall(text):
+            if supers.count("super::") == depth:
+                targets.add(name)
         targets.discard(top)
         edges.setdefault(top, set()).update(targets)
     return edges

@@ -2,20 +2,31 @@
 //! that is good enough for it, calls the provider through a Postgres-backed job queue, records
 //! cost and the saving against an always-premium baseline, and learns from users' ratings.
 //!
-//! The crate's map — one line per module, each stating what it owns:
-//! - [`config`]: typed settings from the environment, secrets redacted.
-//! - [`telemetry`]: the tracing subscriber (and, later, the metrics recorder and metric names).
-//! - [`store`]: all Postgres access — pool, migrations, readiness; no SQL elsewhere.
-//! - [`providers`]: one trait, one module per wire format (Anthropic, Gemini, OpenAI-compatible,
-//!   simulated), error classification.
-//! - [`routing`]: catalog, QueryPatternAnalyzer, RoutingEngine, learned weights.
-//! - [`completion`]: submit → route → enqueue (or cache) → wait; costs and savings.
+//! The workspace's layers, lowest first (a crate may use only those above it in this list;
+//! `scripts/check_layers.py` and the compiler keep it so — see docs/ARCHITECTURE.md):
+//! - [`types`] (`crates/types`): domain types every layer shares; imports nothing of ours.
+//! - [`providers`] (`crates/providers`): one trait, one module per wire format (Anthropic,
+//!   Gemini, OpenAI-compatible, simulated, replay), error classification; HTTP only.
+//! - [`routing`] (`crates/routing`): catalog, QueryPatternAnalyzer, RoutingEngine, learned
+//!   weights in memory; pure, no I/O.
+//! - [`store`] (`crates/store`): all Postgres access and its row types; no SQL elsewhere.
+//!
+//! This crate, the application, one line per module; each imports only the modules listed
+//! before it:
+//! - [`config`]: typed settings from the environment, one section per layer, secrets redacted.
+//! - [`telemetry`]: the tracing subscriber, the metrics recorder and metric names.
+//! - [`dataset`]: the evaluation dataset format (recorded outcomes); the replay provider's book.
+//! - [`wiring`]: builds the engine and the providers from the settings, injecting what the
+//!   lower crates must not import.
+//! - [`completion`]: submit → route → enqueue (or cache) → wait; costs and savings; the request
+//!   lifecycle (`completion::lifecycle`), the one owner of every status transition.
 //! - [`learning`]: FeedbackTrainer, retrain runs, snapshots and rollback; the weights reloader.
 //! - [`import`]: `optimizer import-sqlite`, the Python version's SQLite data into Postgres.
 //! - [`jobs`]: job handlers and worker start-up, shared by both processes.
 //! - [`api`]: axum routers, extractors, the error type, middleware; thin handlers.
-//! - [`worker`]: the worker process (`optimizer-worker`, `optimizer worker`).
 //! - [`runtime`]: process plumbing both binaries share — shutdown signals, background set-up.
+//! - [`eval`]: `optimizer eval`, the offline evaluation through the real service.
+//! - [`worker`]: the worker process (`optimizer-worker`, `optimizer worker`).
 
 pub mod api;
 pub mod completion;

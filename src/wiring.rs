@@ -30,8 +30,8 @@ pub enum ProvidersSetupError {
 }
 
 /// Loads the catalog (`CATALOG_PATH` or the embedded default) and builds the engine over the
-/// enabled providers. Learned weights start empty; the reloader
-/// ([`crate::learning::reloader::run_reloader`]) fills them.
+/// enabled providers. Learned weights start empty; the weights reloader (`learning::reloader`)
+/// fills them.
 pub fn build_engine(settings: &Settings) -> Result<RoutingEngine, SetupError> {
     let catalog = Catalog::load(settings.routing.catalog_path.as_deref())?;
     Ok(RoutingEngine::new(

@@ -9,6 +9,13 @@ use super::catalog::Catalog;
 
 pub use optimizer_types::{Confidence, LearnedWeight};
 
+/// The complexity adjustment (the engine's rule 2): `q` is the expected quality at complexity `reference`
+/// (0.5 for catalog priors; the mean complexity of the rated requests for learned estimates, so
+/// an estimate measured on easy prompts is not credited again for a prompt being easy).
+pub(crate) fn at_complexity(q: f64, c: f64, reference: f64) -> f64 {
+    (q - 0.8 * (1.0 - q) * (c - reference)).clamp(0.0, 1.0)
+}
+
 /// All learned estimates at one routing-policy version.
 #[derive(Debug, Clone, Default)]
 pub struct LearnedWeights {
@@ -37,7 +44,7 @@ impl LearnedWeights {
                 continue;
             }
             let reference = w.avg_complexity.unwrap_or(0.5);
-            let measured = crate::engine::at_complexity(w.quality, 0.5, reference);
+            let measured = at_complexity(w.quality, 0.5, reference);
             let prior = catalog.models()[*idx].prior(*pattern);
             let n = f64::from(w.samples);
             let e = sums.entry(*pattern).or_default();

@@ -5,6 +5,7 @@ use optimizer_types::{Confidence, Pattern};
 
 use super::{Candidate, QualitySource, RouteRequest, RoutingEngine, round3};
 use crate::analyzer::Analysis;
+use crate::weights::at_complexity;
 
 /// Expected output tokens per pattern at medium complexity.
 fn base_output_tokens(pattern: Pattern, input_tokens: u64) -> f64 {
@@ -20,13 +21,6 @@ fn base_output_tokens(pattern: Pattern, input_tokens: u64) -> f64 {
         Pattern::Chat => 80.0,
         Pattern::Other => 250.0,
     }
-}
-
-/// The complexity adjustment of rule 2: `q` is the expected quality at complexity `reference`
-/// (0.5 for catalog priors; the mean complexity of the rated requests for learned estimates, so
-/// an estimate measured on easy prompts is not credited again for a prompt being easy).
-pub(crate) fn at_complexity(q: f64, c: f64, reference: f64) -> f64 {
-    (q - 0.8 * (1.0 - q) * (c - reference)).clamp(0.0, 1.0)
 }
 
 impl RoutingEngine {

@@ -53,8 +53,6 @@ mod estimates;
 mod exploration;
 mod selection;
 
-pub(crate) use estimates::at_complexity;
-
 pub use optimizer_types::Strategy;
 
 /// One routing question.
