@@ -14,6 +14,7 @@ pub enum Confidence {
 }
 
 impl Confidence {
+    #[inline]
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "high" => Some(Self::High),
@@ -23,6 +24,7 @@ impl Confidence {
         }
     }
 
+    #[inline]
     pub fn as_str(self) -> &'static str {
         match self {
             Self::High => "high",
@@ -32,6 +34,7 @@ impl Confidence {
     }
 
     /// Whether an estimate at this confidence may change routing.
+    #[inline]
     pub fn is_actionable(self) -> bool {
         self >= Self::Medium
     }
@@ -64,6 +67,7 @@ pub struct LearnedWeight {
 
 impl LearnedWeight {
     /// Whether this estimate replaces the catalog prior in routing decisions.
+    #[inline]
     pub fn is_actionable(&self) -> bool {
         self.confidence.is_actionable() || self.demoted
     }

@@ -49,6 +49,7 @@ impl Pattern {
         Pattern::Other,
     ];
 
+    #[inline]
     pub fn as_str(self) -> &'static str {
         match self {
             Pattern::Code => "code",
@@ -64,11 +65,13 @@ impl Pattern {
         }
     }
 
+    #[inline]
     pub fn parse(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|p| p.as_str() == name)
     }
 
     /// The pattern's position in [`Pattern::ALL`] (for per-pattern arrays).
+    #[inline]
     pub fn index(self) -> usize {
         self as usize
     }

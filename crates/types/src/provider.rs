@@ -24,6 +24,7 @@ impl ProviderId {
         ProviderId::Replay,
     ];
 
+    #[inline]
     pub fn as_str(self) -> &'static str {
         match self {
             ProviderId::Anthropic => "anthropic",
@@ -35,6 +36,7 @@ impl ProviderId {
         }
     }
 
+    #[inline]
     pub fn parse(name: &str) -> Option<Self> {
         Self::ALL
             .into_iter()

@@ -15,10 +15,12 @@ pub enum Strategy {
 impl Strategy {
     pub const ALL: [Strategy; 3] = [Strategy::Cost, Strategy::Balanced, Strategy::Quality];
 
+    #[inline]
     pub fn parse(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|s| s.as_str() == name)
     }
 
+    #[inline]
     pub fn as_str(self) -> &'static str {
         match self {
             Strategy::Cost => "cost",
@@ -29,6 +31,7 @@ impl Strategy {
 
     /// The expected quality a choice must reach at complexity `c` (None: take the best). This
     /// is what the strategy means; the routing engine applies it.
+    #[inline]
     pub fn target(self, c: f64) -> Option<f64> {
         match self {
             Strategy::Cost => Some(0.60 + 0.25 * c),
