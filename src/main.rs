@@ -263,8 +263,12 @@ async fn serve(settings: Settings, workers: bool) -> anyhow::Result<()> {
         "optimizer API listening"
     );
     if settings.run_migrations {
-        let (db, shutdown) = (db.clone(), shutdown.clone());
-        tokio::spawn(async move { runtime::setup_database_with_retry(&db, &shutdown).await });
+        let (db, shutdown, schema) = (db.clone(), shutdown.clone(), state.schema.clone());
+        tokio::spawn(async move {
+            if runtime::setup_database_with_retry(&db, &shutdown).await {
+                schema.open();
+            }
+        });
     }
     tracing::info!(
         catalog = state.engine.catalog().source(),

@@ -96,8 +96,8 @@ pub async fn probe(url: &str) -> Result<(), String> {
     }
 }
 
-/// Starts the API process's background tasks: the learned-weights reloader and the
-/// `request_done` listener that wakes waiting requests.
+/// Starts the API process's background tasks: the learned-weights reloader, the `request_done`
+/// listener that wakes waiting requests, and their release at shutdown.
 pub fn spawn_api_tasks(state: &crate::api::AppState, shutdown: &CancellationToken) {
     tokio::spawn(crate::learning::reloader::run_reloader(
         state.engine.clone(),
@@ -112,6 +112,13 @@ pub fn spawn_api_tasks(state: &crate::api::AppState, shutdown: &CancellationToke
             .clone()
             .run(state.db.pool.clone(), shutdown.clone()),
     );
+    // On shutdown, clients waiting for an answer get 202 + status URL at once instead of being
+    // cut off when the grace period ends (their jobs may not run in this process any more).
+    let (notifier, shutdown) = (state.completions.notifier.clone(), shutdown.clone());
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        notifier.close();
+    });
 }
 
 /// Starts the job workers inside an API process (every queue): they share its routing engine

@@ -135,10 +135,14 @@ pub async fn run_status(
     State(state): State<AppState>,
     Path(run_id): Path<String>,
 ) -> Result<AppJson<store::RunRecord>, ApiError> {
+    let missing = || ApiError::not_found(format!("no retraining run {run_id:?}"));
+    if !super::validate::is_plausible_id(&run_id) {
+        return Err(missing());
+    }
     store::run(&state.db.pool, &run_id)
         .await?
         .map(AppJson)
-        .ok_or_else(|| ApiError::not_found(format!("no retraining run {run_id:?}")))
+        .ok_or_else(missing)
 }
 
 #[derive(Debug, Default, Deserialize)]

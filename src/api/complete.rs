@@ -127,14 +127,23 @@ pub async fn complete(
     })?;
     let request_id = submitted.request_id().to_owned();
     let record = match submitted {
-        Submitted::Cached(id) => completions.get(&id).await?,
+        Submitted::Cached(id) => completions.get(&id).await,
         Submitted::Queued { .. } | Submitted::Replayed(_) if is_async => {
             return Ok(accepted(&request_id, RequestStatus::Queued));
         }
         Submitted::Queued {
             request_id, waiter, ..
-        } => completions.wait(&request_id, waiter).await?,
-        Submitted::Replayed(id) => completions.wait(&id, None).await?,
+        } => completions.wait(&request_id, waiter).await,
+        Submitted::Replayed(id) => completions.wait(&id, None).await,
+    };
+    // The request is committed: whatever went wrong while waiting for it, the client learns its
+    // id and where to poll (it finishes, or is swept, without the client).
+    let record = match record {
+        Ok(record) => record,
+        Err(e) => {
+            tracing::warn!(%request_id, error = %e, "waiting for an accepted request failed; answering 202");
+            return Ok(accepted(&request_id, RequestStatus::Queued));
+        }
     };
     let record = record
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("request {request_id} vanished")))?;
@@ -179,11 +188,11 @@ pub async fn get_request(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<AppJson<CompletionView>, ApiError> {
-    let record = state
-        .completions
-        .get(&id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no request {id:?}")))?;
+    let missing = || ApiError::not_found(format!("no request {id:?}"));
+    if !validate::is_plausible_id(&id) {
+        return Err(missing());
+    }
+    let record = state.completions.get(&id).await?.ok_or_else(missing)?;
     Ok(AppJson(CompletionView::from_record(record)))
 }
 

@@ -6,6 +6,7 @@ pub mod complete;
 pub mod error;
 pub mod extract;
 pub mod feedback;
+pub mod guard;
 pub mod health;
 pub mod metrics;
 pub mod openai;
@@ -42,6 +43,9 @@ pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id"
 pub struct AppState {
     pub settings: Arc<Settings>,
     pub db: Database,
+    /// Whether the database schema is known to be in place (routes needing it answer 503
+    /// `not_ready` until it is).
+    pub schema: Arc<guard::SchemaGate>,
     pub engine: Arc<RoutingEngine>,
     pub completions: Arc<Completions>,
 }
@@ -64,6 +68,7 @@ impl AppState {
         Ok(Self {
             settings,
             db,
+            schema: guard::gate(),
             engine,
             completions,
         })
@@ -78,7 +83,10 @@ impl FromRef<AppState> for Database {
 
 /// The API's router with its middleware.
 pub fn router(state: AppState) -> Router {
-    let limit = state.settings.max_request_bytes;
+    let limits = Limits {
+        body_bytes: state.settings.max_request_bytes,
+        body_timeout: state.settings.request_body_timeout,
+    };
     let admin = Router::new()
         .route("/feedback/summary", get(admin::feedback_summary))
         .route("/learning/status", get(admin::learning_status))
@@ -89,10 +97,20 @@ pub fn router(state: AppState) -> Router {
         .route("/alerts", get(admin::alerts))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
+            guard::require_schema,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
             admin::require_admin,
         ));
     let v1 = Router::new()
-        .route("/chat/completions", post(openai::chat_completions))
+        .route(
+            "/chat/completions",
+            post(openai::chat_completions).route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                guard::require_schema,
+            )),
+        )
         .route("/models", get(openai::models))
         .fallback(openai::not_found)
         .method_not_allowed_fallback(openai::not_found)
@@ -104,22 +122,33 @@ pub fn router(state: AppState) -> Router {
         .route("/complete", post(complete::complete))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
+            guard::require_schema,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
             openai::require_key,
+        ));
+    // Routes that read or write the database: 503 `not_ready` until its schema is there.
+    let stored = Router::new()
+        .route("/feedback", post(feedback::feedback))
+        .route("/requests/{id}", get(complete::get_request))
+        .route("/routing/metrics", get(complete::routing_metrics))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::require_schema,
         ));
     with_middleware(
         Router::new()
             .nest("/v1", v1)
             .merge(complete)
+            .merge(stored)
             .nest("/admin", admin)
-            .route("/feedback", post(feedback::feedback))
             .route("/health", get(health::health))
             .route("/ready", get(health::ready))
             .route("/metrics", get(metrics::render))
             .route("/recommendation", post(recommendation::recommendation))
-            .route("/requests/{id}", get(complete::get_request))
-            .route("/routing/metrics", get(complete::routing_metrics))
             .with_state(state),
-        limit,
+        limits,
     )
 }
 
@@ -131,16 +160,34 @@ pub fn worker_router(db: Database) -> Router {
             .route("/ready", get(health::ready))
             .route("/metrics", get(metrics::render))
             .with_state(db),
-        64 * 1024,
+        Limits {
+            body_bytes: 64 * 1024,
+            body_timeout: Duration::from_secs(30),
+        },
     )
 }
 
-/// Fallbacks, body limit, request id and a tracing span per request.
-fn with_middleware(router: Router, max_body_bytes: usize) -> Router {
+/// How much body a request may send, and how slowly.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    body_bytes: usize,
+    /// Longest pause between two pieces of a body.
+    body_timeout: Duration,
+}
+
+/// Fallbacks, body limits, JSON errors, request id and a tracing span per request.
+fn with_middleware(router: Router, limits: Limits) -> Router {
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(DefaultBodyLimit::max(limits.body_bytes))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            limits.body_timeout,
+        ))
+        .layer(axum::middleware::from_fn(move |req, next| {
+            guard::refuse_oversized(limits.body_bytes, req, next)
+        }))
+        .layer(axum::middleware::from_fn(guard::json_errors))
         .layer(axum::middleware::from_fn(metrics::track))
         // Outermost first: set the id, open the span with it, copy it onto the response.
         .layer(PropagateRequestIdLayer::new(REQUEST_ID_HEADER))
@@ -236,7 +283,11 @@ mod tests {
     }
 
     async fn call(content_type: &str, body: Vec<u8>) -> (StatusCode, serde_json::Value) {
-        let app = with_middleware(Router::new().route("/echo", post(echo)), 1024);
+        let limits = Limits {
+            body_bytes: 1024,
+            body_timeout: Duration::from_secs(5),
+        };
+        let app = with_middleware(Router::new().route("/echo", post(echo)), limits);
         let req = Request::post("/echo")
             .header("content-type", content_type)
             .body(Body::from(body))

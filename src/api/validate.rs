@@ -5,6 +5,12 @@ use super::error::ApiError;
 use crate::providers::ProviderId;
 use crate::routing::{RouteError, Strategy};
 
+/// Whether `id` could name a stored request or run: ids are ULIDs or UUIDs, so anything long
+/// or holding a control character (Postgres text cannot hold NUL) is simply not found.
+pub fn is_plausible_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 128 && !id.chars().any(char::is_control)
+}
+
 pub fn prompt(prompt: String) -> Result<String, ApiError> {
     if prompt.trim().is_empty() {
         return Err(ApiError::invalid_field(

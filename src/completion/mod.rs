@@ -309,7 +309,8 @@ impl Completions {
             if look {
                 let record = store::get(&self.pool, request_id).await?;
                 let finished = record.as_ref().is_none_or(|r| r.status.is_terminal());
-                if finished || tokio::time::Instant::now() >= deadline {
+                let give_up = tokio::time::Instant::now() >= deadline || self.notifier.is_closing();
+                if finished || give_up {
                     return Ok(record);
                 }
             }
@@ -319,6 +320,7 @@ impl Completions {
             tokio::select! {
                 () = waiter.notified() => {}
                 () = tokio::time::sleep_until(recheck.min(deadline)) => {}
+                () = self.notifier.closed() => {}
             }
         }
     }

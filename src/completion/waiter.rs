@@ -34,6 +34,9 @@ pub struct StreamChunk {
 pub struct Notifier {
     waiting: Mutex<Senders>,
     streams: Mutex<HashMap<String, mpsc::UnboundedSender<StreamChunk>>>,
+    /// Cancelled when the process shuts down: waiting requests stop waiting (their clients get
+    /// 202 + status URL; the requests stay queued and finish after the restart).
+    closing: CancellationToken,
 }
 
 /// A streaming request's chunks; dropping it unsubscribes.
@@ -95,6 +98,20 @@ impl Drop for Waiter {
 impl Notifier {
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
+    }
+
+    /// Ends every wait in this process, now and from now on (see [`Notifier::closing`]).
+    pub fn close(&self) {
+        self.closing.cancel();
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.closing.is_cancelled()
+    }
+
+    /// Resolves once [`Notifier::close`] was called.
+    pub async fn closed(&self) {
+        self.closing.cancelled().await;
     }
 
     pub fn register(self: &Arc<Self>, request_id: &str) -> Waiter {

@@ -103,6 +103,9 @@ pub struct Settings {
     pub store_prompts: StorePrompts,
     /// `MAX_REQUEST_BYTES` (default 2 MiB).
     pub max_request_bytes: usize,
+    /// `REQUEST_BODY_TIMEOUT_SECS` (default 30): a request body that stalls this long between
+    /// two pieces is refused (408) and its connection freed.
+    pub request_body_timeout: Duration,
     /// `SHUTDOWN_TIMEOUT_SECS` (default 30): how long in-flight work may take after SIGTERM.
     pub shutdown_timeout: Duration,
     pub providers: ProviderSettings,
@@ -200,6 +203,7 @@ impl Settings {
                 DEFAULT_MAX_REQUEST_BYTES,
                 |v: &usize| (*v >= 1024).then_some(()).ok_or("must be at least 1024"),
             )?,
+            request_body_timeout: env.secs("REQUEST_BODY_TIMEOUT_SECS", 30)?,
             shutdown_timeout: Duration::from_secs(env.parse_or(
                 "SHUTDOWN_TIMEOUT_SECS",
                 30,

@@ -196,6 +196,11 @@ impl TestApp {
         }
     }
 
+    /// Starts the server's shutdown (what SIGTERM does in `optimizer serve`).
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }

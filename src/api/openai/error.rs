@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::api::error::ApiError;
+use crate::api::extract::BodyError;
 
 /// An error in OpenAI's shape.
 #[derive(Debug)]
@@ -29,6 +30,28 @@ impl OpenAiError {
             param: Some(param),
             code: None,
         }
+    }
+}
+
+impl OpenAiError {
+    /// 503 for a request that was accepted but could not be waited for: the message and the
+    /// `x-optimizer-request-id` header name it, so the client can poll `/requests/{id}`.
+    pub fn accepted_elsewhere(request_id: &str) -> Response {
+        let mut response = Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            kind: "api_error",
+            message: format!(
+                "request {request_id} was accepted but its answer could not be awaited; poll \
+                 /requests/{request_id}"
+            ),
+            param: None,
+            code: Some("accepted_not_awaited"),
+        }
+        .into_response();
+        if let Ok(v) = axum::http::HeaderValue::from_str(request_id) {
+            response.headers_mut().insert("x-optimizer-request-id", v);
+        }
+        response
     }
 }
 
@@ -84,7 +107,36 @@ impl From<JsonRejection> for OpenAiError {
     }
 }
 
-/// `axum::Json` with OpenAI-shaped rejections.
-#[derive(FromRequest)]
-#[from_request(via(axum::Json), rejection(OpenAiError))]
+/// A JSON body with OpenAI-shaped rejections (the same reader as `AppJson`: NUL characters and
+/// wrong shapes are refused naming the field).
 pub struct V1Json<T>(pub T);
+
+impl<T, S> FromRequest<S> for V1Json<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = OpenAiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, OpenAiError> {
+        crate::api::extract::json_body(req, state)
+            .await
+            .map(V1Json)
+            .map_err(OpenAiError::from)
+    }
+}
+
+impl From<BodyError> for OpenAiError {
+    fn from(e: BodyError) -> Self {
+        match e {
+            BodyError::Rejected(r) => Self::from(r),
+            other => Self {
+                status: StatusCode::BAD_REQUEST,
+                kind: "invalid_request_error",
+                message: other.message(),
+                param: None,
+                code: None,
+            },
+        }
+    }
+}

@@ -56,16 +56,25 @@ pub async fn chat_completions(
             include_usage,
         ));
     }
+    let request_id = submitted.request_id().to_owned();
     let record = match submitted {
         Submitted::Cached(id) => completions.get(&id).await,
         Submitted::Queued {
             request_id, waiter, ..
         } => completions.wait(&request_id, waiter).await,
         Submitted::Replayed(id) => completions.wait(&id, None).await,
+    };
+    match record {
+        Ok(Some(record)) => response::respond(CompletionView::from_record(record)),
+        Ok(None) => Err(OpenAiError::from(ApiError::internal(anyhow::anyhow!(
+            "request {request_id} vanished"
+        )))),
+        // The request is committed and will finish: the client learns its id and where to poll.
+        Err(e) => {
+            tracing::warn!(%request_id, error = %e, "waiting for an accepted request failed");
+            Ok(OpenAiError::accepted_elsewhere(&request_id))
+        }
     }
-    .map_err(|e| OpenAiError::from(ApiError::from(e)))?
-    .ok_or_else(|| OpenAiError::from(ApiError::internal(anyhow::anyhow!("request vanished"))))?;
-    response::respond(CompletionView::from_record(record))
 }
 
 /// `GET /v1/models`: the `auto` aliases and every routable catalog model.

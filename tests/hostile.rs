@@ -1,0 +1,280 @@
+//! Hostile and unlucky input (issue 18): NUL characters, non-JSON error bodies, requests before
+//! the schema exists, shutdown while clients wait, a wait that fails after the request was
+//! accepted. Every answer is a 4xx/202/503 in the JSON shape, never a 500.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "integration tests"
+)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestApp, TestDb};
+use serde_json::{Value, json};
+
+fn is_json(r: &reqwest::Response) -> bool {
+    r.headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"))
+}
+
+/// Status and JSON body; panics on a non-JSON answer.
+async fn answer(r: reqwest::Response) -> (u16, Value) {
+    let status = r.status().as_u16();
+    assert!(is_json(&r), "{status} is not JSON: {:?}", r.headers());
+    (status, r.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn nul_characters_are_refused_naming_the_field() {
+    let app = TestApp::spawn().await;
+    for (body, field) in [
+        (json!({"prompt": "hello\u{0}world"}), "prompt"),
+        (json!({"prompt": "hi", "system": "be\u{0}brief"}), "system"),
+        (
+            json!({"prompt": "hi", "session_id": "s\u{0}"}),
+            "session_id",
+        ),
+        (json!({"prompt": "hi", "user_id": "\u{0}"}), "user_id"),
+    ] {
+        let (status, body) = answer(app.post_json("/complete", &body).await).await;
+        assert_eq!(status, 422, "{body}");
+        assert_eq!(body["error"]["code"], "invalid_field", "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.starts_with(field), "{message}");
+    }
+    let chat = json!({"model": "auto", "messages": [
+        {"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+        {"role": "user", "content": "c\u{0}"}]});
+    let (status, body) = answer(app.post_json("/v1/chat/completions", &chat).await).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("messages[2].content"),
+        "{body}"
+    );
+    let stop = json!({"model": "auto", "messages": [{"role": "user", "content": "a"}],
+        "stop": ["x\u{0}"], "user": "u"});
+    let (status, _) = answer(app.post_json("/v1/chat/completions", &stop).await).await;
+    assert_eq!(status, 400);
+    for (body, field) in [
+        (
+            json!({"request_id": "r\u{0}", "quality_score": 5}),
+            "request_id",
+        ),
+        (
+            json!({"request_id": "r", "quality_score": 5, "comment": "\u{0}"}),
+            "comment",
+        ),
+        (
+            json!({"request_id": "r", "quality_score": 5, "user_id": "\u{0}"}),
+            "user_id",
+        ),
+    ] {
+        let (status, body) = answer(app.post_json("/feedback", &body).await).await;
+        assert_eq!(status, 422, "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with(field),
+            "{body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn path_and_query_rejections_are_json() {
+    let app = TestApp::spawn_on(
+        TestDb::migrated().await,
+        &[("ADMIN_TOKEN", "admin-token-1")],
+    )
+    .await;
+    let r = app
+        .client
+        .post(app.url("/admin/learning/retrain?dry_run=maybe"))
+        .bearer_auth("admin-token-1")
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = answer(r).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("dry_run"),
+        "{body}"
+    );
+
+    let (status, body) = answer(app.get("/requests/%00%ff").await).await;
+    assert!((400..500).contains(&status), "{status} {body}");
+    let (status, body) = answer(app.get("/requests/%00").await).await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = answer(app.get("/admin/learning/runs/%00").await).await;
+    assert!((400..500).contains(&status), "{status} {body}");
+    let r = app
+        .client
+        .get(app.url("/routing/metrics?since=yesterday"))
+        .send()
+        .await
+        .unwrap();
+    let (status, _) = answer(r).await;
+    assert_eq!(status, 422);
+    let r = app
+        .client
+        .post(app.url("/complete"))
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = answer(r).await;
+    assert_eq!(status, 415, "{body}");
+}
+
+#[tokio::test]
+async fn requests_before_the_schema_exists_get_503_not_ready() {
+    // An empty database and no migrations: the window `serve` has before its migration ends.
+    let app = TestApp::spawn_on(TestDb::empty().await, &[("RUN_MIGRATIONS", "false")]).await;
+    let r = app
+        .post_json("/complete", &json!({"prompt": "hello"}))
+        .await;
+    assert_eq!(r.headers()["retry-after"], "2");
+    let (status, body) = answer(r).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("not_ready"))
+    );
+    let chat = json!({"model": "auto", "messages": [{"role": "user", "content": "a"}]});
+    let (status, body) = answer(app.post_json("/v1/chat/completions", &chat).await).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body["error"]["type"].is_string(), "OpenAI's shape: {body}");
+    let (status, _) = answer(app.get("/requests/01J00000000000000000000000").await).await;
+    assert_eq!(status, 503);
+    // What needs no database still answers.
+    assert_eq!(app.get("/health").await.status(), 200);
+
+    // Once the schema is there, the same routes work.
+    app.db.migrate().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = app
+        .post_json("/complete", &json!({"prompt": "hello", "async": true}))
+        .await;
+    assert_eq!(r.status(), 202);
+}
+
+/// A synchronous `/complete` in flight, returned once its request row is committed.
+async fn send_and_await_acceptance(
+    app: &TestApp,
+) -> tokio::task::JoinHandle<reqwest::Result<reqwest::Response>> {
+    let pending = {
+        let client = app.client.clone();
+        let url = app.url("/complete");
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .json(&json!({"prompt": "What is the capital of Peru?"}))
+                .send()
+                .await
+        })
+    };
+    for _ in 0..100 {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM requests")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+        if n == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    pending
+}
+
+#[tokio::test]
+async fn shutdown_answers_waiting_clients_with_202() {
+    // No workers: the job cannot run, so only the shutdown can end the wait before the minute.
+    let app = TestApp::spawn_on(TestDb::migrated().await, &[("COMPLETE_TIMEOUT_SECS", "60")]).await;
+    // The request is accepted (its row exists) before the shutdown begins.
+    let pending = send_and_await_acceptance(&app).await;
+    app.shutdown();
+    let r = tokio::time::timeout(Duration::from_secs(30), pending)
+        .await
+        .expect("answered")
+        .unwrap()
+        .expect("an answer, not a closed connection");
+    let (status, body) = answer(r).await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["request_id"].as_str().unwrap();
+    assert_eq!(body["status_url"], format!("/requests/{id}"));
+}
+
+#[tokio::test]
+async fn a_wait_that_fails_after_acceptance_still_names_the_request() {
+    let app = TestApp::spawn_on(TestDb::migrated().await, &[("COMPLETE_TIMEOUT_SECS", "3")]).await;
+    let pending = send_and_await_acceptance(&app).await;
+    // The request is committed; reading it back now fails.
+    sqlx::query("ALTER TABLE routing_metrics RENAME TO routing_metrics_gone")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let r = pending.await.unwrap().unwrap();
+    let (status, body) = answer(r).await;
+    assert_eq!(status, 202, "{body}");
+    let id: String = sqlx::query_scalar("SELECT request_id FROM requests")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(body["request_id"], id.as_str(), "{body}");
+}
+
+/// Sends raw bytes and returns what the server answers before `within` (empty if nothing).
+async fn raw(app: &TestApp, request: &[u8], within: Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(within, stream.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn stalled_and_oversized_bodies_are_refused_without_waiting() {
+    let app = TestApp::spawn_on(
+        TestDb::migrated().await,
+        &[("REQUEST_BODY_TIMEOUT_SECS", "1")],
+    )
+    .await;
+    // 2 of 100 announced bytes, then silence: refused once the body stalls.
+    let stalled = raw(
+        &app,
+        b"POST /complete HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"",
+        Duration::from_secs(20),
+    )
+    .await;
+    let status: u16 = stalled
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    assert!((400..500).contains(&status), "{stalled}");
+    assert!(stalled.contains("application/json"), "{stalled}");
+    // A body announced far past MAX_REQUEST_BYTES: 413 before any of it is sent.
+    let huge = raw(
+        &app,
+        b"POST /complete HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: 99999999999\r\n\r\n",
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(huge.starts_with("HTTP/1.1 413"), "{huge}");
+    assert!(huge.contains("payload_too_large"), "{huge}");
+}
