@@ -278,3 +278,89 @@ async fn stalled_and_oversized_bodies_are_refused_without_waiting() {
     assert!(huge.starts_with("HTTP/1.1 413"), "{huge}");
     assert!(huge.contains("payload_too_large"), "{huge}");
 }
+
+#[tokio::test]
+async fn the_deadline_sweep_ends_a_request_whose_route_cannot_be_read() {
+    let db = TestDb::migrated().await;
+    let pool = db.database().pool;
+    sqlx::query(
+        "INSERT INTO requests (request_id, status, attempts, prompt, route, created_at)
+         VALUES ('r-garbled', 'running', 1, 'p', '{\"garbled\": true}', now() - interval '1 hour')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let swept = optimizer::completion::lifecycle::sweep(&pool, Duration::from_secs(600), true)
+        .await
+        .unwrap();
+    assert_eq!(swept, 1);
+    let (status, code): (String, String) =
+        sqlx::query_as("SELECT status, error_code FROM requests WHERE request_id = 'r-garbled'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (status.as_str(), code.as_str()),
+        ("failed", "deadline_exceeded")
+    );
+    let metrics: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM routing_metrics WHERE request_id = 'r-garbled'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(metrics, 1);
+}
+
+#[tokio::test]
+async fn statements_are_cancelled_after_the_statement_timeout() {
+    let app = TestApp::spawn_on(
+        TestDb::migrated().await,
+        &[("DB_STATEMENT_TIMEOUT_MS", "300")],
+    )
+    .await;
+    let shown: String = sqlx::query_scalar("SHOW statement_timeout")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(shown, "300ms");
+    let slow = sqlx::query("SELECT pg_sleep(2)")
+        .execute(&app.db.pool)
+        .await
+        .unwrap_err();
+    let code = slow.as_database_error().and_then(|d| d.code()).unwrap();
+    assert_eq!(code, "57014", "{slow}");
+    // Migrations are exempt: they run on a connection of their own.
+    app.db.migrate().await.unwrap();
+}
+
+#[tokio::test]
+async fn past_max_in_flight_requests_are_shed_with_503() {
+    // No workers and one permit: a synchronous request holds it while it waits.
+    let app = TestApp::spawn_on(
+        TestDb::migrated().await,
+        &[("MAX_IN_FLIGHT", "1"), ("COMPLETE_TIMEOUT_SECS", "3")],
+    )
+    .await;
+    let pending = send_and_await_acceptance(&app).await;
+    let r = app
+        .post_json("/complete", &json!({"prompt": "another"}))
+        .await;
+    assert_eq!(r.headers()["retry-after"], "1");
+    let (status, body) = answer(r).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("overloaded"))
+    );
+    let chat = json!({"model": "auto", "messages": [{"role": "user", "content": "a"}]});
+    let (status, body) = answer(app.post_json("/v1/chat/completions", &chat).await).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body["error"]["type"].is_string(), "OpenAI's shape: {body}");
+    // Probes are never shed.
+    assert_eq!(app.get("/health").await.status(), 200);
+    // The held request ends (202 after its wait) and the permit is free again.
+    assert_eq!(pending.await.unwrap().unwrap().status(), 202);
+    let r = app
+        .post_json("/complete", &json!({"prompt": "third", "async": true}))
+        .await;
+    assert_eq!(r.status(), 202);
+}

@@ -133,6 +133,11 @@ impl From<sqlx::Error> for ApiError {
                 source: Some(e.into()),
                 ..Self::unavailable("database_unavailable", "the database is unavailable")
             },
+            // 57014 query_canceled: DB_STATEMENT_TIMEOUT_MS ran out.
+            sqlx::Error::Database(ref d) if d.code().as_deref() == Some("57014") => Self {
+                source: Some(e.into()),
+                ..Self::unavailable("database_timeout", "the database did not answer in time")
+            },
             other => Self::internal(other),
         }
     }

@@ -58,6 +58,15 @@ impl SchemaGate {
     }
 }
 
+/// Whether the request is for the OpenAI-compatible API (errors in OpenAI's shape). Inside the
+/// nested `/v1` router the path has lost its prefix; the original URI keeps it.
+fn is_v1(req: &Request) -> bool {
+    req.extensions()
+        .get::<OriginalUri>()
+        .map_or(req.uri().path(), |u| u.0.path())
+        .starts_with("/v1/")
+}
+
 /// 503 `not_ready` with `Retry-After` until the schema is in place.
 pub async fn require_schema(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if state.schema.check(&state.db).await {
@@ -67,12 +76,7 @@ pub async fn require_schema(State(state): State<AppState>, req: Request, next: N
         "not_ready",
         "the service is starting: its database is not migrated yet; retry shortly",
     );
-    // Inside the nested /v1 router the path has lost its prefix; the original URI keeps it.
-    let path = req
-        .extensions()
-        .get::<OriginalUri>()
-        .map_or(req.uri().path(), |u| u.0.path());
-    let mut response = if path.starts_with("/v1/") {
+    let mut response = if is_v1(&req) {
         OpenAiError::from(error).into_response()
     } else {
         error.into_response()
@@ -81,6 +85,34 @@ pub async fn require_schema(State(state): State<AppState>, req: Request, next: N
         .headers_mut()
         .insert(RETRY_AFTER, HeaderValue::from_static("2"));
     response
+}
+
+/// At most `MAX_IN_FLIGHT` requests are served at once by this process; past that, 503
+/// `overloaded` with `Retry-After` at once instead of unbounded queueing (shedding load keeps
+/// the answered requests fast). A tokio semaphore rather than tower's `load_shed` +
+/// `GlobalConcurrencyLimit`: those need an error-handling layer to turn their error back into
+/// a response, and the rule is three lines.
+pub async fn shed_load(
+    State(permits): State<Arc<tokio::sync::Semaphore>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let Ok(_permit) = permits.try_acquire() else {
+        let error = ApiError::unavailable(
+            "overloaded",
+            "too many requests in flight in this process; retry shortly",
+        );
+        let mut response = if is_v1(&req) {
+            OpenAiError::from(error).into_response()
+        } else {
+            error.into_response()
+        };
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        return response;
+    };
+    next.run(req).await
 }
 
 /// 413 at once for a `Content-Length` above the body limit, before any of the body is read

@@ -137,16 +137,22 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             guard::require_schema,
         ));
+    // Everything but the probes and the scrape is subject to load shedding.
+    let permits = Arc::new(tokio::sync::Semaphore::new(state.settings.max_in_flight));
+    let work = Router::new()
+        .nest("/v1", v1)
+        .merge(complete)
+        .merge(stored)
+        .nest("/admin", admin)
+        .route("/recommendation", post(recommendation::recommendation))
+        .route_layer(axum::middleware::from_fn_with_state(
+            permits,
+            guard::shed_load,
+        ));
     with_middleware(
-        Router::new()
-            .nest("/v1", v1)
-            .merge(complete)
-            .merge(stored)
-            .nest("/admin", admin)
-            .route("/health", get(health::health))
+        work.route("/health", get(health::health))
             .route("/ready", get(health::ready))
             .route("/metrics", get(metrics::render))
-            .route("/recommendation", post(recommendation::recommendation))
             .with_state(state),
         limits,
     )

@@ -250,14 +250,11 @@ pub async fn sweep(
     let overdue = store::overdue(pool, deadline.as_secs() as i64, 100).await?;
     let mut failed = 0;
     for (request_id, route, created_at) in overdue {
-        let route: Option<StoredRoute> = serde_json::from_value(route).ok();
+        // An unreadable route must not keep the request unfinished forever: it ends too.
+        let route: StoredRoute =
+            serde_json::from_value(route).unwrap_or_else(|_| StoredRoute::unreadable());
         let latency_ms = (chrono::Utc::now() - created_at).num_milliseconds() as f64;
-        let Some(metrics) = route
-            .as_ref()
-            .map(|r| failure_metrics(r, 0, latency_ms, None))
-        else {
-            continue;
-        };
+        let metrics = failure_metrics(&route, 0, latency_ms, None);
         let outcome = Outcome::Failed {
             error: format!(
                 "no answer within the request deadline ({} s)",

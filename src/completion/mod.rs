@@ -70,6 +70,23 @@ pub struct StoredRoute {
 }
 
 impl StoredRoute {
+    /// Stands in for a stored route that cannot be read, so the request can still be ended
+    /// with a metrics row.
+    pub fn unreadable() -> Self {
+        Self {
+            pattern: crate::types::Pattern::Other.as_str().to_owned(),
+            complexity: 0.0,
+            tier: "low".into(),
+            strategy: crate::types::Strategy::default().as_str().to_owned(),
+            reason: "unreadable stored route".into(),
+            reason_code: "error".into(),
+            explored: false,
+            policy_version: 0,
+            candidates: Vec::new(),
+            baseline: None,
+        }
+    }
+
     fn new(analysis: &Analysis, decision: &Decision, baseline: Option<RouteCandidate>) -> Self {
         Self {
             pattern: analysis.pattern.as_str().to_owned(),

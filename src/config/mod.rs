@@ -87,6 +87,9 @@ pub struct Settings {
     /// `DB_ACQUIRE_TIMEOUT_MS` (default 3000): how long a query waits for a connection; also
     /// bounds how long `/ready` takes to say the database is unreachable.
     pub db_acquire_timeout: Duration,
+    /// `DB_STATEMENT_TIMEOUT_MS` (default 60000; 0 turns it off): Postgres cancels a statement
+    /// running longer (migrations are exempt).
+    pub db_statement_timeout: Option<Duration>,
     /// `BIND` (default `0.0.0.0:8000`).
     pub bind: SocketAddr,
     /// `WORKER_BIND` (default `0.0.0.0:9100`): the worker process's `/health` listener.
@@ -106,6 +109,9 @@ pub struct Settings {
     /// `REQUEST_BODY_TIMEOUT_SECS` (default 30): a request body that stalls this long between
     /// two pieces is refused (408) and its connection freed.
     pub request_body_timeout: Duration,
+    /// `MAX_IN_FLIGHT` (default 1024): requests one API process serves at once (probes and
+    /// `/metrics` excepted); more get 503 `overloaded` with `Retry-After`.
+    pub max_in_flight: usize,
     /// `SHUTDOWN_TIMEOUT_SECS` (default 30): how long in-flight work may take after SIGTERM.
     pub shutdown_timeout: Duration,
     pub providers: ProviderSettings,
@@ -179,6 +185,12 @@ impl Settings {
                 3000,
                 |v: &u64| (*v > 0).then_some(()).ok_or("must be positive"),
             )?),
+            db_statement_timeout: Some(Duration::from_millis(env.parse_or(
+                "DB_STATEMENT_TIMEOUT_MS",
+                60_000,
+                |_: &u64| Ok(()),
+            )?))
+            .filter(|d| !d.is_zero()),
             bind: env.parse_or("BIND", socket(DEFAULT_BIND), |_| Ok(()))?,
             worker_bind: env.parse_or("WORKER_BIND", socket(DEFAULT_WORKER_BIND), |_| Ok(()))?,
             admin_token: env.secret("ADMIN_TOKEN")?,
@@ -204,6 +216,9 @@ impl Settings {
                 |v: &usize| (*v >= 1024).then_some(()).ok_or("must be at least 1024"),
             )?,
             request_body_timeout: env.secs("REQUEST_BODY_TIMEOUT_SECS", 30)?,
+            max_in_flight: env.parse_or("MAX_IN_FLIGHT", 1024, |v: &usize| {
+                (*v > 0).then_some(()).ok_or("must be positive")
+            })?,
             shutdown_timeout: Duration::from_secs(env.parse_or(
                 "SHUTDOWN_TIMEOUT_SECS",
                 30,
@@ -232,6 +247,7 @@ impl Settings {
             options: self.pg_options(),
             max_connections: self.db_max_connections,
             acquire_timeout: self.db_acquire_timeout,
+            statement_timeout: self.db_statement_timeout,
         }
     }
 

@@ -411,18 +411,7 @@ async fn fail_unreadable(
     job: &ProviderCall,
     latency_ms: f64,
 ) -> Result<Step, sqlx::Error> {
-    let route = StoredRoute {
-        pattern: "other".into(),
-        complexity: 0.0,
-        tier: "low".into(),
-        strategy: "balanced".into(),
-        reason: "unreadable stored route".into(),
-        reason_code: "error".into(),
-        explored: false,
-        policy_version: 0,
-        candidates: Vec::new(),
-        baseline: None,
-    };
+    let route = StoredRoute::unreadable();
     let outcome = Outcome::Failed {
         error: "the stored request could not be read".into(),
         error_code: "internal".into(),

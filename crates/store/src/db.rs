@@ -27,6 +27,8 @@ pub enum SetupError {
         #[source]
         source: sqlx::Error,
     },
+    #[error("cannot connect to migrate: {0}")]
+    Connect(#[source] sqlx::Error),
     #[error("queue migrations failed: {0}")]
     QueueMigrations(#[source] apalis_postgres::Error),
     #[error("migrations failed: {0}")]
@@ -40,6 +42,9 @@ pub struct PoolSettings {
     pub max_connections: u32,
     /// How long a query waits for a connection.
     pub acquire_timeout: std::time::Duration,
+    /// Longest a statement may run before Postgres cancels it (None: no limit). Migrations run
+    /// on a connection of their own without it.
+    pub statement_timeout: Option<std::time::Duration>,
 }
 
 /// A pool plus what it needs to set itself up.
@@ -57,10 +62,16 @@ impl Database {
             .options
             .clone()
             .application_name("ai-cost-optimizer");
+        let limited = match settings.statement_timeout {
+            Some(t) => options
+                .clone()
+                .options([("statement_timeout", t.as_millis().to_string())]),
+            None => options.clone(),
+        };
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(settings.acquire_timeout)
-            .connect_lazy_with(options.clone());
+            .connect_lazy_with(limited);
         Self { pool, options }
     }
 
@@ -125,15 +136,24 @@ impl Database {
 
     /// Applies the queue's and the application's migrations. Both take an advisory lock, so
     /// several processes starting at once are safe; re-running is a no-op.
+    ///
+    /// They run on a pool of their own, without the statement timeout: a migration may
+    /// legitimately take long, and so may waiting for another process's migration lock.
     pub async fn migrate(&self) -> Result<(), SetupError> {
-        PostgresStorage::setup(&self.pool)
+        let pool = PgPoolOptions::new()
+            .max_connections(2)
+            .connect_with(self.options.clone())
             .await
-            .map_err(SetupError::QueueMigrations)?;
-        MIGRATOR
-            .run(&self.pool)
-            .await
-            .map_err(SetupError::Migrations)?;
-        Ok(())
+            .map_err(SetupError::Connect)?;
+        let result = async {
+            PostgresStorage::setup(&pool)
+                .await
+                .map_err(SetupError::QueueMigrations)?;
+            MIGRATOR.run(&pool).await.map_err(SetupError::Migrations)
+        }
+        .await;
+        pool.close().await;
+        result
     }
 
     /// `create_if_missing` then `migrate`.
