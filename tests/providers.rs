@@ -310,3 +310,57 @@ async fn refusals_are_permanent() {
     assert_eq!(e.kind, ErrorKind::Permanent);
     assert!(e.message.contains("refus"), "{e}");
 }
+
+/// A server answering one request with an SSE stream of `pieces` chat chunks, one every
+/// `gap` (then `[DONE]`), or stalling after the first piece when `stall`.
+async fn slow_stream(pieces: usize, gap: Duration, stall: bool) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        let _ = socket.read(&mut buf).await;
+        let head =
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
+        socket.write_all(head.as_bytes()).await.unwrap();
+        for i in 0..pieces {
+            let chunk = json!({"model": "m", "choices": [{"index": 0, "delta": {"content": format!("w{i} ")}}]});
+            let _ = socket
+                .write_all(format!("data: {chunk}\n\n").as_bytes())
+                .await;
+            if stall && i == 0 {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+            tokio::time::sleep(gap).await;
+        }
+        let _ = socket.write_all(b"data: [DONE]\n\n").await;
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn a_stream_longer_than_the_timeout_is_not_cut_but_a_stalled_one_is() {
+    let stream_providers = |base: String| {
+        optimizer::wiring::build_providers(&common::settings_with(&[
+            ("OPENAI_COMPAT_BASE_URL", base.as_str()),
+            ("PROVIDER_TIMEOUT_SECS", "1"),
+        ]))
+        .unwrap()
+    };
+    // 8 pieces 300 ms apart: 2.4 s in all, past the 1 s timeout, never idle for 1 s.
+    let providers = stream_providers(slow_stream(8, Duration::from_millis(300), false).await);
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let answer = providers
+        .complete_streaming(ProviderId::OpenaiCompat, &request("m"), Some(&tx))
+        .await
+        .unwrap();
+    assert_eq!(answer.text.split_whitespace().count(), 8, "{}", answer.text);
+    // The first piece, then silence: cut after the 1 s idle limit, as a retryable error.
+    let providers = stream_providers(slow_stream(3, Duration::ZERO, true).await);
+    let error = providers
+        .complete_streaming(ProviderId::OpenaiCompat, &request("m"), Some(&tx))
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind, ErrorKind::Retryable, "{error}");
+}

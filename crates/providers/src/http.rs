@@ -9,7 +9,9 @@ use serde::de::DeserializeOwned;
 
 use super::{ErrorKind, ProviderError, ProviderId};
 
-/// An HTTP client with `timeout` for the whole request.
+/// An HTTP client with `timeout` for the whole request and for any pause between two reads of
+/// the answer. Streamed answers lift the whole-request limit (see [`STREAM_LIMIT`]): a long
+/// stream that keeps sending is not cut, a stalled one is.
 pub fn client(timeout: Duration) -> Result<reqwest::Client, String> {
     super::install_crypto();
     let roots = rustls::RootCertStore {
@@ -21,12 +23,17 @@ pub fn client(timeout: Duration) -> Result<reqwest::Client, String> {
     reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .timeout(timeout)
+        .read_timeout(timeout)
         .connect_timeout(Duration::from_secs(10).min(timeout))
         .pool_idle_timeout(Duration::from_secs(90))
         .user_agent(concat!("ai-cost-optimizer/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| e.to_string())
 }
+
+/// The whole-request limit of a streamed answer; the pause between two pieces stays bounded by
+/// the provider's timeout.
+pub const STREAM_LIMIT: Duration = Duration::from_secs(3600);
 
 /// POSTs `body` as JSON and decodes a 2xx answer as `T`; anything else becomes a classified
 /// [`ProviderError`]. `error_message` pulls a readable message out of an error body.

@@ -28,6 +28,7 @@ pub async fn for_each_event(
     mut on_event: impl FnMut(Event) -> Result<(), ProviderError>,
 ) -> Result<(), ProviderError> {
     let response = request
+        .timeout(super::http::STREAM_LIMIT)
         .json(body)
         .send()
         .await
