@@ -315,7 +315,7 @@ async fn stream_call(
             tokio::select! {
                 biased;
                 Some(delta) = rx.recv() => {
-                    for piece in split(&delta, 2000) {
+                    for piece in split(&delta, PIECE_BYTES) {
                         relay(piece, seq).await;
                         seq += 1;
                     }
@@ -326,7 +326,7 @@ async fn stream_call(
     };
     drop(tx);
     while let Some(delta) = rx.recv().await {
-        for piece in split(&delta, 2000) {
+        for piece in split(&delta, PIECE_BYTES) {
             relay(piece, seq).await;
             seq += 1;
         }
@@ -334,13 +334,24 @@ async fn stream_call(
     (result, seq > 0)
 }
 
-/// `text` in pieces of at most `max` characters (NOTIFY payloads are limited to 8000 bytes).
+/// Raw bytes of text per relayed piece: JSON escaping grows a byte to at most 6 (`\u001f`), so a
+/// piece's NOTIFY payload stays below Postgres' 8000-byte limit with room for the envelope.
+const PIECE_BYTES: usize = 1000;
+
+/// `text` in pieces of at most `max` bytes, cut on character boundaries.
 fn split(text: &str, max: usize) -> Vec<String> {
-    let chars: Vec<char> = text.chars().collect();
-    chars
-        .chunks(max.max(1))
-        .map(|c| c.iter().collect())
-        .collect()
+    let mut pieces = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let mut end = rest.len().min(max.max(4));
+        while !rest.is_char_boundary(end) {
+            end -= 1;
+        }
+        let (piece, tail) = rest.split_at(end);
+        pieces.push(piece.to_owned());
+        rest = tail;
+    }
+    pieces
 }
 
 /// Writes the terminal state (see [`lifecycle::finish`]) and counts it once.
@@ -441,4 +452,33 @@ fn completion_request(
         top_p: params.top_p,
         stop: params.stop.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relayed_pieces_fit_a_notify_payload_whatever_the_text() {
+        let id = "01JDXXXXXXXXXXXXXXXXXXXXXX".to_owned();
+        for text in [
+            "\u{1f}".repeat(5000),
+            "\u{1F600}".repeat(3000),
+            "\"\\".repeat(4000),
+            "é".repeat(7001),
+        ] {
+            let pieces = split(&text, PIECE_BYTES);
+            assert_eq!(pieces.concat(), text);
+            for delta in pieces {
+                let chunk = StreamChunk {
+                    id: id.clone(),
+                    seq: u64::MAX,
+                    model: "a-rather-long-provider-model-name-for-the-envelope".into(),
+                    delta,
+                };
+                let payload = serde_json::to_string(&chunk).unwrap();
+                assert!(payload.len() < 8000, "{} bytes", payload.len());
+            }
+        }
+    }
 }

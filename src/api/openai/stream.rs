@@ -24,6 +24,8 @@ struct State {
     created: i64,
     model: Option<String>,
     streamed: bool,
+    /// The text relayed so far, checked against the stored answer at the end.
+    sent: String,
     outbox: VecDeque<String>,
     finished: bool,
     deadline: tokio::time::Instant,
@@ -52,6 +54,7 @@ pub fn respond(
         created: chrono::Utc::now().timestamp(),
         model: None,
         streamed: false,
+        sent: String::new(),
         outbox: VecDeque::new(),
         finished: false,
         deadline,
@@ -78,6 +81,7 @@ fn content(st: &mut State, c: StreamChunk) {
     let first = !st.streamed;
     st.streamed = true;
     st.model.get_or_insert(c.model);
+    st.sent.push_str(&c.delta);
     let delta = if first {
         json!({ "role": "assistant", "content": c.delta })
     } else {
@@ -113,14 +117,28 @@ async fn finish(st: &mut State) {
             if st.model.is_none() {
                 st.model = view.model.clone();
             }
-            if !st.streamed {
+            let stored = view.response.as_deref().unwrap_or_default();
+            match reconcile(&st.sent, stored) {
                 // Answered from the cache (or relayed nothing): one chunk with all of it.
-                let data = chunk(
-                    st,
-                    json!({ "role": "assistant", "content": view.response }),
-                    None,
-                );
-                st.outbox.push_back(data);
+                _ if !st.streamed => {
+                    let data = chunk(st, json!({ "role": "assistant", "content": stored }), None);
+                    st.outbox.push_back(data);
+                }
+                Reconciled::Complete => {}
+                Reconciled::Tail(rest) => {
+                    let data = chunk(st, json!({ "content": rest }), None);
+                    st.outbox.push_back(data);
+                }
+                Reconciled::Diverged => {
+                    let message = format!(
+                        "stream_incomplete: part of the answer was lost in relay; the full \
+                         answer is at /requests/{}",
+                        st.request_id
+                    );
+                    st.outbox.push_back(error(&message, "api_error"));
+                    st.outbox.push_back("[DONE]".into());
+                    return;
+                }
             }
             let data = chunk(st, json!({}), Some("stop"));
             st.outbox.push_back(data);
@@ -152,6 +170,25 @@ async fn finish(st: &mut State) {
         )),
     }
     st.outbox.push_back("[DONE]".into());
+}
+
+/// What the client has, against the stored answer.
+#[derive(Debug, PartialEq)]
+enum Reconciled<'a> {
+    /// It has all of it.
+    Complete,
+    /// It has a prefix: this is the rest (pieces still in flight, or lost at the end).
+    Tail(&'a str),
+    /// A piece in the middle never arrived: what it has is not the answer.
+    Diverged,
+}
+
+fn reconcile<'a>(sent: &str, stored: &'a str) -> Reconciled<'a> {
+    match stored.strip_prefix(sent) {
+        Some("") => Reconciled::Complete,
+        Some(rest) => Reconciled::Tail(rest),
+        None => Reconciled::Diverged,
+    }
 }
 
 fn error(message: &str, kind: &str) -> String {
@@ -200,5 +237,29 @@ async fn next(mut st: State) -> Option<(Result<Event, Infallible>, State)> {
         if done {
             finish(&mut st).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_relayed_text_is_checked_against_the_stored_answer() {
+        assert_eq!(
+            reconcile("Hello, world", "Hello, world"),
+            Reconciled::Complete
+        );
+        assert_eq!(
+            reconcile("Hello, ", "Hello, world"),
+            Reconciled::Tail("world")
+        );
+        assert_eq!(
+            reconcile("Hello", "Hello, world"),
+            Reconciled::Tail(", world")
+        );
+        // "lo, " was lost: the client's text is not the answer.
+        assert_eq!(reconcile("Helworld", "Hello, world"), Reconciled::Diverged);
+        assert_eq!(reconcile("", "x"), Reconciled::Tail("x"));
     }
 }
