@@ -364,3 +364,72 @@ async fn past_max_in_flight_requests_are_shed_with_503() {
         .await;
     assert_eq!(r.status(), 202);
 }
+
+#[tokio::test]
+async fn retention_prunes_old_bodies_expired_cache_and_finished_jobs_once() {
+    use optimizer::store::retention::{Retention, prune};
+    let db = TestDb::migrated().await;
+    let pool = db.database().pool;
+    for sql in [
+        "INSERT INTO requests (request_id, status, attempts, prompt, response, params, created_at,
+             finished_at)
+         VALUES ('old', 'succeeded', 1, 'secret prompt', 'answer', '{\"history\": [1]}',
+                 now() - interval '40 days', now() - interval '40 days'),
+                ('new', 'succeeded', 1, 'recent prompt', 'answer', '{}', now(), now())",
+        "INSERT INTO response_cache (cache_key, provider, model, response, input_tokens,
+             output_tokens, cost_usd, expires_at)
+         VALUES ('gone', 'simulated', 'm', 'r', 1, 1, 0, now() - interval '1 hour'),
+                ('live', 'simulated', 'm', 'r', 1, 1, 0, now() + interval '1 hour')",
+        "INSERT INTO apalis.jobs (job, id, job_type, status, done_at)
+         VALUES ('{}', 'done-old', 'provider_call', 'Done', now() - interval '2 days'),
+                ('{}', 'done-new', 'provider_call', 'Done', now()),
+                ('{}', 'pending', 'provider_call', 'Pending', NULL)",
+    ] {
+        sqlx::query(sql).execute(&pool).await.unwrap();
+    }
+    let retention = Retention {
+        bodies_kept: Some(Duration::from_secs(30 * 86_400)),
+        jobs_kept: Duration::from_secs(86_400),
+    };
+    // While another process holds the pass, this one skips.
+    let mut other = pool.begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(optimizer::store::retention::PRUNE_LOCK)
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    assert_eq!(prune(&pool, &retention).await.unwrap(), None);
+    other.rollback().await.unwrap();
+
+    let pruned = prune(&pool, &retention).await.unwrap().unwrap();
+    assert_eq!(
+        (pruned.cache_entries, pruned.jobs, pruned.request_bodies),
+        (1, 1, 1)
+    );
+    let bodies: Vec<(String, Option<String>, Option<String>, bool)> = sqlx::query_as(
+        "SELECT request_id, prompt, response, params ? 'history' FROM requests ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        bodies[0],
+        (
+            "new".into(),
+            Some("recent prompt".into()),
+            Some("answer".into()),
+            false
+        )
+    );
+    assert_eq!(bodies[1], ("old".into(), None, None, false));
+    let jobs: Vec<String> = sqlx::query_scalar("SELECT id FROM apalis.jobs ORDER BY id")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(jobs, ["done-new", "pending"]);
+    // A second pass finds nothing left to do.
+    assert_eq!(
+        prune(&pool, &retention).await.unwrap(),
+        Some(Default::default())
+    );
+}

@@ -16,6 +16,7 @@ use crate::providers::{
     OpenAiCompatEndpoint, ProviderEndpoint, ProviderId, ProviderOptions, ProviderSettings,
 };
 use crate::routing::RoutingSettings;
+use crate::store::retention::Retention;
 
 /// The feedback trainer and its schedule.
 #[derive(Debug, Clone)]
@@ -82,6 +83,11 @@ pub struct JobSettings {
     /// `JOB_POLL_MS` (default 50): a poll beside LISTEN/NOTIFY, for delayed retries and for a
     /// wake-up the worker missed while busy.
     pub poll_interval: Duration,
+    /// `RETENTION_DAYS` (default 0 = keep): request bodies (prompt, response, history) of
+    /// requests finished longer ago are cleared; `JOB_RETENTION_HOURS` (default 24): finished
+    /// queue jobs are deleted after that. Expired cache entries are always deleted. An hourly
+    /// pass in the worker processes (one at a time).
+    pub retention: Retention,
 }
 
 /// `POST /complete`.
@@ -192,6 +198,23 @@ pub(super) fn jobs(env: &Env<'_>) -> Result<JobSettings, ConfigError> {
         poll_interval: Duration::from_millis(env.parse_or("JOB_POLL_MS", 50, |v: &u64| {
             (*v >= 10).then_some(()).ok_or("must be at least 10")
         })?),
+        retention: Retention {
+            bodies_kept: Some(Duration::from_secs(
+                86_400
+                    * env.parse_or("RETENTION_DAYS", 0, |v: &u64| {
+                        (*v <= 36_500).then_some(()).ok_or("must be at most 36500")
+                    })?,
+            ))
+            .filter(|d| !d.is_zero()),
+            jobs_kept: Duration::from_secs(
+                3600 * env.parse_or("JOB_RETENTION_HOURS", 24, |v: &u64| {
+                    (1..=87_600)
+                        .contains(v)
+                        .then_some(())
+                        .ok_or("must be 1..=87600")
+                })?,
+            ),
+        },
     };
     Ok(jobs)
 }

@@ -1,6 +1,7 @@
 //! Runs the deadline sweep ([`lifecycle::sweep`]) periodically: requests still unfinished past
 //! `REQUEST_DEADLINE_SECS` fail, so every accepted request reaches a recorded terminal state.
-//! Safe to run in every process: the terminal write is guarded.
+//! Safe to run in every process: the terminal write is guarded. The same loop runs the hourly
+//! retention pass (`store::retention`), which one process at a time performs.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,9 +12,13 @@ use super::JobContext;
 use crate::completion::lifecycle;
 use crate::config::StorePrompts;
 
+/// How often the retention pass runs (in one worker process at a time).
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
 pub async fn run(ctx: Arc<JobContext>, shutdown: CancellationToken) {
     let period = (ctx.settings.jobs.request_deadline / 10)
         .clamp(Duration::from_secs(1), Duration::from_secs(30));
+    let mut last_prune: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -21,6 +26,22 @@ pub async fn run(ctx: Arc<JobContext>, shutdown: CancellationToken) {
         }
         if let Err(e) = sweep(&ctx).await {
             tracing::debug!(error = %e, "deadline sweep failed; will retry");
+        }
+        if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
+            match crate::store::retention::prune(&ctx.pool, &ctx.settings.jobs.retention).await {
+                Ok(pruned) => {
+                    last_prune = Some(tokio::time::Instant::now());
+                    if let Some(p) = pruned {
+                        tracing::info!(
+                            cache_entries = p.cache_entries,
+                            jobs = p.jobs,
+                            request_bodies = p.request_bodies,
+                            "retention pass"
+                        );
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "retention pass failed; will retry"),
+            }
         }
     }
 }

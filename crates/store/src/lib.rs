@@ -11,6 +11,7 @@ pub mod import;
 pub mod learning;
 pub mod metrics;
 pub mod requests;
+pub mod retention;
 pub mod weights;
 
 pub use db::{Database, NotReady, PoolSettings};
