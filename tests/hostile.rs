@@ -433,3 +433,29 @@ async fn retention_prunes_old_bodies_expired_cache_and_finished_jobs_once() {
         Some(Default::default())
     );
 }
+
+#[tokio::test]
+async fn unfinished_headers_do_not_hold_a_connection() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let db = TestDb::migrated().await;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(optimizer::api::serve_with(
+        listener,
+        optimizer::api::worker_router(db.database()),
+        shutdown.clone(),
+        Duration::from_secs(1),
+        Duration::from_secs(1),
+    ));
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // Headers begun, never finished.
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(15), stream.read_to_end(&mut out)).await;
+    assert!(closed.is_ok(), "the server still holds the connection");
+    shutdown.cancel();
+}
