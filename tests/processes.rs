@@ -11,20 +11,12 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
+use common::process::{free_port, sigterm_and_wait, start, wait_for_status};
 use common::{TestDb, unique_db_name, url_for};
 
 const OPTIMIZER: &str = env!("CARGO_BIN_EXE_optimizer");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 #[test]
 fn invalid_configuration_stops_start_up_naming_the_variable() {
@@ -44,56 +36,6 @@ fn invalid_configuration_stops_start_up_naming_the_variable() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("STORE_PROMPTS"));
-}
-
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(binary: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Running {
-    let mut cmd = Command::new(binary);
-    cmd.args(args)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    Running(cmd.spawn().unwrap())
-}
-
-async fn wait_for_status(url: &str, want: u16) {
-    optimizer::providers::install_crypto();
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(resp) = client.get(url).send().await
-            && resp.status().as_u16() == want
-        {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{url} never answered {want}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn sigterm_and_wait(mut running: Running) -> std::process::ExitStatus {
-    let pid = running.0.id().to_string();
-    let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(status) = running.0.try_wait().unwrap() {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "did not exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[tokio::test]

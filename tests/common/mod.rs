@@ -12,6 +12,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod process;
+
 use optimizer::api::{self, AppState};
 use optimizer::config::Settings;
 use optimizer::routing::RoutingEngine;

@@ -1,0 +1,161 @@
+//! Faults against the real binaries (issue 18's suite, first case): SIGTERM to `optimizer serve`
+//! while synchronous clients wait. Every client gets an answer (200, or 202 with its
+//! `status_url`) — none is cut off — and after a restart every accepted request reaches a
+//! terminal state with exactly one metrics row.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "integration tests"
+)]
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use common::TestDb;
+use common::process::{free_port, sigterm_and_wait, start, wait_for_status};
+use serde_json::{Value, json};
+
+const OPTIMIZER: &str = env!("CARGO_BIN_EXE_optimizer");
+const CLIENTS: usize = 20;
+
+fn serve(db_url: &str, bind: &str) -> common::process::Running {
+    start(
+        std::path::Path::new(OPTIMIZER),
+        &["serve"],
+        &[
+            ("DATABASE_URL", db_url),
+            ("BIND", bind),
+            // Slow answers and two at a time: most clients are still waiting at the SIGTERM.
+            ("SIMULATED_LATENCY_MS", "1000"),
+            ("WORKER_CONCURRENCY", "2"),
+            ("COMPLETE_TIMEOUT_SECS", "60"),
+            ("SHUTDOWN_TIMEOUT_SECS", "20"),
+            ("CACHE_ENABLED", "false"),
+            ("EXPLORATION_RATE", "0"),
+        ],
+    )
+}
+
+#[tokio::test]
+async fn sigterm_under_load_answers_every_waiting_client_and_loses_nothing() {
+    let db = TestDb::migrated().await;
+    let bind = format!("127.0.0.1:{}", free_port());
+    let server = serve(&db.url, &bind);
+    wait_for_status(&format!("http://{bind}/ready"), 200).await;
+
+    let client = reqwest::Client::new();
+    let calls: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            let (client, url) = (client.clone(), format!("http://{bind}/complete"));
+            tokio::spawn(async move {
+                client
+                    .post(url)
+                    .json(&json!({"prompt": format!("Question number {i}: what is {i} + {i}?")}))
+                    .send()
+                    .await
+            })
+        })
+        .collect();
+    // Every request accepted before the signal.
+    let pool = db.database().pool;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM requests")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        if n as usize == CLIENTS {
+            break;
+        }
+        assert!(Instant::now() < deadline, "only {n} requests accepted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // …and some already answered, so the signal lands mid-stream.
+    loop {
+        let done: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM requests WHERE status = 'succeeded'")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        if done >= 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "nothing was answered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status = tokio::task::spawn_blocking(move || sigterm_and_wait(server))
+        .await
+        .unwrap();
+    assert!(status.success(), "exit status {status}");
+
+    let (mut answered, mut accepted) = (0, Vec::new());
+    for call in calls {
+        let response = call
+            .await
+            .unwrap()
+            .expect("an answer, not a cut connection");
+        let code = response.status().as_u16();
+        let body: Value = response.json().await.unwrap();
+        match code {
+            200 => answered += 1,
+            202 => {
+                let id = body["request_id"].as_str().unwrap().to_owned();
+                assert_eq!(body["status_url"], format!("/requests/{id}"));
+                accepted.push(id);
+            }
+            other => panic!("{other}: {body}"),
+        }
+    }
+    assert_eq!(answered + accepted.len(), CLIENTS);
+    assert!(
+        answered >= 2 && !accepted.is_empty(),
+        "{answered} answered before the SIGTERM"
+    );
+
+    // After a restart the queued requests finish by themselves.
+    let server = serve(&db.url, &bind);
+    wait_for_status(&format!("http://{bind}/ready"), 200).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let unfinished: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM requests WHERE status IN ('queued', 'running')",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if unfinished == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{unfinished} requests never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(server);
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT r.request_id, r.status,
+                (SELECT count(*) FROM routing_metrics m WHERE m.request_id = r.request_id)
+         FROM requests r",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), CLIENTS);
+    for (id, status, metrics) in &rows {
+        assert_eq!(status, "succeeded", "{id}");
+        assert_eq!(*metrics, 1, "{id}: one metrics row");
+    }
+    let ids: HashSet<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    assert!(accepted.iter().all(|id| ids.contains(id.as_str())));
+    println!(
+        "faults: {CLIENTS} clients, {answered} answered 200, {} answered 202; after restart all \
+         {} succeeded, one metrics row each",
+        accepted.len(),
+        rows.len()
+    );
+}
