@@ -61,6 +61,45 @@ pub async fn complete(
     headers: HeaderMap,
     AppJson(body): AppJson<CompleteBody>,
 ) -> Result<Response, ApiError> {
+    let input = complete_input(&state, key.map(|k| k.0.0), &headers, body)?;
+    let is_async = input.is_async;
+    let completions = &state.completions;
+    let submitted = completions.submit(input).await.map_err(|e| match e {
+        SubmitError::Route(e) => validate::route_error(e),
+        SubmitError::Database(e) => ApiError::from(e),
+    })?;
+    let request_id = submitted.request_id().to_owned();
+    let record = match submitted {
+        Submitted::Cached(id) => completions.get(&id).await,
+        Submitted::Queued { .. } | Submitted::Replayed(_) if is_async => {
+            return Ok(accepted(&request_id, RequestStatus::Queued));
+        }
+        Submitted::Queued {
+            request_id, waiter, ..
+        } => completions.wait(&request_id, waiter).await,
+        Submitted::Replayed(id) => completions.wait(&id, None).await,
+    };
+    // The request is committed: whatever went wrong while waiting for it, the client learns its
+    // id and where to poll (it finishes, or is swept, without the client).
+    let record = match record {
+        Ok(record) => record,
+        Err(e) => {
+            tracing::warn!(%request_id, error = %e, "waiting for an accepted request failed; answering 202");
+            return Ok(accepted(&request_id, RequestStatus::Queued));
+        }
+    };
+    let record = record
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("request {request_id} vanished")))?;
+    Ok(respond(record))
+}
+
+/// Maps and validates the body (and the `Idempotency-Key` header): each refusal names its field.
+fn complete_input(
+    state: &AppState,
+    key_id: Option<String>,
+    headers: &HeaderMap,
+    body: CompleteBody,
+) -> Result<CompleteInput, ApiError> {
     let provider = body
         .provider
         .as_deref()
@@ -105,7 +144,7 @@ pub async fn complete(
         temperature: validate::temperature(body.temperature)?,
         is_async: body.is_async,
         // With API_KEYS, the key's id is the user.
-        user_id: validate::short_text("user_id", key.map(|k| k.0.0).or(body.user_id))?,
+        user_id: validate::short_text("user_id", key_id.or(body.user_id))?,
         session_id: validate::short_text("session_id", body.session_id)?,
         idempotency_key: validate::short_text(
             "Idempotency-Key",
@@ -119,35 +158,7 @@ pub async fn complete(
                 .transpose()?,
         )?,
     };
-    let is_async = input.is_async;
-    let completions = &state.completions;
-    let submitted = completions.submit(input).await.map_err(|e| match e {
-        SubmitError::Route(e) => validate::route_error(e),
-        SubmitError::Database(e) => ApiError::from(e),
-    })?;
-    let request_id = submitted.request_id().to_owned();
-    let record = match submitted {
-        Submitted::Cached(id) => completions.get(&id).await,
-        Submitted::Queued { .. } | Submitted::Replayed(_) if is_async => {
-            return Ok(accepted(&request_id, RequestStatus::Queued));
-        }
-        Submitted::Queued {
-            request_id, waiter, ..
-        } => completions.wait(&request_id, waiter).await,
-        Submitted::Replayed(id) => completions.wait(&id, None).await,
-    };
-    // The request is committed: whatever went wrong while waiting for it, the client learns its
-    // id and where to poll (it finishes, or is swept, without the client).
-    let record = match record {
-        Ok(record) => record,
-        Err(e) => {
-            tracing::warn!(%request_id, error = %e, "waiting for an accepted request failed; answering 202");
-            return Ok(accepted(&request_id, RequestStatus::Queued));
-        }
-    };
-    let record = record
-        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("request {request_id} vanished")))?;
-    Ok(respond(record))
+    Ok(input)
 }
 
 fn accepted(request_id: &str, status: RequestStatus) -> Response {
