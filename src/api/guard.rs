@@ -67,24 +67,40 @@ fn is_v1(req: &Request) -> bool {
         .starts_with("/v1/")
 }
 
+/// `error` in the route's shape: OpenAI's under `/v1`, ours elsewhere.
+fn shaped(v1: bool, error: ApiError) -> Response {
+    if v1 {
+        OpenAiError::from(error).into_response()
+    } else {
+        error.into_response()
+    }
+}
+
+/// 503 `code` with `Retry-After: retry_secs`, in the route's shape.
+fn retry_later(
+    req: &Request,
+    code: &'static str,
+    message: &str,
+    retry_secs: &'static str,
+) -> Response {
+    let mut response = shaped(is_v1(req), ApiError::unavailable(code, message));
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static(retry_secs));
+    response
+}
+
 /// 503 `not_ready` with `Retry-After` until the schema is in place.
 pub async fn require_schema(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if state.schema.check(&state.db).await {
         return next.run(req).await;
     }
-    let error = ApiError::unavailable(
+    retry_later(
+        &req,
         "not_ready",
         "the service is starting: its database is not migrated yet; retry shortly",
-    );
-    let mut response = if is_v1(&req) {
-        OpenAiError::from(error).into_response()
-    } else {
-        error.into_response()
-    };
-    response
-        .headers_mut()
-        .insert(RETRY_AFTER, HeaderValue::from_static("2"));
-    response
+        "2",
+    )
 }
 
 /// At most `MAX_IN_FLIGHT` requests are served at once by this process; past that, 503
@@ -98,19 +114,12 @@ pub async fn shed_load(
     next: Next,
 ) -> Response {
     let Ok(_permit) = permits.try_acquire() else {
-        let error = ApiError::unavailable(
+        return retry_later(
+            &req,
             "overloaded",
             "too many requests in flight in this process; retry shortly",
+            "1",
         );
-        let mut response = if is_v1(&req) {
-            OpenAiError::from(error).into_response()
-        } else {
-            error.into_response()
-        };
-        response
-            .headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
-        return response;
     };
     next.run(req).await
 }
@@ -137,7 +146,7 @@ pub async fn refuse_oversized(max_bytes: usize, req: Request, next: Next) -> Res
 /// Rewrites any error response that is not JSON (axum's plain-text rejections of paths, queries
 /// and bodies; empty fallbacks) into the JSON shape, keeping its status and other headers.
 pub async fn json_errors(req: Request, next: Next) -> Response {
-    let v1 = req.uri().path().starts_with("/v1");
+    let v1 = is_v1(&req);
     let response = next.run(req).await;
     let status = response.status();
     let is_json = response
@@ -157,12 +166,7 @@ pub async fn json_errors(req: Request, next: Next) -> Response {
     } else {
         text
     };
-    let error = ApiError::new(status, code_of(status), message);
-    let mut out = if v1 {
-        OpenAiError::from(error).into_response()
-    } else {
-        error.into_response()
-    };
+    let mut out = shaped(v1, ApiError::new(status, code_of(status), message));
     for (name, value) in &parts.headers {
         if name != CONTENT_TYPE && name != CONTENT_LENGTH {
             out.headers_mut().insert(name.clone(), value.clone());
@@ -185,9 +189,4 @@ fn code_of(status: StatusCode) -> &'static str {
         s if s.is_server_error() => "internal",
         _ => "bad_request",
     }
-}
-
-/// The schema gate shared by the API's handlers.
-pub fn gate() -> Arc<SchemaGate> {
-    Arc::new(SchemaGate::default())
 }

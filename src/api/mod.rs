@@ -68,7 +68,7 @@ impl AppState {
         Ok(Self {
             settings,
             db,
-            schema: guard::gate(),
+            schema: Arc::default(),
             engine,
             completions,
         })

@@ -459,6 +459,15 @@ pub struct RoutingView {
 }
 
 impl CompletionView {
+    /// What to tell a client whose request failed.
+    pub fn failure_message(&self) -> String {
+        self.error
+            .as_ref()
+            .map_or("every candidate model failed".to_owned(), |e| {
+                e.message.clone()
+            })
+    }
+
     pub fn from_record(r: RequestRecord) -> Self {
         let route: Option<StoredRoute> = r
             .route

@@ -17,12 +17,7 @@ pub(super) fn respond(view: CompletionView) -> Result<Response, OpenAiError> {
             Ok((headers, axum::Json(chat_completion(&view))).into_response())
         }
         RequestStatus::Failed => {
-            let message = view
-                .error
-                .as_ref()
-                .map_or("every candidate model failed".to_owned(), |e| {
-                    e.message.clone()
-                });
+            let message = view.failure_message();
             let mut response = OpenAiError {
                 status: StatusCode::BAD_GATEWAY,
                 kind: "api_error",

@@ -156,12 +156,7 @@ async fn finish(st: &mut State) {
             }
         }
         RequestStatus::Failed => {
-            let message = view
-                .error
-                .as_ref()
-                .map_or("every candidate model failed".to_owned(), |e| {
-                    e.message.clone()
-                });
+            let message = view.failure_message();
             st.outbox.push_back(error(&message, "api_error"));
         }
         _ => st.outbox.push_back(error(
