@@ -8,7 +8,11 @@ use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use optimizer::config::Settings;
-use optimizer::routing::{Catalog, QueryPatternAnalyzer, RouteRequest, RoutingEngine};
+use optimizer::routing::predictor::ModelFit;
+use optimizer::routing::{
+    Catalog, Confidence, LearnedWeight, LearnedWeights, Pattern, Predictor, QueryPatternAnalyzer,
+    RouteRequest, RoutingEngine,
+};
 
 /// Mixed prose, code and numbers, cut to `len` bytes on a character boundary.
 fn prompt(len: usize) -> String {
@@ -59,7 +63,48 @@ fn bench(c: &mut Criterion) {
     }
     group.finish();
 
+    // The learned case: every pattern × model measured (HIGH) and a per-prompt predictor for
+    // every model with a weight on every feature — the most work a decision can need.
+    let catalog = Catalog::embedded().unwrap();
+    let weights: Vec<LearnedWeight> = Pattern::ALL
+        .into_iter()
+        .flat_map(|pattern| {
+            catalog.models().iter().map(move |m| LearnedWeight {
+                pattern,
+                provider: m.provider,
+                model: m.model.clone(),
+                quality: 0.8,
+                confidence: Confidence::High,
+                samples: 100,
+                demoted: false,
+                avg_complexity: None,
+            })
+        })
+        .collect();
+    let dim = optimizer::routing::features::FEATURE_DIM as u32;
+    let fits: Vec<(usize, ModelFit)> = (0..catalog.models().len())
+        .map(|i| {
+            let fit = ModelFit {
+                bias: 0.0,
+                samples: 1000,
+                weights: (0..dim).map(|j| (j, 0.001 * (j % 7) as f32)).collect(),
+            };
+            (i, fit)
+        })
+        .collect();
+    let learned = LearnedWeights::new(&catalog, 1, weights)
+        .with_predictor(Predictor::new(catalog.models().len(), &fits), 10.0);
+    engine.set_weights(learned);
     let text = prompt(2048);
+    c.bench_function("analyze_and_route_learned/2KB", |b| {
+        b.iter(|| {
+            let analysis = analyzer.analyze(black_box(&text));
+            engine
+                .route(&analysis, &RouteRequest::default(), &mut rng)
+                .unwrap()
+        })
+    });
+
     c.bench_function("analyze_only/2KB", |b| {
         b.iter(|| analyzer.analyze(black_box(&text)))
     });

@@ -39,9 +39,14 @@ async fn backup_then_restore_into_a_fresh_database_keeps_every_row() {
     let source = TestDb::migrated().await;
     let pool = source.pool().await;
     seed_ratings(&pool, "code", "sim-lite", &ratings(12, &[5, 4], 11)).await;
-    optimizer::learning::retrain_now(&pool, &common::settings_with(&[]).learning, false)
-        .await
-        .unwrap();
+    optimizer::learning::retrain_now(
+        &pool,
+        &optimizer::routing::Catalog::embedded().unwrap(),
+        &common::settings_with(&[]).learning,
+        false,
+    )
+    .await
+    .unwrap();
     let before = counts(&pool).await;
     assert!(
         before

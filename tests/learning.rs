@@ -44,7 +44,14 @@ async fn count(pool: &PgPool, table: &str) -> i64 {
 }
 
 async fn run(pool: &PgPool, dry: bool) -> RunReport {
-    retrain_now(pool, &learning(), dry).await.unwrap()
+    retrain_now(
+        pool,
+        &optimizer::routing::Catalog::embedded().unwrap(),
+        &learning(),
+        dry,
+    )
+    .await
+    .unwrap()
 }
 
 #[tokio::test]

@@ -98,9 +98,14 @@ async fn api_and_worker_export_the_metrics_after_completions_and_ratings() {
 async fn retrain_then_rate(pool: &PgPool, after: &[(i32, bool)]) -> String {
     seed_ratings(pool, "chat", "sim-standard", &ratings(20, &[4], 20)).await;
     seed_ratings(pool, "code", "sim-lite", &ratings(10, &[5], 10)).await;
-    let report = retrain_now(pool, &settings_with(&[]).learning, false)
-        .await
-        .unwrap();
+    let report = retrain_now(
+        pool,
+        &optimizer::routing::Catalog::embedded().unwrap(),
+        &settings_with(&[]).learning,
+        false,
+    )
+    .await
+    .unwrap();
     assert!(!report.changes.is_empty());
     seed_ratings(pool, "chat", "sim-standard", after).await;
     report.run_id

@@ -98,7 +98,14 @@ pub async fn retrain_now(
     let pool = &state.db.pool;
     if q.dry_run.unwrap_or(true) {
         let run_id = learning::new_run_id();
-        let report = learning::retrain(pool, &state.settings.learning, &run_id, true).await?;
+        let report = learning::retrain(
+            pool,
+            state.engine.catalog(),
+            &state.settings.learning,
+            &run_id,
+            true,
+        )
+        .await?;
         let preview: Vec<Value> = report
             .changes
             .iter()
@@ -116,6 +123,7 @@ pub async fn retrain_now(
                 "dry_run": true,
                 "message": report.message,
                 "changes_preview": preview,
+                "predictor_preview": report.predictor,
             })),
         ));
     }

@@ -37,6 +37,8 @@ pub struct CompleteBody {
     #[serde(default)]
     min_quality: Option<f64>,
     #[serde(default)]
+    quality_share: Option<f64>,
+    #[serde(default)]
     max_cost: Option<f64>,
     #[serde(default)]
     max_tokens: Option<u32>,
@@ -139,6 +141,7 @@ fn complete_input(
         },
         strategy: validate::strategy(body.strategy.as_deref())?,
         min_quality: validate::min_quality(body.min_quality)?,
+        quality_share: validate::quality_share(body.quality_share)?,
         max_cost_usd: validate::max_cost(body.max_cost)?,
         max_tokens: validate::max_tokens(body.max_tokens)?,
         temperature: validate::temperature(body.temperature)?,

@@ -19,6 +19,8 @@ pub struct RecommendationBody {
     #[serde(default)]
     min_quality: Option<f64>,
     #[serde(default)]
+    quality_share: Option<f64>,
+    #[serde(default)]
     max_cost: Option<f64>,
     #[serde(default)]
     allowed_providers: Option<Vec<String>>,
@@ -34,6 +36,7 @@ pub async fn recommendation(
         prompt: validate::prompt(body.prompt)?,
         strategy: validate::strategy(body.strategy.as_deref())?,
         min_quality: validate::min_quality(body.min_quality)?,
+        quality_share: validate::quality_share(body.quality_share)?,
         max_cost_usd: validate::max_cost(body.max_cost)?,
         allowed_providers: validate::providers(body.allowed_providers)?,
         max_tokens: validate::max_tokens(body.max_tokens)?,

@@ -43,6 +43,16 @@ pub fn min_quality(v: Option<f64>) -> Result<Option<f64>, ApiError> {
     }
 }
 
+pub fn quality_share(v: Option<f64>) -> Result<Option<f64>, ApiError> {
+    match v {
+        Some(s) if !(s.is_finite() && s > 0.0 && s <= 1.0) => Err(ApiError::invalid_field(
+            "quality_share",
+            format!("{s} is not a share in (0, 1]"),
+        )),
+        other => Ok(other),
+    }
+}
+
 pub fn max_cost(v: Option<f64>) -> Result<Option<f64>, ApiError> {
     match v {
         Some(c) if !(c.is_finite() && c > 0.0) => Err(ApiError::invalid_field(

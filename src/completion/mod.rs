@@ -63,6 +63,9 @@ pub struct StoredRoute {
     pub reason: String,
     pub reason_code: String,
     pub explored: bool,
+    /// The probability with which the decision chose its model (1 when it could not explore).
+    #[serde(default = "certain")]
+    pub propensity: f64,
     pub policy_version: i64,
     /// The chosen model first, then the fallbacks.
     pub candidates: Vec<RouteCandidate>,
@@ -81,6 +84,7 @@ impl StoredRoute {
             reason: "unreadable stored route".into(),
             reason_code: "error".into(),
             explored: false,
+            propensity: 1.0,
             policy_version: 0,
             candidates: Vec::new(),
             baseline: None,
@@ -96,6 +100,7 @@ impl StoredRoute {
             reason: decision.reason.clone(),
             reason_code: decision.reason_code.to_owned(),
             explored: decision.explored,
+            propensity: decision.propensity,
             policy_version: decision.policy_version,
             candidates: std::iter::once(&decision.chosen)
                 .chain(&decision.alternatives)
@@ -104,6 +109,10 @@ impl StoredRoute {
             baseline,
         }
     }
+}
+
+fn certain() -> f64 {
+    1.0
 }
 
 /// The caller's parameters as stored in `requests.params`.
@@ -142,6 +151,9 @@ pub struct CompleteInput {
     pub allowed_providers: Option<Vec<ProviderId>>,
     pub strategy: Strategy,
     pub min_quality: Option<f64>,
+    /// The share of the best candidate's predicted quality the choice must keep (default: the
+    /// strategy's).
+    pub quality_share: Option<f64>,
     pub max_cost_usd: Option<f64>,
     pub max_tokens: Option<u32>,
     pub temperature: Option<f64>,
@@ -167,6 +179,7 @@ impl Default for CompleteInput {
             allowed_providers: None,
             strategy: Strategy::default(),
             min_quality: None,
+            quality_share: None,
             max_cost_usd: None,
             max_tokens: None,
             temperature: None,
@@ -237,11 +250,19 @@ impl Completions {
             allowed_providers: input.allowed_providers.as_deref(),
             pinned: input.pinned,
             max_output_tokens: Some(max_tokens),
+            quality_share: input.quality_share,
             preview: !input.explore,
         };
-        let decision = self
-            .engine
-            .route(analysis, &request, &mut fastrand::Rng::new())?;
+        let mut rng = match self.settings.routing.exploration_seed {
+            Some(seed) => {
+                let digest = Sha256::digest(input.prompt.as_bytes());
+                let mut prompt_seed = [0u8; 8];
+                prompt_seed.copy_from_slice(&digest[..8]);
+                fastrand::Rng::with_seed(seed ^ u64::from_le_bytes(prompt_seed))
+            }
+            None => fastrand::Rng::new(),
+        };
+        let decision = self.engine.route(analysis, &request, &mut rng)?;
         let baseline = self.engine.baseline();
         let baseline_candidate = self.engine.model(baseline).map(|m| {
             let (_, _, est) = self.engine.estimate(baseline, analysis, Some(max_tokens));
@@ -380,6 +401,11 @@ fn new_request(
         user_id: input.user_id.clone(),
         session_id: input.session_id.clone(),
         idempotency_key: input.idempotency_key.clone(),
+        features: analysis
+            .prompt_features
+            .iter()
+            .map(|f| i32::try_from(*f).unwrap_or_default())
+            .collect(),
     };
     (request_id, new)
 }

@@ -58,6 +58,19 @@ impl Env<'_> {
         Ok(value)
     }
 
+    /// An optional value: None when unset.
+    pub(super) fn parse_opt<T: FromStr>(
+        &self,
+        var: &'static str,
+    ) -> Result<Option<T>, ConfigError> {
+        self.string(var)?
+            .map(|raw| {
+                raw.parse::<T>()
+                    .map_err(|_| ConfigError::new(var, format!("cannot parse {raw:?}")))
+            })
+            .transpose()
+    }
+
     pub(super) fn bool_or(&self, var: &'static str, default: bool) -> Result<bool, ConfigError> {
         match self.string(var)? {
             None => Ok(default),

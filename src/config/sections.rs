@@ -32,6 +32,13 @@ pub struct LearningSettings {
     pub retrain_cron: Option<croner::Cron>,
     /// `SNAPSHOTS_KEPT` (default 3).
     pub snapshots_kept: u32,
+    /// `PER_PROMPT_LEARNING` (default true): each retrain also fits the per-prompt quality
+    /// predictor from the rated requests' stored features (false: pattern-level estimates only).
+    pub per_prompt: bool,
+    /// `PREDICTOR_SHRINKAGE` (default 10): how many ratings the catalog prior counts for in the
+    /// pattern-level estimate the predictor adjusts — five lucky ratings move it a third of
+    /// the way, not all of it.
+    pub shrinkage: f64,
     pub drift: DriftSettings,
 }
 
@@ -144,6 +151,7 @@ pub(super) fn routing(env: &Env<'_>) -> Result<RoutingSettings, ConfigError> {
         exploration_rate: env.parse_or("EXPLORATION_RATE", 0.1, unit)?,
         exploration_margin: env.parse_or("EXPLORATION_MARGIN", 0.2, unit)?,
         near_best_margin: env.parse_or("NEAR_BEST_MARGIN", 0.05, unit)?,
+        exploration_seed: env.parse_opt("EXPLORATION_SEED")?,
         baseline_model: env.string("BASELINE_MODEL")?,
         reload_interval: Duration::from_secs(env.parse_or(
             "ROUTING_RELOAD_SECS",
@@ -284,6 +292,12 @@ pub(super) fn learning(env: &Env<'_>) -> Result<LearningSettings, ConfigError> {
         retrain_cron: retrain_enabled.then_some(cron),
         snapshots_kept: env.parse_or("SNAPSHOTS_KEPT", 3, |v: &u32| {
             (*v > 0).then_some(()).ok_or("must be positive")
+        })?,
+        per_prompt: env.bool_or("PER_PROMPT_LEARNING", true)?,
+        shrinkage: env.parse_or("PREDICTOR_SHRINKAGE", 10.0, |v: &f64| {
+            (v.is_finite() && (0.0..=1e6).contains(v))
+                .then_some(())
+                .ok_or("must be 0..=1000000")
         })?,
         drift: DriftSettings {
             threshold: env.parse_or("DRIFT_THRESHOLD", 0.10, unit)?,

@@ -214,6 +214,8 @@ async fn start_service(opts: &EvalOptions, catalog: &Path) -> anyhow::Result<Ser
         ("REPLAY_DATASET", opts.dataset.display().to_string()),
         ("ADMIN_TOKEN", admin_token.clone()),
         ("EXPLORATION_RATE", opts.exploration_rate.to_string()),
+        // Exploration drawn from the seed and the prompt: the same run routes the same way.
+        ("EXPLORATION_SEED", opts.seed.to_string()),
         // Every answer must come from the replay provider, and nothing may change the policy
         // behind the evaluation's back.
         ("CACHE_ENABLED", "false".to_owned()),

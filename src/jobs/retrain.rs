@@ -54,7 +54,15 @@ pub async fn run(ctx: &JobContext, run_id: &str) -> Result<bool, sqlx::Error> {
     if !store::claim_run(&ctx.pool, run_id).await? {
         return Ok(false);
     }
-    match learning::retrain(&ctx.pool, &ctx.settings.learning, run_id, false).await {
+    match learning::retrain(
+        &ctx.pool,
+        ctx.engine.catalog(),
+        &ctx.settings.learning,
+        run_id,
+        false,
+    )
+    .await
+    {
         Ok(report) => {
             tracing::info!(%run_id, changes = report.changes.len(), policy_version = ?report.policy_version, "{}", report.message);
             Ok(true)

@@ -3,10 +3,12 @@
 //! - [`trainer`]: the FeedbackTrainer's rules (pure).
 //! - [`drift`]: the quality check after a retrain, the >10% alert, auto-rollback.
 //! - [`report`]: terminal tables for `optimizer retrain` and `optimizer dashboard`.
+//! - [`per_prompt`]: fitting the per-prompt quality predictor from rated requests.
 //! - [`retrain`] (this module): one run end to end — read ratings and weights, plan, then either
 //!   record a dry run or apply (snapshot, weights, history, policy version) in one transaction.
 
 pub mod drift;
+pub mod per_prompt;
 pub mod reloader;
 pub mod report;
 pub mod trainer;
@@ -29,11 +31,52 @@ pub struct RunReport {
     pub run_id: String,
     pub dry_run: bool,
     pub changes: Vec<Change>,
+    /// Models whose per-prompt predictor the run (re)fitted, with their rated requests (empty:
+    /// no new evidence, or `PER_PROMPT_LEARNING=false`).
+    pub predictor: Vec<PredictorFit>,
     /// The routing-policy version after applying (None: dry run or nothing changed).
     pub policy_version: Option<i64>,
     pub message: String,
     pub before: Value,
     pub after: Value,
+}
+
+/// One model's refitted per-prompt predictor, as reported.
+#[derive(Debug, Clone, Serialize)]
+pub struct PredictorFit {
+    pub provider: String,
+    pub model: String,
+    pub samples: i32,
+    /// Non-zero weights.
+    pub weights: usize,
+}
+
+/// Fits the per-prompt predictor when the rated requests changed since the current one was
+/// fitted (per model, the count of rated requests); None otherwise.
+async fn refit(
+    pool: &PgPool,
+    catalog: &crate::routing::Catalog,
+    settings: &LearningSettings,
+    aggregates: &[trainer::Aggregate],
+    since: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<Option<Vec<crate::store::predictor::StoredFit>>, sqlx::Error> {
+    use crate::store::predictor as stored;
+    if !settings.per_prompt {
+        return Ok(None);
+    }
+    let rated = stored::rated_requests(pool, since).await?;
+    let Some(fits) = per_prompt::fit_from_ratings(catalog, aggregates, &rated, settings.shrinkage)
+    else {
+        return Ok(None);
+    };
+    let mut current = stored::sample_counts(pool).await?;
+    let mut fitted: Vec<(String, String, i32)> = fits
+        .iter()
+        .map(|f| (f.provider.clone(), f.model.clone(), f.sample_count))
+        .collect();
+    current.sort();
+    fitted.sort();
+    Ok((current != fitted).then_some(fits))
 }
 
 /// Summary metrics of a set of weights, logged before and after each run.
@@ -101,6 +144,7 @@ fn after_weights(before: &[Weight], changes: &[Change]) -> Vec<Weight> {
 /// `retraining_runs` row the caller created and claimed) applies in one transaction.
 pub async fn retrain(
     pool: &PgPool,
+    catalog: &crate::routing::Catalog,
     settings: &LearningSettings,
     run_id: &str,
     dry_run: bool,
@@ -110,20 +154,36 @@ pub async fn retrain(
     let aggregates = store::aggregates(pool, since).await?;
     let current = store::weights(pool).await?;
     let changes = trainer::plan(&aggregates, &current, settings);
+    let predictor = refit(pool, catalog, settings, &aggregates, since).await?;
+    let predictor_report: Vec<PredictorFit> = predictor
+        .iter()
+        .flatten()
+        .map(|f| PredictorFit {
+            provider: f.provider.clone(),
+            model: f.model.clone(),
+            samples: f.sample_count,
+            weights: f.weights.len() / 8,
+        })
+        .collect();
     let before = weights_metrics(&current);
     let after = weights_metrics(&after_weights(&current, &changes));
     let message = if aggregates.is_empty() {
         "nothing to learn: no ratings yet".to_owned()
-    } else if changes.is_empty() {
+    } else if changes.is_empty() && predictor.is_none() {
         format!(
             "nothing to change: {} pattern-model pairs rated, none with new decisive evidence",
             aggregates.len()
         )
     } else {
         format!(
-            "{} change(s) from {} rated pattern-model pairs",
+            "{} change(s) from {} rated pattern-model pairs; per-prompt predictor {}",
             changes.len(),
-            aggregates.len()
+            aggregates.len(),
+            if predictor_report.is_empty() {
+                "unchanged".to_owned()
+            } else {
+                format!("refitted for {} model(s)", predictor_report.len())
+            }
         )
     };
     let policy_version = if dry_run {
@@ -144,6 +204,7 @@ pub async fn retrain(
                 before: &before,
                 after: &after,
                 snapshots_kept: settings.snapshots_kept,
+                predictor: predictor.as_deref(),
             },
         )
         .await?
@@ -162,6 +223,7 @@ pub async fn retrain(
         run_id: run_id.to_owned(),
         dry_run,
         changes,
+        predictor: predictor_report,
         policy_version,
         message,
         before,
@@ -177,16 +239,17 @@ pub fn new_run_id() -> String {
 /// Runs a real (or dry) retrain from the command line: records the run, applies, reports.
 pub async fn retrain_now(
     pool: &PgPool,
+    catalog: &crate::routing::Catalog,
     settings: &LearningSettings,
     dry_run: bool,
 ) -> Result<RunReport, sqlx::Error> {
     let run_id = new_run_id();
     if dry_run {
-        return retrain(pool, settings, &run_id, true).await;
+        return retrain(pool, catalog, settings, &run_id, true).await;
     }
     store::queue_run(pool, &run_id, "manual", None, None).await?;
     store::claim_run(pool, &run_id).await?;
-    match retrain(pool, settings, &run_id, false).await {
+    match retrain(pool, catalog, settings, &run_id, false).await {
         Ok(report) => Ok(report),
         Err(e) => {
             store::fail_run(pool, &run_id, &e.to_string()).await?;

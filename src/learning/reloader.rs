@@ -29,9 +29,16 @@ pub async fn run_reloader(
         };
         if reload_needed {
             match store::load(&pool).await {
-                Ok((version, rows)) => {
-                    let weights =
-                        crate::routing::LearnedWeights::new(engine.catalog(), version, rows);
+                Ok(policy) => {
+                    let version = policy.version;
+                    let (predictor, shrinkage) =
+                        super::per_prompt::to_predictor(engine.catalog(), &policy.predictor);
+                    let weights = crate::routing::LearnedWeights::new(
+                        engine.catalog(),
+                        version,
+                        policy.weights,
+                    )
+                    .with_predictor(predictor, shrinkage);
                     tracing::info!(
                         policy_version = version,
                         weights = weights.len(),

@@ -320,6 +320,41 @@ pub fn spawn_worker(env: &[(&str, &str)]) -> Running {
     Running(cmd.spawn().expect("optimizer-worker starts"))
 }
 
+/// Inserts a finished request answered by simulated `model` and its metrics row, with the
+/// prompt's `features` if given; returns its id.
+pub async fn seed_request(
+    pool: &sqlx::PgPool,
+    pattern: &str,
+    complexity: f32,
+    model: &str,
+    features: Option<&[i32]>,
+) -> String {
+    let id = ulid::Ulid::generate().to_string();
+    sqlx::query(
+        "INSERT INTO requests (request_id, status, finished_at, provider, model, features)
+         VALUES ($1, 'succeeded', now(), 'simulated', $2, $3)",
+    )
+    .bind(&id)
+    .bind(model)
+    .bind(features)
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO routing_metrics (request_id, prompt_pattern, complexity_score, strategy,
+             selected_provider, selected_model, status, cost_usd, baseline_cost_usd)
+         VALUES ($1, $2, $3, 'balanced', 'simulated', $4, 'succeeded', 0.001, 0.01)",
+    )
+    .bind(&id)
+    .bind(pattern)
+    .bind(complexity)
+    .bind(model)
+    .execute(pool)
+    .await
+    .unwrap();
+    id
+}
+
 /// Inserts `ratings` (score, correct) for finished requests answered by `provider/model` on
 /// `pattern` — the rows the API writes, without going through it (fast boundary tests).
 pub async fn seed_ratings(
@@ -329,27 +364,7 @@ pub async fn seed_ratings(
     ratings: &[(i32, bool)],
 ) {
     for (score, correct) in ratings {
-        let id = ulid::Ulid::generate().to_string();
-        sqlx::query(
-            "INSERT INTO requests (request_id, status, finished_at, provider, model)
-             VALUES ($1, 'succeeded', now(), 'simulated', $2)",
-        )
-        .bind(&id)
-        .bind(model)
-        .execute(pool)
-        .await
-        .unwrap();
-        sqlx::query(
-            "INSERT INTO routing_metrics (request_id, prompt_pattern, complexity_score, strategy,
-                 selected_provider, selected_model, status, cost_usd, baseline_cost_usd)
-             VALUES ($1, $2, 0.3, 'balanced', 'simulated', $3, 'succeeded', 0.001, 0.01)",
-        )
-        .bind(&id)
-        .bind(pattern)
-        .bind(model)
-        .execute(pool)
-        .await
-        .unwrap();
+        let id = seed_request(pool, pattern, 0.3, model, None).await;
         sqlx::query(
             "INSERT INTO response_feedback (request_id, timestamp, quality_score, is_correct,
                  prompt_pattern, selected_provider, selected_model, complexity_score)

@@ -94,6 +94,8 @@ pub struct Analysis {
     pub features: Features,
     /// Every pattern that scored, for explanations.
     pub scores: BTreeMap<Pattern, f64>,
+    /// The prompt's hashed n-gram features ([`crate::features::featurize`]).
+    pub prompt_features: Vec<u32>,
 }
 
 const HEAD_BYTES: usize = 4096;
@@ -339,6 +341,7 @@ impl QueryPatternAnalyzer {
                 .map(|p| (p, round2(scores[p.index()])))
                 .collect(),
             features,
+            prompt_features: crate::features::featurize(text),
         }
     }
 }

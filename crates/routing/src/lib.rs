@@ -3,6 +3,8 @@
 //! - [`catalog`]: models, prices, priors; which are routable.
 //! - [`analyzer`]: prompt → pattern + complexity (pure, deterministic, no I/O).
 //! - [`engine`]: (analysis, strategy, constraints) → ranked candidates with reasons.
+//! - [`features`]: the prompt's hashed n-gram features, stored with each request.
+//! - [`predictor`]: the per-prompt quality predictor per model, and its fitting.
 //! - [`recommend`]: analyze + route + baseline pricing, for `POST /recommendation`.
 //! - [`weights`]: the learned quality estimates the engine reads, held in memory and swapped
 //!   atomically when a retrain changes them. Rule: no database query per decision.
@@ -15,6 +17,8 @@
 pub mod analyzer;
 pub mod catalog;
 pub mod engine;
+pub mod features;
+pub mod predictor;
 pub mod recommend;
 pub mod settings;
 pub mod weights;
@@ -25,5 +29,6 @@ pub use engine::{
     Candidate, Decision, EngineError, QualitySource, RouteError, RouteRequest, RoutingEngine,
     Strategy,
 };
+pub use predictor::{ModelFit, Predictor};
 pub use settings::RoutingSettings;
 pub use weights::{Confidence, LearnedWeight, LearnedWeights};

@@ -12,6 +12,7 @@ pub struct RecommendInput {
     pub prompt: String,
     pub strategy: Strategy,
     pub min_quality: Option<f64>,
+    pub quality_share: Option<f64>,
     pub max_cost_usd: Option<f64>,
     pub allowed_providers: Option<Vec<ProviderId>>,
     pub max_tokens: Option<u32>,
@@ -95,6 +96,7 @@ pub fn recommend(
         allowed_providers: input.allowed_providers.as_deref(),
         pinned: None,
         max_output_tokens: input.max_tokens,
+        quality_share: input.quality_share,
         preview: true,
     };
     let decision = engine.route(&analysis, &request, &mut fastrand::Rng::new())?;

@@ -20,6 +20,10 @@ pub struct RoutingSettings {
     /// target, take the cheapest whose expected quality is within this much of the best one
     /// (not when the request sets `min_quality`).
     pub near_best_margin: f64,
+    /// `EXPLORATION_SEED` (default none: random): when set, whether and where a request explores
+    /// is drawn from this seed and the prompt, so a replayed run routes the same way
+    /// (`optimizer eval --seed` sets it).
+    pub exploration_seed: Option<u64>,
     /// `BASELINE_MODEL`: the always-premium model savings are measured against
     /// (`provider/model` or a model id). Default: the best routable model in the catalog.
     pub baseline_model: Option<String>,

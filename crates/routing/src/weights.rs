@@ -3,9 +3,11 @@
 //! decision; LOW ones are kept for display and ignored by the engine.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::analyzer::Pattern;
 use super::catalog::Catalog;
+use super::predictor::{Predictor, shrunk};
 
 pub use optimizer_types::{Confidence, LearnedWeight};
 
@@ -24,6 +26,11 @@ pub struct LearnedWeights {
     /// Per pattern: how far the measured models' estimates sit from their catalog priors
     /// (sample-weighted mean of estimate − prior, both at medium complexity).
     prior_shift: HashMap<Pattern, f64>,
+    /// The per-prompt predictor fitted with these weights (empty: none yet).
+    predictor: Arc<Predictor>,
+    /// Pseudo-ratings of the prior in the shrunk pattern-level estimate the predictor starts
+    /// from.
+    shrinkage: f64,
 }
 
 impl LearnedWeights {
@@ -59,7 +66,31 @@ impl LearnedWeights {
             version,
             by_model,
             prior_shift,
+            predictor: Arc::default(),
+            shrinkage: 0.0,
         }
+    }
+
+    /// Adds the per-prompt predictor of this policy version; `shrinkage` as it was fitted with.
+    pub fn with_predictor(mut self, predictor: Predictor, shrinkage: f64) -> Self {
+        self.predictor = Arc::new(predictor);
+        self.shrinkage = shrinkage.max(0.0);
+        self
+    }
+
+    pub fn predictor(&self) -> &Predictor {
+        &self.predictor
+    }
+
+    /// A learned estimate's pattern-level quality shrunk toward the model's catalog prior for
+    /// the pattern — what the per-prompt predictor adjusts.
+    pub fn shrunk_base(&self, weight: &LearnedWeight, prior: f64) -> f64 {
+        shrunk(
+            weight.quality,
+            f64::from(weight.samples),
+            prior,
+            self.shrinkage,
+        )
     }
 
     /// How much to move a catalog prior for `pattern` (0 without evidence): if the models

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::{PgPool, Postgres, Transaction};
 
+use super::predictor::StoredFit;
 use super::weights::bump_policy_version;
 
 /// Ratings of one pattern × model.
@@ -98,26 +99,33 @@ struct WeightSql {
 }
 
 /// Ratings per pattern × provider × model since `since` (None: all time), with the cost of the
-/// rated answers.
+/// rated answers. One sample per rated request: several ratings of a request (by different
+/// users) are averaged first, so ten ratings of one answer count once.
 pub async fn aggregates(
     pool: &PgPool,
     since: Option<DateTime<Utc>>,
 ) -> Result<Vec<Aggregate>, sqlx::Error> {
     let rows: Vec<AggregateSql> = sqlx::query_as(
-        "SELECT f.prompt_pattern AS pattern, f.selected_provider AS provider,
-                    f.selected_model AS model, count(*) AS samples,
-                    avg(f.quality_score)::float8 AS avg_quality,
+        "WITH per_request AS (
+             SELECT f.request_id, min(f.prompt_pattern) AS pattern,
+                    min(f.selected_provider) AS provider, min(f.selected_model) AS model,
+                    avg(f.quality_score)::float8 AS quality,
                     (avg(CASE WHEN f.is_correct THEN 1.0 ELSE 0.0 END)
-                        FILTER (WHERE f.is_correct IS NOT NULL))::float8 AS correctness,
-                    max(f.updated_at) AS last_feedback_at, avg(m.cost_usd) AS avg_cost_usd,
-                    sum(m.cost_usd) AS total_cost_usd,
-                    avg(m.complexity_score)::float8 AS avg_complexity
+                        FILTER (WHERE f.is_correct IS NOT NULL))::float8 AS correct,
+                    max(f.updated_at) AS last_feedback_at
              FROM response_feedback f
-             LEFT JOIN routing_metrics m ON m.request_id = f.request_id
              WHERE ($1::timestamptz IS NULL OR f.timestamp >= $1)
                AND f.prompt_pattern IS NOT NULL AND f.selected_provider IS NOT NULL
                AND f.selected_model IS NOT NULL
-             GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+             GROUP BY f.request_id)
+         SELECT p.pattern, p.provider, p.model, count(*) AS samples,
+                avg(p.quality)::float8 AS avg_quality, avg(p.correct)::float8 AS correctness,
+                max(p.last_feedback_at) AS last_feedback_at, avg(m.cost_usd) AS avg_cost_usd,
+                sum(m.cost_usd) AS total_cost_usd,
+                avg(m.complexity_score)::float8 AS avg_complexity
+         FROM per_request p
+         LEFT JOIN routing_metrics m ON m.request_id = p.request_id
+         GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
     )
     .bind(since)
     .fetch_all(pool)
@@ -250,6 +258,8 @@ pub struct AppliedRun<'a> {
     pub before: &'a Value,
     pub after: &'a Value,
     pub snapshots_kept: u32,
+    /// A newly fitted per-prompt predictor to install (None: keep the current one).
+    pub predictor: Option<&'a [StoredFit]>,
 }
 
 /// Applies a run in one transaction: snapshot the weights as they were, write the changed
@@ -264,11 +274,16 @@ pub async fn apply(pool: &PgPool, run: &AppliedRun<'_>) -> Result<Option<i64>, s
         before,
         after,
         snapshots_kept,
+        predictor,
     } = *run;
     let mut tx = pool.begin().await?;
     let mut version = None;
-    if !changes.is_empty() {
-        snapshot(&mut tx, run_id).await?;
+    if !changes.is_empty() || predictor.is_some() {
+        let snapshot_id = snapshot(&mut tx, run_id).await?;
+        super::predictor::snapshot(&mut tx, snapshot_id).await?;
+        if let Some(fits) = predictor {
+            super::predictor::replace(&mut tx, run_id, fits).await?;
+        }
         for c in changes {
             let a = c.aggregate.as_ref();
             sqlx::query(
@@ -343,17 +358,18 @@ pub async fn apply(pool: &PgPool, run: &AppliedRun<'_>) -> Result<Option<i64>, s
     Ok(version)
 }
 
-async fn snapshot(tx: &mut Transaction<'_, Postgres>, run_id: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(
+/// Saves the weights as they are; returns the snapshot's id.
+async fn snapshot(tx: &mut Transaction<'_, Postgres>, run_id: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
         "INSERT INTO routing_snapshots (retraining_run_id, policy_version, weights)
          SELECT $1, (SELECT version FROM routing_policy),
                 coalesce(jsonb_agg(to_jsonb(w) ORDER BY pattern, provider, model), '[]'::jsonb)
-         FROM routing_weights w",
+         FROM routing_weights w
+         RETURNING id",
     )
     .bind(run_id)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    .fetch_one(&mut **tx)
+    .await
 }
 
 async fn close_run(
@@ -432,6 +448,7 @@ pub async fn rollback(
     .execute(&mut *tx)
     .await?
     .rows_affected();
+    super::predictor::restore(&mut tx, snapshot_id).await?;
     sqlx::query("UPDATE routing_snapshots SET restored_at = now() WHERE id = $1")
         .bind(snapshot_id)
         .execute(&mut *tx)

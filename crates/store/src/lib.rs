@@ -10,6 +10,7 @@ pub mod feedback;
 pub mod import;
 pub mod learning;
 pub mod metrics;
+pub mod predictor;
 pub mod requests;
 pub mod retention;
 pub mod weights;

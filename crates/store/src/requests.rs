@@ -46,6 +46,8 @@ pub struct NewRequest {
     pub user_id: Option<String>,
     pub session_id: Option<String>,
     pub idempotency_key: Option<String>,
+    /// The prompt's hashed n-gram features (what learning reads instead of the prompt).
+    pub features: Vec<i32>,
 }
 
 /// What an insert did.
@@ -66,8 +68,8 @@ pub async fn insert_and_enqueue(
     let mut tx = pool.begin().await?;
     let inserted: Option<String> = sqlx::query_scalar(
         "INSERT INTO requests (request_id, status, attempts, prompt, prompt_hash, prompt_chars,
-             system, params, route, user_id, session_id, idempotency_key)
-         VALUES ($1, 'queued', 1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+             system, params, route, user_id, session_id, idempotency_key, features)
+         VALUES ($1, 'queued', 1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
          ON CONFLICT (idempotency_key) DO NOTHING
          RETURNING request_id",
     )
@@ -81,6 +83,7 @@ pub async fn insert_and_enqueue(
     .bind(&request.user_id)
     .bind(&request.session_id)
     .bind(&request.idempotency_key)
+    .bind(&request.features)
     .fetch_optional(&mut *tx)
     .await?;
     if inserted.is_none() {
@@ -424,8 +427,9 @@ pub async fn insert_cached(
     let inserted: Option<String> = sqlx::query_scalar(
         "INSERT INTO requests (request_id, status, finished_at, attempts, prompt, prompt_hash,
              prompt_chars, system, params, route, response, provider, model, user_id,
-             session_id, idempotency_key)
-         VALUES ($1, 'succeeded', now(), 0, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+             session_id, idempotency_key, features)
+         VALUES ($1, 'succeeded', now(), 0, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
+                 $14)
          ON CONFLICT (idempotency_key) DO NOTHING
          RETURNING request_id",
     )
@@ -442,6 +446,7 @@ pub async fn insert_cached(
     .bind(&request.user_id)
     .bind(&request.session_id)
     .bind(&request.idempotency_key)
+    .bind(&request.features)
     .fetch_optional(&mut *tx)
     .await?;
     if inserted.is_none() {

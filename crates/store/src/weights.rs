@@ -4,6 +4,8 @@ use optimizer_types::{Confidence, LearnedWeight, Pattern, ProviderId};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 
+use super::predictor::StoredFit;
+
 /// The channel a process NOTIFYs after changing routing weights (payload: the new version).
 pub const POLICY_CHANNEL: &str = "routing_policy";
 
@@ -15,9 +17,18 @@ pub async fn policy_version(pool: &PgPool) -> Result<i64, sqlx::Error> {
         .map(Option::unwrap_or_default)
 }
 
-/// The version and every learned weight, read in one snapshot. Rows naming an unknown pattern,
-/// provider or confidence are skipped with a warning rather than failing the load.
-pub async fn load(pool: &PgPool) -> Result<(i64, Vec<LearnedWeight>), sqlx::Error> {
+/// The routing policy as stored: its version, every learned weight and the per-prompt predictor.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub version: i64,
+    pub weights: Vec<LearnedWeight>,
+    pub predictor: Vec<StoredFit>,
+}
+
+/// The version, every learned weight and the predictor, read in one snapshot. Rows naming an
+/// unknown pattern, provider or confidence are skipped with a warning rather than failing the
+/// load.
+pub async fn load(pool: &PgPool) -> Result<Policy, sqlx::Error> {
     let mut tx = pool.begin().await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .execute(&mut *tx)
@@ -34,6 +45,7 @@ pub async fn load(pool: &PgPool) -> Result<(i64, Vec<LearnedWeight>), sqlx::Erro
     )
     .fetch_all(&mut *tx)
     .await?;
+    let predictor = super::predictor::load(&mut *tx).await?;
     tx.commit().await?;
 
     let weights = rows
@@ -60,7 +72,11 @@ pub async fn load(pool: &PgPool) -> Result<(i64, Vec<LearnedWeight>), sqlx::Erro
             })
         })
         .collect();
-    Ok((version, weights))
+    Ok(Policy {
+        version,
+        weights,
+        predictor,
+    })
 }
 
 /// A listener on [`POLICY_CHANNEL`].

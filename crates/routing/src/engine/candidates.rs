@@ -12,13 +12,15 @@ impl RoutingEngine {
         req: &RouteRequest<'_>,
     ) -> Result<Vec<Candidate>, RouteError> {
         let models = self.catalog.models();
+        let weights = self.weights.load();
+        let scores = weights.predictor().scores(&analysis.prompt_features);
         let mut pool: Vec<Candidate> = (0..self.routable.len())
             .filter(|i| self.routable[*i])
             .filter(|i| {
                 let p = models[*i].provider;
                 req.allowed_providers.is_none_or(|a| a.contains(&p))
             })
-            .map(|i| self.candidate(i, analysis, req))
+            .map(|i| self.candidate(i, analysis, req, &weights, &scores))
             .filter(|c| {
                 let window = u64::from(models[c.index].context_window);
                 c.est_input_tokens + c.est_output_tokens <= window

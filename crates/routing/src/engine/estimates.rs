@@ -5,7 +5,8 @@ use optimizer_types::{Confidence, Pattern};
 
 use super::{Candidate, QualitySource, RouteRequest, RoutingEngine, round3};
 use crate::analyzer::Analysis;
-use crate::weights::at_complexity;
+use crate::predictor::Scores;
+use crate::weights::{LearnedWeights, at_complexity};
 
 /// Expected output tokens per pattern at medium complexity.
 fn base_output_tokens(pattern: Pattern, input_tokens: u64) -> f64 {
@@ -47,14 +48,17 @@ impl RoutingEngine {
         (input, output, model.cost_usd(input, output))
     }
 
+    /// Candidate `index` with its estimates; `scores` are the prompt's per-prompt predictor
+    /// offsets (computed once per decision).
     pub(crate) fn candidate(
         &self,
         index: usize,
         analysis: &Analysis,
         req: &RouteRequest<'_>,
+        weights: &LearnedWeights,
+        scores: &Scores,
     ) -> Candidate {
         let model = &self.catalog.models()[index];
-        let weights = self.weights.load();
         let learned = weights
             .get(analysis.pattern, index)
             .filter(|w| w.is_actionable());
@@ -69,7 +73,17 @@ impl RoutingEngine {
                 QualitySource::Prior,
             ),
         };
-        let expected_quality = round3(at_complexity(quality, analysis.complexity, reference));
+        // Where the pattern × model has actionable evidence and a per-prompt predictor exists,
+        // it replaces the pattern-level estimate and the complexity rule (the predictor has
+        // learned what makes a prompt hard for this model).
+        let per_prompt = learned.and_then(|w| {
+            let base = weights.shrunk_base(w, raw_prior);
+            scores.quality(index, base)
+        });
+        let expected_quality = match per_prompt {
+            Some(q) => round3(q),
+            None => round3(at_complexity(quality, analysis.complexity, reference)),
+        };
         let optimistic_quality = match source {
             QualitySource::Prior => round3(raw_prior),
             _ => expected_quality,
@@ -81,6 +95,8 @@ impl RoutingEngine {
             model: model.model.clone(),
             expected_quality,
             confidence: source,
+            per_prompt: per_prompt.is_some(),
+            evidence: weights.predictor().samples(index),
             est_input_tokens: input,
             est_output_tokens: output,
             est_cost_usd: cost,

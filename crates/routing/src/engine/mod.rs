@@ -12,15 +12,20 @@
 //!    describe medium complexity (r = 0.5); a learned estimate describes the mean complexity r of
 //!    the requests it was rated on. The prompt's complexity c adjusts them:
 //!    `q(c) = q − 0.8·(1 − q)·(c − r)`, so prompts easier than the reference raise and harder
-//!    ones lower a model's expectation, weak models more than strong.
+//!    ones lower a model's expectation, weak models more than strong. Where the estimate is
+//!    actionable and a per-prompt predictor exists for the model, the predictor's
+//!    `σ(logit(shrunk estimate) + w·x)` replaces both (the shrunk estimate is the learned one
+//!    pulled toward the prior by `PREDICTOR_SHRINKAGE` pseudo-ratings; see `crate::predictor`).
 //! 3. **Expected cost**: estimated prompt tokens × input price + expected output tokens × output
 //!    price. Expected output tokens: a per-pattern figure scaled by `0.5 + complexity`, capped by
 //!    the request's `max_tokens` and the model's output limit (translation: ~1.1× the input).
 //! 4. **Budget**: `max_cost` drops every candidate above it; none left is an error.
 //! 5. **Choice**: `quality` takes the highest expected quality (ties → cheaper). `cost` and
-//!    `balanced` take the cheapest candidate whose expected quality reaches the target —
-//!    `cost`: 0.60 + 0.25·c, `balanced`: 0.70 + 0.22·c, raised to `min_quality` when that is
-//!    higher — and when none reaches it, the highest expected quality, or the cheapest candidate
+//!    `balanced` take the cheapest candidate whose expected quality reaches the target — where
+//!    some candidate's estimate is per-prompt, the strategy's share (`cost` 0.90, `balanced`
+//!    0.97, or the request's `quality_share`) of the best candidate's expected quality; otherwise
+//!    `cost`: 0.60 + 0.25·c, `balanced`: 0.70 + 0.22·c — raised to `min_quality` when that is
+//!    higher; when none reaches it, the highest expected quality, or the cheapest candidate
 //!    within `near_best_margin` of it (unless the request set `min_quality`).
 //! 6. **Fallbacks**: the other candidates meeting the target by cost, then the rest by quality.
 //! 7. **Exploration**: with probability `exploration_rate` (not for `quality`, not for pinned
@@ -29,8 +34,10 @@
 //!    calibration and complexity: it might be good enough, and the explored prompts must be a
 //!    fair sample of the pattern, not only its easy ones) is within `exploration_margin` of the
 //!    strategy's target at medium complexity (and whose expected quality reaches an explicit
-//!    `min_quality`) is chosen instead, reason `explore`; the regular choice becomes the
-//!    first fallback. `max_cost` holds, since over-budget candidates were already dropped.
+//!    `min_quality`) is chosen instead, reason `explore`; so is a cheaper candidate with a
+//!    per-prompt estimate below the target but within its uncertainty of it. The regular
+//!    choice becomes the first fallback; the decision records its propensity. `max_cost`
+//!    holds, since over-budget candidates were already dropped.
 //!
 //! Where each rule lives: `candidates` (1, 4), `estimates` (2, 3), `selection` (5, 6),
 //! `exploration` (7); [`RoutingEngine::route`] here runs them in that order.
@@ -68,6 +75,9 @@ pub struct RouteRequest<'a> {
     pub pinned: Option<usize>,
     /// The caller's cap on output tokens.
     pub max_output_tokens: Option<u32>,
+    /// Where per-prompt estimates are learned: the share of the best candidate's expected
+    /// quality the choice must keep (default: the strategy's, [`Strategy::share`]).
+    pub quality_share: Option<f64>,
     /// Never explore: a preview (`/recommendation`, which shows the regular choice) or a caller
     /// that asked for the regular choice (`"explore": false`).
     pub preview: bool,
@@ -110,6 +120,11 @@ pub struct Candidate {
     pub expected_quality: f64,
     /// `prior`, or the confidence of the learned estimate used.
     pub confidence: QualitySource,
+    /// Whether `expected_quality` is the per-prompt predictor's (else pattern-level).
+    pub per_prompt: bool,
+    /// Rated requests behind the model's per-prompt predictor (0: none).
+    #[serde(skip)]
+    pub evidence: u32,
     pub est_input_tokens: u64,
     pub est_output_tokens: u64,
     pub est_cost_usd: f64,
@@ -137,6 +152,9 @@ pub struct Decision {
     /// Human-readable explanation.
     pub reason: String,
     pub explored: bool,
+    /// The probability with which this decision chose its model (1 without exploration): what
+    /// off-policy estimates weigh logged outcomes by.
+    pub propensity: f64,
     /// The routing-policy version the decision used.
     pub policy_version: i64,
 }
@@ -268,15 +286,18 @@ impl RoutingEngine {
             return self.pinned(index, analysis, req, policy_version);
         }
         let pool = self.candidates(analysis, req)?;
-        let target = selection::target(req, analysis.complexity);
+        let target = selection::target(req, analysis.complexity, &pool);
         let mut ranked = selection::rank(pool, target);
         let near_best = self.prefer_near_best(&mut ranked, target, req);
         let (mut reason_code, mut reason) = self.explain(&ranked[0], target, near_best, analysis);
         let mut explored = false;
-        if let Some(t) = target
-            && let Some(why) = self.explore(&mut ranked, t, analysis, req, rng)
-        {
-            (reason_code, reason, explored) = ("explore", why, true);
+        let mut propensity = 1.0;
+        if let Some(t) = target {
+            let exploration = self.explore(&mut ranked, t, analysis, req, rng);
+            propensity = exploration.propensity;
+            if let Some(why) = exploration.reason {
+                (reason_code, reason, explored) = ("explore", why, true);
+            }
         }
         let chosen = ranked.remove(0);
         Ok(Decision {
@@ -287,6 +308,7 @@ impl RoutingEngine {
             reason_code,
             reason,
             explored,
+            propensity,
             policy_version,
         })
     }
@@ -305,7 +327,9 @@ impl RoutingEngine {
         if !self.is_routable(index) {
             return Err(RouteError::NotRoutable(model.key()));
         }
-        let mut chosen = self.candidate(index, analysis, req);
+        let weights = self.weights.load();
+        let scores = weights.predictor().scores(&analysis.prompt_features);
+        let mut chosen = self.candidate(index, analysis, req, &weights, &scores);
         chosen.meets_target = true;
         Ok(Decision {
             reason: format!("{} pinned by the request", model.key()),
@@ -315,6 +339,7 @@ impl RoutingEngine {
             target_quality: None,
             reason_code: "pinned",
             explored: false,
+            propensity: 1.0,
             policy_version,
         })
     }

@@ -4,11 +4,29 @@
 use super::{Candidate, RouteRequest, RoutingEngine, round3};
 use crate::analyzer::Analysis;
 
-/// The strategy's quality target at complexity `c`, raised to `min_quality` (None: `quality`).
-pub(super) fn target(req: &RouteRequest<'_>, c: f64) -> Option<f64> {
-    req.strategy
-        .target(c)
-        .map(|t| round3(t.max(req.min_quality.unwrap_or(0.0)).min(1.0)))
+/// The quality target, raised to `min_quality` (None: `quality` without a share).
+///
+/// Where some candidate's estimate is per-prompt (learned), the target is the strategy's share
+/// of the best candidate's expected quality for this prompt (or the request's `quality_share`);
+/// otherwise the strategy's absolute target at complexity `c`.
+pub(super) fn target(req: &RouteRequest<'_>, c: f64, pool: &[Candidate]) -> Option<f64> {
+    let learned = pool.iter().any(|p| p.per_prompt);
+    let share = match req.quality_share {
+        Some(share) => Some(share),
+        None if learned => Some(req.strategy.share()).filter(|s| *s < 1.0),
+        None => None,
+    };
+    let base = match share {
+        Some(share) => {
+            // Every candidate sets the bar, unmeasured ones by their (calibrated) prior: a
+            // model proven poor must not pass because nothing better was measured yet.
+            let best = pool.iter().map(|p| p.expected_quality).fold(0.0, f64::max);
+            Some(share * best)
+        }
+        None if learned => None,
+        None => req.strategy.target(c),
+    };
+    base.map(|t| round3(t.max(req.min_quality.unwrap_or(0.0)).min(1.0)))
 }
 
 /// Marks who meets `target` and ranks: meeting the target by cost (then quality); the rest by

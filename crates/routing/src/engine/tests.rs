@@ -44,6 +44,7 @@ fn settings(rate: f64) -> RoutingSettings {
         exploration_rate: rate,
         exploration_margin: 0.3,
         near_best_margin: 0.0,
+        exploration_seed: None,
         baseline_model: None,
         reload_interval: std::time::Duration::from_secs(30),
     }
@@ -71,6 +72,7 @@ fn analysis(pattern: Pattern, complexity: f64, tokens: u64) -> Analysis {
             script: Script::Latin,
         },
         scores: Default::default(),
+        prompt_features: Vec::new(),
     }
 }
 
