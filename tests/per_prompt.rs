@@ -111,11 +111,11 @@ async fn the_predictor_separates_two_prompt_kinds_inside_one_pattern() {
         proof(0)
     );
     // sim-lite is right on the sums and wrong on the proofs; sim-premium is right on both.
-    for i in 0..60 {
+    for i in 0..150 {
         rated(&pool, "sim-lite", &arithmetic(i), &[(5, true)]).await;
         rated(&pool, "sim-lite", &proof(i), &[(1, false)]).await;
-        rated(&pool, "sim-premium", &arithmetic(i + 100), &[(5, true)]).await;
-        rated(&pool, "sim-premium", &proof(i + 100), &[(5, true)]).await;
+        rated(&pool, "sim-premium", &arithmetic(i + 500), &[(5, true)]).await;
+        rated(&pool, "sim-premium", &proof(i + 500), &[(5, true)]).await;
     }
     let catalog = Catalog::embedded().unwrap();
     let report = retrain_now(&pool, &catalog, &settings_with(&[]).learning, false)
@@ -141,7 +141,9 @@ async fn five_lucky_ratings_do_not_flip_routing_and_many_ratings_of_one_request_
     let learning = settings_with(&[]).learning;
     let before = engine_now(&pool).await;
     let prompt = "Write a Python function that merges two sorted lists into one sorted list.";
-    let (regular, _) = route(&before, prompt, Strategy::Balanced);
+    // Routing is judged on a code prompt none of the ratings was about.
+    let unseen = "Implement a binary search tree class in Java with insert, delete and search.";
+    let (regular, _) = route(&before, unseen, Strategy::Balanced);
     assert_ne!(
         regular, "sim-lite",
         "the test needs a prompt sim-lite does not get on priors"
@@ -173,7 +175,7 @@ async fn five_lucky_ratings_do_not_flip_routing_and_many_ratings_of_one_request_
         .unwrap();
     assert_eq!(report.changes.len(), 1, "{:#?}", report.changes);
     let after = engine_now(&pool).await;
-    let (now, per_prompt) = route(&after, prompt, Strategy::Balanced);
+    let (now, per_prompt) = route(&after, unseen, Strategy::Balanced);
     assert!(per_prompt || now != "sim-lite");
     assert_eq!(
         now, regular,

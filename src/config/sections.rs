@@ -35,9 +35,9 @@ pub struct LearningSettings {
     /// `PER_PROMPT_LEARNING` (default true): each retrain also fits the per-prompt quality
     /// predictor from the rated requests' stored features (false: pattern-level estimates only).
     pub per_prompt: bool,
-    /// `PREDICTOR_SHRINKAGE` (default 10): how many ratings the catalog prior counts for in the
-    /// pattern-level estimate the predictor adjusts — five lucky ratings move it a third of
-    /// the way, not all of it.
+    /// `PREDICTOR_SHRINKAGE` (default 20): how many rated requests the catalog prior counts for
+    /// in the pattern-level estimate the predictor adjusts — five lucky ratings move it a fifth
+    /// of the way, not all of it.
     pub shrinkage: f64,
     pub drift: DriftSettings,
 }
@@ -294,7 +294,7 @@ pub(super) fn learning(env: &Env<'_>) -> Result<LearningSettings, ConfigError> {
             (*v > 0).then_some(()).ok_or("must be positive")
         })?,
         per_prompt: env.bool_or("PER_PROMPT_LEARNING", true)?,
-        shrinkage: env.parse_or("PREDICTOR_SHRINKAGE", 10.0, |v: &f64| {
+        shrinkage: env.parse_or("PREDICTOR_SHRINKAGE", 20.0, |v: &f64| {
             (v.is_finite() && (0.0..=1e6).contains(v))
                 .then_some(())
                 .ok_or("must be 0..=1000000")

@@ -75,6 +75,16 @@ struct Api {
 }
 
 impl Api {
+    /// The same service, asked with another strategy.
+    fn with_strategy(&self, strategy: Strategy) -> Self {
+        Self {
+            http: self.http.clone(),
+            base: self.base.clone(),
+            admin_token: self.admin_token.clone(),
+            strategy,
+        }
+    }
+
     async fn complete(&self, prompt: &str, explore: bool) -> Result<Answer, String> {
         let res = self
             .http
@@ -460,7 +470,7 @@ async fn drive(
     train: &[&Record],
     test: &[&Record],
 ) -> anyhow::Result<Report> {
-    let total = train.len() + test.len() * (1 + usize::from(opts.compare_priors));
+    let total = train.len() + test.len() * (3 + usize::from(opts.compare_priors));
     let bar = progress(total);
 
     let prior = if opts.compare_priors {
@@ -509,6 +519,18 @@ async fn drive(
 
     bar.set_message("held out");
     let results = send_all(api, test, false, false, opts.concurrency, &bar).await;
+    // The same policy under every strategy: the frontier.
+    let mut frontier_runs = Vec::new();
+    for strategy in Strategy::ALL {
+        let routing = if strategy == opts.strategy {
+            routed(&results)
+        } else {
+            bar.set_message(format!("held out, {strategy}"));
+            let other = api.with_strategy(strategy);
+            routed(&send_all(&other, test, false, false, opts.concurrency, &bar).await)
+        };
+        frontier_runs.push((strategy.as_str().to_owned(), routing));
+    }
     bar.finish_and_clear();
     if let Some(e) = first_error(&results) {
         eprintln!("note: some held-out requests failed (counted as wrong); first: {e}");
@@ -523,10 +545,7 @@ async fn drive(
         rounds,
     };
     let prior_routed = prior.as_ref().map(|p| routed(p));
-    Ok(report::build(
-        ctx,
-        prices,
-        &routed(&results),
-        prior_routed.as_deref(),
-    ))
+    let mut report = report::build(ctx, prices, &routed(&results), prior_routed.as_deref());
+    report.frontier = report::frontier(&report, prices, &frontier_runs);
+    Ok(report)
 }

@@ -154,7 +154,17 @@ pub async fn retrain(
     let aggregates = store::aggregates(pool, since).await?;
     let current = store::weights(pool).await?;
     let changes = trainer::plan(&aggregates, &current, settings);
-    let predictor = refit(pool, catalog, settings, &aggregates, since).await?;
+    let after_set = after_weights(&current, &changes);
+    // The seed's rule: without an actionable pattern × model estimate the predictor changes no
+    // routing, so it is not installed (and the policy version does not move).
+    let actionable = after_set
+        .iter()
+        .any(|w| w.confidence >= Confidence::Medium || w.demoted);
+    let predictor = if actionable {
+        refit(pool, catalog, settings, &aggregates, since).await?
+    } else {
+        None
+    };
     let predictor_report: Vec<PredictorFit> = predictor
         .iter()
         .flatten()
@@ -166,7 +176,7 @@ pub async fn retrain(
         })
         .collect();
     let before = weights_metrics(&current);
-    let after = weights_metrics(&after_weights(&current, &changes));
+    let after = weights_metrics(&after_set);
     let message = if aggregates.is_empty() {
         "nothing to learn: no ratings yet".to_owned()
     } else if changes.is_empty() && predictor.is_none() {

@@ -31,31 +31,56 @@ const SEED_CHAR: u64 = 0x4348_4152; // "CHAR"
 pub fn featurize(text: &str) -> Vec<u32> {
     let head = head(text, MAX_BYTES);
     let normal = normalise(head);
-    let mut out: Vec<u32> = Vec::with_capacity(normal.len() + 8);
+    let mut set = FeatureSet::new(normal.len() / 2 + 8);
     let mut prev: Option<u64> = None;
     for word in normal.split(' ').filter(|w| !w.is_empty()) {
         let h = xxh3_64_with_seed(word.as_bytes(), SEED_WORD);
-        out.push(bucket(h));
+        set.add(bucket(h));
         if let Some(p) = prev {
-            out.push(bucket(mix(p.rotate_left(21) ^ h)));
+            set.add(bucket(mix(p.rotate_left(21) ^ h)));
         }
         prev = Some(h);
     }
     let padded = format!(" {normal} ");
-    let bytes = padded.as_bytes();
-    for window in bytes.windows(4) {
-        out.push(bucket(xxh3_64_with_seed(window, SEED_CHAR)));
+    for window in padded.as_bytes().windows(4) {
+        let gram = u32::from_le_bytes([window[0], window[1], window[2], window[3]]);
+        set.add(bucket(mix(u64::from(gram) ^ SEED_CHAR)));
     }
     let length_bucket = (normal.len().max(1)).ilog2();
-    out.push(bucket(xxh3_64(format!("len:{length_bucket}").as_bytes())));
-    out.sort_unstable();
-    out.dedup();
+    set.add(bucket(xxh3_64(format!("len:{length_bucket}").as_bytes())));
+    let mut out = set.found;
     if out.len() > MAX_FEATURES {
         out.select_nth_unstable_by_key(MAX_FEATURES, |i| mix(u64::from(*i)));
         out.truncate(MAX_FEATURES);
-        out.sort_unstable();
     }
+    out.sort_unstable();
     out
+}
+
+/// Distinct feature indices in the order found: a bitmap over the feature space makes each
+/// insert O(1), so only the distinct ones are sorted.
+struct FeatureSet {
+    seen: Vec<u64>,
+    found: Vec<u32>,
+}
+
+impl FeatureSet {
+    fn new(capacity: usize) -> Self {
+        Self {
+            seen: vec![0; FEATURE_DIM / 64],
+            found: Vec::with_capacity(capacity),
+        }
+    }
+
+    fn add(&mut self, index: u32) {
+        let (word, bit) = (index as usize / 64, 1u64 << (index % 64));
+        if let Some(w) = self.seen.get_mut(word)
+            && *w & bit == 0
+        {
+            *w |= bit;
+            self.found.push(index);
+        }
+    }
 }
 
 /// The value every feature of a prompt with `n` features has (unit length).
@@ -79,7 +104,10 @@ fn normalise(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut space = true;
     for c in text.chars() {
-        if c.is_alphanumeric() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+            space = false;
+        } else if !c.is_ascii() && c.is_alphanumeric() {
             out.extend(c.to_lowercase());
             space = false;
         } else if !space {

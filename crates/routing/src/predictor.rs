@@ -53,6 +53,10 @@ impl Default for FitSettings {
     }
 }
 
+/// Rated requests at which a model's per-prompt adjustment counts half: thin evidence moves
+/// the prediction little away from the (shrunk) pattern-level estimate.
+pub const EVIDENCE_SCALE: f32 = 50.0;
+
 /// One model's fitted predictor, sparse (as stored).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ModelFit {
@@ -130,11 +134,18 @@ impl Predictor {
                 }
             }
         }
+        // Thin evidence, small adjustment: a model's offset counts n/(n + EVIDENCE_SCALE) of
+        // itself after n rated requests.
         Scores {
             by_index: self
                 .slot_of
                 .iter()
-                .map(|slot| slot.map(|s| out[s]))
+                .map(|slot| {
+                    slot.map(|s| {
+                        let n = self.samples[s] as f32;
+                        out[s] * n / (n + EVIDENCE_SCALE)
+                    })
+                })
                 .collect(),
         }
     }

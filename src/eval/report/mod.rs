@@ -131,6 +131,17 @@ pub struct Report {
     pub policy_failures: usize,
     pub policy_models: BTreeMap<String, usize>,
     pub categories: Vec<CategoryRow>,
+    /// The same learned policy asked with every strategy (the cost-vs-accuracy frontier), in
+    /// the order cost, balanced, quality. Empty when not measured.
+    pub frontier: Vec<FrontierPoint>,
+}
+
+/// One strategy's routing of the held-out prompts under the final policy.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FrontierPoint {
+    pub strategy: String,
+    pub row: Row,
+    pub versus_mix: VersusMix,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -143,6 +154,40 @@ pub struct VersusMix {
     pub lift: f64,
     /// Share of the cheapest→best accuracy gap the policy recovers (RouteLLM's PGR).
     pub gap_recovered: f64,
+}
+
+/// The frontier points from each strategy's routing of the held-out prompts, scored like the
+/// policy row of `report`.
+pub fn frontier(
+    report: &Report,
+    prices: &Prices,
+    runs: &[(String, Vec<Routed<'_>>)],
+) -> Vec<FrontierPoint> {
+    let single = |name: &str| {
+        report
+            .singles
+            .iter()
+            .find(|r| r.name == name)
+            .map_or((0.0, 0.0), |r| (r.accuracy, r.cost_usd))
+    };
+    let (best, cheapest) = (single(&report.best_single), single(&report.cheapest_single));
+    runs.iter()
+        .map(|(strategy, routed)| {
+            let (accuracy, cost_usd) = score(routed, prices);
+            let row = Row {
+                name: format!("learned policy, {strategy}"),
+                accuracy,
+                cost_usd,
+                accuracy_vs_best: ratio(accuracy, best.0),
+                cost_vs_best: ratio(cost_usd, best.1),
+            };
+            FrontierPoint {
+                strategy: strategy.clone(),
+                versus_mix: versus_mix(&row, cheapest, best),
+                row,
+            }
+        })
+        .collect()
 }
 
 fn versus_mix(policy: &Row, cheapest: (f64, f64), best: (f64, f64)) -> VersusMix {
@@ -302,6 +347,7 @@ pub fn build(
         policy_failures: policy.iter().filter(|r| r.model.is_none()).count(),
         policy_models: count(policy),
         categories,
+        frontier: Vec::new(),
     }
 }
 

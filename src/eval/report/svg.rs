@@ -114,6 +114,15 @@ fn points(r: &Report) -> Vec<Point<'_>> {
     if let Some(p) = &r.prior_policy {
         points.push(point("priors only", p.cost_usd, p.accuracy, "#e0a030"));
     }
+    // The other strategies on the same policy (the report's own is "learned policy").
+    for f in r.frontier.iter().filter(|f| f.strategy != r.strategy) {
+        points.push(point(
+            f.row.name.as_str(),
+            f.row.cost_usd,
+            f.row.accuracy,
+            "#f08080",
+        ));
+    }
     points.push(point(
         "learned policy",
         r.policy.cost_usd,
@@ -225,7 +234,7 @@ fn point(s: &mut String, f: &Frame, p: &Point<'_>, placed: &mut Vec<Placed>) {
         .find(|ly| free(*ly))
         .unwrap_or(py + 4.0);
     placed.push((lx0, lx1, ly));
-    let marker = if p.name == "learned policy" {
+    let marker = if p.name.starts_with("learned policy") {
         format!(
             r#"<path d="M {px:.1} {:.1} L {:.1} {:.1} L {:.1} {:.1} Z" fill="{color}"/>"#,
             py - 8.0,

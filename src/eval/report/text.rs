@@ -55,6 +55,7 @@ pub fn render(r: &Report) -> String {
     );
     rounds(&mut out, r);
     comparison(&mut out, r);
+    frontier(&mut out, r);
     distribution(&mut out, r);
     categories(&mut out, r);
     out
@@ -86,6 +87,39 @@ fn rounds(out: &mut String, r: &Report) {
     out.push_str(&table(
         &[
             "round", "prompts", "rated", "explored", "failed", "changes", "policy",
+        ],
+        &rows,
+    ));
+}
+
+/// The same learned policy under every strategy.
+fn frontier(out: &mut String, r: &Report) {
+    if r.frontier.is_empty() {
+        return;
+    }
+    out.push_str("\nThe same learned policy, every strategy (the cost-vs-accuracy frontier):\n");
+    let rows: Vec<Vec<String>> = r
+        .frontier
+        .iter()
+        .map(|p| {
+            vec![
+                p.strategy.clone(),
+                pct(p.row.accuracy),
+                usd(p.row.cost_usd),
+                pct(p.row.accuracy_vs_best),
+                pct(p.row.cost_vs_best),
+                format!("{:+.1}", 100.0 * p.versus_mix.lift),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &[
+            "strategy",
+            "accuracy",
+            "cost",
+            "acc vs best",
+            "cost vs best",
+            "lift (points)",
         ],
         &rows,
     ));

@@ -22,8 +22,8 @@
 //! 4. **Budget**: `max_cost` drops every candidate above it; none left is an error.
 //! 5. **Choice**: `quality` takes the highest expected quality (ties → cheaper). `cost` and
 //!    `balanced` take the cheapest candidate whose expected quality reaches the target — where
-//!    some candidate's estimate is per-prompt, the strategy's share (`cost` 0.90, `balanced`
-//!    0.97, or the request's `quality_share`) of the best candidate's expected quality; otherwise
+//!    the best candidate's estimate is per-prompt, the strategy's share (`cost` 0.90, `balanced`
+//!    0.97, or the request's `quality_share`) of its expected quality; otherwise
 //!    `cost`: 0.60 + 0.25·c, `balanced`: 0.70 + 0.22·c — raised to `min_quality` when that is
 //!    higher; when none reaches it, the highest expected quality, or the cheapest candidate
 //!    within `near_best_margin` of it (unless the request set `min_quality`).

@@ -6,23 +6,25 @@ use crate::analyzer::Analysis;
 
 /// The quality target, raised to `min_quality` (None: `quality` without a share).
 ///
-/// Where some candidate's estimate is per-prompt (learned), the target is the strategy's share
-/// of the best candidate's expected quality for this prompt (or the request's `quality_share`);
-/// otherwise the strategy's absolute target at complexity `c`.
+/// Where the best candidate's estimate is per-prompt (learned), the target is the strategy's
+/// share of its expected quality for this prompt (or the request's `quality_share`, which
+/// always applies); otherwise — the best is an unmeasured model's prior — the strategy's
+/// absolute target at complexity `c`.
 pub(super) fn target(req: &RouteRequest<'_>, c: f64, pool: &[Candidate]) -> Option<f64> {
-    let learned = pool.iter().any(|p| p.per_prompt);
+    let best = pool
+        .iter()
+        .max_by(|a, b| a.expected_quality.total_cmp(&b.expected_quality));
+    // Relative only when the best candidate's estimate is learned for this prompt: a prior is a
+    // guess in other units, and a share of a guess is no promise.
+    let learned = best.is_some_and(|b| b.per_prompt);
+    let best_quality = best.map_or(0.0, |b| b.expected_quality);
     let share = match req.quality_share {
         Some(share) => Some(share),
         None if learned => Some(req.strategy.share()).filter(|s| *s < 1.0),
         None => None,
     };
     let base = match share {
-        Some(share) => {
-            // Every candidate sets the bar, unmeasured ones by their (calibrated) prior: a
-            // model proven poor must not pass because nothing better was measured yet.
-            let best = pool.iter().map(|p| p.expected_quality).fold(0.0, f64::max);
-            Some(share * best)
-        }
+        Some(share) => Some(share * best_quality),
         None if learned => None,
         None => req.strategy.target(c),
     };
