@@ -85,7 +85,6 @@ fn bench(c: &mut Criterion) {
     let fits: Vec<(usize, ModelFit)> = (0..catalog.models().len())
         .map(|i| {
             let fit = ModelFit {
-                bias: 0.0,
                 samples: 1000,
                 weights: (0..dim).map(|j| (j, 0.001 * (j % 7) as f32)).collect(),
             };

@@ -67,6 +67,7 @@ struct Answer {
     explored: bool,
 }
 
+#[derive(Clone)]
 struct Api {
     http: reqwest::Client,
     base: String,
@@ -78,10 +79,8 @@ impl Api {
     /// The same service, asked with another strategy.
     fn with_strategy(&self, strategy: Strategy) -> Self {
         Self {
-            http: self.http.clone(),
-            base: self.base.clone(),
-            admin_token: self.admin_token.clone(),
             strategy,
+            ..self.clone()
         }
     }
 

@@ -132,7 +132,6 @@ pub fn to_predictor(catalog: &Catalog, stored: &[StoredFit]) -> (Predictor, f64)
             Some((
                 index,
                 ModelFit {
-                    bias: 0.0,
                     samples: u32::try_from(s.sample_count).unwrap_or_default(),
                     weights,
                 },

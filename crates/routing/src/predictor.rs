@@ -2,10 +2,10 @@
 //! hashed n-gram features ([`crate::features`]) that predicts how much better or worse than its
 //! pattern-level estimate the model does on *this* prompt.
 //!
-//! `q(model, prompt) = σ(logit(base) + bias_m + Σ_j w_mj · x_j)`, where `base` is the model's
+//! `q(model, prompt) = σ(logit(base) + Σ_j w_mj · x_j)`, where `base` is the model's
 //! pattern-level estimate shrunk toward the catalog prior ([`shrunk`]: `k` pseudo-ratings of the
 //! prior, so a handful of lucky ratings moves it a little, not to their raw mean), `x` the
-//! prompt's unit-length feature vector, and `bias_m`, `w_m` fitted by [`fit`] from rated
+//! prompt's unit-length feature vector, and `w_m` fitted by [`fit`] from rated
 //! requests (one sample per request) with L2 regularisation — with thin evidence they stay near
 //! zero and the prediction is the shrunk pattern estimate.
 //!
@@ -13,7 +13,7 @@
 //! scoring a prompt for every model costs one cache line per feature; on disk each model's
 //! non-zero weights are stored sparse ([`ModelFit`], [`encode_weights`]).
 
-use crate::features::{FEATURE_DIM, FEATURIZER, feature_value};
+use crate::features::{FEATURE_DIM, feature_value};
 
 /// One rated request, as the trainer sees it.
 #[derive(Debug, Clone)]
@@ -60,7 +60,6 @@ pub const EVIDENCE_SCALE: f32 = 50.0;
 /// One model's fitted predictor, sparse (as stored).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ModelFit {
-    pub bias: f32,
     /// Rated requests it was fitted on.
     pub samples: u32,
     /// Non-zero weights, by feature index (ascending).
@@ -72,7 +71,7 @@ pub struct ModelFit {
 pub struct Predictor {
     /// Catalog index → slot.
     slot_of: Vec<Option<usize>>,
-    bias: Vec<f32>,
+    /// Rated requests behind each slot's fit.
     samples: Vec<u32>,
     /// `weights[feature * slots + slot]`.
     weights: Vec<f32>,
@@ -95,19 +94,9 @@ impl Predictor {
         }
         Self {
             slot_of,
-            bias: fits.iter().map(|(_, f)| f.bias).collect(),
             samples: fits.iter().map(|(_, f)| f.samples).collect(),
             weights,
         }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.bias.is_empty()
-    }
-
-    /// The featurizer the predictor reads.
-    pub fn featurizer(&self) -> &'static str {
-        FEATURIZER
     }
 
     /// Rated requests behind catalog model `index`'s predictor (0: none).
@@ -121,8 +110,8 @@ impl Predictor {
 
     /// Every fitted model's logit offset for `features`; read with [`Scores::quality`].
     pub fn scores(&self, features: &[u32]) -> Scores {
-        let slots = self.bias.len();
-        let mut out = self.bias.clone();
+        let slots = self.samples.len();
+        let mut out = vec![0.0f32; slots];
         if slots > 0 {
             let v = feature_value(features.len());
             for j in features {
@@ -240,7 +229,6 @@ pub fn fit(samples: &[Sample], models: usize, s: &FitSettings, seed: u64) -> Vec
     (0..models)
         .map(|m| {
             (counts[m] > 0).then(|| ModelFit {
-                bias: 0.0,
                 samples: counts[m],
                 weights: (0..FEATURE_DIM)
                     .map(|j| (j as u32, w[j * stride + models] + w[j * stride + m]))

@@ -12,8 +12,7 @@ impl RoutingEngine {
         req: &RouteRequest<'_>,
     ) -> Result<Vec<Candidate>, RouteError> {
         let models = self.catalog.models();
-        let weights = self.weights.load();
-        let scores = weights.predictor().scores(&analysis.prompt_features);
+        let (weights, scores) = self.learned(analysis);
         let mut pool: Vec<Candidate> = (0..self.routable.len())
             .filter(|i| self.routable[*i])
             .filter(|i| {

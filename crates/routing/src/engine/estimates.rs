@@ -48,6 +48,17 @@ impl RoutingEngine {
         (input, output, model.cost_usd(input, output))
     }
 
+    /// The learned weights a decision reads (one snapshot for all its candidates) and the
+    /// prompt's predictor scores.
+    pub(super) fn learned(
+        &self,
+        analysis: &Analysis,
+    ) -> (arc_swap::Guard<std::sync::Arc<LearnedWeights>>, Scores) {
+        let weights = self.weights.load();
+        let scores = weights.predictor().scores(&analysis.prompt_features);
+        (weights, scores)
+    }
+
     /// Candidate `index` with its estimates; `scores` are the prompt's per-prompt predictor
     /// offsets (computed once per decision).
     pub(crate) fn candidate(

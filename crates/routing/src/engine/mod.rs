@@ -327,8 +327,7 @@ impl RoutingEngine {
         if !self.is_routable(index) {
             return Err(RouteError::NotRoutable(model.key()));
         }
-        let weights = self.weights.load();
-        let scores = weights.predictor().scores(&analysis.prompt_features);
+        let (weights, scores) = self.learned(analysis);
         let mut chosen = self.candidate(index, analysis, req, &weights, &scores);
         chosen.meets_target = true;
         Ok(Decision {
