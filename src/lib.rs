@@ -18,6 +18,7 @@
 //! - [`dataset`]: the evaluation dataset format (recorded outcomes); the replay provider's book.
 //! - [`wiring`]: builds the engine and the providers from the settings, injecting what the
 //!   lower crates must not import.
+//! - [`tenants`]: API keys (hashed, in Postgres), the caller of a request, the key cache.
 //! - [`completion`]: submit → route → enqueue (or cache) → wait; costs and savings; the request
 //!   lifecycle (`completion::lifecycle`), the one owner of every status transition.
 //! - [`learning`]: FeedbackTrainer, retrain runs, snapshots and rollback; the weights reloader.
@@ -38,6 +39,7 @@ pub mod jobs;
 pub mod learning;
 pub mod runtime;
 pub mod telemetry;
+pub mod tenants;
 pub mod wiring;
 pub mod worker;
 

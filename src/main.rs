@@ -49,12 +49,91 @@ enum Command {
     /// workers, trainer) and report the learned policy against every single model, a random
     /// router and the oracle. See docs/eval.md.
     Eval(EvalArgs),
+    /// Manage API keys in the database (the same as the /admin/keys API).
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Exit 0 when GET URL answers 2xx (for container health checks; needs no curl).
     Healthcheck {
         /// What to probe; defaults to /health on BIND's port at 127.0.0.1.
         #[arg(long)]
         url: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a key and print its secret (shown this once).
+    Create {
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        limits: KeyLimits,
+    },
+    /// List keys (never their secrets) with the current windows' spend.
+    List,
+    /// Change a key's limits (only the flags given).
+    Update {
+        key_id: String,
+        #[command(flatten)]
+        limits: KeyLimits,
+    },
+    /// Give a key a new secret (printed once); the old one is refused from now on.
+    Rotate { key_id: String },
+    /// Revoke a key: refused by every replica within half a second.
+    Revoke { key_id: String },
+}
+
+#[derive(clap::Args)]
+struct KeyLimits {
+    /// USD per UTC day.
+    #[arg(long)]
+    daily_budget_usd: Option<f64>,
+    /// USD per UTC month.
+    #[arg(long)]
+    monthly_budget_usd: Option<f64>,
+    /// USD per UTC day for each end user (`user_id` / `user`) of the key.
+    #[arg(long)]
+    user_daily_budget_usd: Option<f64>,
+    /// Requests per minute.
+    #[arg(long)]
+    requests_per_minute: Option<i64>,
+    /// Tokens per minute (input estimate + max_tokens, counted at admission).
+    #[arg(long)]
+    tokens_per_minute: Option<i64>,
+    /// cost, balanced or quality: the strategy of requests that name none.
+    #[arg(long)]
+    default_strategy: Option<String>,
+    /// Comma-separated `provider/model` or model ids the key may use.
+    #[arg(long, value_delimiter = ',')]
+    allowed_models: Option<Vec<String>>,
+    /// Comma-separated providers the key may use.
+    #[arg(long, value_delimiter = ',')]
+    allowed_providers: Option<Vec<String>>,
+    /// RFC 3339 time after which the key is refused.
+    #[arg(long)]
+    expires_at: Option<String>,
+}
+
+impl KeyLimits {
+    /// The flags given, as the admin API's body (flags left out are left out).
+    fn body(&self, name: Option<&str>) -> serde_json::Value {
+        let mut body = serde_json::json!({
+            "name": name,
+            "daily_budget_usd": self.daily_budget_usd,
+            "monthly_budget_usd": self.monthly_budget_usd,
+            "user_daily_budget_usd": self.user_daily_budget_usd,
+            "requests_per_minute": self.requests_per_minute,
+            "tokens_per_minute": self.tokens_per_minute,
+            "default_strategy": self.default_strategy,
+            "allowed_models": self.allowed_models,
+            "allowed_providers": self.allowed_providers,
+            "expires_at": self.expires_at,
+        });
+        if let Some(fields) = body.as_object_mut() {
+            fields.retain(|_, v| !v.is_null());
+        }
+        body
+    }
 }
 
 #[derive(clap::Args)]
@@ -140,6 +219,7 @@ async fn main() -> ExitCode {
         Command::Dashboard => dashboard(&settings).await,
         Command::ImportSqlite { path, dry_run } => import_sqlite(&settings, &path, dry_run).await,
         Command::Serve { no_workers } => serve(settings, !no_workers).await,
+        Command::Keys(command) => keys(&settings, command).await,
         Command::Healthcheck { .. } | Command::Worker(_) | Command::Eval(_) => Ok(()),
     };
     match result {
@@ -238,6 +318,63 @@ async fn import_sqlite(
     .await?;
     print!("{}", optimizer::import::render(&report));
     Ok(())
+}
+
+async fn keys(settings: &Settings, command: KeysCommand) -> anyhow::Result<()> {
+    use optimizer::store::keys as store;
+    use secrecy::ExposeSecret;
+    let db = Database::connect_lazy(&settings.pool());
+    if settings.run_migrations {
+        db.setup().await?;
+    }
+    let catalog = optimizer::routing::Catalog::load(settings.routing.catalog_path.as_deref())?;
+    let policy_of = |limits: &KeyLimits,
+                     name: Option<&str>,
+                     mut policy: store::KeyPolicy,
+                     mut expires_at: Option<chrono::DateTime<chrono::Utc>>|
+     -> anyhow::Result<_> {
+        let body: optimizer::api::keys::KeyBody = serde_json::from_value(limits.body(name))?;
+        optimizer::api::keys::apply(&catalog, body, &mut policy, &mut expires_at)
+            .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+        Ok((policy, expires_at))
+    };
+    let print = |v: serde_json::Value| -> anyhow::Result<()> {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        Ok(())
+    };
+    match command {
+        KeysCommand::Create { name, limits } => {
+            let (policy, expires_at) = policy_of(&limits, None, Default::default(), None)?;
+            let (row, secret) =
+                optimizer::tenants::create_key(&db.pool, &name, expires_at, &policy).await?;
+            print(serde_json::json!({ "key": row, "secret": secret.expose_secret() }))
+        }
+        KeysCommand::List => {
+            let rows = store::list(&db.pool).await?;
+            let spend = store::current_spend(&db.pool, None).await?;
+            print(serde_json::json!({ "keys": rows, "spend": spend }))
+        }
+        KeysCommand::Update { key_id, limits } => {
+            let row = store::get(&db.pool, &key_id)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no API key {key_id:?}"))?;
+            let (policy, expires_at) = policy_of(&limits, None, row.policy, row.expires_at)?;
+            let row = store::update(&db.pool, &key_id, expires_at, &policy).await?;
+            print(serde_json::json!({ "key": row }))
+        }
+        KeysCommand::Rotate { key_id } => {
+            let (row, secret) = optimizer::tenants::rotate_key(&db.pool, &key_id)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no live API key {key_id:?}"))?;
+            print(serde_json::json!({ "key": row, "secret": secret.expose_secret() }))
+        }
+        KeysCommand::Revoke { key_id } => {
+            let row = store::revoke(&db.pool, &key_id)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no API key {key_id:?}"))?;
+            print(serde_json::json!({ "key": row }))
+        }
+    }
 }
 
 async fn dashboard(settings: &Settings) -> anyhow::Result<()> {

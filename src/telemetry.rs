@@ -63,6 +63,8 @@ pub mod names {
     pub const QUALITY_CURRENT_RATINGS: &str = "optimizer_quality_since_retrain_ratings";
     pub const ALERTS: &str = "optimizer_alerts_total";
     pub const ROLLBACKS: &str = "optimizer_rollbacks_total";
+    pub const KEY_COST: &str = "optimizer_key_spend_usd";
+    pub const KEY_REQUESTS: &str = "optimizer_key_requests_total";
 
     /// Every metric this service exports (the Grafana test checks dashboards against it).
     pub const ALL: &[&str] = &[
@@ -95,6 +97,8 @@ pub mod names {
         QUALITY_CURRENT_RATINGS,
         ALERTS,
         ROLLBACKS,
+        KEY_COST,
+        KEY_REQUESTS,
     ];
 }
 
@@ -127,6 +131,14 @@ pub fn metrics() -> Option<&'static PrometheusHandle> {
 fn describe() {
     use names::*;
     describe_counter!(HTTP_REQUESTS, "HTTP requests by route, method and status");
+    describe_gauge!(
+        KEY_COST,
+        "USD settled by requests this process finished, by API key id (only grows; use increase())"
+    );
+    describe_counter!(
+        KEY_REQUESTS,
+        "Completion submissions by API key id and outcome (accepted, rate_limited, budget_exceeded)"
+    );
     describe_histogram!(
         HTTP_DURATION,
         Unit::Seconds,

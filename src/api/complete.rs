@@ -1,19 +1,21 @@
 //! `POST /complete`, `GET /requests/{id}` and `GET /routing/metrics`.
 
+use axum::Extension;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::AppState;
 use super::error::ApiError;
 use super::extract::AppJson;
 use super::validate;
+use super::{AppState, auth};
 use crate::completion::{CompleteInput, CompletionView, SubmitError, Submitted};
 use crate::providers::ProviderId;
 use crate::store::metrics;
 use crate::store::requests::RequestRecord;
+use crate::tenants::Caller;
 use crate::types::RequestStatus;
 
 fn default_true() -> bool {
@@ -59,17 +61,48 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 pub async fn complete(
     State(state): State<AppState>,
-    key: Option<axum::Extension<super::openai::ApiKeyId>>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     AppJson(body): AppJson<CompleteBody>,
 ) -> Result<Response, ApiError> {
-    let input = complete_input(&state, key.map(|k| k.0.0), &headers, body)?;
+    let input = complete_input(&state, caller, &headers, body)?;
     let is_async = input.is_async;
-    let completions = &state.completions;
-    let submitted = completions.submit(input).await.map_err(|e| match e {
+    let (submitted, rate) = state
+        .completions
+        .submit(input)
+        .await
+        .map_err(submit_error)?;
+    let mut response = answer(&state, is_async, submitted).await?;
+    if let Some(rate) = &rate {
+        response.headers_mut().extend(auth::rate_headers(rate));
+    }
+    Ok(response)
+}
+
+/// A submission that could not be accepted, as a 4xx naming why (or a 5xx).
+pub fn submit_error(e: SubmitError) -> ApiError {
+    match e {
         SubmitError::Route(e) => validate::route_error(e),
         SubmitError::Database(e) => ApiError::from(e),
-    })?;
+        SubmitError::Refused(refusal) => auth::refused(refusal),
+        SubmitError::IdempotencyMismatch(request_id) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+            format!(
+                "Idempotency-Key: already used for request {request_id} with a different body; \
+                 use a new key for a new request"
+            ),
+        ),
+    }
+}
+
+/// The answer to an accepted request: now, or 202 with where to poll.
+async fn answer(
+    state: &AppState,
+    is_async: bool,
+    submitted: Submitted,
+) -> Result<Response, ApiError> {
+    let completions = &state.completions;
     let request_id = submitted.request_id().to_owned();
     let record = match submitted {
         Submitted::Cached(id) => completions.get(&id).await,
@@ -98,7 +131,7 @@ pub async fn complete(
 /// Maps and validates the body (and the `Idempotency-Key` header): each refusal names its field.
 fn complete_input(
     state: &AppState,
-    key_id: Option<String>,
+    caller: Caller,
     headers: &HeaderMap,
     body: CompleteBody,
 ) -> Result<CompleteInput, ApiError> {
@@ -125,6 +158,16 @@ fn complete_input(
             }
             (None, true) => None,
         };
+    let (allowed_providers, allowed_models) = auth::restrict(
+        state,
+        &caller,
+        if pinned.is_none() {
+            provider.map(|p| vec![p])
+        } else {
+            None
+        },
+        pinned,
+    )?;
     let input = CompleteInput {
         prompt: validate::prompt(body.prompt)?,
         system: body.system.filter(|s| !s.trim().is_empty()),
@@ -135,33 +178,44 @@ fn complete_input(
         stop: Vec::new(),
         pinned,
         allowed_providers: if pinned.is_none() {
-            provider.map(|p| vec![p])
+            allowed_providers
         } else {
             None
         },
-        strategy: validate::strategy(body.strategy.as_deref())?,
+        allowed_models: if pinned.is_none() {
+            allowed_models
+        } else {
+            None
+        },
+        strategy: auth::strategy(&caller, body.strategy.as_deref())?,
         min_quality: validate::min_quality(body.min_quality)?,
         quality_share: validate::quality_share(body.quality_share)?,
         max_cost_usd: validate::max_cost(body.max_cost)?,
         max_tokens: validate::max_tokens(body.max_tokens)?,
         temperature: validate::temperature(body.temperature)?,
         is_async: body.is_async,
-        // With API_KEYS, the key's id is the user.
-        user_id: validate::short_text("user_id", key_id.or(body.user_id))?,
+        // The end user within the key (ratings, per-user budgets).
+        user_id: validate::short_text("user_id", body.user_id)?,
         session_id: validate::short_text("session_id", body.session_id)?,
-        idempotency_key: validate::short_text(
-            "Idempotency-Key",
-            headers
-                .get(IDEMPOTENCY_KEY)
-                .map(|v| {
-                    v.to_str().map(str::to_owned).map_err(|_| {
-                        ApiError::invalid_field("Idempotency-Key", "must be visible ASCII")
-                    })
-                })
-                .transpose()?,
-        )?,
+        idempotency_key: idempotency_key(headers)?,
+        caller,
     };
     Ok(input)
+}
+
+/// The `Idempotency-Key` header (scoped to the API key that sends it).
+pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    validate::short_text(
+        "Idempotency-Key",
+        headers
+            .get(IDEMPOTENCY_KEY)
+            .map(|v| {
+                v.to_str().map(str::to_owned).map_err(|_| {
+                    ApiError::invalid_field("Idempotency-Key", "must be visible ASCII")
+                })
+            })
+            .transpose()?,
+    )
 }
 
 fn accepted(request_id: &str, status: RequestStatus) -> Response {
@@ -198,15 +252,21 @@ fn respond(record: RequestRecord) -> Response {
 }
 
 /// `GET /requests/{id}`: the request's status and, once finished, the full answer.
+/// Another key's request is "not found" (404, not 403): ids do not leak.
 pub async fn get_request(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<AppJson<CompletionView>, ApiError> {
     let missing = || ApiError::not_found(format!("no request {id:?}"));
     if !validate::is_plausible_id(&id) {
         return Err(missing());
     }
-    let record = state.completions.get(&id).await?.ok_or_else(missing)?;
+    let record = state
+        .completions
+        .get_owned(&id, caller.key_id())
+        .await?
+        .ok_or_else(missing)?;
     Ok(AppJson(CompletionView::from_record(record)))
 }
 
@@ -215,11 +275,16 @@ pub struct MetricsQuery {
     since: Option<String>,
 }
 
-/// `GET /routing/metrics?since=RFC3339`.
+/// `GET /routing/metrics?since=RFC3339`: an API key sees its own requests and spend; the admin
+/// (or anyone while no key exists) sees all, with spend per key.
 pub async fn routing_metrics(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Query(q): Query<MetricsQuery>,
 ) -> Result<AppJson<metrics::Summary>, ApiError> {
     let since = validate::since(q.since.as_deref())?;
-    Ok(AppJson(metrics::summary(&state.db.pool, since).await?))
+    let key_id = caller.key_id();
+    let mut summary = metrics::summary(&state.db.pool, since, key_id).await?;
+    summary.spend = Some(crate::store::keys::current_spend(&state.db.pool, key_id).await?);
+    Ok(AppJson(summary))
 }

@@ -4,7 +4,7 @@
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
@@ -15,6 +15,8 @@ pub struct ApiError {
     message: String,
     /// The cause of a 5xx, logged when the response is built.
     source: Option<anyhow::Error>,
+    /// Extra response headers (`Retry-After`, `x-ratelimit-*` on a 429).
+    headers: Option<Box<HeaderMap>>,
 }
 
 #[derive(Serialize)]
@@ -35,7 +37,21 @@ impl ApiError {
             code,
             message: message.into(),
             source: None,
+            headers: None,
         }
+    }
+
+    /// The same error with these response headers added.
+    pub fn with_headers(mut self, headers: HeaderMap) -> Self {
+        self.headers
+            .get_or_insert_with(Box::default)
+            .extend(headers);
+        self
+    }
+
+    /// The extra response headers.
+    pub fn headers(&self) -> Option<&HeaderMap> {
+        self.headers.as_deref()
     }
 
     /// 400: the request is malformed.
@@ -122,7 +138,11 @@ impl IntoResponse for ApiError {
                 message: &self.message,
             },
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(headers) = self.headers {
+            response.headers_mut().extend(*headers);
+        }
+        response
     }
 }
 

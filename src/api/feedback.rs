@@ -1,5 +1,6 @@
 //! `POST /feedback`: a user's rating of an answer.
 
+use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
@@ -11,6 +12,7 @@ use super::extract::AppJson;
 use super::validate;
 use crate::jobs::feedback_aggregation::FeedbackAggregation;
 use crate::store::feedback::{self, NewFeedback, Recorded};
+use crate::tenants::Caller;
 
 /// Longest accepted comment, in characters.
 pub const MAX_COMMENT_CHARS: usize = 2000;
@@ -31,8 +33,12 @@ pub struct FeedbackBody {
     session_id: Option<String>,
 }
 
+/// Only the API key that sent a request may rate it; another key's request is 404 (ids do not
+/// leak). `user_id` is the end user within the key: one rating per (request, user), and
+/// learning counts each request once however many users rate it.
 pub async fn feedback(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     AppJson(body): AppJson<FeedbackBody>,
 ) -> Result<(StatusCode, AppJson<Value>), ApiError> {
     if !(1..=5).contains(&body.quality_score) {
@@ -60,6 +66,7 @@ pub async fn feedback(
         comment: body.comment.filter(|c| !c.trim().is_empty()),
         user_id: validate::short_text("user_id", body.user_id)?,
         session_id: validate::short_text("session_id", body.session_id)?,
+        owner: caller.key_id().map(str::to_owned),
     };
     match feedback::record(&state.db.pool, &fb, FeedbackAggregation::task).await? {
         Recorded::Stored {

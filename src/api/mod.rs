@@ -2,12 +2,14 @@
 //! extract and validate, call a function that knows nothing of axum, and map the result.
 
 pub mod admin;
+pub mod auth;
 pub mod complete;
 pub mod error;
 pub mod extract;
 pub mod feedback;
 pub mod guard;
 pub mod health;
+pub mod keys;
 pub mod metrics;
 pub mod openai;
 pub mod recommendation;
@@ -34,6 +36,7 @@ use crate::completion::{Completions, Notifier};
 use crate::config::Settings;
 use crate::routing::RoutingEngine;
 use crate::store::Database;
+use crate::tenants::KeyRing;
 
 /// The header carrying the per-request id (taken from the caller when present).
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
@@ -48,6 +51,8 @@ pub struct AppState {
     pub schema: Arc<guard::SchemaGate>,
     pub engine: Arc<RoutingEngine>,
     pub completions: Arc<Completions>,
+    /// API keys: who is calling.
+    pub keys: Arc<KeyRing>,
 }
 
 impl AppState {
@@ -65,7 +70,9 @@ impl AppState {
             settings: settings.clone(),
             notifier: Notifier::new(),
         });
+        let keys = Arc::new(KeyRing::new(db.pool.clone(), settings.api_keys.clone()));
         Ok(Self {
+            keys,
             settings,
             db,
             schema: Arc::default(),
@@ -95,6 +102,10 @@ pub fn router(state: AppState) -> Router {
         .route("/learning/rollback", post(admin::rollback))
         .route("/performance/trends", get(admin::trends))
         .route("/alerts", get(admin::alerts))
+        .route("/keys", post(keys::create).get(keys::list))
+        .route("/keys/{key_id}", get(keys::show).patch(keys::update))
+        .route("/keys/{key_id}/rotate", post(keys::rotate))
+        .route("/keys/{key_id}/revoke", post(keys::revoke))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             guard::require_schema,
@@ -103,48 +114,34 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             admin::require_admin,
         ));
+    // Client routes: the caller is identified (API key, admin token, or open while no key
+    // exists) inside the schema gate, since keys live in the database.
+    let caller = axum::middleware::from_fn_with_state(state.clone(), auth::require_caller);
+    let schema = axum::middleware::from_fn_with_state(state.clone(), guard::require_schema);
     let v1 = Router::new()
-        .route(
-            "/chat/completions",
-            post(openai::chat_completions).route_layer(axum::middleware::from_fn_with_state(
-                state.clone(),
-                guard::require_schema,
-            )),
-        )
+        .route("/chat/completions", post(openai::chat_completions))
         .route("/models", get(openai::models))
         .fallback(openai::not_found)
         .method_not_allowed_fallback(openai::not_found)
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            openai::require_key_v1,
-        ));
-    let complete = Router::new()
-        .route("/complete", post(complete::complete))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            guard::require_schema,
+            auth::require_caller_v1,
         ))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            openai::require_key,
-        ));
-    // Routes that read or write the database: 503 `not_ready` until its schema is there.
-    let stored = Router::new()
+        .route_layer(schema.clone());
+    let client = Router::new()
+        .route("/complete", post(complete::complete))
         .route("/feedback", post(feedback::feedback))
         .route("/requests/{id}", get(complete::get_request))
         .route("/routing/metrics", get(complete::routing_metrics))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            guard::require_schema,
-        ));
+        .route("/recommendation", post(recommendation::recommendation))
+        .route_layer(caller)
+        .route_layer(schema);
     // Everything but the probes and the scrape is subject to load shedding.
     let permits = Arc::new(tokio::sync::Semaphore::new(state.settings.max_in_flight));
     let work = Router::new()
         .nest("/v1", v1)
-        .merge(complete)
-        .merge(stored)
+        .merge(client)
         .nest("/admin", admin)
-        .route("/recommendation", post(recommendation::recommendation))
         .route_layer(axum::middleware::from_fn_with_state(
             permits,
             guard::shed_load,

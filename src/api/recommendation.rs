@@ -1,6 +1,7 @@
 //! `POST /recommendation`: which model would get this prompt, at what expected quality and
 //! cost, against the baseline — nothing is called or billed.
 
+use axum::Extension;
 use axum::extract::State;
 use serde::Deserialize;
 
@@ -9,6 +10,7 @@ use super::error::ApiError;
 use super::extract::AppJson;
 use super::validate;
 use crate::routing::recommend::{self, RecommendInput, Recommendation};
+use crate::tenants::Caller;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,17 +30,26 @@ pub struct RecommendationBody {
     max_tokens: Option<u32>,
 }
 
+/// An API key's recommendation respects what the key may use and its default strategy.
 pub async fn recommendation(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     AppJson(body): AppJson<RecommendationBody>,
 ) -> Result<AppJson<Recommendation>, ApiError> {
+    let (allowed_providers, allowed_models) = super::auth::restrict(
+        &state,
+        &caller,
+        validate::providers(body.allowed_providers)?,
+        None,
+    )?;
     let input = RecommendInput {
         prompt: validate::prompt(body.prompt)?,
-        strategy: validate::strategy(body.strategy.as_deref())?,
+        strategy: super::auth::strategy(&caller, body.strategy.as_deref())?,
         min_quality: validate::min_quality(body.min_quality)?,
         quality_share: validate::quality_share(body.quality_share)?,
         max_cost_usd: validate::max_cost(body.max_cost)?,
-        allowed_providers: validate::providers(body.allowed_providers)?,
+        allowed_providers,
+        allowed_models,
         max_tokens: validate::max_tokens(body.max_tokens)?,
     };
     recommend::recommend(&state.engine, &input)

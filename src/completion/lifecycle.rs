@@ -234,10 +234,18 @@ pub async fn finish(
         },
     )
     .await?;
-    if done && let Some(notifier) = local {
+    let Some(finished) = done else {
+        return Ok(false);
+    };
+    if let Some(key_id) = finished.api_key_id {
+        // A float that only grows (metrics' counters are integers; USD is not).
+        metrics::gauge!(crate::telemetry::names::KEY_COST, "key_id" => key_id)
+            .increment(e.metrics.cost_usd.unwrap_or(0.0));
+    }
+    if let Some(notifier) = local {
         notifier.wake(e.request_id);
     }
-    Ok(done)
+    Ok(true)
 }
 
 /// Fails requests still unfinished past `deadline` (a job that exhausted its storage-level

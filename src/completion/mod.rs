@@ -25,8 +25,10 @@ use crate::routing::{
     Analysis, Candidate, Decision, QueryPatternAnalyzer, RouteError, RouteRequest, RoutingEngine,
     Strategy,
 };
+use crate::store::keys::{Admission, BudgetLimit, Period, RateState, Refusal};
 use crate::store::requests::{self as store, Inserted, NewRequest, RequestRecord};
 use crate::telemetry::names;
+use crate::tenants::{ApiKey, Caller};
 use crate::types::RequestStatus;
 pub use lifecycle::ProviderCall;
 pub use waiter::{Notifier, StreamChunk, Subscription, Waiter};
@@ -167,6 +169,10 @@ pub struct CompleteInput {
     pub stream: bool,
     /// May this request be sent to an unproven cheaper model (exploration)? Default true.
     pub explore: bool,
+    /// Who sent it: its owner, rate limits and budgets.
+    pub caller: Caller,
+    /// Catalog models the caller may use (an API key's allowed models); None: any.
+    pub allowed_models: Option<Vec<usize>>,
 }
 
 impl Default for CompleteInput {
@@ -191,6 +197,8 @@ impl Default for CompleteInput {
             idempotency_key: None,
             stream: false,
             explore: true,
+            caller: Caller::Open,
+            allowed_models: None,
         }
     }
 }
@@ -225,6 +233,12 @@ pub enum SubmitError {
     Route(#[from] RouteError),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+    /// The key's rate limit or budget refused it (nothing was written).
+    #[error("refused: {0:?}")]
+    Refused(Refusal),
+    /// The idempotency key names an earlier request of the same API key with another body.
+    #[error("idempotency key reused for another request ({0})")]
+    IdempotencyMismatch(String),
 }
 
 /// The completion service of one process.
@@ -248,6 +262,7 @@ impl Completions {
             min_quality: input.min_quality,
             max_cost_usd: input.max_cost_usd,
             allowed_providers: input.allowed_providers.as_deref(),
+            allowed_models: input.allowed_models.as_deref(),
             pinned: input.pinned,
             max_output_tokens: Some(max_tokens),
             quality_share: input.quality_share,
@@ -278,8 +293,12 @@ impl Completions {
         Ok((decision, route))
     }
 
-    /// Routes and queues (or answers from the cache) one request.
-    pub async fn submit(&self, input: CompleteInput) -> Result<Submitted, SubmitError> {
+    /// Routes and queues (or answers from the cache) one request; with the key's rate-limit
+    /// window after it, when the key has rate limits.
+    pub async fn submit(
+        &self,
+        input: CompleteInput,
+    ) -> Result<(Submitted, Option<RateState>), SubmitError> {
         let analysis = QueryPatternAnalyzer::new().analyze(&input.prompt);
         let max_tokens = input
             .max_tokens
@@ -289,7 +308,11 @@ impl Completions {
         let completion = &self.settings.completion;
         let cacheable = completion.cache_enabled && input.temperature.unwrap_or(0.0) == 0.0;
         let cache_key = cacheable.then(|| cache_key(&input, &route, max_tokens));
-        let (request_id, new) = new_request(&input, &analysis, &route, max_tokens, &cache_key);
+        let (request_id, mut new) = new_request(&input, &analysis, &route, max_tokens, &cache_key);
+        new.admission = input
+            .caller
+            .key()
+            .and_then(|key| self.admission(key, &input, &decision, &analysis, max_tokens));
         let keep_prompt = self.settings.store_prompts == StorePrompts::Full;
 
         let hit = match &cache_key {
@@ -303,13 +326,13 @@ impl Completions {
         if let (Some(key), Some(hit)) = (&cache_key, hit) {
             let metrics = cost::cached_metrics(&self.engine, &route, &hit);
             cost::record_cached(&metrics);
-            return Ok(
-                match lifecycle::submit_cached(&self.pool, &new, key, &hit, &metrics, keep_prompt)
-                    .await?
-                {
-                    Inserted::New => Submitted::Cached(request_id),
-                    Inserted::Existing(id) => Submitted::Replayed(id),
-                },
+            let inserted =
+                lifecycle::submit_cached(&self.pool, &new, key, &hit, &metrics, keep_prompt)
+                    .await?;
+            return accepted(
+                inserted,
+                Submitted::Cached(request_id),
+                input.caller.key_id(),
             );
         }
 
@@ -321,13 +344,64 @@ impl Completions {
         let waiter = (!input.is_async).then(|| self.notifier.register(&request_id));
         let stream = input.stream.then(|| self.notifier.subscribe(&request_id));
         let job = ProviderCall::first(&request_id);
-        Ok(match lifecycle::submit(&self.pool, &new, &job).await? {
-            Inserted::New => Submitted::Queued {
+        let inserted = lifecycle::submit(&self.pool, &new, &job).await?;
+        accepted(
+            inserted,
+            Submitted::Queued {
                 request_id,
                 waiter,
                 stream,
             },
-            Inserted::Existing(id) => Submitted::Replayed(id),
+            input.caller.key_id(),
+        )
+    }
+
+    /// What the key's limits ask of this request (None: the key has none).
+    ///
+    /// The budget hold is the request's worst case: the most expensive candidate it may fall
+    /// back to, at the input estimate (bytes / 3, above the usual ~4 characters a token) plus
+    /// the full `max_tokens` of output at that model's list price. Rate limits count the request
+    /// and, as OpenAI does, its input estimate plus `max_tokens`.
+    fn admission(
+        &self,
+        key: &ApiKey,
+        input: &CompleteInput,
+        decision: &Decision,
+        analysis: &Analysis,
+        max_tokens: u32,
+    ) -> Option<Admission> {
+        let p = &key.policy;
+        let mut budgets = Vec::new();
+        let mut limit = |scope: &str, period, usd: Option<f64>| {
+            if let Some(limit_usd) = usd {
+                budgets.push(BudgetLimit {
+                    scope: scope.to_owned(),
+                    period,
+                    limit_usd,
+                });
+            }
+        };
+        limit("", Period::Day, p.daily_budget_usd);
+        limit("", Period::Month, p.monthly_budget_usd);
+        if let Some(user) = &input.user_id {
+            limit(user, Period::Day, p.user_daily_budget_usd);
+        }
+        if budgets.is_empty() && p.requests_per_minute.is_none() && p.tokens_per_minute.is_none() {
+            return None;
+        }
+        let input_tokens = worst_case_input_tokens(input).max(analysis.features.est_tokens);
+        let reserve_usd = std::iter::once(&decision.chosen)
+            .chain(&decision.alternatives)
+            .filter_map(|c| self.engine.model(c.index))
+            .map(|m| m.cost_usd(input_tokens, u64::from(max_tokens)))
+            .fold(0.0, f64::max);
+        Some(Admission {
+            key_id: key.key_id.clone(),
+            requests_per_minute: p.requests_per_minute,
+            tokens_per_minute: p.tokens_per_minute,
+            tokens: i64::try_from(input_tokens + u64::from(max_tokens)).unwrap_or(i64::MAX),
+            budgets,
+            reserve_usd,
         })
     }
 
@@ -345,7 +419,7 @@ impl Completions {
         let mut waiter = waiter.unwrap_or_else(|| self.notifier.register(request_id));
         loop {
             if look {
-                let record = store::get(&self.pool, request_id).await?;
+                let record = store::get(&self.pool, request_id, None).await?;
                 let finished = record.as_ref().is_none_or(|r| r.status.is_terminal());
                 let give_up = tokio::time::Instant::now() >= deadline || self.notifier.is_closing();
                 if finished || give_up {
@@ -364,8 +438,52 @@ impl Completions {
     }
 
     pub async fn get(&self, request_id: &str) -> Result<Option<RequestRecord>, sqlx::Error> {
-        store::get(&self.pool, request_id).await
+        store::get(&self.pool, request_id, None).await
     }
+
+    /// The request if `key_id` owns it (None: any request — the admin, or no keys at all).
+    pub async fn get_owned(
+        &self,
+        request_id: &str,
+        key_id: Option<&str>,
+    ) -> Result<Option<RequestRecord>, sqlx::Error> {
+        store::get(&self.pool, request_id, key_id).await
+    }
+}
+
+/// What an insert did, as the caller sees it.
+fn accepted(
+    inserted: Inserted,
+    new: Submitted,
+    key_id: Option<&str>,
+) -> Result<(Submitted, Option<RateState>), SubmitError> {
+    if let Some(key_id) = key_id {
+        let outcome = match &inserted {
+            Inserted::Refused(Refusal::RateLimited { .. }) => "rate_limited",
+            Inserted::Refused(Refusal::OverBudget { .. }) => "budget_exceeded",
+            Inserted::New(_) | Inserted::Existing { .. } => "accepted",
+        };
+        metrics::counter!(names::KEY_REQUESTS, "key_id" => key_id.to_owned(), "outcome" => outcome)
+            .increment(1);
+    }
+    match inserted {
+        Inserted::New(rate) => Ok((new, rate)),
+        Inserted::Existing {
+            request_id,
+            same_body: true,
+        } => Ok((Submitted::Replayed(request_id), None)),
+        Inserted::Existing { request_id, .. } => Err(SubmitError::IdempotencyMismatch(request_id)),
+        Inserted::Refused(refusal) => Err(SubmitError::Refused(refusal)),
+    }
+}
+
+/// An upper estimate of the input tokens: every byte of the prompt, system prompt and earlier
+/// turns over 3 (tokenizers average about 4 characters a token on English).
+fn worst_case_input_tokens(input: &CompleteInput) -> u64 {
+    let bytes = input.prompt.len()
+        + input.system.as_ref().map_or(0, String::len)
+        + input.history.iter().map(|m| m.content.len()).sum::<usize>();
+    (bytes as u64).div_ceil(3) + 8 * (1 + input.history.len() as u64)
 }
 
 /// A new request row: its id, the prompt (and its hash), the stored parameters and route.
@@ -401,6 +519,9 @@ fn new_request(
         user_id: input.user_id.clone(),
         session_id: input.session_id.clone(),
         idempotency_key: input.idempotency_key.clone(),
+        api_key_id: input.caller.key_id().map(str::to_owned),
+        fingerprint: fingerprint(input, max_tokens),
+        admission: None,
         features: analysis
             .prompt_features
             .iter()
@@ -410,6 +531,26 @@ fn new_request(
     (request_id, new)
 }
 
+/// What the caller asked for, digested: an idempotency key may only be replayed with the same.
+fn fingerprint(input: &CompleteInput, max_tokens: u32) -> String {
+    let material = serde_json::json!([
+        input.prompt,
+        input.system,
+        input.history,
+        input.pinned,
+        input.strategy.as_str(),
+        input.min_quality,
+        input.quality_share,
+        input.max_cost_usd,
+        max_tokens,
+        input.temperature,
+        input.top_p,
+        input.stop,
+        input.user_id,
+    ]);
+    hex::encode(Sha256::digest(material.to_string().as_bytes()))
+}
+
 /// Request ids are ULIDs: sortable by time.
 pub fn new_request_id() -> String {
     ulid::Ulid::generate().to_string()
@@ -417,8 +558,8 @@ pub fn new_request_id() -> String {
 
 /// Exact-match key over everything that shapes the answer: the prompt (trimmed), the system
 /// prompt, the model the route chose (pinned or auto — so a routing change, e.g. after a
-/// retrain, is not hidden behind answers of the model it replaced), the output cap and the
-/// temperature.
+/// retrain, is not hidden behind answers of the model it replaced), the output cap, the
+/// temperature and the API key (entries are per key).
 fn cache_key(input: &CompleteInput, route: &StoredRoute, max_tokens: u32) -> String {
     let model = route
         .candidates
@@ -428,6 +569,8 @@ fn cache_key(input: &CompleteInput, route: &StoredRoute, max_tokens: u32) -> Str
     let material = serde_json::json!([
         input.prompt.trim(),
         input.system.as_deref().map(str::trim),
+        // Per API key: one key never sees another's answers.
+        input.caller.key_id(),
         model,
         max_tokens,
         input.temperature.unwrap_or(0.0),

@@ -42,6 +42,10 @@ pub async fn run(ctx: Arc<JobContext>, shutdown: CancellationToken) {
                 }
                 Err(e) => tracing::debug!(error = %e, "retention pass failed; will retry"),
             }
+            // Rate-limit windows older than an hour count nothing any more.
+            if let Err(e) = crate::store::keys::prune_rate_windows(&ctx.pool).await {
+                tracing::debug!(error = %e, "pruning rate-limit windows failed; will retry");
+            }
         }
     }
 }

@@ -15,6 +15,8 @@ pub struct RecommendInput {
     pub quality_share: Option<f64>,
     pub max_cost_usd: Option<f64>,
     pub allowed_providers: Option<Vec<ProviderId>>,
+    /// Catalog model indices the caller may use (None: any).
+    pub allowed_models: Option<Vec<usize>>,
     pub max_tokens: Option<u32>,
 }
 
@@ -94,6 +96,7 @@ pub fn recommend(
         min_quality: input.min_quality,
         max_cost_usd: input.max_cost_usd,
         allowed_providers: input.allowed_providers.as_deref(),
+        allowed_models: input.allowed_models.as_deref(),
         pinned: None,
         max_output_tokens: input.max_tokens,
         quality_share: input.quality_share,

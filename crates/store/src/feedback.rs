@@ -18,6 +18,9 @@ pub struct NewFeedback {
     pub comment: Option<String>,
     pub user_id: Option<String>,
     pub session_id: Option<String>,
+    /// The API key rating: only the key that sent a request may rate it (None: anyone — the
+    /// admin, or no keys at all).
+    pub owner: Option<String>,
 }
 
 /// What recording a rating did.
@@ -38,7 +41,8 @@ pub enum Recorded {
 }
 
 /// Stores the rating — copying pattern, provider, model and complexity from the request's
-/// routing_metrics row — and queues its aggregation job, in one transaction. A second rating of
+/// routing_metrics row — and queues its aggregation job, in one transaction. A request another
+/// API key sent is unknown to this one. A second rating of
 /// the same request by the same user (or the same anonymous caller) replaces the first.
 pub async fn record(
     pool: &PgPool,
@@ -48,17 +52,21 @@ pub async fn record(
     let mut tx = pool.begin().await?;
     let metrics: Option<(String, String, String, f32, RequestStatus)> = sqlx::query_as(
         "SELECT prompt_pattern, selected_provider, selected_model, complexity_score, status
-         FROM routing_metrics WHERE request_id = $1",
+         FROM routing_metrics WHERE request_id = $1 AND ($2::text IS NULL OR api_key_id = $2)",
     )
     .bind(&fb.request_id)
+    .bind(&fb.owner)
     .fetch_optional(&mut *tx)
     .await?;
     let Some((pattern, provider, model, complexity, status)) = metrics else {
-        let status: Option<RequestStatus> =
-            sqlx::query_scalar("SELECT status FROM requests WHERE request_id = $1")
-                .bind(&fb.request_id)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let status: Option<RequestStatus> = sqlx::query_scalar(
+            "SELECT status FROM requests
+             WHERE request_id = $1 AND ($2::text IS NULL OR api_key_id = $2)",
+        )
+        .bind(&fb.request_id)
+        .bind(&fb.owner)
+        .fetch_optional(&mut *tx)
+        .await?;
         return Ok(match status {
             None => Recorded::UnknownRequest,
             Some(s) => Recorded::NotFinished(s),

@@ -8,6 +8,7 @@ pub mod alerts;
 pub mod db;
 pub mod feedback;
 pub mod import;
+pub mod keys;
 pub mod learning;
 pub mod metrics;
 pub mod predictor;

@@ -48,6 +48,9 @@ pub struct ProviderSlice {
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
     pub since: Option<DateTime<Utc>>,
+    /// The current budget windows' spend: the caller's key (and its end users), or every key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spend: Option<Vec<crate::keys::Spend>>,
     #[serde(flatten)]
     pub totals: Totals,
     pub by_model: Vec<ModelSlice>,
@@ -70,8 +73,12 @@ type Row = (
     Option<f64>,
 );
 
-/// One query: every slice at once (GROUPING SETS).
-pub async fn summary(pool: &PgPool, since: Option<DateTime<Utc>>) -> Result<Summary, sqlx::Error> {
+/// One query: every slice at once (GROUPING SETS); with `key_id`, only that API key's requests.
+pub async fn summary(
+    pool: &PgPool,
+    since: Option<DateTime<Utc>>,
+    key_id: Option<&str>,
+) -> Result<Summary, sqlx::Error> {
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT selected_provider, selected_model, prompt_pattern,
                 GROUPING(selected_provider, selected_model, prompt_pattern),
@@ -84,16 +91,19 @@ pub async fn summary(pool: &PgPool, since: Option<DateTime<Utc>>) -> Result<Summ
                 sum(fallback_count)::bigint,
                 avg(latency_ms)
          FROM routing_metrics
-         WHERE $1::timestamptz IS NULL OR timestamp >= $1
+         WHERE ($1::timestamptz IS NULL OR timestamp >= $1)
+           AND ($2::text IS NULL OR api_key_id = $2)
          GROUP BY GROUPING SETS ((), (selected_provider, selected_model), (prompt_pattern),
                                  (selected_provider))
          ORDER BY 5 DESC",
     )
     .bind(since)
+    .bind(key_id)
     .fetch_all(pool)
     .await?;
     let mut summary = Summary {
         since,
+        spend: None,
         totals: Totals::default(),
         by_model: Vec::new(),
         by_pattern: Vec::new(),

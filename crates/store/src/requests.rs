@@ -12,6 +12,8 @@ use optimizer_types::RequestStatus;
 use serde_json::Value;
 use sqlx::{PgPool, Postgres, Transaction};
 
+use crate::keys::{self, Admission, RateState, Refusal};
+
 /// Channel NOTIFYed (payload: request id) when a request reaches its terminal state.
 pub const DONE_CHANNEL: &str = "request_done";
 /// Channel NOTIFYed with each streamed chunk (JSON `StreamChunk`) for an API in another process.
@@ -48,29 +50,89 @@ pub struct NewRequest {
     pub idempotency_key: Option<String>,
     /// The prompt's hashed n-gram features (what learning reads instead of the prompt).
     pub features: Vec<i32>,
+    /// The API key that sent it (None: no keys configured).
+    pub api_key_id: Option<String>,
+    /// A digest of what the caller asked for: an idempotency key replayed with another body is
+    /// refused.
+    pub fingerprint: String,
+    /// The key's rate limits and budgets, checked in the insert transaction.
+    pub admission: Option<Admission>,
 }
 
 /// What an insert did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Inserted {
-    /// A new request; its job is queued.
-    New,
-    /// The idempotency key was used before: this is that request's id. Nothing was queued.
-    Existing(String),
+    /// A new request; its job is queued. The key's rate-limit window after it, if limited.
+    New(Option<RateState>),
+    /// The idempotency key was used before (by the same API key) for this request. Nothing was
+    /// queued or counted.
+    Existing {
+        request_id: String,
+        /// Whether the earlier request asked for the same thing.
+        same_body: bool,
+    },
+    /// The key's rate limit or budget refused it; nothing was written.
+    Refused(Refusal),
 }
 
-/// Inserts the request and pushes its first provider_call job in one transaction.
+/// Runs the admission (if any) in `tx`: Ok(Err) is a refusal, and the caller rolls back.
+async fn admit(
+    tx: &mut Transaction<'_, Postgres>,
+    request: &NewRequest,
+) -> Result<Result<(Option<RateState>, Option<Value>), Refusal>, sqlx::Error> {
+    let Some(admission) = &request.admission else {
+        return Ok(Ok((None, None)));
+    };
+    Ok(match keys::admit(tx, admission).await? {
+        Ok((rate, holds)) => {
+            let holds =
+                (!holds.is_empty()).then(|| serde_json::to_value(&holds).unwrap_or_default());
+            Ok((rate, holds))
+        }
+        Err(refusal) => Err(refusal),
+    })
+}
+
+/// The request an idempotency key already names (within the same API key).
+async fn existing(
+    tx: &mut Transaction<'_, Postgres>,
+    request: &NewRequest,
+) -> Result<Inserted, sqlx::Error> {
+    let (request_id, fingerprint): (String, Option<String>) = sqlx::query_as(
+        "SELECT request_id, fingerprint FROM requests
+         WHERE COALESCE(api_key_id, '') = COALESCE($1, '') AND idempotency_key = $2",
+    )
+    .bind(&request.api_key_id)
+    .bind(&request.idempotency_key)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(Inserted::Existing {
+        request_id,
+        same_body: fingerprint.is_none_or(|f| f == request.fingerprint),
+    })
+}
+
+/// Admits (rate limit, budget holds), inserts the request and pushes its first provider_call
+/// job, in one transaction.
 pub async fn insert_and_enqueue(
     pool: &PgPool,
     request: &NewRequest,
     job: PgTask,
 ) -> Result<Inserted, sqlx::Error> {
     let mut tx = pool.begin().await?;
+    let (rate, holds) = match admit(&mut tx, request).await? {
+        Ok(admitted) => admitted,
+        Err(refusal) => {
+            tx.rollback().await?;
+            return Ok(Inserted::Refused(refusal));
+        }
+    };
     let inserted: Option<String> = sqlx::query_scalar(
         "INSERT INTO requests (request_id, status, attempts, prompt, prompt_hash, prompt_chars,
-             system, params, route, user_id, session_id, idempotency_key, features)
-         VALUES ($1, 'queued', 1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-         ON CONFLICT (idempotency_key) DO NOTHING
+             system, params, route, user_id, session_id, idempotency_key, features, api_key_id,
+             fingerprint, budget_holds)
+         VALUES ($1, 'queued', 1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+         ON CONFLICT ((COALESCE(api_key_id, '')), idempotency_key) DO NOTHING
          RETURNING request_id",
     )
     .bind(&request.request_id)
@@ -84,20 +146,19 @@ pub async fn insert_and_enqueue(
     .bind(&request.session_id)
     .bind(&request.idempotency_key)
     .bind(&request.features)
+    .bind(&request.api_key_id)
+    .bind(&request.fingerprint)
+    .bind(&holds)
     .fetch_optional(&mut *tx)
     .await?;
     if inserted.is_none() {
-        let existing: String =
-            sqlx::query_scalar("SELECT request_id FROM requests WHERE idempotency_key = $1")
-                .bind(&request.idempotency_key)
-                .fetch_one(&mut *tx)
-                .await?;
+        let found = existing(&mut tx, request).await?;
         tx.rollback().await?;
-        return Ok(Inserted::Existing(existing));
+        return Ok(found);
     }
     push(&mut tx, job).await?;
     tx.commit().await?;
-    Ok(Inserted::New)
+    Ok(Inserted::New(rate))
 }
 
 async fn push(tx: &mut Transaction<'_, Postgres>, job: PgTask) -> Result<(), sqlx::Error> {
@@ -252,7 +313,11 @@ pub struct Finish<'a> {
 /// `notify` is false when nobody can be waiting in another process (async requests, or a waiter
 /// in the worker's own process, woken in memory): a NOTIFY takes a database-wide lock held
 /// through the commit's WAL flush, which serialises every notifying commit.
-pub async fn finish(pool: &PgPool, f: &Finish<'_>) -> Result<bool, sqlx::Error> {
+///
+/// The request's budget holds are settled in the same statement: each hold leaves
+/// `reserved_usd` and the actual cost joins `spent_usd` — so a request that ends, by its worker
+/// or by the deadline sweeper, never leaks a reservation.
+pub async fn finish(pool: &PgPool, f: &Finish<'_>) -> Result<Option<Finished>, sqlx::Error> {
     let Finish {
         request_id,
         generation,
@@ -297,16 +362,25 @@ pub async fn finish(pool: &PgPool, f: &Finish<'_>) -> Result<bool, sqlx::Error> 
                 params = CASE WHEN $9 THEN params ELSE params - 'history' END
             WHERE request_id = $1 AND ($2::int IS NULL OR attempts = $2)
               AND status IN ('queued', 'running')
-            RETURNING request_id
+            RETURNING request_id, api_key_id, budget_holds
         ), metrics AS (
             INSERT INTO routing_metrics (request_id, prompt_pattern, complexity_score,
                 complexity_tier, strategy, selected_provider, selected_model, reason, confidence,
                 explored, alternatives, input_tokens, output_tokens, cost_usd, baseline_model,
                 baseline_cost_usd, latency_ms, provider_latency_ms, cache_hit, fallback_count,
-                status)
+                status, api_key_id)
             SELECT request_id, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22,
-                $23, $24, $25, $26, $27, $28, $3 FROM done
+                $23, $24, $25, $26, $27, $28, $3, api_key_id FROM done
             ON CONFLICT (request_id) DO NOTHING
+        ), settled AS (
+            -- The budget holds become spend at the actual cost (a failure costs what it cost).
+            UPDATE key_spend s SET reserved_usd = GREATEST(s.reserved_usd - h.usd, 0),
+                spent_usd = s.spent_usd + COALESCE($22, 0)
+            FROM done d,
+                jsonb_to_recordset(d.budget_holds)
+                    AS h(scope text, period text, start timestamptz, usd float8)
+            WHERE s.key_id = d.api_key_id AND s.scope = h.scope AND s.period = h.period
+              AND s.period_start = h.start
         ), cached AS (
             INSERT INTO response_cache (cache_key, provider, model, response, input_tokens,
                 output_tokens, cost_usd, expires_at)
@@ -321,7 +395,8 @@ pub async fn finish(pool: &PgPool, f: &Finish<'_>) -> Result<bool, sqlx::Error> 
         ), notified AS (
             SELECT pg_notify($31, request_id) FROM done WHERE $32
         )
-        SELECT (SELECT count(*) FROM done), (SELECT count(*) FROM notified)",
+        SELECT (SELECT count(*) FROM done), (SELECT count(*) FROM notified),
+            (SELECT api_key_id FROM done)",
     )
     .bind(request_id)
     .bind(generation)
@@ -332,14 +407,21 @@ pub async fn finish(pool: &PgPool, f: &Finish<'_>) -> Result<bool, sqlx::Error> 
     .bind(provider)
     .bind(model)
     .bind(keep_prompt);
-    let (finished, _notified): (i64, i64) = bind_metrics!(query, m)
+    let (finished, _notified, api_key_id): (i64, i64, Option<String>) = bind_metrics!(query, m)
         .bind(cache.map(|c| c.cache_key.as_str()))
         .bind(cache.map_or(0.0, |c| c.ttl_secs as f64))
         .bind(DONE_CHANNEL)
         .bind(notify)
         .fetch_one(pool)
         .await?;
-    Ok(finished == 1)
+    Ok((finished == 1).then_some(Finished { api_key_id }))
+}
+
+/// A request [`finish`] ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished {
+    /// The API key that sent it.
+    pub api_key_id: Option<String>,
 }
 
 async fn insert_metrics(
@@ -347,19 +429,22 @@ async fn insert_metrics(
     request_id: &str,
     m: &MetricsRow,
     status: RequestStatus,
+    api_key_id: Option<&str>,
 ) -> Result<(), sqlx::Error> {
     let query = sqlx::query(
         "INSERT INTO routing_metrics (request_id, prompt_pattern, complexity_score,
              complexity_tier, strategy, selected_provider, selected_model, reason, confidence,
              explored, alternatives, input_tokens, output_tokens, cost_usd, baseline_model,
-             baseline_cost_usd, latency_ms, provider_latency_ms, cache_hit, fallback_count, status)
+             baseline_cost_usd, latency_ms, provider_latency_ms, cache_hit, fallback_count, status,
+             api_key_id)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
-             $19, $20, $21)
+             $19, $20, $21, $22)
          ON CONFLICT (request_id) DO NOTHING",
     )
     .bind(request_id);
     bind_metrics!(query, m)
         .bind(status)
+        .bind(api_key_id)
         .execute(&mut **tx)
         .await?;
     Ok(())
@@ -424,13 +509,31 @@ pub async fn insert_cached(
     keep_prompt: bool,
 ) -> Result<Inserted, sqlx::Error> {
     let mut tx = pool.begin().await?;
+    // A cache hit costs nothing: it counts against the rate limit, and holds no budget.
+    let rate = match request.admission.as_ref() {
+        Some(a) => {
+            let free = Admission {
+                budgets: Vec::new(),
+                reserve_usd: 0.0,
+                ..a.clone()
+            };
+            match keys::admit(&mut tx, &free).await? {
+                Ok((rate, _)) => rate,
+                Err(refusal) => {
+                    tx.rollback().await?;
+                    return Ok(Inserted::Refused(refusal));
+                }
+            }
+        }
+        None => None,
+    };
     let inserted: Option<String> = sqlx::query_scalar(
         "INSERT INTO requests (request_id, status, finished_at, attempts, prompt, prompt_hash,
              prompt_chars, system, params, route, response, provider, model, user_id,
-             session_id, idempotency_key, features)
+             session_id, idempotency_key, features, api_key_id, fingerprint)
          VALUES ($1, 'succeeded', now(), 0, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
-                 $14)
-         ON CONFLICT (idempotency_key) DO NOTHING
+                 $14, $15, $16)
+         ON CONFLICT ((COALESCE(api_key_id, '')), idempotency_key) DO NOTHING
          RETURNING request_id",
     )
     .bind(&request.request_id)
@@ -447,22 +550,21 @@ pub async fn insert_cached(
     .bind(&request.session_id)
     .bind(&request.idempotency_key)
     .bind(&request.features)
+    .bind(&request.api_key_id)
+    .bind(&request.fingerprint)
     .fetch_optional(&mut *tx)
     .await?;
     if inserted.is_none() {
-        let existing: String =
-            sqlx::query_scalar("SELECT request_id FROM requests WHERE idempotency_key = $1")
-                .bind(&request.idempotency_key)
-                .fetch_one(&mut *tx)
-                .await?;
+        let found = existing(&mut tx, request).await?;
         tx.rollback().await?;
-        return Ok(Inserted::Existing(existing));
+        return Ok(found);
     }
     insert_metrics(
         &mut tx,
         &request.request_id,
         metrics,
         RequestStatus::Succeeded,
+        request.api_key_id.as_deref(),
     )
     .await?;
     sqlx::query(
@@ -473,7 +575,7 @@ pub async fn insert_cached(
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(Inserted::New)
+    Ok(Inserted::New(rate))
 }
 
 /// A request with its metrics row, for `GET /requests/{id}` and the synchronous answer.
@@ -506,7 +608,12 @@ pub struct RequestRecord {
     pub fallback_count: Option<i32>,
 }
 
-pub async fn get(pool: &PgPool, request_id: &str) -> Result<Option<RequestRecord>, sqlx::Error> {
+/// The request with its metrics row; with `key_id`, only if that API key sent it.
+pub async fn get(
+    pool: &PgPool,
+    request_id: &str,
+    key_id: Option<&str>,
+) -> Result<Option<RequestRecord>, sqlx::Error> {
     sqlx::query_as(
         "SELECT r.request_id, r.status, r.created_at, r.finished_at, r.response, r.error,
                 r.error_code, r.provider, r.model, r.route, r.attempts,
@@ -514,9 +621,10 @@ pub async fn get(pool: &PgPool, request_id: &str) -> Result<Option<RequestRecord
                 m.explored, m.alternatives, m.input_tokens, m.output_tokens, m.cost_usd,
                 m.baseline_cost_usd, m.latency_ms, m.cache_hit, m.fallback_count
          FROM requests r LEFT JOIN routing_metrics m ON m.request_id = r.request_id
-         WHERE r.request_id = $1",
+         WHERE r.request_id = $1 AND ($2::text IS NULL OR r.api_key_id = $2)",
     )
     .bind(request_id)
+    .bind(key_id)
     .fetch_optional(pool)
     .await
 }

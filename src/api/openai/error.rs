@@ -19,6 +19,8 @@ pub struct OpenAiError {
     pub(super) message: String,
     pub(super) param: Option<&'static str>,
     pub(super) code: Option<&'static str>,
+    /// Extra response headers (`Retry-After`, `x-ratelimit-*` on a 429).
+    pub(super) headers: Option<Box<axum::http::HeaderMap>>,
 }
 
 impl OpenAiError {
@@ -29,6 +31,7 @@ impl OpenAiError {
             message: message.into(),
             param: Some(param),
             code: None,
+            headers: None,
         }
     }
 }
@@ -46,6 +49,7 @@ impl OpenAiError {
             ),
             param: None,
             code: Some("accepted_not_awaited"),
+            headers: None,
         }
         .into_response();
         if let Ok(v) = axum::http::HeaderValue::from_str(request_id) {
@@ -60,7 +64,11 @@ impl IntoResponse for OpenAiError {
         let body = json!({ "error": {
             "message": self.message, "type": self.kind, "param": self.param, "code": self.code,
         }});
-        (self.status, axum::Json(body)).into_response()
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(headers) = self.headers {
+            response.headers_mut().extend(*headers);
+        }
+        response
     }
 }
 
@@ -74,10 +82,18 @@ impl From<ApiError> for OpenAiError {
         let kind = match status.as_u16() {
             400 | 404 | 405 | 409 | 413 | 415 => "invalid_request_error",
             401 | 403 => "authentication_error",
+            429 => "rate_limit_error",
             _ => "api_error",
+        };
+        // OpenAI's codes where it has one for the case; ours where the client must tell apart.
+        let code = match (status.as_u16(), e.code()) {
+            (401, _) => Some("invalid_api_key"),
+            (403 | 429, code) => Some(code),
+            _ => None,
         };
         // ApiError logs its own cause when turned into a response; keep that for 5xx.
         let message = e.message().to_owned();
+        let headers = e.headers().cloned().map(Box::new);
         if status.is_server_error() {
             let _ = e.into_response();
         }
@@ -86,7 +102,8 @@ impl From<ApiError> for OpenAiError {
             kind,
             message,
             param: None,
-            code: None,
+            code,
+            headers,
         }
     }
 }
@@ -103,6 +120,7 @@ impl From<JsonRejection> for OpenAiError {
             message: r.body_text(),
             param: None,
             code: None,
+            headers: None,
         }
     }
 }
@@ -136,6 +154,7 @@ impl From<BodyError> for OpenAiError {
                 message: other.message(),
                 param: None,
                 code: None,
+                headers: None,
             },
         }
     }

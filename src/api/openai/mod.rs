@@ -7,24 +7,21 @@
 //! provider's own stream (see [`stream`]). Not supported: `n > 1`, tools and images.
 //! `top_p`, `stop` and `metadata` are accepted and not forwarded.
 //!
-//! - [`auth`]: API keys on `/v1/*` and `/complete`.
 //! - [`error`]: OpenAI's error shape and the JSON extractor.
 //! - [`request`]: the request and its mapping onto a completion.
 //! - [`response`]: the `chat.completion` object and routing headers.
 //! - [`stream`]: the SSE relay of `chat.completion.chunk`s.
 
-mod auth;
 mod error;
 mod request;
 mod response;
 mod stream;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::{Value, json};
 
-pub use auth::{ApiKeyId, require_key, require_key_v1};
 pub use error::{OpenAiError, V1Json};
 pub use request::ChatRequest;
 
@@ -32,23 +29,39 @@ use super::AppState;
 use super::error::ApiError;
 use crate::completion::{CompletionView, SubmitError, Submitted};
 use crate::routing::RouteError;
+use crate::tenants::Caller;
 
 pub async fn chat_completions(
     State(state): State<AppState>,
-    key: Option<axum::Extension<ApiKeyId>>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    headers: HeaderMap,
     V1Json(body): V1Json<ChatRequest>,
 ) -> Result<Response, OpenAiError> {
-    let (input, include_usage) = request::into_input(&state, key.map(|k| k.0), body)?;
+    let (input, include_usage) = request::into_input(&state, caller, &headers, body)?;
     let stream = input.stream;
     let completions = &state.completions;
-    let submitted = completions.submit(input).await.map_err(|e| match e {
+    let (submitted, rate) = completions.submit(input).await.map_err(|e| match e {
         SubmitError::Route(RouteError::NotRoutable(m)) => OpenAiError::invalid(
             "model",
             format!("model {m} is not routable: its provider is not configured"),
         ),
-        SubmitError::Route(e) => OpenAiError::from(super::validate::route_error(e)),
-        SubmitError::Database(e) => OpenAiError::from(ApiError::from(e)),
+        other => OpenAiError::from(super::complete::submit_error(other)),
     })?;
+    let rate_headers = rate.as_ref().map(super::auth::rate_headers);
+    let mut response = answer(completions, submitted, stream, include_usage).await?;
+    if let Some(h) = rate_headers {
+        response.headers_mut().extend(h);
+    }
+    Ok(response)
+}
+
+/// The response to an accepted request: the stream, or the answer once it is there.
+async fn answer(
+    completions: &std::sync::Arc<crate::completion::Completions>,
+    submitted: Submitted,
+    stream: bool,
+    include_usage: bool,
+) -> Result<Response, OpenAiError> {
     if stream {
         return Ok(stream::respond(
             completions.clone(),
@@ -102,5 +115,6 @@ pub async fn not_found() -> OpenAiError {
         message: "unknown route".into(),
         param: None,
         code: Some("unknown_url"),
+        headers: None,
     }
 }

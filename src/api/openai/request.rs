@@ -4,11 +4,12 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{ApiKeyId, OpenAiError};
+use super::OpenAiError;
 use crate::api::AppState;
 use crate::completion::CompleteInput;
 use crate::providers::{Message, Role};
 use crate::routing::Strategy;
+use crate::tenants::Caller;
 
 #[derive(Debug, Deserialize)]
 pub struct ChatRequest {
@@ -83,9 +84,14 @@ fn text_of(content: Option<Content>) -> Result<String, OpenAiError> {
 }
 
 /// `model`: `auto`, `auto:cost|balanced|quality`, or a catalog model (`id` or `provider/id`).
-fn route_of(state: &AppState, model: &str) -> Result<(Strategy, Option<usize>), OpenAiError> {
+fn route_of(
+    state: &AppState,
+    caller: &Caller,
+    model: &str,
+) -> Result<(Strategy, Option<usize>), OpenAiError> {
     if model == "auto" {
-        return Ok((Strategy::default(), None));
+        let strategy = crate::api::auth::strategy(caller, None).map_err(OpenAiError::from)?;
+        return Ok((strategy, None));
     }
     if let Some(name) = model.strip_prefix("auto:") {
         return Strategy::parse(name).map(|s| (s, None)).ok_or_else(|| {
@@ -103,6 +109,7 @@ fn route_of(state: &AppState, model: &str) -> Result<(Strategy, Option<usize>), 
             message: format!("The model {model:?} does not exist; see GET /v1/models"),
             param: Some("model"),
             code: Some("model_not_found"),
+            headers: None,
         })
 }
 
@@ -110,7 +117,8 @@ fn route_of(state: &AppState, model: &str) -> Result<(Strategy, Option<usize>), 
 /// returns whether usage was asked for in the stream (`stream_options.include_usage`).
 pub(super) fn into_input(
     state: &AppState,
-    key: Option<ApiKeyId>,
+    caller: Caller,
+    headers: &axum::http::HeaderMap,
     body: ChatRequest,
 ) -> Result<(CompleteInput, bool), OpenAiError> {
     let stream = body.stream == Some(true);
@@ -128,7 +136,9 @@ pub(super) fn into_input(
             "must contain at least one message",
         ));
     }
-    let (strategy, pinned) = route_of(state, &body.model)?;
+    let (strategy, pinned) = route_of(state, &caller, &body.model)?;
+    let (allowed_providers, allowed_models) =
+        crate::api::auth::restrict(state, &caller, None, pinned).map_err(OpenAiError::from)?;
     let mut system = Vec::new();
     let mut turns = Vec::new();
     for m in body.messages {
@@ -178,10 +188,8 @@ pub(super) fn into_input(
     if max_tokens == Some(0) {
         return Err(OpenAiError::invalid("max_tokens", "must be at least 1"));
     }
-    let user_id = key
-        .map(|k| k.0)
-        .or(body.user)
-        .filter(|u| !u.trim().is_empty());
+    // `user` is the end user within the key (per-user budgets, ratings).
+    let user_id = body.user.filter(|u| !u.trim().is_empty());
     let input = CompleteInput {
         prompt,
         system: (!system.is_empty()).then(|| system.join("\n\n")),
@@ -193,7 +201,20 @@ pub(super) fn into_input(
         top_p: body.top_p,
         stop,
         user_id: crate::api::validate::short_text("user", user_id).map_err(OpenAiError::from)?,
+        idempotency_key: crate::api::complete::idempotency_key(headers)
+            .map_err(OpenAiError::from)?,
         stream,
+        allowed_providers: if pinned.is_none() {
+            allowed_providers
+        } else {
+            None
+        },
+        allowed_models: if pinned.is_none() {
+            allowed_models
+        } else {
+            None
+        },
+        caller,
         ..Default::default()
     };
     Ok((input, include_usage))

@@ -24,6 +24,7 @@ pub(super) fn respond(view: CompletionView) -> Result<Response, OpenAiError> {
                 message,
                 param: None,
                 code: Some("upstream_error"),
+                headers: None,
             }
             .into_response();
             response.headers_mut().extend(headers);
@@ -39,6 +40,7 @@ pub(super) fn respond(view: CompletionView) -> Result<Response, OpenAiError> {
                 ),
                 param: None,
                 code: Some("timeout"),
+                headers: None,
             }
             .into_response();
             response.headers_mut().extend(headers);

@@ -1,4 +1,5 @@
-//! Rules 1 and 4: which models may answer — routable, in `allowed_providers`, with a context
+//! Rules 1 and 4: which models may answer — routable, in `allowed_providers` (and the key's
+//! `allowed_models`), with a context
 //! window holding the prompt and the expected answer, and within `max_cost`.
 
 use super::{Candidate, RouteError, RouteRequest, RoutingEngine};
@@ -18,6 +19,7 @@ impl RoutingEngine {
             .filter(|i| {
                 let p = models[*i].provider;
                 req.allowed_providers.is_none_or(|a| a.contains(&p))
+                    && req.allowed_models.is_none_or(|a| a.contains(i))
             })
             .map(|i| self.candidate(i, analysis, req, &weights, &scores))
             .filter(|c| {
@@ -27,6 +29,11 @@ impl RoutingEngine {
             .collect();
         if pool.is_empty() {
             return Err(RouteError::NoCandidate(match req.allowed_providers {
+                _ if req.allowed_models.is_some() => format!(
+                    "none of the models this API key may use is configured with a context \
+                     window holding ~{} tokens",
+                    analysis.features.est_tokens
+                ),
                 Some(a) => format!(
                     "none of the allowed providers ({}) is configured with a model whose context \
                      window holds ~{} tokens",

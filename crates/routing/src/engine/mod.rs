@@ -71,6 +71,8 @@ pub struct RouteRequest<'a> {
     /// Maximum expected cost in USD.
     pub max_cost_usd: Option<f64>,
     pub allowed_providers: Option<&'a [ProviderId]>,
+    /// Catalog model indices the caller may use (an API key's allowed models); None: any.
+    pub allowed_models: Option<&'a [usize]>,
     /// A catalog model index chosen by the caller: honoured as is, no fallbacks.
     pub pinned: Option<usize>,
     /// The caller's cap on output tokens.
