@@ -162,7 +162,7 @@ async fn errors_have_openai_shape_on_every_v1_route() {
 }
 
 #[tokio::test]
-async fn api_keys_guard_v1_and_complete_and_name_the_user() {
+async fn api_keys_guard_v1_and_complete_and_own_the_request() {
     let app = TestApp::spawn_with_workers(
         TestDb::migrated().await,
         &[("API_KEYS", "alice:sk-alice-123,bob:sk-bob-456")],
@@ -193,13 +193,15 @@ async fn api_keys_guard_v1_and_complete_and_name_the_user() {
         .json()
         .await
         .unwrap();
-    let user: Option<String> =
-        sqlx::query_scalar("SELECT user_id FROM requests WHERE request_id = $1")
+    // The bootstrap key's id owns the request; `user` stays the end user's (none here).
+    let (owner, user): (Option<String>, Option<String>) =
+        sqlx::query_as("SELECT api_key_id, user_id FROM requests WHERE request_id = $1")
             .bind(ok["id"].as_str().unwrap())
             .fetch_one(&app.test_db.pool().await)
             .await
             .unwrap();
-    assert_eq!(user.as_deref(), Some("bob"));
+    assert_eq!(owner.as_deref(), Some("bob"));
+    assert_eq!(user, None);
     let resp = app
         .client
         .post(app.url("/complete"))
@@ -345,11 +347,22 @@ fn sdk_python() -> std::path::PathBuf {
 
 #[tokio::test]
 async fn the_official_openai_python_sdk_works_against_the_server() {
-    let app = TestApp::spawn_with_workers(
-        TestDb::migrated().await,
-        &[("API_KEYS", "sdk:sk-test-sdk-key")],
-    )
-    .await;
+    let app =
+        TestApp::spawn_with_workers(TestDb::migrated().await, &[("ADMIN_TOKEN", "sdk-admin")])
+            .await;
+    // A key made through the admin API, as a user would.
+    let created: Value = app
+        .client
+        .post(app.url("/admin/keys"))
+        .bearer_auth("sdk-admin")
+        .json(&json!({"name": "sdk"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let secret = created["secret"].as_str().unwrap().to_owned();
     let python = tokio::task::spawn_blocking(sdk_python).await.unwrap();
     let script =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/openai_client.py");
@@ -358,7 +371,7 @@ async fn the_official_openai_python_sdk_works_against_the_server() {
         Command::new(python)
             .arg(script)
             .arg(base)
-            .arg("sk-test-sdk-key")
+            .arg(secret)
             .output()
             .unwrap()
     })

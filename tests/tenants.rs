@@ -398,6 +398,38 @@ async fn keys_are_created_rotated_and_revoked_across_replicas() {
         "revoked key accepted for {took:?}"
     );
 
+    // Allowed models: a pinned model outside them is 403; auto-routing stays inside them.
+    let (_, narrow) = create_key(
+        c,
+        &base,
+        json!({"name": "narrow", "allowed_models": ["sim-lite"]}),
+    )
+    .await;
+    let (status, body, _) = call(
+        c,
+        &base,
+        "POST",
+        "/complete",
+        Some(&narrow),
+        Some(json!({"prompt": "Prove that sqrt(2) is irrational.", "model": "sim-premium"})),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"]["code"], "model_not_allowed", "{body}");
+    let (status, body, _) = call(
+        c,
+        &base,
+        "POST",
+        "/complete",
+        Some(&narrow),
+        Some(json!({"prompt": "Prove that sqrt(2) is irrational.", "strategy": "quality"})),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["model"], "sim-lite", "{body}");
+
     // An expired key is refused; bad settings are 422 naming the field.
     let (_, expired) = create_key(
         c,

@@ -95,7 +95,8 @@ pub async fn require_caller_v1(
 pub type Allowed = (Option<Vec<ProviderId>>, Option<Vec<usize>>);
 
 /// What the caller may route to: the request's providers narrowed to the key's, and the key's
-/// models. A pinned model outside them is 403 naming it.
+/// models. A pinned model is checked against them (403 naming it) and needs no restriction
+/// after that: (None, None).
 pub fn restrict(
     state: &AppState,
     caller: &Caller,
@@ -126,6 +127,7 @@ pub fn restrict(
                 format!("model: this API key may not use {}", model.key()),
             ));
         }
+        return Ok((None, None));
     }
     Ok((providers, models))
 }

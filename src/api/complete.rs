@@ -158,16 +158,8 @@ fn complete_input(
             }
             (None, true) => None,
         };
-    let (allowed_providers, allowed_models) = auth::restrict(
-        state,
-        &caller,
-        if pinned.is_none() {
-            provider.map(|p| vec![p])
-        } else {
-            None
-        },
-        pinned,
-    )?;
+    let (allowed_providers, allowed_models) =
+        auth::restrict(state, &caller, provider.map(|p| vec![p]), pinned)?;
     let input = CompleteInput {
         prompt: validate::prompt(body.prompt)?,
         system: body.system.filter(|s| !s.trim().is_empty()),
@@ -177,16 +169,8 @@ fn complete_input(
         top_p: None,
         stop: Vec::new(),
         pinned,
-        allowed_providers: if pinned.is_none() {
-            allowed_providers
-        } else {
-            None
-        },
-        allowed_models: if pinned.is_none() {
-            allowed_models
-        } else {
-            None
-        },
+        allowed_providers,
+        allowed_models,
         strategy: auth::strategy(&caller, body.strategy.as_deref())?,
         min_quality: validate::min_quality(body.min_quality)?,
         quality_share: validate::quality_share(body.quality_share)?,

@@ -123,8 +123,8 @@ pub struct Settings {
     pub jobs: JobSettings,
     pub completion: CompletionSettings,
     pub learning: LearningSettings,
-    /// `API_KEYS` (`id:key,id:key`): when set, `/v1/*` and `/complete` require
-    /// `Authorization: Bearer <key>`, and the key's id is recorded as the request's user.
+    /// `API_KEYS` (`id:key,id:key`): bootstrap API keys, written (hashed) into the key table
+    /// with these ids before the first lookup; with any key, every client route needs one.
     pub api_keys: Vec<(String, SecretString)>,
 }
 

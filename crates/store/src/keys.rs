@@ -2,7 +2,7 @@
 //! the budget and rate-limit counters every replica shares.
 //!
 //! Admission (a request's rate-limit count and budget holds) is written in the transaction that
-//! inserts the request ([`crate::requests`]); the hold is settled by the statement that ends it.
+//! inserts the request (the requests module); the hold is settled by the statement that ends it.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;

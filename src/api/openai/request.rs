@@ -204,16 +204,8 @@ pub(super) fn into_input(
         idempotency_key: crate::api::complete::idempotency_key(headers)
             .map_err(OpenAiError::from)?,
         stream,
-        allowed_providers: if pinned.is_none() {
-            allowed_providers
-        } else {
-            None
-        },
-        allowed_models: if pinned.is_none() {
-            allowed_models
-        } else {
-            None
-        },
+        allowed_providers,
+        allowed_models,
         caller,
         ..Default::default()
     };
