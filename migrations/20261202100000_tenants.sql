@@ -23,7 +23,10 @@ CREATE TABLE api_keys (
     monthly_budget_usd    DOUBLE PRECISION CHECK (monthly_budget_usd >= 0),
     user_daily_budget_usd DOUBLE PRECISION CHECK (user_daily_budget_usd >= 0),
     requests_per_minute   INTEGER CHECK (requests_per_minute > 0),
-    tokens_per_minute     INTEGER CHECK (tokens_per_minute > 0)
+    tokens_per_minute     INTEGER CHECK (tokens_per_minute > 0),
+    -- false: an auto-routed request whose worst case does not fit the budget left is routed
+    -- among the models whose worst case does fit; true: it is refused (429) instead.
+    strict_budget         BOOLEAN NOT NULL DEFAULT false
 );
 
 -- Spend of a key (scope '') or of one end user of it (scope = user_id) in one budget window.

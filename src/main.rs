@@ -112,6 +112,10 @@ struct KeyLimits {
     /// RFC 3339 time after which the key is refused.
     #[arg(long)]
     expires_at: Option<String>,
+    /// true: refuse a request that does not fit the budget left (429) instead of routing it
+    /// among the models whose worst case fits.
+    #[arg(long)]
+    strict_budget: Option<bool>,
 }
 
 impl KeyLimits {
@@ -128,6 +132,7 @@ impl KeyLimits {
             "allowed_models": self.allowed_models,
             "allowed_providers": self.allowed_providers,
             "expires_at": self.expires_at,
+            "strict_budget": self.strict_budget,
         });
         if let Some(fields) = body.as_object_mut() {
             fields.retain(|_, v| !v.is_null());

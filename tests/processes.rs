@@ -125,3 +125,58 @@ fn a_malformed_catalog_stops_start_up_with_file_line_and_reason() {
     assert!(stderr.contains("line 4"), "{stderr}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[tokio::test]
+async fn keys_command_creates_lists_updates_rotates_and_revokes() {
+    let test_db = TestDb::migrated().await;
+    let keys = |args: &[&str]| {
+        let out = Command::new(OPTIMIZER)
+            .arg("keys")
+            .args(args)
+            .env("DATABASE_URL", &test_db.url)
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = keys(&["create", "--name", "cli", "--daily-budget-usd", "1.5"]);
+    assert!(ok, "{err}");
+    let created: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let secret = created["secret"].as_str().unwrap();
+    let key_id = created["key"]["key_id"].as_str().unwrap();
+    assert!(secret.starts_with("aco_"));
+    assert_eq!(created["key"]["daily_budget_usd"], 1.5);
+
+    let (ok, out, _) = keys(&["update", key_id, "--requests-per-minute", "10"]);
+    assert!(ok);
+    let updated: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(updated["key"]["requests_per_minute"], 10);
+    assert_eq!(
+        updated["key"]["daily_budget_usd"], 1.5,
+        "flags left out stay"
+    );
+
+    let (ok, out, _) = keys(&["rotate", key_id]);
+    assert!(ok);
+    let rotated: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_ne!(rotated["secret"].as_str().unwrap(), secret);
+
+    let (ok, out, _) = keys(&["revoke", key_id]);
+    assert!(ok);
+    assert!(out.contains("revoked_at\": \"20"), "{out}");
+    let (ok, out, _) = keys(&["list"]);
+    assert!(ok);
+    let new_secret = rotated["secret"].as_str().unwrap();
+    assert!(
+        out.contains(key_id) && !out.contains(secret) && !out.contains(new_secret),
+        "{out}"
+    );
+
+    let (ok, _, err) = keys(&["create", "--name", "bad", "--default-strategy", "cheapest"]);
+    assert!(!ok);
+    assert!(err.contains("default_strategy"), "{err}");
+}

@@ -471,3 +471,178 @@ async fn keys_are_created_rotated_and_revoked_across_replicas() {
         );
     }
 }
+
+#[tokio::test]
+async fn near_its_budget_a_key_is_routed_cheaper_and_end_users_and_tokens_are_limited() {
+    let app =
+        TestApp::spawn_with_workers(TestDb::migrated().await, &[("ADMIN_TOKEN", ADMIN)]).await;
+    let base = format!("http://{}", app.addr);
+    let c = &app.client;
+    let pool = app.test_db.pool().await;
+    // sim-premium's worst case at 1000 output tokens is ~$0.015, sim-standard's ~$0.005.
+    let ask = json!({"prompt": "Prove that there are infinitely many primes.",
+                     "strategy": "quality", "max_tokens": 1000});
+
+    // A budget the premium model's worst case does not fit: routed among those that fit.
+    let (_, lenient) = create_key(
+        c,
+        &base,
+        json!({"name": "lenient", "daily_budget_usd": 0.01}),
+    )
+    .await;
+    let (status, body, _) = call(
+        c,
+        &base,
+        "POST",
+        "/complete",
+        Some(&lenient),
+        Some(ask.clone()),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["model"], "sim-standard", "{body}");
+    let reason = body["routing"]["reason"].as_str().unwrap();
+    assert!(reason.contains("within the API key's budget"), "{reason}");
+    // The same budget with strict_budget: refused, naming the limit.
+    let (_, strict) = create_key(
+        c,
+        &base,
+        json!({"name": "strict", "daily_budget_usd": 0.01, "strict_budget": true}),
+    )
+    .await;
+    let (status, body, headers) = call(
+        c,
+        &base,
+        "POST",
+        "/complete",
+        Some(&strict),
+        Some(ask.clone()),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["code"], "budget_exceeded");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("daily budget of $0.010000")
+    );
+    assert!(headers.contains_key("retry-after"));
+
+    // Per end user: one user's spent day does not stop another user of the key.
+    let (users_id, users) = create_key(
+        c,
+        &base,
+        json!({"name": "users", "user_daily_budget_usd": 0.001}),
+    )
+    .await;
+    // (Distinct prompts: a cache hit holds no budget.)
+    let lite = |user: &str| {
+        json!({"prompt": format!("Say hi to {user} at {:?}.", Instant::now()),
+               "model": "sim-lite", "max_tokens": 1000, "user_id": user})
+    };
+    let (status, body, _) = call(
+        c,
+        &base,
+        "POST",
+        "/complete",
+        Some(&users),
+        Some(lite("ann")),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    // ann has spent most of her day (as if by earlier requests).
+    sqlx::query("UPDATE key_spend SET spent_usd = 0.0009 WHERE key_id = $1 AND scope = 'ann'")
+        .bind(&users_id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (status, body, _) = call(
+        c,
+        &base,
+        "POST",
+        "/complete",
+        Some(&users),
+        Some(lite("ann")),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 429, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("end user \"ann\""),
+        "{body}"
+    );
+    let (status, body, _) = call(
+        c,
+        &base,
+        "POST",
+        "/complete",
+        Some(&users),
+        Some(lite("bob")),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+
+    // Tokens per minute count the input estimate and max_tokens at admission.
+    let (_, tokens) = create_key(
+        c,
+        &base,
+        json!({"name": "tokens", "tokens_per_minute": 1500}),
+    )
+    .await;
+    let small = json!({"prompt": "Say hi.", "max_tokens": 1000, "async": true});
+    let (status, body, headers) = call(
+        c,
+        &base,
+        "POST",
+        "/complete",
+        Some(&tokens),
+        Some(small.clone()),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(headers["x-ratelimit-limit-tokens"], "1500");
+    let remaining: i64 = headers["x-ratelimit-remaining-tokens"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((400..500).contains(&remaining), "{remaining}");
+    let (status, body, headers) = call(
+        c,
+        &base,
+        "POST",
+        "/complete",
+        Some(&tokens),
+        Some(small),
+        &[],
+    )
+    .await;
+    // (Unless the minute turned between the two calls.)
+    if status != 202 {
+        assert_eq!(status, 429, "{body}");
+        assert_eq!(body["error"]["code"], "rate_limited");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("1500 tokens"),
+            "{body}"
+        );
+        // What is left of the minute, less than this request needs.
+        let left: i64 = headers["x-ratelimit-remaining-tokens"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(left, remaining);
+    }
+}

@@ -42,6 +42,8 @@ pub struct KeyBody {
     requests_per_minute: Option<Option<i64>>,
     #[serde(default, with = "double_option")]
     tokens_per_minute: Option<Option<i64>>,
+    #[serde(default)]
+    strict_budget: Option<bool>,
 }
 
 /// `Option<Option<T>>`: absent → None, `null` → Some(None), a value → Some(Some(v)).
@@ -148,6 +150,9 @@ pub fn apply(
     }
     if let Some(v) = body.tokens_per_minute {
         policy.tokens_per_minute = per_minute("tokens_per_minute", v)?;
+    }
+    if let Some(v) = body.strict_budget {
+        policy.strict_budget = v;
     }
     Ok(())
 }

@@ -344,7 +344,25 @@ impl Completions {
         let waiter = (!input.is_async).then(|| self.notifier.register(&request_id));
         let stream = input.stream.then(|| self.notifier.subscribe(&request_id));
         let job = ProviderCall::first(&request_id);
-        let inserted = lifecycle::submit(&self.pool, &new, &job).await?;
+        let mut inserted = lifecycle::submit(&self.pool, &new, &job).await?;
+        if let Some((narrower, room)) = self.within_budget(&input, &inserted, &analysis, max_tokens)
+            && let Ok((decision, mut route)) = self.plan(&narrower, &analysis, max_tokens)
+        {
+            route.reason = format!(
+                "{} — kept within the API key's budget: only models whose worst case fits the \
+                 ${room:.6} left",
+                route.reason
+            );
+            let narrower_key = cacheable.then(|| self::cache_key(&narrower, &route, max_tokens));
+            let (_, mut retry) =
+                new_request(&narrower, &analysis, &route, max_tokens, &narrower_key);
+            retry.request_id = request_id.clone();
+            retry.admission = narrower
+                .caller
+                .key()
+                .and_then(|key| self.admission(key, &narrower, &decision, &analysis, max_tokens));
+            inserted = lifecycle::submit(&self.pool, &retry, &job).await?;
+        }
         accepted(
             inserted,
             Submitted::Queued {
@@ -354,6 +372,62 @@ impl Completions {
             },
             input.caller.key_id(),
         )
+    }
+
+    /// When a budget refused an auto-routed request but some models' worst case fits what is
+    /// left (and the key is not `strict_budget`): the request restricted to those models, and
+    /// what is left. None: nothing cheaper would fit, or nothing would change.
+    fn within_budget(
+        &self,
+        input: &CompleteInput,
+        inserted: &Inserted,
+        analysis: &Analysis,
+        max_tokens: u32,
+    ) -> Option<(CompleteInput, f64)> {
+        let Inserted::Refused(Refusal::OverBudget {
+            limit_usd,
+            spent_usd,
+            reserved_usd,
+            ..
+        }) = inserted
+        else {
+            return None;
+        };
+        let key = input.caller.key()?;
+        let room = limit_usd - spent_usd - reserved_usd;
+        if key.policy.strict_budget || input.pinned.is_some() || room <= 0.0 {
+            return None;
+        }
+        let input_tokens = input_tokens(input, analysis);
+        let catalog = self.engine.catalog();
+        let eligible = |i: &usize| {
+            self.engine.is_routable(*i)
+                && input.allowed_models.as_ref().is_none_or(|a| a.contains(i))
+                && input
+                    .allowed_providers
+                    .as_ref()
+                    .is_none_or(|a| a.contains(&catalog.models()[*i].provider))
+        };
+        let all: Vec<usize> = (0..catalog.models().len()).filter(eligible).collect();
+        let fits: Vec<usize> = all
+            .iter()
+            .copied()
+            .filter(|i| {
+                self.engine
+                    .model(*i)
+                    .is_some_and(|m| m.cost_usd(input_tokens, u64::from(max_tokens)) <= room)
+            })
+            .collect();
+        if fits.is_empty() || fits.len() == all.len() {
+            return None;
+        }
+        Some((
+            CompleteInput {
+                allowed_models: Some(fits),
+                ..input.clone()
+            },
+            room,
+        ))
     }
 
     /// What the key's limits ask of this request (None: the key has none).
@@ -389,7 +463,7 @@ impl Completions {
         if budgets.is_empty() && p.requests_per_minute.is_none() && p.tokens_per_minute.is_none() {
             return None;
         }
-        let input_tokens = worst_case_input_tokens(input).max(analysis.features.est_tokens);
+        let input_tokens = input_tokens(input, analysis);
         let reserve_usd = std::iter::once(&decision.chosen)
             .chain(&decision.alternatives)
             .filter_map(|c| self.engine.model(c.index))
@@ -478,12 +552,14 @@ fn accepted(
 }
 
 /// An upper estimate of the input tokens: every byte of the prompt, system prompt and earlier
-/// turns over 3 (tokenizers average about 4 characters a token on English).
-fn worst_case_input_tokens(input: &CompleteInput) -> u64 {
+/// turns over 3 (tokenizers average about 4 characters a token on English), and at least the
+/// analyzer's estimate.
+fn input_tokens(input: &CompleteInput, analysis: &Analysis) -> u64 {
     let bytes = input.prompt.len()
         + input.system.as_ref().map_or(0, String::len)
         + input.history.iter().map(|m| m.content.len()).sum::<usize>();
-    (bytes as u64).div_ceil(3) + 8 * (1 + input.history.len() as u64)
+    ((bytes as u64).div_ceil(3) + 8 * (1 + input.history.len() as u64))
+        .max(analysis.features.est_tokens)
 }
 
 /// A new request row: its id, the prompt (and its hash), the stored parameters and route.

@@ -35,11 +35,15 @@ pub struct KeyPolicy {
     pub user_daily_budget_usd: Option<f64>,
     pub requests_per_minute: Option<i32>,
     pub tokens_per_minute: Option<i32>,
+    /// Refuse a request that does not fit the budget left, rather than route it among the
+    /// models whose worst case fits.
+    pub strict_budget: bool,
 }
 
 const KEY_COLUMNS: &str = "key_id, name, prefix, source, created_at, rotated_at, expires_at,
     revoked_at, allowed_models, allowed_providers, default_strategy, daily_budget_usd,
-    monthly_budget_usd, user_daily_budget_usd, requests_per_minute, tokens_per_minute";
+    monthly_budget_usd, user_daily_budget_usd, requests_per_minute, tokens_per_minute,
+    strict_budget";
 
 /// A key to create.
 #[derive(Debug, Clone)]
@@ -57,8 +61,8 @@ pub async fn create(pool: &PgPool, key: &NewKey<'_>) -> Result<KeyRow, sqlx::Err
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "INSERT INTO api_keys (key_id, name, prefix, secret_hash, expires_at, allowed_models,
              allowed_providers, default_strategy, daily_budget_usd, monthly_budget_usd,
-             user_daily_budget_usd, requests_per_minute, tokens_per_minute)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+             user_daily_budget_usd, requests_per_minute, tokens_per_minute, strict_budget)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
          RETURNING {KEY_COLUMNS}"
     )))
     .bind(key.key_id)
@@ -74,6 +78,7 @@ pub async fn create(pool: &PgPool, key: &NewKey<'_>) -> Result<KeyRow, sqlx::Err
     .bind(p.user_daily_budget_usd)
     .bind(p.requests_per_minute)
     .bind(p.tokens_per_minute)
+    .bind(p.strict_budget)
     .fetch_one(pool)
     .await
 }
@@ -183,7 +188,8 @@ pub async fn update(
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE api_keys SET expires_at = $2, allowed_models = $3, allowed_providers = $4,
              default_strategy = $5, daily_budget_usd = $6, monthly_budget_usd = $7,
-             user_daily_budget_usd = $8, requests_per_minute = $9, tokens_per_minute = $10
+             user_daily_budget_usd = $8, requests_per_minute = $9, tokens_per_minute = $10,
+             strict_budget = $11
          WHERE key_id = $1
          RETURNING {KEY_COLUMNS}"
     )))
@@ -197,6 +203,7 @@ pub async fn update(
     .bind(p.user_daily_budget_usd)
     .bind(p.requests_per_minute)
     .bind(p.tokens_per_minute)
+    .bind(p.strict_budget)
     .fetch_optional(pool)
     .await
 }
