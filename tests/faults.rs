@@ -1,5 +1,5 @@
-//! Faults against the real binaries (issue 18's suite, first case): SIGTERM to `optimizer serve`
-//! while synchronous clients wait. Every client gets an answer (200, or 202 with its
+//! Faults against the real binaries (issue 18's suite; the Postgres restart is in
+//! `tests/pg_restart.rs`): SIGTERM to `optimizer serve` while synchronous clients wait. Every client gets an answer (200, or 202 with its
 //! `status_url`) — none is cut off — and after a restart every accepted request reaches a
 //! terminal state with exactly one metrics row.
 

@@ -85,6 +85,18 @@ pub fn submit_error(e: SubmitError) -> ApiError {
         SubmitError::Route(e) => validate::route_error(e),
         SubmitError::Database(e) => ApiError::from(e),
         SubmitError::Refused(refusal) => auth::refused(refusal),
+        SubmitError::Unconfirmed { request_id, source } => {
+            tracing::warn!(%request_id, error = %source, "the request's insert was cut off");
+            ApiError::unavailable(
+                "database_unavailable",
+                format!(
+                    "the database connection broke while request {request_id} was being stored: \
+                     poll /requests/{request_id} (404: it was not accepted), or resend with the \
+                     same Idempotency-Key"
+                ),
+            )
+            .with_request_id(&request_id)
+        }
         SubmitError::IdempotencyMismatch(request_id) => ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "idempotency_key_reused",

@@ -17,11 +17,15 @@ pub struct ApiError {
     source: Option<anyhow::Error>,
     /// Extra response headers (`Retry-After`, `x-ratelimit-*` on a 429).
     headers: Option<Box<HeaderMap>>,
+    /// The request this error concerns, when one was assigned (`"request_id"` in the body).
+    request_id: Option<String>,
 }
 
 #[derive(Serialize)]
 struct Body<'a> {
     error: Detail<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -38,7 +42,18 @@ impl ApiError {
             message: message.into(),
             source: None,
             headers: None,
+            request_id: None,
         }
+    }
+
+    /// The same error naming the request it concerns (top-level `request_id` in the body).
+    pub fn with_request_id(mut self, request_id: &str) -> Self {
+        self.request_id = Some(request_id.to_owned());
+        self
+    }
+
+    pub fn request_id(&self) -> Option<&str> {
+        self.request_id.as_deref()
     }
 
     /// The same error with these response headers added.
@@ -137,6 +152,7 @@ impl IntoResponse for ApiError {
                 code: self.code,
                 message: &self.message,
             },
+            request_id: self.request_id.as_deref(),
         };
         let mut response = (self.status, Json(body)).into_response();
         if let Some(headers) = self.headers {

@@ -239,6 +239,27 @@ pub enum SubmitError {
     /// The idempotency key names an earlier request of the same API key with another body.
     #[error("idempotency key reused for another request ({0})")]
     IdempotencyMismatch(String),
+    /// The connection failed while the request was being written: it may or may not have been
+    /// committed. The client gets its id, to poll it (404: it was not accepted).
+    #[error("request {request_id} may not have been stored: {source}")]
+    Unconfirmed {
+        request_id: String,
+        source: sqlx::Error,
+    },
+}
+
+/// A failed insert: when the connection broke (the commit may have happened), the request's id
+/// goes with the error.
+fn insert_error(request_id: &str) -> impl Fn(sqlx::Error) -> SubmitError + '_ {
+    move |e| match e {
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => {
+            SubmitError::Unconfirmed {
+                request_id: request_id.to_owned(),
+                source: e,
+            }
+        }
+        other => SubmitError::Database(other),
+    }
 }
 
 /// The completion service of one process.
@@ -328,7 +349,8 @@ impl Completions {
             cost::record_cached(&metrics);
             let inserted =
                 lifecycle::submit_cached(&self.pool, &new, key, &hit, &metrics, keep_prompt)
-                    .await?;
+                    .await
+                    .map_err(insert_error(&request_id))?;
             return accepted(
                 inserted,
                 Submitted::Cached(request_id),
@@ -344,7 +366,9 @@ impl Completions {
         let waiter = (!input.is_async).then(|| self.notifier.register(&request_id));
         let stream = input.stream.then(|| self.notifier.subscribe(&request_id));
         let job = ProviderCall::first(&request_id);
-        let mut inserted = lifecycle::submit(&self.pool, &new, &job).await?;
+        let mut inserted = lifecycle::submit(&self.pool, &new, &job)
+            .await
+            .map_err(insert_error(&request_id))?;
         if let Some((narrower, room)) = self.within_budget(&input, &inserted, &analysis, max_tokens)
             && let Ok((decision, mut route)) = self.plan(&narrower, &analysis, max_tokens)
         {
@@ -361,7 +385,9 @@ impl Completions {
                 .caller
                 .key()
                 .and_then(|key| self.admission(key, &narrower, &decision, &analysis, max_tokens));
-            inserted = lifecycle::submit(&self.pool, &retry, &job).await?;
+            inserted = lifecycle::submit(&self.pool, &retry, &job)
+                .await
+                .map_err(insert_error(&request_id))?;
         }
         accepted(
             inserted,

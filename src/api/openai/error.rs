@@ -93,7 +93,15 @@ impl From<ApiError> for OpenAiError {
         };
         // ApiError logs its own cause when turned into a response; keep that for 5xx.
         let message = e.message().to_owned();
-        let headers = e.headers().cloned().map(Box::new);
+        let mut headers = e.headers().cloned().map(Box::new);
+        // OpenAI's shape has no place for it: the request's id travels as a header.
+        if let Some(id) = e.request_id()
+            && let Ok(v) = axum::http::HeaderValue::from_str(id)
+        {
+            headers
+                .get_or_insert_with(Box::default)
+                .insert("x-optimizer-request-id", v);
+        }
         if status.is_server_error() {
             let _ = e.into_response();
         }
