@@ -231,3 +231,59 @@ async fn a_failed_stream_ends_with_an_openai_shaped_error_event() {
         "{text}"
     );
 }
+
+/// Split mode: the API (no workers) and a worker process; the stream reaches the client by
+/// NOTIFY in byte-bounded pieces (a long multi-byte delta), and what the client read is exactly
+/// the stored answer.
+#[tokio::test]
+async fn a_stream_crosses_processes_intact() {
+    let server = MockServer::start().await;
+    let long = "é€😀 naïve façade — ".repeat(400); // ~10 KB, 1–4 bytes a character
+    let chunk = |content: &str, finish: Option<&str>| {
+        json!({"id": "c", "object": "chat.completion.chunk", "model": "o-model",
+               "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": finish}]})
+    };
+    Mock::given(method("POST"))
+        .and(path("/chat/completions"))
+        .respond_with(sse(&[
+            ev("", chunk("start: ", None)),
+            ev("", chunk(&long, None)),
+            ev("", chunk(" end", Some("stop"))),
+            ev("", json!({"id": "c", "object": "chat.completion.chunk", "choices": [],
+                          "usage": {"prompt_tokens": 10, "completion_tokens": 3000, "total_tokens": 3010}})),
+            "data: [DONE]\n\n".to_owned(),
+        ]))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let catalog = temp_file(
+        "split-catalog.toml",
+        &catalog_model("openrouter", "o-model", 1.0, 5.0, 0.9),
+    )
+    .display()
+    .to_string();
+    let uri = server.uri();
+    let db = TestDb::migrated().await;
+    let url = db.url.clone();
+    let env = [
+        ("CATALOG_PATH", catalog.as_str()),
+        ("OPENROUTER_API_KEY", "o-key"),
+        ("OPENROUTER_BASE_URL", uri.as_str()),
+        ("CACHE_ENABLED", "false"),
+    ];
+    let app = TestApp::spawn_on(db, &env).await;
+    let mut worker_env = env.to_vec();
+    worker_env.push(("DATABASE_URL", url.as_str()));
+    let _worker = common::spawn_worker(&worker_env);
+    let (pieces, usage, id) = stream(&app, "o-model").await;
+    let expected = format!("start: {long} end");
+    assert!(
+        pieces.len() > 10,
+        "relayed in byte-bounded pieces: {}",
+        pieces.len()
+    );
+    assert_eq!(pieces.concat(), expected);
+    assert_eq!(usage["completion_tokens"], 3000);
+    let (response, _, _, _) = stored(&app, &id).await;
+    assert_eq!(response, expected);
+}
