@@ -104,6 +104,72 @@ pub mod names {
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
+/// Exports every counter whose label set is known and bounded at 0 from process start, so a
+/// quiet system shows 0 (and `rate()`/`increase()` work) rather than "No data". `models` are the
+/// routable (provider, model) pairs, `patterns` the prompt patterns, `error_kinds` the provider
+/// error kinds. Counters labelled by API key appear with the key's first request.
+pub fn zero_series(
+    models: &[(String, String)],
+    patterns: &[&'static str],
+    error_kinds: &[&'static str],
+) {
+    use names::*;
+    metrics::counter!(ALERTS, "kind" => "quality_drop").increment(0);
+    for trigger in ["manual", "automatic"] {
+        metrics::counter!(ROLLBACKS, "trigger" => trigger).increment(0);
+    }
+    for result in ["succeeded", "failed"] {
+        metrics::counter!(RETRAIN_RUNS, "result" => result).increment(0);
+    }
+    metrics::counter!(RETRAIN_CHANGES).increment(0);
+    for result in ["hit", "miss"] {
+        metrics::counter!(CACHE, "result" => result).increment(0);
+    }
+    for job in ["provider_call", "feedback_aggregation", "retrain"] {
+        metrics::counter!(JOB_FAILURES, "job" => job).increment(0);
+    }
+    for pattern in patterns {
+        metrics::counter!(EXPLORATIONS, "pattern" => *pattern).increment(0);
+    }
+    let mut providers: Vec<&str> = models.iter().map(|(p, _)| p.as_str()).collect();
+    providers.dedup();
+    for provider in providers {
+        for kind in error_kinds {
+            metrics::counter!(PROVIDER_ERRORS, "provider" => provider.to_owned(), "kind" => *kind)
+                .increment(0);
+        }
+    }
+    for (provider, model) in models {
+        let (p, m) = (provider.clone(), model.clone());
+        metrics::counter!(FALLBACKS, "provider" => p.clone(), "model" => m.clone()).increment(0);
+        for direction in ["input", "output"] {
+            metrics::counter!(TOKENS, "provider" => p.clone(), "model" => m.clone(),
+                "direction" => direction)
+            .increment(0);
+        }
+        for pattern in patterns {
+            for status in ["succeeded", "failed"] {
+                metrics::counter!(COMPLETIONS, "provider" => p.clone(), "model" => m.clone(),
+                    "pattern" => *pattern, "status" => status)
+                .increment(0);
+            }
+            let labels = [
+                ("pattern", (*pattern).to_owned()),
+                ("provider", p.clone()),
+                ("model", m.clone()),
+            ];
+            for name in [
+                FEEDBACK,
+                FEEDBACK_QUALITY_SUM,
+                FEEDBACK_JUDGED,
+                FEEDBACK_CORRECT,
+            ] {
+                metrics::counter!(name, &labels).increment(0);
+            }
+        }
+    }
+}
+
 /// Installs the Prometheus recorder (once per process) and describes every metric. Returns the
 /// handle `/metrics` renders. In tests several apps share a process: they share the recorder.
 pub fn metrics() -> Option<&'static PrometheusHandle> {

@@ -34,11 +34,32 @@ pub enum ProvidersSetupError {
 /// fills them.
 pub fn build_engine(settings: &Settings) -> Result<RoutingEngine, SetupError> {
     let catalog = Catalog::load(settings.routing.catalog_path.as_deref())?;
-    Ok(RoutingEngine::new(
+    let engine = RoutingEngine::new(
         Arc::new(catalog),
         &settings.enabled_providers,
         &settings.routing,
-    )?)
+    )?;
+    // Counters over the routable models start at 0.
+    let models: Vec<(String, String)> = engine
+        .catalog()
+        .models()
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| engine.is_routable(*i))
+        .map(|(_, m)| (m.provider.to_string(), m.model.clone()))
+        .collect();
+    let patterns: Vec<&str> = crate::types::Pattern::ALL
+        .iter()
+        .map(|p| p.as_str())
+        .collect();
+    let kinds = [
+        crate::providers::ErrorKind::Retryable,
+        crate::providers::ErrorKind::ModelUnavailable,
+        crate::providers::ErrorKind::Permanent,
+    ]
+    .map(|k| k.as_str());
+    crate::telemetry::zero_series(&models, &patterns, &kinds);
+    Ok(engine)
 }
 
 /// A client for every enabled provider.

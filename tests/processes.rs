@@ -180,3 +180,49 @@ async fn keys_command_creates_lists_updates_rotates_and_revokes() {
     assert!(!ok);
     assert!(err.contains("default_strategy"), "{err}");
 }
+
+/// A fresh `optimizer serve` with no traffic exports every documented counter whose labels are
+/// known in advance, at 0 (a quiet system shows 0, not "No data").
+#[tokio::test]
+async fn a_fresh_server_exports_every_known_counter_at_zero() {
+    let test_db = TestDb::migrated().await;
+    let bind = format!("127.0.0.1:{}", free_port());
+    let server = start(
+        std::path::Path::new(OPTIMIZER),
+        &["serve"],
+        &[("DATABASE_URL", &test_db.url), ("BIND", &bind)],
+    );
+    wait_for_status(&format!("http://{bind}/ready"), 200).await;
+    let text = reqwest::get(format!("http://{bind}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let docs = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/metrics.md"),
+    )
+    .unwrap();
+    let mut checked = 0;
+    for row in docs.lines().filter(|l| l.contains("| counter |")) {
+        let name = row.split('`').nth(1).unwrap();
+        // Labelled by API key (appear with a key's first request) or by HTTP traffic.
+        if row.contains("key_id") || name == "optimizer_http_requests_total" {
+            continue;
+        }
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(name) && l.ends_with(" 0")),
+            "{name} is not exported at 0:\n{text}"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 12, "{checked}");
+    assert!(
+        text.contains("optimizer_alerts_total{kind=\"quality_drop\"} 0"),
+        "{text}"
+    );
+    assert!(text.contains("optimizer_rollbacks_total{trigger=\"automatic\"} 0"));
+    let status = sigterm_and_wait(server);
+    assert!(status.success());
+}
