@@ -209,3 +209,90 @@ async fn a_5_percent_drop_or_too_few_ratings_raise_nothing() {
     assert!(findings.is_empty(), "{findings:?}");
     assert_eq!(weights(&pool).await, before, "nothing rolled back");
 }
+
+/// Drift compares by the policy that routed the request: ratings given after a retrain for
+/// requests the *previous* policy routed count on the "before" side, so a late wave of bad
+/// ratings for old requests raises nothing.
+#[tokio::test]
+async fn late_ratings_of_old_requests_do_not_count_against_the_new_policy() {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    // Requests routed (and rated) under the old policy, some of them rated only later.
+    seed_ratings(&pool, "chat", "sim-standard", &ratings(20, &[4], 20)).await;
+    let mut late = Vec::new();
+    for _ in 0..20 {
+        late.push(common::seed_request(&pool, "chat", 0.3, "sim-standard", None).await);
+    }
+    seed_ratings(&pool, "code", "sim-lite", &ratings(10, &[5], 10)).await;
+    let report = retrain_now(
+        &pool,
+        &optimizer::routing::Catalog::embedded().unwrap(),
+        &settings_with(&[]).learning,
+        false,
+    )
+    .await
+    .unwrap();
+    assert!(!report.changes.is_empty());
+    // After the retrain: bad ratings for the old requests, good ones for new requests.
+    for id in &late {
+        sqlx::query(
+            "INSERT INTO response_feedback (request_id, timestamp, quality_score, is_correct,
+                 prompt_pattern, selected_provider, selected_model, complexity_score)
+             VALUES ($1, now(), 2, false, 'chat', 'simulated', 'sim-standard', 0.3)",
+        )
+        .bind(id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    seed_ratings(&pool, "chat", "sim-standard", &ratings(20, &[4], 20)).await;
+    let settings = settings_with(&[]).learning.drift;
+    let findings = drift::check(&pool, &settings, None).await.unwrap();
+    assert!(findings.is_empty(), "{findings:?}");
+    // By rating time the same data would read 4.0 → 3.0, a 25% drop.
+}
+
+/// A drop past the threshold without enough evidence against noise raises nothing.
+#[tokio::test]
+async fn a_drop_that_is_not_significant_raises_nothing() {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    // Before: 20 requests averaging 4.0 but spread 1..5; after: averaging 3.5 as widely spread
+    // (a 12.5% drop; Welch p ≈ 0.15).
+    let before: Vec<(i32, bool)> = [1, 5, 3, 5, 5, 5, 2, 5, 5, 4]
+        .iter()
+        .cycle()
+        .take(20)
+        .map(|s| (*s, true))
+        .collect();
+    seed_ratings(&pool, "chat", "sim-standard", &before).await;
+    seed_ratings(&pool, "code", "sim-lite", &ratings(10, &[5], 10)).await;
+    retrain_now(
+        &pool,
+        &optimizer::routing::Catalog::embedded().unwrap(),
+        &settings_with(&[]).learning,
+        false,
+    )
+    .await
+    .unwrap();
+    let after: Vec<(i32, bool)> = [1, 5, 2, 5, 5, 4, 1, 5, 3, 4]
+        .iter()
+        .cycle()
+        .take(20)
+        .map(|s| (*s, true))
+        .collect();
+    seed_ratings(&pool, "chat", "sim-standard", &after).await;
+    let settings = settings_with(&[]).learning.drift;
+    assert!(
+        drift::check(&pool, &settings, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // With a lax significance level the same data alerts: the test is what held it back.
+    let lax = settings_with(&[("DRIFT_SIGNIFICANCE", "0.5")])
+        .learning
+        .drift;
+    let findings = drift::check(&pool, &lax, None).await.unwrap();
+    assert_eq!(findings.len(), 1, "{findings:?}");
+}

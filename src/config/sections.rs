@@ -53,6 +53,9 @@ pub struct DriftSettings {
     pub baseline_days: u32,
     /// `DRIFT_CHECK_SECS` (default 300): how often worker processes check.
     pub interval: Duration,
+    /// `DRIFT_SIGNIFICANCE` (default 0.05): the drop must also be significant at this level (a
+    /// one-sided Welch test on per-request ratings).
+    pub significance: f64,
     /// `ALERT_WEBHOOK_URL`: POSTed a Slack-style JSON body (`{"text": …}`) per alert.
     pub webhook_url: Option<String>,
     /// `AUTO_ROLLBACK` (default false): roll the retrain back when its alert fires.
@@ -308,6 +311,11 @@ pub(super) fn learning(env: &Env<'_>) -> Result<LearningSettings, ConfigError> {
                 (*v > 0).then_some(()).ok_or("must be positive")
             })?,
             interval: env.secs("DRIFT_CHECK_SECS", 300)?,
+            significance: env.parse_or("DRIFT_SIGNIFICANCE", 0.05, |v: &f64| {
+                (v.is_finite() && *v > 0.0 && *v < 1.0)
+                    .then_some(())
+                    .ok_or("must be in (0, 1)")
+            })?,
             webhook_url: env.url("ALERT_WEBHOOK_URL")?,
             auto_rollback: env.bool_or("AUTO_ROLLBACK", false)?,
         },

@@ -1,6 +1,9 @@
-//! The drift check: after a retrain changed routing, compare each pattern's average rating
-//! since the retrain with its baseline just before it. Once both sides have
-//! `DRIFT_MIN_RATINGS`, a relative drop above `DRIFT_THRESHOLD` (10%) raises an alert — a row in
+//! The drift check: after a retrain changed routing, compare, per pattern, the ratings of
+//! requests routed by the policy version the retrain installed with those of requests routed by
+//! the versions before it (within `DRIFT_BASELINE_DAYS`) — which policy routed a request, not
+//! when its rating came in; a request's ratings count once (averaged). Once both sides have
+//! `DRIFT_MIN_RATINGS`, a relative drop above `DRIFT_THRESHOLD` (10%) that is also significant
+//! (one-sided Welch test, p below `DRIFT_SIGNIFICANCE`) raises an alert — a row in
 //! `alerts` (once per run and pattern, however many processes check), a counter, the gauges
 //! Prometheus alerts on, a Slack-style webhook (`ALERT_WEBHOOK_URL`) — and, with
 //! `AUTO_ROLLBACK=true`, rolls that retrain back (recorded as a `rollback` run).
@@ -34,16 +37,19 @@ pub async fn check(
     settings: &DriftSettings,
     http: Option<&reqwest::Client>,
 ) -> Result<Vec<Finding>, sqlx::Error> {
-    let Some((run_id, finished_at)) = alerts::last_applied_retrain(pool).await? else {
+    let Some((run_id, _)) = alerts::last_applied_retrain(pool).await? else {
         return Ok(Vec::new());
     };
     let mut findings = Vec::new();
-    for (pattern, base, base_n, cur, cur_n) in
-        alerts::compare(pool, finished_at, settings.baseline_days).await?
-    {
-        let (Some(base), Some(cur)) = (base, cur) else {
+    for side in alerts::compare_by_policy(pool, &run_id, settings.baseline_days).await? {
+        let (pattern, base_n, cur_n) = (side.pattern, side.before_n, side.after_n);
+        let (Some(base), Some(cur)) = (side.before_mean, side.after_mean) else {
             continue;
         };
+        let p_value = one_sided_p(
+            (base, side.before_var.unwrap_or(0.0), base_n),
+            (cur, side.after_var.unwrap_or(0.0), cur_n),
+        );
         let drop = if base > 0.0 { (base - cur) / base } else { 0.0 };
         let labels = [("pattern", pattern.clone())];
         metrics::gauge!(names::QUALITY_BASELINE, &labels).set(base);
@@ -52,12 +58,13 @@ pub async fn check(
         metrics::gauge!(names::QUALITY_CURRENT_RATINGS, &labels).set(cur_n as f64);
         let enough =
             base_n >= i64::from(settings.min_ratings) && cur_n >= i64::from(settings.min_ratings);
-        if !enough || drop <= settings.threshold {
+        if !enough || drop <= settings.threshold || p_value >= settings.significance {
             continue;
         }
         let message = format!(
             "quality for {pattern} prompts dropped {:.1}% after retrain {run_id}: average rating \
-             {base:.2} ({base_n} ratings) before, {cur:.2} ({cur_n} ratings) since",
+             {base:.2} ({base_n} rated requests) under the previous policy, {cur:.2} ({cur_n}) \
+             under the new one; p = {p_value:.4}",
             drop * 100.0
         );
         let dedupe_key = format!("quality_drop:{run_id}:{pattern}");
@@ -70,7 +77,8 @@ pub async fn check(
             baseline: Some(base),
             observed: Some(cur),
             details: json!({ "drop": drop, "baseline_ratings": base_n, "current_ratings": cur_n,
-                             "threshold": settings.threshold }),
+                             "threshold": settings.threshold, "p_value": p_value,
+                             "significance": settings.significance }),
             dedupe_key: &dedupe_key,
         };
         let Some(alert_id) = alerts::raise(pool, &alert).await? else {
@@ -120,6 +128,24 @@ pub async fn check(
     Ok(findings)
 }
 
+/// One-sided p-value of "the mean fell" from (mean, sample variance, n) before and after:
+/// Welch's statistic against the normal distribution (both sides have at least
+/// `DRIFT_MIN_RATINGS` ≥ 20 values when it matters, where the normal approximation holds).
+/// `libm::erfc` rather than a statistics crate: the one function needed, without its dependency
+/// tree.
+pub fn one_sided_p(before: (f64, f64, i64), after: (f64, f64, i64)) -> f64 {
+    let ((m1, v1, n1), (m2, v2, n2)) = (before, after);
+    if n1 < 2 || n2 < 2 {
+        return 1.0;
+    }
+    let se = (v1.max(0.0) / n1 as f64 + v2.max(0.0) / n2 as f64).sqrt();
+    if se == 0.0 {
+        return if m1 > m2 { 0.0 } else { 1.0 };
+    }
+    let z = (m1 - m2) / se;
+    0.5 * libm::erfc(z / std::f64::consts::SQRT_2)
+}
+
 /// POSTs a body Slack-style receivers accept (`text`), with the details beside it.
 async fn deliver(
     client: &reqwest::Client,
@@ -164,5 +190,28 @@ pub async fn run(
         if let Err(e) = check(&pool, &settings, http.as_ref()).await {
             tracing::debug!(error = %e, "drift check failed; will retry");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_sided_p;
+
+    #[test]
+    fn the_p_value_falls_with_the_drop_and_the_evidence() {
+        // 4.0 → 3.4 with spread, 20 a side: clearly significant.
+        let strong = one_sided_p((4.0, 0.25, 20), (3.4, 0.25, 20));
+        assert!(strong < 0.001, "{strong}");
+        // The same drop on noisy ratings: not.
+        let noisy = one_sided_p((4.0, 4.0, 20), (3.6, 4.0, 20));
+        assert!(noisy > 0.2, "{noisy}");
+        // More evidence, same effect: smaller p.
+        assert!(one_sided_p((4.0, 4.0, 200), (3.6, 4.0, 200)) < noisy);
+        // A rise is never a significant drop; no spread decides by the means.
+        assert!(one_sided_p((3.0, 0.5, 50), (3.5, 0.5, 50)) > 0.99);
+        assert_eq!(one_sided_p((4.0, 0.0, 20), (3.0, 0.0, 20)), 0.0);
+        assert_eq!(one_sided_p((4.0, 0.0, 1), (3.0, 0.0, 20)), 1.0);
+        // Symmetry: z = 0 is p = 0.5.
+        assert!((one_sided_p((4.0, 1.0, 30), (4.0, 1.0, 30)) - 0.5).abs() < 1e-12);
     }
 }

@@ -331,8 +331,9 @@ pub async fn seed_request(
 ) -> String {
     let id = ulid::Ulid::generate().to_string();
     sqlx::query(
-        "INSERT INTO requests (request_id, status, finished_at, provider, model, features)
-         VALUES ($1, 'succeeded', now(), 'simulated', $2, $3)",
+        "INSERT INTO requests (request_id, status, finished_at, provider, model, features, route)
+         VALUES ($1, 'succeeded', now(), 'simulated', $2, $3,
+                 jsonb_build_object('policy_version', (SELECT version FROM routing_policy)))",
     )
     .bind(&id)
     .bind(model)

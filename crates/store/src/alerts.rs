@@ -19,24 +19,53 @@ pub async fn last_applied_retrain(
     .await
 }
 
-/// Per pattern: (pattern, baseline avg, baseline ratings, current avg, current ratings) —
-/// baseline = ratings in the `baseline_days` before `at`, current = ratings since `at`.
-pub async fn compare(
+/// One pattern's ratings on both sides of a retrain, one value per rated request (a request's
+/// ratings averaged first).
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct SideBySide {
+    pub pattern: String,
+    pub before_mean: Option<f64>,
+    pub before_n: i64,
+    pub before_var: Option<f64>,
+    pub after_mean: Option<f64>,
+    pub after_n: i64,
+    pub after_var: Option<f64>,
+}
+
+/// Per pattern: ratings of requests routed by the policy version retrain `run_id` installed
+/// (after) against those routed by earlier versions within `baseline_days` before it (before) —
+/// by which policy routed the request, not by when the rating was given. Empty when the run
+/// left no snapshot.
+pub async fn compare_by_policy(
     pool: &PgPool,
-    at: DateTime<Utc>,
+    run_id: &str,
     baseline_days: u32,
-) -> Result<Vec<(String, Option<f64>, i64, Option<f64>, i64)>, sqlx::Error> {
+) -> Result<Vec<SideBySide>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT prompt_pattern,
-                avg(quality_score) FILTER (WHERE timestamp < $1)::float8,
-                count(*) FILTER (WHERE timestamp < $1),
-                avg(quality_score) FILTER (WHERE timestamp >= $1)::float8,
-                count(*) FILTER (WHERE timestamp >= $1)
-         FROM response_feedback
-         WHERE timestamp >= $1 - make_interval(days => $2) AND prompt_pattern IS NOT NULL
-         GROUP BY 1 ORDER BY 1",
+        "WITH s AS (
+             SELECT policy_version AS p, created_at AS at FROM routing_snapshots
+             WHERE retraining_run_id = $1 ORDER BY id LIMIT 1
+         ), rated AS (
+             SELECT f.prompt_pattern AS pattern, avg(f.quality_score)::float8 AS q,
+                    min((r.route ->> 'policy_version')::bigint) AS v, min(s.p) AS p
+             FROM response_feedback f
+             JOIN requests r ON r.request_id = f.request_id
+             CROSS JOIN s
+             WHERE f.prompt_pattern IS NOT NULL
+               AND jsonb_typeof(r.route -> 'policy_version') = 'number'
+               AND r.created_at >= s.at - make_interval(days => $2)
+             GROUP BY f.request_id, f.prompt_pattern
+         )
+         SELECT pattern,
+                avg(q) FILTER (WHERE v <= p) AS before_mean,
+                count(*) FILTER (WHERE v <= p) AS before_n,
+                var_samp(q) FILTER (WHERE v <= p) AS before_var,
+                avg(q) FILTER (WHERE v = p + 1) AS after_mean,
+                count(*) FILTER (WHERE v = p + 1) AS after_n,
+                var_samp(q) FILTER (WHERE v = p + 1) AS after_var
+         FROM rated GROUP BY 1 ORDER BY 1",
     )
-    .bind(at)
+    .bind(run_id)
     .bind(i32::try_from(baseline_days).unwrap_or(i32::MAX))
     .fetch_all(pool)
     .await
