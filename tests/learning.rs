@@ -590,3 +590,30 @@ async fn test_confidence_threshold_enforcement() {
     assert_eq!(count(&pool, "routing_weights").await, 0);
     assert_eq!(app.engine.policy_version(), 0);
 }
+
+#[tokio::test]
+async fn a_rolled_back_change_is_not_reapplied_without_newer_ratings() {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    seed_ratings(&pool, "code", "sim-lite", &ratings(10, &[5], 10)).await;
+    let first = run(&pool, false).await;
+    assert!(!first.changes.is_empty());
+    assert!(weight(&pool, "code", "sim-lite").await.is_some());
+    optimizer::store::learning::rollback(&pool, "run_rb", None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(weight(&pool, "code", "sim-lite").await.is_none());
+
+    // The next retrain sees the same ratings: it re-applies nothing, and says why.
+    let again = run(&pool, false).await;
+    assert!(again.changes.is_empty(), "{:?}", again.changes);
+    assert!(again.message.contains("held back"), "{}", again.message);
+    assert!(weight(&pool, "code", "sim-lite").await.is_none());
+
+    // New ratings after the rollback are new evidence: the change may come back.
+    seed_ratings(&pool, "code", "sim-lite", &ratings(2, &[5], 2)).await;
+    let later = run(&pool, false).await;
+    assert!(!later.changes.is_empty(), "{}", later.message);
+    assert!(weight(&pool, "code", "sim-lite").await.is_some());
+}

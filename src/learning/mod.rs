@@ -153,7 +153,24 @@ pub async fn retrain(
         .then(|| chrono::Utc::now() - chrono::Duration::days(i64::from(settings.window_days)));
     let aggregates = store::aggregates(pool, since).await?;
     let current = store::weights(pool).await?;
-    let changes = trainer::plan(&aggregates, &current, settings);
+    let planned = trainer::plan(&aggregates, &current, settings);
+    // A rolled-back change is not re-applied until ratings newer than its rollback arrive.
+    let rolled_back = store::rolled_back(pool).await?;
+    let (changes, held_back): (Vec<_>, Vec<_>) = planned.into_iter().partition(|c| {
+        !rolled_back.iter().any(|(pattern, provider, model, at)| {
+            (pattern, provider, model) == (&c.pattern, &c.provider, &c.model)
+                && c.aggregate
+                    .as_ref()
+                    .and_then(|a| a.last_feedback_at)
+                    .is_none_or(|last| last <= *at)
+        })
+    });
+    if !held_back.is_empty() {
+        tracing::info!(
+            held_back = held_back.len(),
+            "changes held back: rolled back, no newer ratings"
+        );
+    }
     let after_set = after_weights(&current, &changes);
     // The seed's rule: without an actionable pattern × model estimate the predictor changes no
     // routing, so it is not installed (and the policy version does not move).
@@ -194,6 +211,14 @@ pub async fn retrain(
             } else {
                 format!("refitted for {} model(s)", predictor_report.len())
             }
+        )
+    };
+    let message = if held_back.is_empty() {
+        message
+    } else {
+        format!(
+            "{message}; {} change(s) held back: rolled back earlier, no ratings since",
+            held_back.len()
         )
     };
     let policy_version = if dry_run {

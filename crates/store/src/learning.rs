@@ -406,6 +406,29 @@ pub async fn fail_run(pool: &PgPool, run_id: &str, error: &str) -> Result<(), sq
     Ok(())
 }
 
+/// Pattern × model estimates that a rollback took back — the changes of the run it rolled back
+/// and of every run applied after that one before the rollback — with when (the latest
+/// rollback of each): a later retrain must not re-apply them without ratings newer than that.
+pub async fn rolled_back(
+    pool: &PgPool,
+) -> Result<Vec<(String, String, String, DateTime<Utc>)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT c ->> 'pattern', c ->> 'provider', c ->> 'model', max(rb.finished_at)
+         FROM retraining_runs rb
+         CROSS JOIN LATERAL jsonb_array_elements(rb.changes) AS x
+         JOIN retraining_runs target ON target.run_id = x ->> 'of_run'
+         JOIN retraining_runs r ON r.trigger IN ('scheduled', 'manual') AND NOT r.dry_run
+              AND r.status = 'succeeded' AND r.started_at >= target.started_at
+              AND r.finished_at <= rb.finished_at
+         CROSS JOIN LATERAL jsonb_array_elements(r.changes) AS c
+         WHERE rb.trigger = 'rollback' AND rb.status = 'succeeded' AND rb.finished_at IS NOT NULL
+           AND c ? 'pattern' AND c ? 'provider' AND c ? 'model'
+         GROUP BY 1, 2, 3",
+    )
+    .fetch_all(pool)
+    .await
+}
+
 /// What a rollback did.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Rollback {
