@@ -329,11 +329,13 @@ impl Completions {
         let completion = &self.settings.completion;
         let cacheable = completion.cache_enabled && input.temperature.unwrap_or(0.0) == 0.0;
         let cache_key = cacheable.then(|| cache_key(&input, &route, max_tokens));
-        let (request_id, mut new) = new_request(&input, &analysis, &route, max_tokens, &cache_key);
-        new.admission = input
-            .caller
-            .key()
-            .and_then(|key| self.admission(key, &input, &decision, &analysis, max_tokens));
+        let (request_id, new) = self.request_row(
+            &input,
+            &analysis,
+            (&decision, &route),
+            max_tokens,
+            &cache_key,
+        );
         let keep_prompt = self.settings.store_prompts == StorePrompts::Full;
 
         let hit = match &cache_key {
@@ -378,13 +380,14 @@ impl Completions {
                 route.reason
             );
             let narrower_key = cacheable.then(|| self::cache_key(&narrower, &route, max_tokens));
-            let (_, mut retry) =
-                new_request(&narrower, &analysis, &route, max_tokens, &narrower_key);
+            let (_, mut retry) = self.request_row(
+                &narrower,
+                &analysis,
+                (&decision, &route),
+                max_tokens,
+                &narrower_key,
+            );
             retry.request_id = request_id.clone();
-            retry.admission = narrower
-                .caller
-                .key()
-                .and_then(|key| self.admission(key, &narrower, &decision, &analysis, max_tokens));
             inserted = lifecycle::submit(&self.pool, &retry, &job)
                 .await
                 .map_err(insert_error(&request_id))?;
@@ -439,9 +442,8 @@ impl Completions {
             .iter()
             .copied()
             .filter(|i| {
-                self.engine
-                    .model(*i)
-                    .is_some_and(|m| m.cost_usd(input_tokens, u64::from(max_tokens)) <= room)
+                self.worst_case_usd(*i, input_tokens, max_tokens)
+                    .is_some_and(|usd| usd <= room)
             })
             .collect();
         if fits.is_empty() || fits.len() == all.len() {
@@ -454,6 +456,30 @@ impl Completions {
             },
             room,
         ))
+    }
+
+    /// A new request row with what the caller's key limits ask of it.
+    fn request_row(
+        &self,
+        input: &CompleteInput,
+        analysis: &Analysis,
+        (decision, route): (&Decision, &StoredRoute),
+        max_tokens: u32,
+        cache_key: &Option<String>,
+    ) -> (String, NewRequest) {
+        let (request_id, mut new) = new_request(input, analysis, route, max_tokens, cache_key);
+        new.admission = input
+            .caller
+            .key()
+            .and_then(|key| self.admission(key, input, decision, analysis, max_tokens));
+        (request_id, new)
+    }
+
+    /// Catalog model `index`'s list price for `input_tokens` in and the full `max_tokens` out.
+    fn worst_case_usd(&self, index: usize, input_tokens: u64, max_tokens: u32) -> Option<f64> {
+        self.engine
+            .model(index)
+            .map(|m| m.cost_usd(input_tokens, u64::from(max_tokens)))
     }
 
     /// What the key's limits ask of this request (None: the key has none).
@@ -492,8 +518,7 @@ impl Completions {
         let input_tokens = input_tokens(input, analysis);
         let reserve_usd = std::iter::once(&decision.chosen)
             .chain(&decision.alternatives)
-            .filter_map(|c| self.engine.model(c.index))
-            .map(|m| m.cost_usd(input_tokens, u64::from(max_tokens)))
+            .filter_map(|c| self.worst_case_usd(c.index, input_tokens, max_tokens))
             .fold(0.0, f64::max);
         Some(Admission {
             key_id: key.key_id.clone(),

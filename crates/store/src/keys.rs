@@ -58,7 +58,7 @@ pub struct NewKey<'a> {
 
 pub async fn create(pool: &PgPool, key: &NewKey<'_>) -> Result<KeyRow, sqlx::Error> {
     let p = key.policy;
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    let query = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "INSERT INTO api_keys (key_id, name, prefix, secret_hash, expires_at, allowed_models,
              allowed_providers, default_strategy, daily_budget_usd, monthly_budget_usd,
              user_daily_budget_usd, requests_per_minute, tokens_per_minute, strict_budget)
@@ -69,19 +69,27 @@ pub async fn create(pool: &PgPool, key: &NewKey<'_>) -> Result<KeyRow, sqlx::Err
     .bind(key.name)
     .bind(key.prefix)
     .bind(key.secret_hash)
-    .bind(key.expires_at)
-    .bind(&p.allowed_models)
-    .bind(&p.allowed_providers)
-    .bind(&p.default_strategy)
-    .bind(p.daily_budget_usd)
-    .bind(p.monthly_budget_usd)
-    .bind(p.user_daily_budget_usd)
-    .bind(p.requests_per_minute)
-    .bind(p.tokens_per_minute)
-    .bind(p.strict_budget)
-    .fetch_one(pool)
-    .await
+    .bind(key.expires_at);
+    bind_policy!(query, p).fetch_one(pool).await
 }
+
+/// Binds a [`KeyPolicy`]'s nine columns, in the order allowed_models … strict_budget.
+macro_rules! bind_policy {
+    ($query:expr, $p:expr) => {{
+        let p: &KeyPolicy = $p;
+        $query
+            .bind(&p.allowed_models)
+            .bind(&p.allowed_providers)
+            .bind(&p.default_strategy)
+            .bind(p.daily_budget_usd)
+            .bind(p.monthly_budget_usd)
+            .bind(p.user_daily_budget_usd)
+            .bind(p.requests_per_minute)
+            .bind(p.tokens_per_minute)
+            .bind(p.strict_budget)
+    }};
+}
+use bind_policy;
 
 /// Makes sure a key of `API_KEYS` exists with this secret (created unrestricted; a changed
 /// secret replaces the stored hash, limits set by the admin stay).
@@ -185,7 +193,7 @@ pub async fn update(
     expires_at: Option<DateTime<Utc>>,
     p: &KeyPolicy,
 ) -> Result<Option<KeyRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    let query = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE api_keys SET expires_at = $2, allowed_models = $3, allowed_providers = $4,
              default_strategy = $5, daily_budget_usd = $6, monthly_budget_usd = $7,
              user_daily_budget_usd = $8, requests_per_minute = $9, tokens_per_minute = $10,
@@ -194,18 +202,8 @@ pub async fn update(
          RETURNING {KEY_COLUMNS}"
     )))
     .bind(key_id)
-    .bind(expires_at)
-    .bind(&p.allowed_models)
-    .bind(&p.allowed_providers)
-    .bind(&p.default_strategy)
-    .bind(p.daily_budget_usd)
-    .bind(p.monthly_budget_usd)
-    .bind(p.user_daily_budget_usd)
-    .bind(p.requests_per_minute)
-    .bind(p.tokens_per_minute)
-    .bind(p.strict_budget)
-    .fetch_optional(pool)
-    .await
+    .bind(expires_at);
+    bind_policy!(query, p).fetch_optional(pool).await
 }
 
 /// One budget window's counters.
