@@ -57,6 +57,7 @@ pub mod names {
     pub const QUEUE_JOBS: &str = "optimizer_queue_jobs";
     pub const JOB_DURATION: &str = "optimizer_job_duration_seconds";
     pub const JOB_FAILURES: &str = "optimizer_job_failures_total";
+    pub const JOBS_REARMED: &str = "optimizer_jobs_rearmed_total";
     pub const QUALITY_BASELINE: &str = "optimizer_quality_baseline_score";
     pub const QUALITY_CURRENT: &str = "optimizer_quality_since_retrain_score";
     pub const QUALITY_DROP: &str = "optimizer_quality_drop_ratio";
@@ -91,6 +92,7 @@ pub mod names {
         QUEUE_JOBS,
         JOB_DURATION,
         JOB_FAILURES,
+        JOBS_REARMED,
         QUALITY_BASELINE,
         QUALITY_CURRENT,
         QUALITY_DROP,
@@ -122,6 +124,7 @@ pub fn zero_series(
         metrics::counter!(RETRAIN_RUNS, "result" => result).increment(0);
     }
     metrics::counter!(RETRAIN_CHANGES).increment(0);
+    metrics::counter!(JOBS_REARMED).increment(0);
     for result in ["hit", "miss"] {
         metrics::counter!(CACHE, "result" => result).increment(0);
     }
@@ -271,6 +274,10 @@ fn describe() {
     describe_counter!(
         JOB_FAILURES,
         "Job runs that failed (the queue retries them), by job"
+    );
+    describe_counter!(
+        JOBS_REARMED,
+        "Jobs re-armed because their request was unfinished with no live job (should stay 0)"
     );
     describe_gauge!(
         QUALITY_BASELINE,

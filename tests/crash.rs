@@ -98,3 +98,61 @@ async fn a_killed_worker_s_job_is_finished_by_another_exactly_once() {
     assert_eq!(summary["requests"], 1);
     assert!((summary["cost_usd"].as_f64().unwrap() - 0.006).abs() < 1e-9);
 }
+
+/// Issue 18, defect 1: a job acknowledged although its request never reached a terminal state
+/// (the request stays `running`, its job `Done`). The workers' sweep re-arms that job and the
+/// request is answered — not left to the deadline, which would fail it.
+#[tokio::test]
+async fn a_request_whose_job_was_acknowledged_unfinished_is_re_armed_and_answered() {
+    let test_db = TestDb::migrated().await;
+    let env: Vec<(&str, String)> = vec![
+        ("DATABASE_URL", test_db.url.clone()),
+        ("RUN_MIGRATIONS", "false".into()),
+        ("CACHE_ENABLED", "false".into()),
+        // A sweep every 2 s; without the re-arm the request would fail at 20 s.
+        ("REQUEST_DEADLINE_SECS", "20".into()),
+    ];
+    let vars: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let app = TestApp::spawn_on(test_db, &vars).await;
+    let resp: serde_json::Value = app
+        .post_json(
+            "/complete",
+            &json!({ "prompt": "Name a colour", "async": true }),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = resp["request_id"].as_str().unwrap().to_owned();
+
+    // What defect 1 left behind: claimed (running), its job acknowledged as done.
+    let pool = app.test_db.pool().await;
+    sqlx::query(
+        "UPDATE requests SET status = 'running', updated_at = now() - interval '1 minute'
+         WHERE request_id = $1",
+    )
+    .bind(&id)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let acked = sqlx::query(
+        "UPDATE apalis.jobs SET status = 'Done', done_at = now(), last_result = '{\"Ok\": null}'
+         WHERE job_type = 'provider_call'",
+    )
+    .execute(&pool)
+    .await
+    .unwrap()
+    .rows_affected();
+    assert_eq!(acked, 1);
+
+    let _worker = spawn_worker(&vars);
+    let done = wait_finished(&app, &id, Duration::from_secs(15)).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let (rows,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM routing_metrics WHERE request_id = $1")
+            .bind(&id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(rows, 1);
+}

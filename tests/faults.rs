@@ -213,8 +213,6 @@ async fn until_at_least(pool: &sqlx::PgPool, sql: &'static str, n: i64) {
 }
 
 #[tokio::test]
-#[ignore = "reproduces issue 18's defect 1 in about 1 run of 4 (a request left `running` after a \
-            worker SIGTERM/SIGKILL); run with `cargo test --test faults -- --ignored`"]
 async fn split_mode_worker_sigterm_and_sigkill_lose_nothing() {
     const REQUESTS: i64 = 40;
     let succeeded = "SELECT count(*) FROM requests WHERE status = 'succeeded'";

@@ -289,6 +289,24 @@ pub async fn sweep(
     Ok(failed)
 }
 
+/// How long an unfinished request may go without a live queue job before [`rearm_lost`]
+/// re-arms it. A live request always has one (its row and job are written in one transaction,
+/// a reschedule moves both), so this only has to outlast the commit of a finish.
+pub const REARM_GRACE: Duration = Duration::from_secs(15);
+
+/// Re-arms the job of every request the queue lost (see `store::requests::rearm_lost`): an
+/// unfinished request must never depend on the deadline sweep alone. Returns how many.
+pub async fn rearm_lost(pool: &PgPool, grace: Duration) -> Result<usize, sqlx::Error> {
+    let rearmed = store::rearm_lost(pool, grace.as_secs_f64(), 100).await?;
+    for request_id in &rearmed {
+        tracing::warn!(%request_id, "unfinished request had no live job; its job was re-armed");
+    }
+    if !rearmed.is_empty() {
+        metrics::counter!(crate::telemetry::names::JOBS_REARMED).increment(rearmed.len() as u64);
+    }
+    Ok(rearmed.len())
+}
+
 /// `base × 2^tries`, with ±25% jitter.
 pub fn backoff(base: Duration, tries: u32) -> Duration {
     let exp = base.saturating_mul(2u32.saturating_pow(tries.min(10)));

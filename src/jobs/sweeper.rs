@@ -1,5 +1,7 @@
 //! Runs the deadline sweep ([`lifecycle::sweep`]) periodically: requests still unfinished past
 //! `REQUEST_DEADLINE_SECS` fail, so every accepted request reaches a recorded terminal state.
+//! Before it, the jobs of unfinished requests the queue lost are re-armed
+//! ([`lifecycle::rearm_lost`]), so such a request is answered rather than failed.
 //! Safe to run in every process: the terminal write is guarded. The same loop runs the hourly
 //! retention pass (`store::retention`), which one process at a time performs.
 
@@ -17,7 +19,7 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 pub async fn run(ctx: Arc<JobContext>, shutdown: CancellationToken) {
     let period = (ctx.settings.jobs.request_deadline / 10)
-        .clamp(Duration::from_secs(1), Duration::from_secs(30));
+        .clamp(Duration::from_secs(1), Duration::from_secs(10));
     let mut last_prune: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
@@ -50,8 +52,10 @@ pub async fn run(ctx: Arc<JobContext>, shutdown: CancellationToken) {
     }
 }
 
-/// One pass; returns how many requests it failed (see [`lifecycle::sweep`]).
+/// One pass: re-arms the jobs the queue lost ([`lifecycle::rearm_lost`]), then fails the
+/// requests past their deadline ([`lifecycle::sweep`]); returns how many it failed.
 pub async fn sweep(ctx: &JobContext) -> Result<usize, sqlx::Error> {
+    lifecycle::rearm_lost(&ctx.pool, lifecycle::REARM_GRACE).await?;
     let keep_prompt = ctx.settings.store_prompts == StorePrompts::Full;
     lifecycle::sweep(&ctx.pool, ctx.settings.jobs.request_deadline, keep_prompt).await
 }

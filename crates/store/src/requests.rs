@@ -646,3 +646,48 @@ pub async fn overdue(
     .fetch_all(pool)
     .await
 }
+
+/// Re-arms the queue job of requests the queue has lost: unfinished, untouched for `grace_secs`,
+/// and with no live provider_call job (pending, fetched, running, or failed with attempts left)
+/// — e.g. a job acknowledged although its request's transition never committed. The job of the
+/// request's current generation goes back to `Pending`, due now; its run is guarded as any
+/// other. Returns the re-armed requests (at most `limit`). A request without such a job is left
+/// to the deadline sweep.
+pub async fn rearm_lost(
+    pool: &PgPool,
+    grace_secs: f64,
+    limit: i64,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "WITH live AS (
+            SELECT convert_from(j.job, 'UTF8')::jsonb ->> 'request_id' AS request_id
+            FROM apalis.jobs j
+            WHERE j.job_type = $2
+              AND (j.status IN ('Pending', 'Queued', 'Running')
+                   OR (j.status = 'Failed' AND j.attempts < j.max_attempts))
+        ), lost AS (
+            SELECT r.request_id, r.attempts FROM requests r
+            WHERE r.status IN ('queued', 'running')
+              AND r.updated_at < now() - make_interval(secs => $1)
+              AND NOT EXISTS (SELECT 1 FROM live WHERE live.request_id = r.request_id)
+            ORDER BY r.updated_at LIMIT $3
+        ), latest AS (
+            SELECT DISTINCT ON (l.request_id) j.id, l.request_id
+            FROM lost l JOIN apalis.jobs j
+              ON j.job_type = $2
+             AND convert_from(j.job, 'UTF8')::jsonb ->> 'request_id' = l.request_id
+             AND (convert_from(j.job, 'UTF8')::jsonb ->> 'generation')::int = l.attempts
+            ORDER BY l.request_id, j.run_at DESC
+        )
+        UPDATE apalis.jobs j SET status = 'Pending', run_at = now(), lock_by = NULL,
+            lock_at = NULL, done_at = NULL,
+            last_result = '{\"Err\": \"re-armed: its request was still unfinished\"}'::jsonb
+        FROM latest WHERE j.id = latest.id
+        RETURNING latest.request_id",
+    )
+    .bind(grace_secs)
+    .bind(PROVIDER_CALL_QUEUE)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
