@@ -29,11 +29,15 @@ pub struct StreamChunk {
     pub delta: String,
 }
 
+/// Chunks a stream's subscriber may fall behind before relaying to it stops (see
+/// [`Notifier::push`]).
+pub const STREAM_BUFFER: usize = 1024;
+
 /// The registry of waiting requests and of streams being relayed.
 #[derive(Debug, Default)]
 pub struct Notifier {
     waiting: Mutex<Senders>,
-    streams: Mutex<HashMap<String, mpsc::UnboundedSender<StreamChunk>>>,
+    streams: Mutex<HashMap<String, mpsc::Sender<StreamChunk>>>,
     /// Cancelled when the process shuts down: waiting requests stop waiting (their clients get
     /// 202 + status URL; the requests stay queued and finish after the restart).
     closing: CancellationToken,
@@ -43,7 +47,7 @@ pub struct Notifier {
 #[derive(Debug)]
 pub struct Subscription {
     request_id: String,
-    pub chunks: mpsc::UnboundedReceiver<StreamChunk>,
+    pub chunks: mpsc::Receiver<StreamChunk>,
     notifier: Arc<Notifier>,
 }
 
@@ -131,7 +135,7 @@ impl Notifier {
 
     /// Subscribes to `request_id`'s stream (before its job is queued).
     pub fn subscribe(self: &Arc<Self>, request_id: &str) -> Subscription {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         self.streams
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -151,11 +155,18 @@ impl Notifier {
             .contains_key(request_id)
     }
 
-    /// Hands a chunk to this process's subscriber, if any.
+    /// Hands a chunk to this process's subscriber, if any. A subscriber [`STREAM_BUFFER`]
+    /// chunks behind (a client that stopped reading) is relayed nothing more: its receiver
+    /// ends after what it holds, and the stream's end sends the rest of the stored answer in one
+    /// piece — memory stays bounded and the client still gets the whole answer.
     pub fn push(&self, chunk: StreamChunk) {
-        let streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(tx) = streams.get(&chunk.id) {
-            let _ = tx.send(chunk);
+        let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(tx) = streams.get(&chunk.id) else {
+            return;
+        };
+        if let Err(mpsc::error::TrySendError::Full(chunk)) = tx.try_send(chunk) {
+            tracing::debug!(request_id = %chunk.id, "stream subscriber behind; relaying the rest at the end");
+            streams.remove(&chunk.id);
         }
     }
 
@@ -226,5 +237,40 @@ impl Notifier {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(seq: u64) -> StreamChunk {
+        StreamChunk {
+            id: "r1".into(),
+            seq,
+            model: "m".into(),
+            delta: "x".into(),
+        }
+    }
+
+    #[test]
+    fn a_subscriber_that_falls_behind_is_relayed_nothing_more_and_memory_stays_bounded() {
+        let notifier = Notifier::new();
+        let mut sub = notifier.subscribe("r1");
+        for seq in 0..(STREAM_BUFFER as u64 * 3) {
+            notifier.push(chunk(seq));
+        }
+        // The relay stopped at the buffer's size; what the subscriber holds is a prefix.
+        assert!(!notifier.has_stream("r1"));
+        let mut got = Vec::new();
+        while let Ok(c) = sub.chunks.try_recv() {
+            got.push(c.seq);
+        }
+        assert_eq!(got, (0..STREAM_BUFFER as u64).collect::<Vec<_>>());
+        // Then the channel reports its end (the stream waits for the stored answer).
+        assert!(matches!(
+            sub.chunks.try_recv(),
+            Err(mpsc::error::TryRecvError::Disconnected)
+        ));
     }
 }

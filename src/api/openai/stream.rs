@@ -207,6 +207,7 @@ async fn next(mut st: State) -> Option<(Result<Event, Infallible>, State)> {
         let deadline = st.deadline;
         let mut done = false;
         let mut received = None;
+        let mut relay_ended = false;
         {
             let chunks = st.chunks.as_mut().map(|s| &mut s.chunks);
             let waiter = st.waiter.as_mut();
@@ -216,7 +217,10 @@ async fn next(mut st: State) -> Option<(Result<Event, Infallible>, State)> {
                         Some(rx) => rx.recv().await,
                         None => std::future::pending().await,
                     }
-                } => received = c,
+                } => {
+                    relay_ended = c.is_none();
+                    received = c;
+                }
                 () = async {
                     match waiter {
                         Some(w) => w.notified().await,
@@ -228,6 +232,11 @@ async fn next(mut st: State) -> Option<(Result<Event, Infallible>, State)> {
         }
         if let Some(c) = received {
             content(&mut st, c);
+        }
+        if relay_ended {
+            // The relay stopped (this client fell behind): wait for the end, which sends the
+            // rest of the stored answer.
+            st.chunks = None;
         }
         if done {
             finish(&mut st).await;
