@@ -190,21 +190,21 @@ async fn rollback_restores_exactly_and_only_three_snapshots_are_kept() {
     assert_eq!(kept, runs[1..].to_vec());
 
     // Roll back the last run: the weights are exactly those before it.
-    let rb = optimizer::store::learning::rollback(&pool, "run_rb1", None)
+    let rb = optimizer::store::learning::rollback(&pool, "run_rb1", None, None)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(rb.restored_from_run_id, runs[3]);
     assert_eq!(all_weights(&pool).await, states[3]);
     // Roll back to before the second run, by run id.
-    optimizer::store::learning::rollback(&pool, "run_rb2", Some(&runs[1]))
+    optimizer::store::learning::rollback(&pool, "run_rb2", Some(&runs[1]), None)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(all_weights(&pool).await, states[1]);
     // The first run's snapshot was pruned.
     assert!(
-        optimizer::store::learning::rollback(&pool, "run_rb3", Some(&runs[0]))
+        optimizer::store::learning::rollback(&pool, "run_rb3", Some(&runs[0]), None)
             .await
             .unwrap()
             .is_none()
@@ -599,7 +599,7 @@ async fn a_rolled_back_change_is_not_reapplied_without_newer_ratings() {
     let first = run(&pool, false).await;
     assert!(!first.changes.is_empty());
     assert!(weight(&pool, "code", "sim-lite").await.is_some());
-    optimizer::store::learning::rollback(&pool, "run_rb", None)
+    optimizer::store::learning::rollback(&pool, "run_rb", None, None)
         .await
         .unwrap()
         .unwrap();
@@ -616,4 +616,60 @@ async fn a_rolled_back_change_is_not_reapplied_without_newer_ratings() {
     let later = run(&pool, false).await;
     assert!(!later.changes.is_empty(), "{}", later.message);
     assert!(weight(&pool, "code", "sim-lite").await.is_some());
+}
+
+#[tokio::test]
+async fn a_scoped_rollback_leaves_other_patterns_alone_and_a_rollback_can_be_undone() {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    seed_ratings(&pool, "code", "sim-lite", &ratings(10, &[5], 10)).await;
+    seed_ratings(&pool, "math", "sim-lite", &ratings(10, &[5], 10)).await;
+    let retrain = run(&pool, false).await;
+    assert!(weight(&pool, "code", "sim-lite").await.is_some());
+    assert!(weight(&pool, "math", "sim-lite").await.is_some());
+    let after_retrain = all_weights(&pool).await;
+
+    // Scoped: only code's weights go back to before the retrain; math keeps what it learned.
+    let rb = optimizer::store::learning::rollback(
+        &pool,
+        "run_rb_code",
+        Some(&retrain.run_id),
+        Some("code"),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(rb.pattern.as_deref(), Some("code"));
+    assert!(weight(&pool, "code", "sim-lite").await.is_none());
+    assert!(weight(&pool, "math", "sim-lite").await.is_some());
+    // A retrain on the same ratings re-applies neither: code's change is held back, math's is
+    // already in place.
+    let again = run(&pool, false).await;
+    assert!(again.changes.is_empty(), "{:?}", again.changes);
+    assert!(weight(&pool, "code", "sim-lite").await.is_none());
+
+    // Undo the scoped rollback: the retrain's weights are back, exactly.
+    let undo = optimizer::store::learning::rollback(&pool, "run_undo", Some("run_rb_code"), None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(undo.restored_snapshot_id, rb.replaced_snapshot_id);
+    assert_eq!(all_weights(&pool).await, after_retrain);
+
+    // A whole-run rollback, then its undo: the undone rollback holds nothing back.
+    optimizer::store::learning::rollback(&pool, "run_rb_all", Some(&retrain.run_id), None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(weight(&pool, "math", "sim-lite").await.is_none());
+    optimizer::store::learning::rollback(&pool, "run_undo_all", Some("run_rb_all"), None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(all_weights(&pool).await, after_retrain);
+    let held: Vec<(String, String, String, chrono::DateTime<chrono::Utc>)> =
+        optimizer::store::learning::rolled_back(&pool)
+            .await
+            .unwrap();
+    assert!(held.is_empty(), "{held:?}");
 }

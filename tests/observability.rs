@@ -162,8 +162,14 @@ async fn a_15_percent_drop_alerts_calls_the_webhook_and_rolls_back() {
         (kind.as_str(), notified, rollback),
         ("quality_drop", true, true)
     );
-    // The previous weights (none) are back; the rollback is logged as a run.
-    assert_eq!(weights(&pool).await, 0);
+    // Scoped: chat's previous weights (none) are back, code keeps what the retrain learned;
+    // the rollback is logged as a run.
+    let patterns: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT pattern FROM routing_weights ORDER BY 1")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(patterns, vec!["code".to_owned()]);
     let rollbacks: i64 =
         sqlx::query_scalar("SELECT count(*) FROM retraining_runs WHERE trigger = 'rollback'")
             .fetch_one(&pool)

@@ -158,10 +158,13 @@ pub async fn run_status(
 pub struct RollbackBody {
     #[serde(default)]
     run_id: Option<String>,
+    #[serde(default)]
+    pattern: Option<String>,
 }
 
-/// `POST /admin/learning/rollback {run_id?}`: restore the weights as they were before `run_id`
-/// (default: before the most recent applied run).
+/// `POST /admin/learning/rollback {run_id?, pattern?}`: restore the weights as they were before
+/// `run_id` (default: before the most recent applied run or rollback) — every pattern's, or only
+/// `pattern`'s. Naming a rollback's run id undoes that rollback.
 pub async fn rollback(
     State(state): State<AppState>,
     body: axum::body::Bytes,
@@ -174,19 +177,32 @@ pub async fn rollback(
             .map_err(|e| ApiError::invalid_field("body", format!("not a rollback request: {e}")))?
     };
     let of_run = body.run_id;
+    if let Some(p) = &body.pattern
+        && crate::types::Pattern::parse(p).is_none()
+    {
+        return Err(ApiError::invalid_field(
+            "pattern",
+            format!("unknown pattern {p:?}"),
+        ));
+    }
     let run_id = learning::new_run_id();
-    store::rollback(&state.db.pool, &run_id, of_run.as_deref())
-        .await?
-        .map(|rb| {
-            use crate::telemetry::names;
-            metrics::counter!(names::ROLLBACKS, "trigger" => "manual").increment(1);
-            metrics::gauge!(names::POLICY_VERSION).set(rb.policy_version as f64);
-            AppJson(rb)
-        })
-        .ok_or_else(|| match of_run {
-            Some(r) => ApiError::not_found(format!("no snapshot kept for run {r:?}")),
-            None => ApiError::not_found("no snapshot to roll back to"),
-        })
+    store::rollback(
+        &state.db.pool,
+        &run_id,
+        of_run.as_deref(),
+        body.pattern.as_deref(),
+    )
+    .await?
+    .map(|rb| {
+        use crate::telemetry::names;
+        metrics::counter!(names::ROLLBACKS, "trigger" => "manual").increment(1);
+        metrics::gauge!(names::POLICY_VERSION).set(rb.policy_version as f64);
+        AppJson(rb)
+    })
+    .ok_or_else(|| match of_run {
+        Some(r) => ApiError::not_found(format!("no snapshot kept for run {r:?}")),
+        None => ApiError::not_found("no snapshot to roll back to"),
+    })
 }
 
 #[derive(Debug, Deserialize)]

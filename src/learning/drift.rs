@@ -6,7 +6,8 @@
 //! (one-sided Welch test, p below `DRIFT_SIGNIFICANCE`) raises an alert — a row in
 //! `alerts` (once per run and pattern, however many processes check), a counter, the gauges
 //! Prometheus alerts on, a Slack-style webhook (`ALERT_WEBHOOK_URL`) — and, with
-//! `AUTO_ROLLBACK=true`, rolls that retrain back (recorded as a `rollback` run).
+//! `AUTO_ROLLBACK=true`, rolls that retrain back for that pattern only (a scoped rollback,
+//! recorded as a `rollback` run; other patterns keep what the retrain learned).
 
 use std::time::Duration;
 
@@ -91,7 +92,8 @@ pub async fn check(
         if settings.auto_rollback {
             let rollback_id = super::new_run_id();
             if let Some(rb) =
-                crate::store::learning::rollback(pool, &rollback_id, Some(&run_id)).await?
+                crate::store::learning::rollback(pool, &rollback_id, Some(&run_id), Some(&pattern))
+                    .await?
             {
                 rolled_back = true;
                 metrics::counter!(names::ROLLBACKS, "trigger" => "automatic").increment(1);

@@ -423,6 +423,14 @@ pub async fn rolled_back(
          CROSS JOIN LATERAL jsonb_array_elements(r.changes) AS c
          WHERE rb.trigger = 'rollback' AND rb.status = 'succeeded' AND rb.finished_at IS NOT NULL
            AND c ? 'pattern' AND c ? 'provider' AND c ? 'model'
+           -- a scoped rollback took back only its pattern's changes
+           AND (NOT x ? 'pattern' OR x ->> 'pattern' = c ->> 'pattern')
+           -- a rollback that was itself rolled back (undone) took nothing back
+           AND NOT EXISTS (
+               SELECT 1 FROM retraining_runs undo
+               CROSS JOIN LATERAL jsonb_array_elements(undo.changes) AS u
+               WHERE undo.trigger = 'rollback' AND undo.status = 'succeeded'
+                 AND u ->> 'of_run' = rb.run_id)
          GROUP BY 1, 2, 3",
     )
     .fetch_all(pool)
@@ -435,16 +443,25 @@ pub struct Rollback {
     pub run_id: String,
     pub restored_snapshot_id: i64,
     pub restored_from_run_id: String,
+    /// The pattern a scoped rollback restored (None: all of them).
+    pub pattern: Option<String>,
     pub weights_restored: i64,
+    /// The snapshot of what this rollback replaced: rolling back `run_id` (this rollback)
+    /// restores it.
+    pub replaced_snapshot_id: i64,
     pub policy_version: i64,
 }
 
-/// Restores a snapshot exactly: the snapshot taken before `of_run` applied (None: the most
-/// recent snapshot). Recorded as a run with trigger `rollback`. None: no such snapshot.
+/// Restores a snapshot: the one taken before `of_run` applied (None: the most recent one) —
+/// every pattern's weights and the per-prompt predictor, or with `pattern` only that pattern's
+/// weights (the predictor is shared by all patterns and stays). What it replaces is snapshotted
+/// first, under this rollback's run id, so a rollback can itself be rolled back. Recorded as a
+/// run with trigger `rollback`. None: no such snapshot.
 pub async fn rollback(
     pool: &PgPool,
     rollback_run_id: &str,
     of_run: Option<&str>,
+    pattern: Option<&str>,
 ) -> Result<Option<Rollback>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let snap: Option<(i64, String)> = sqlx::query_as(
@@ -459,40 +476,55 @@ pub async fn rollback(
         tx.rollback().await?;
         return Ok(None);
     };
-    sqlx::query("DELETE FROM routing_weights")
-        .execute(&mut *tx)
-        .await?;
-    let restored = sqlx::query(
-        "INSERT INTO routing_weights
-         SELECT * FROM jsonb_populate_recordset(NULL::routing_weights,
-             (SELECT weights FROM routing_snapshots WHERE id = $1))",
-    )
-    .bind(snapshot_id)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    super::predictor::restore(&mut tx, snapshot_id).await?;
-    sqlx::query("UPDATE routing_snapshots SET restored_at = now() WHERE id = $1")
-        .bind(snapshot_id)
-        .execute(&mut *tx)
-        .await?;
-    let version = bump_policy_version(&mut tx).await?;
+    // The run first: the snapshot of what this rollback replaces is filed under it.
+    let mut change =
+        serde_json::json!({ "restored_snapshot_id": snapshot_id, "of_run": from_run.clone() });
+    if let Some(p) = pattern {
+        change["pattern"] = p.into();
+    }
     sqlx::query(
         "INSERT INTO retraining_runs (run_id, trigger, dry_run, status, started_at, finished_at,
              changes, changes_count, restored_snapshot_id)
          VALUES ($1, 'rollback', false, 'succeeded', now(), now(), $2, 0, $3)",
     )
     .bind(rollback_run_id)
-    .bind(serde_json::json!([{ "restored_snapshot_id": snapshot_id, "of_run": from_run }]))
+    .bind(serde_json::json!([change]))
     .bind(snapshot_id)
     .execute(&mut *tx)
     .await?;
+    let replaced = snapshot(&mut tx, rollback_run_id).await?;
+    super::predictor::snapshot(&mut tx, replaced).await?;
+    sqlx::query("DELETE FROM routing_weights WHERE $1::text IS NULL OR pattern = $1")
+        .bind(pattern)
+        .execute(&mut *tx)
+        .await?;
+    let restored = sqlx::query(
+        "INSERT INTO routing_weights
+         SELECT * FROM jsonb_populate_recordset(NULL::routing_weights,
+             (SELECT weights FROM routing_snapshots WHERE id = $1))
+         WHERE $2::text IS NULL OR pattern = $2",
+    )
+    .bind(snapshot_id)
+    .bind(pattern)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if pattern.is_none() {
+        super::predictor::restore(&mut tx, snapshot_id).await?;
+    }
+    sqlx::query("UPDATE routing_snapshots SET restored_at = now() WHERE id = $1")
+        .bind(snapshot_id)
+        .execute(&mut *tx)
+        .await?;
+    let version = bump_policy_version(&mut tx).await?;
     tx.commit().await?;
     Ok(Some(Rollback {
         run_id: rollback_run_id.to_owned(),
         restored_snapshot_id: snapshot_id,
         restored_from_run_id: from_run,
+        pattern: pattern.map(str::to_owned),
         weights_restored: i64::try_from(restored).unwrap_or(i64::MAX),
+        replaced_snapshot_id: replaced,
         policy_version: version,
     }))
 }
