@@ -35,7 +35,9 @@ async fn chat_completions_answer_in_openai_shape_and_can_be_rated() {
     let resp = chat(
         &app,
         json!({ "model": "auto", "messages": messages, "temperature": 0,
-                                   "top_p": 1, "metadata": {"x": 1}, "unknown_field": true }),
+                                   "top_p": 1, "metadata": {"x": 1}, "seed": 7, "store": false,
+                 "logprobs": false, "tool_choice": "none", "frequency_penalty": 0,
+                 "response_format": {"type": "text"}, "tools": [], "user": null }),
     )
     .await;
     assert_eq!(resp.status(), 200);
@@ -126,7 +128,32 @@ async fn errors_have_openai_shape_on_every_v1_route() {
             400,
             Some("temperature"),
         ),
-    ] {
+    ]
+    .into_iter()
+    .chain(
+        // Fields that would change the answer and that the gateway cannot honour: refused,
+        // naming the field — never silently dropped.
+        [
+            ("tools", json!([{"type": "function", "function": {"name": "f", "parameters": {}}}])),
+            ("tool_choice", json!("required")),
+            ("functions", json!([{"name": "f", "parameters": {}}])),
+            ("function_call", json!("auto")),
+            ("response_format", json!({"type": "json_object"})),
+            ("logprobs", json!(true)),
+            ("top_logprobs", json!(3)),
+            ("frequency_penalty", json!(0.5)),
+            ("logit_bias", json!({"50256": -100})),
+            ("modalities", json!(["text", "audio"])),
+            ("reasoning_effort", json!("high")),
+            ("unknown_field", json!(true)),
+        ]
+        .into_iter()
+        .map(|(field, value)| {
+            let mut body = json!({ "model": "auto", "messages": [{"role": "user", "content": "hi"}] });
+            body[field] = value;
+            (body, 400, Some(field))
+        }),
+    ) {
         let resp = chat(&app, body.clone()).await;
         assert_eq!(resp.status().as_u16(), status, "{body}");
         let err: Value = resp.json().await.unwrap();
@@ -138,6 +165,9 @@ async fn errors_have_openai_shape_on_every_v1_route() {
         );
         if let Some(p) = param {
             assert_eq!(e["param"], p, "{err}");
+            if !["messages", "model", "temperature"].contains(&p) {
+                assert!(e["message"].as_str().unwrap().contains(p), "{err}");
+            }
         }
     }
     let resp = app
@@ -391,4 +421,53 @@ async fn the_official_openai_python_sdk_works_against_the_server() {
         stdout.contains("not found model_not_found") && stdout.contains("models "),
         "{stdout}"
     );
+}
+
+/// An answer cut at `max_tokens` says so (`length`) — in the chat completion, in the stream's
+/// last chunk, in `/complete` and in `GET /requests/{id}`; a complete one says `stop`.
+#[tokio::test]
+async fn an_answer_cut_at_max_tokens_finishes_with_length_everywhere() {
+    let app = TestApp::spawn_with_workers(TestDb::migrated().await, &[]).await;
+    let short = json!({ "model": "auto", "max_tokens": 14,
+                        "messages": [{"role": "user", "content": "Tell me about rivers"}] });
+    let body: Value = chat(&app, short.clone()).await.json().await.unwrap();
+    assert_eq!(body["choices"][0]["finish_reason"], "length", "{body}");
+    let id = body["id"].as_str().unwrap();
+    let stored: Value = app
+        .get(&format!("/requests/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stored["finish_reason"], "length", "{stored}");
+
+    let mut streamed = short.clone();
+    streamed["stream"] = json!(true);
+    let text = chat(&app, streamed).await.text().await.unwrap();
+    let reasons: Vec<Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .map(|c| c["choices"][0]["finish_reason"].clone())
+        .filter(|r| !r.is_null())
+        .collect();
+    assert_eq!(reasons, vec![json!("length")], "{text}");
+
+    let done: Value = app
+        .post_json(
+            "/complete",
+            &json!({ "prompt": "Tell me about lakes", "max_tokens": 14 }),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(done["finish_reason"], "length", "{done}");
+    let full: Value = app
+        .post_json("/complete", &json!({ "prompt": "Tell me about seas" }))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(full["finish_reason"], "stop", "{full}");
 }

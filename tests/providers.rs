@@ -364,3 +364,63 @@ async fn a_stream_longer_than_the_timeout_is_not_cut_but_a_stalled_one_is() {
         .unwrap_err();
     assert_eq!(error.kind, ErrorKind::Retryable, "{error}");
 }
+
+/// Each provider's own reason for ending, in OpenAI's words: an answer cut at `max_tokens` is
+/// `length` everywhere, never `stop`.
+#[tokio::test]
+async fn finish_reasons_are_mapped_from_each_provider_s_wire_format() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/messages"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "msg_02", "type": "message", "role": "assistant", "model": "claude-haiku-4-5",
+            "content": [{"type": "text", "text": "The answer is"}],
+            "stop_reason": "max_tokens", "stop_sequence": null,
+            "usage": {"input_tokens": 21, "output_tokens": 64}
+        })))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1beta/models/gemini-2.5-flash:generateContent"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "candidates": [{"content": {"parts": [{"text": "The answer is"}], "role": "model"},
+                            "finishReason": "MAX_TOKENS", "index": 0}],
+            "usageMetadata": {"promptTokenCount": 12, "candidatesTokenCount": 64}
+        })))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/chat/completions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "chatcmpl-2", "object": "chat.completion", "model": "local-model",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "The answer is"},
+                         "finish_reason": "length"}],
+            "usage": {"prompt_tokens": 20, "completion_tokens": 64, "total_tokens": 84}
+        })))
+        .mount(&server)
+        .await;
+    let providers = providers(&server, &[]);
+    for (provider, model) in [
+        (ProviderId::Anthropic, "claude-haiku-4-5"),
+        (ProviderId::Gemini, "gemini-2.5-flash"),
+        (ProviderId::OpenaiCompat, "local-model"),
+    ] {
+        let answer = providers.complete(provider, &request(model)).await.unwrap();
+        assert_eq!(
+            answer.finish_reason.as_deref(),
+            Some("length"),
+            "{provider}"
+        );
+    }
+    for (raw, ours) in [
+        (Some("end_turn"), "stop"),
+        (Some("stop_sequence"), "stop"),
+        (Some("STOP"), "stop"),
+        (None, "stop"),
+        (Some("tool_use"), "tool_calls"),
+        (Some("SAFETY"), "content_filter"),
+        (Some("content_filter"), "content_filter"),
+    ] {
+        assert_eq!(optimizer::providers::finish_reason(raw), ours, "{raw:?}");
+    }
+}

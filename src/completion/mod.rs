@@ -715,6 +715,10 @@ pub struct CompletionView {
     pub status: RequestStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub response: Option<String>,
+    /// Why the answer ended: `stop`, `length` (cut at `max_tokens`), `tool_calls`,
+    /// `content_filter`; with the response only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finish_reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorView>,
     pub provider: Option<String>,
@@ -827,6 +831,10 @@ impl CompletionView {
             routing,
             request_id: r.request_id,
             status: r.status,
+            finish_reason: r.finish_reason.or_else(|| {
+                // Answers finished before finish reasons were recorded ended normally.
+                (r.status == RequestStatus::Succeeded).then(|| "stop".to_owned())
+            }),
             response: r.response,
             provider: r.provider,
             model: r.model,

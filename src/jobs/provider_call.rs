@@ -178,6 +178,9 @@ async fn succeed(
     );
     let candidate = a.route.candidates.get(a.job.candidate);
     let outcome = Outcome::Succeeded {
+        finish_reason: answer
+            .finish_reason
+            .unwrap_or_else(|| crate::providers::finish_reason(None).to_owned()),
         response: answer.text,
         provider: candidate
             .map(|c| c.provider.to_string())

@@ -69,6 +69,8 @@ pub struct Completion {
     pub reported_cost_usd: Option<f64>,
     /// The model id the provider says answered.
     pub model: String,
+    /// Why the answer ended, in OpenAI's words (see [`finish_reason`]; set by
+    /// [`Providers::complete_streaming`] from the provider's own).
     pub finish_reason: Option<String>,
 }
 
@@ -340,10 +342,12 @@ impl Providers {
             retry_after: None,
             message: "provider is shutting down".into(),
         })?;
-        match deltas {
+        let mut answer = match deltas {
             Some(d) => client.stream(request, d).await,
             None => client.complete(request).await,
-        }
+        }?;
+        answer.finish_reason = Some(finish_reason(answer.finish_reason.as_deref()).to_owned());
+        Ok(answer)
     }
 
     /// Calls `provider` (see [`Providers::complete_streaming`]).
@@ -353,6 +357,19 @@ impl Providers {
         request: &CompletionRequest,
     ) -> Result<Completion, ProviderError> {
         self.complete_streaming(provider, request, None).await
+    }
+}
+
+/// A provider's finish reason in OpenAI's words: `stop`, `length` (cut at `max_tokens`),
+/// `tool_calls` or `content_filter`. Anthropic's `stop_reason` and Gemini's `finishReason` are
+/// mapped; an unknown or missing reason is `stop`.
+pub fn finish_reason(raw: Option<&str>) -> &'static str {
+    match raw.unwrap_or_default() {
+        "length" | "max_tokens" | "MAX_TOKENS" | "model_context_window_exceeded" => "length",
+        "tool_calls" | "function_call" | "tool_use" => "tool_calls",
+        "content_filter" | "refusal" | "SAFETY" | "RECITATION" | "BLOCKLIST"
+        | "PROHIBITED_CONTENT" | "SPII" | "IMAGE_SAFETY" => "content_filter",
+        _ => "stop",
     }
 }
 

@@ -201,7 +201,8 @@ impl Provider for Simulated {
         let mut rng = fastrand::Rng::with_seed(seed);
 
         let budget = u64::from(request.max_tokens.max(1));
-        let words = (20 + rng.u64(0..60)).min(budget.saturating_sub(12).max(1));
+        let wanted = 20 + rng.u64(0..60);
+        let words = wanted.min(budget.saturating_sub(12).max(1));
         let body: Vec<&str> = (0..words)
             .map(|_| WORDS[rng.usize(..WORDS.len())])
             .collect();
@@ -227,7 +228,8 @@ impl Provider for Simulated {
             input_tokens,
             reported_cost_usd: None,
             model: request.model.clone(),
-            finish_reason: Some("stop".into()),
+            // Cut short by `max_tokens`, as a real model would be.
+            finish_reason: Some(if words < wanted { "length" } else { "stop" }.into()),
         })
     }
 }

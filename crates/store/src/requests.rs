@@ -265,6 +265,8 @@ pub enum Outcome {
         response: String,
         provider: String,
         model: String,
+        /// `stop`, `length`, `tool_calls` or `content_filter`. Only `stop` answers are cached.
+        finish_reason: String,
     },
     Failed {
         error: String,
@@ -328,17 +330,19 @@ pub async fn finish(pool: &PgPool, f: &Finish<'_>) -> Result<Option<Finished>, s
         notify,
     } = *f;
     let status = outcome.status();
-    let (response, error, error_code, provider, model) = match outcome {
+    let (response, error, error_code, provider, model, finish_reason) = match outcome {
         Outcome::Succeeded {
             response,
             provider,
             model,
+            finish_reason,
         } => (
             Some(response.as_str()),
             None,
             None,
             Some(provider.as_str()),
             Some(model.as_str()),
+            Some(finish_reason.as_str()),
         ),
         Outcome::Failed {
             error,
@@ -351,6 +355,7 @@ pub async fn finish(pool: &PgPool, f: &Finish<'_>) -> Result<Option<Finished>, s
             Some(error_code.as_str()),
             provider.as_deref(),
             model.as_deref(),
+            None,
         ),
     };
     let m = metrics;
@@ -358,6 +363,7 @@ pub async fn finish(pool: &PgPool, f: &Finish<'_>) -> Result<Option<Finished>, s
         "WITH done AS (
             UPDATE requests SET status = $3, finished_at = now(), updated_at = now(),
                 response = $4, error = $5, error_code = $6, provider = $7, model = $8,
+                finish_reason = $33,
                 prompt = CASE WHEN $9 THEN prompt ELSE NULL END,
                 params = CASE WHEN $9 THEN params ELSE params - 'history' END
             WHERE request_id = $1 AND ($2::int IS NULL OR attempts = $2)
@@ -387,6 +393,7 @@ pub async fn finish(pool: &PgPool, f: &Finish<'_>) -> Result<Option<Finished>, s
             SELECT $29, $7, $8, $4, coalesce($20, 0), coalesce($21, 0), coalesce($22, 0),
                 now() + make_interval(secs => $30)
             FROM done WHERE $29::text IS NOT NULL AND $3 = 'succeeded'
+              AND $33 IS NOT DISTINCT FROM 'stop'
             ON CONFLICT (cache_key) DO UPDATE SET provider = EXCLUDED.provider,
                 model = EXCLUDED.model, response = EXCLUDED.response,
                 input_tokens = EXCLUDED.input_tokens, output_tokens = EXCLUDED.output_tokens,
@@ -412,6 +419,7 @@ pub async fn finish(pool: &PgPool, f: &Finish<'_>) -> Result<Option<Finished>, s
         .bind(cache.map_or(0.0, |c| c.ttl_secs as f64))
         .bind(DONE_CHANNEL)
         .bind(notify)
+        .bind(finish_reason)
         .fetch_one(pool)
         .await?;
     Ok((finished == 1).then_some(Finished { api_key_id }))
@@ -530,9 +538,9 @@ pub async fn insert_cached(
     let inserted: Option<String> = sqlx::query_scalar(
         "INSERT INTO requests (request_id, status, finished_at, attempts, prompt, prompt_hash,
              prompt_chars, system, params, route, response, provider, model, user_id,
-             session_id, idempotency_key, features, api_key_id, fingerprint)
+             session_id, idempotency_key, features, api_key_id, fingerprint, finish_reason)
          VALUES ($1, 'succeeded', now(), 0, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
-                 $14, $15, $16)
+                 $14, $15, $16, 'stop')
          ON CONFLICT ((COALESCE(api_key_id, '')), idempotency_key) DO NOTHING
          RETURNING request_id",
     )
@@ -606,6 +614,7 @@ pub struct RequestRecord {
     pub latency_ms: Option<f64>,
     pub cache_hit: Option<bool>,
     pub fallback_count: Option<i32>,
+    pub finish_reason: Option<String>,
 }
 
 /// The request with its metrics row; with `key_id`, only if that API key sent it.
@@ -619,7 +628,8 @@ pub async fn get(
                 r.error_code, r.provider, r.model, r.route, r.attempts,
                 m.prompt_pattern, m.complexity_score, m.strategy, m.reason, m.confidence,
                 m.explored, m.alternatives, m.input_tokens, m.output_tokens, m.cost_usd,
-                m.baseline_cost_usd, m.latency_ms, m.cache_hit, m.fallback_count
+                m.baseline_cost_usd, m.latency_ms, m.cache_hit, m.fallback_count,
+                r.finish_reason
          FROM requests r LEFT JOIN routing_metrics m ON m.request_id = r.request_id
          WHERE r.request_id = $1 AND ($2::text IS NULL OR r.api_key_id = $2)",
     )

@@ -17,19 +17,22 @@ pub struct OpenAiError {
     /// OpenAI's `type`: `invalid_request_error`, `api_error`…
     pub(super) kind: &'static str,
     pub(super) message: String,
-    pub(super) param: Option<&'static str>,
+    pub(super) param: Option<std::borrow::Cow<'static, str>>,
     pub(super) code: Option<&'static str>,
     /// Extra response headers (`Retry-After`, `x-ratelimit-*` on a 429).
     pub(super) headers: Option<Box<axum::http::HeaderMap>>,
 }
 
 impl OpenAiError {
-    pub fn invalid(param: &'static str, message: impl Into<String>) -> Self {
+    pub fn invalid(
+        param: impl Into<std::borrow::Cow<'static, str>>,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
             status: StatusCode::BAD_REQUEST,
             kind: "invalid_request_error",
             message: message.into(),
-            param: Some(param),
+            param: Some(param.into()),
             code: None,
             headers: None,
         }

@@ -33,6 +33,70 @@ pub struct ChatRequest {
     n: Option<u32>,
     #[serde(default)]
     user: Option<String>,
+    /// Every other field, checked against [`IGNORED_FIELDS`] and [`refused`].
+    #[serde(flatten)]
+    other: serde_json::Map<String, Value>,
+}
+
+/// Fields OpenAI SDKs send that cannot change the answer here: accepted and ignored (the README
+/// lists them). `seed` is best effort at OpenAI itself and cannot be passed to every provider.
+pub const IGNORED_FIELDS: &[&str] = &[
+    "metadata",
+    "store",
+    "seed",
+    "service_tier",
+    "parallel_tool_calls",
+    "prompt_cache_key",
+    "safety_identifier",
+];
+
+/// Why a field that is not accepted is refused, or None when its value is neutral (`null`,
+/// `false`, 0, empty, text-only) and changes nothing. Fields that would change the answer and that
+/// we cannot honour are refused rather than silently dropped.
+fn refused(field: &str, value: &Value) -> Option<String> {
+    let neutral = match value {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        Value::String(_) => false,
+    };
+    if neutral {
+        return None;
+    }
+    Some(match field {
+        "tools" | "tool_choice" | "functions" | "function_call" => {
+            if field == "tool_choice" && value == "none" {
+                return None;
+            }
+            format!("{field}: tool calling is not supported by this gateway yet")
+        }
+        "response_format" => {
+            if value["type"] == "text" {
+                return None;
+            }
+            "response_format: structured output (json_object, json_schema) is not supported by              this gateway yet"
+                .to_owned()
+        }
+        "modalities" => {
+            if value
+                .as_array()
+                .is_some_and(|m| m.iter().all(|x| x == "text"))
+            {
+                return None;
+            }
+            "modalities: only text output is supported".to_owned()
+        }
+        "logprobs" | "top_logprobs" => format!("{field}: log probabilities are not supported"),
+        "logit_bias" | "frequency_penalty" | "presence_penalty" => {
+            format!("{field}: not supported across providers; leave it out or set it to 0")
+        }
+        "audio" | "prediction" | "web_search_options" | "reasoning_effort" | "verbosity" => {
+            format!("{field}: not supported by this gateway")
+        }
+        other => format!("unrecognized request argument supplied: {other}"),
+    })
 }
 
 /// `stop`: one string or a list.
@@ -107,7 +171,7 @@ fn route_of(
             status: StatusCode::NOT_FOUND,
             kind: "invalid_request_error",
             message: format!("The model {model:?} does not exist; see GET /v1/models"),
-            param: Some("model"),
+            param: Some("model".into()),
             code: Some("model_not_found"),
             headers: None,
         })
@@ -127,6 +191,14 @@ pub(super) fn into_input(
         .as_ref()
         .and_then(|o| o["include_usage"].as_bool())
         .unwrap_or(false);
+    for (field, value) in &body.other {
+        if IGNORED_FIELDS.contains(&field.as_str()) {
+            continue;
+        }
+        if let Some(message) = refused(field, value) {
+            return Err(OpenAiError::invalid(field.clone(), message));
+        }
+    }
     if body.n.is_some_and(|n| n != 1) {
         return Err(OpenAiError::invalid("n", "only n = 1 is supported"));
     }

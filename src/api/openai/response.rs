@@ -87,7 +87,7 @@ fn chat_completion(view: &CompletionView) -> Value {
         "choices": [{
             "index": 0,
             "message": { "role": "assistant", "content": view.response, "refusal": null },
-            "finish_reason": "stop",
+            "finish_reason": view.finish_reason.as_deref().unwrap_or("stop"),
             "logprobs": null,
         }],
         "usage": { "prompt_tokens": input, "completion_tokens": output, "total_tokens": input + output },

@@ -140,7 +140,8 @@ async fn finish(st: &mut State) {
                     return;
                 }
             }
-            let data = chunk(st, json!({}), Some("stop"));
+            let reason = view.finish_reason.as_deref().unwrap_or("stop");
+            let data = chunk(st, json!({}), Some(reason));
             st.outbox.push_back(data);
             if st.include_usage {
                 let (i, o) = view.tokens.as_ref().map_or((0, 0), |t| (t.input, t.output));
