@@ -128,14 +128,68 @@ async fn errors_have_openai_shape_on_every_v1_route() {
             400,
             Some("temperature"),
         ),
+        // Tools, checked as OpenAI does.
+        (
+            json!({ "model": "auto", "tools": [{"type": "retrieval"}],
+                    "messages": [{"role": "user", "content": "hi"}] }),
+            400,
+            Some("tools[0].type"),
+        ),
+        (
+            json!({ "model": "auto", "tools": [{"type": "function", "function": {"name": "no spaces"}}],
+                    "messages": [{"role": "user", "content": "hi"}] }),
+            400,
+            Some("tools[0].function.name"),
+        ),
+        (
+            json!({ "model": "auto", "tool_choice": "required",
+                    "messages": [{"role": "user", "content": "hi"}] }),
+            400,
+            Some("tool_choice"),
+        ),
+        (
+            json!({ "model": "auto", "tools": [weather_tool()],
+                    "tool_choice": {"type": "function", "function": {"name": "get_time"}},
+                    "messages": [{"role": "user", "content": "hi"}] }),
+            400,
+            Some("tool_choice"),
+        ),
+        (
+            json!({ "model": "auto", "tools": [weather_tool()], "messages": [
+                {"role": "user", "content": "hi"},
+                {"role": "tool", "tool_call_id": "call_x", "content": "18C"}] }),
+            400,
+            Some("messages[1].tool_call_id"),
+        ),
+        (
+            json!({ "model": "auto", "tools": [weather_tool()], "messages": [
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function",
+                    "function": {"name": "get_weather"}}]}] }),
+            400,
+            Some("messages[1].tool_calls[0]"),
+        ),
+        (
+            json!({ "model": "auto", "tools": [weather_tool()], "messages": [
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": "Let me check.", "tool_calls": [{"id": "c1",
+                    "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]}] }),
+            400,
+            Some("messages"),
+        ),
+        // A model whose catalog entry lacks the capability is not sent tools.
+        (
+            json!({ "model": "sim-lite", "tools": [weather_tool()],
+                    "messages": [{"role": "user", "content": "hi"}] }),
+            400,
+            Some("tools"),
+        ),
     ]
     .into_iter()
     .chain(
         // Fields that would change the answer and that the gateway cannot honour: refused,
         // naming the field — never silently dropped.
         [
-            ("tools", json!([{"type": "function", "function": {"name": "f", "parameters": {}}}])),
-            ("tool_choice", json!("required")),
             ("functions", json!([{"name": "f", "parameters": {}}])),
             ("function_call", json!("auto")),
             ("response_format", json!({"type": "json_object"})),
@@ -165,7 +219,10 @@ async fn errors_have_openai_shape_on_every_v1_route() {
         );
         if let Some(p) = param {
             assert_eq!(e["param"], p, "{err}");
-            if !["messages", "model", "temperature"].contains(&p) {
+            if !["messages", "model", "temperature", "tool_choice"].contains(&p)
+                && !p.starts_with("tools[")
+                && !p.starts_with("messages[")
+            {
                 assert!(e["message"].as_str().unwrap().contains(p), "{err}");
             }
         }
@@ -418,7 +475,9 @@ async fn the_official_openai_python_sdk_works_against_the_server() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("not found model_not_found") && stdout.contains("models "),
+        stdout.contains("not found model_not_found")
+            && stdout.contains("models ")
+            && stdout.contains("tools call_"),
         "{stdout}"
     );
 }
@@ -470,4 +529,98 @@ async fn an_answer_cut_at_max_tokens_finishes_with_length_everywhere() {
         .await
         .unwrap();
     assert_eq!(full["finish_reason"], "stop", "{full}");
+}
+
+fn weather_tool() -> Value {
+    json!({"type": "function", "function": {"name": "get_weather", "description": "Current weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}})
+}
+
+/// Data lines of an SSE body, parsed.
+fn sse_chunks(text: &str) -> Vec<Value> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .collect()
+}
+
+/// A tool round trip through the gateway, streamed and not: the model calls the tool
+/// (`finish_reason` `tool_calls`, `content` null), the client sends the result back, the model
+/// answers; only models whose catalog capabilities include tools are routed to; the calls are
+/// stored with the request.
+#[tokio::test]
+async fn tool_calls_round_trip_streamed_and_not() {
+    let app = TestApp::spawn_with_workers(TestDb::migrated().await, &[]).await;
+    let question = json!({"role": "user", "content": "What is the weather in Oslo?"});
+    // auto:cost would pick sim-lite, which cannot call tools.
+    let asked = json!({ "model": "auto:cost", "tools": [weather_tool()], "tool_choice": "required",
+                        "messages": [question] });
+    let resp = chat(&app, asked.clone()).await;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    let choice = &body["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls", "{body}");
+    assert!(choice["message"]["content"].is_null(), "{body}");
+    assert_ne!(body["model"], "sim-lite", "{body}");
+    let calls = choice["message"]["tool_calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 1, "{body}");
+    let call = &calls[0];
+    assert_eq!(call["type"], "function");
+    assert_eq!(call["function"]["name"], "get_weather");
+    let args: Value =
+        serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert!(args["city"].is_string(), "{args}");
+    let stored: Value = app
+        .get(&format!("/requests/{}", body["id"].as_str().unwrap()))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stored["finish_reason"], "tool_calls", "{stored}");
+    assert_eq!(stored["tool_calls"][0]["id"], call["id"], "{stored}");
+
+    // The result goes back; the model answers in text.
+    let answered = json!({ "model": "auto:cost", "tools": [weather_tool()], "messages": [
+        question,
+        {"role": "assistant", "content": null, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": call["id"], "content": "{\"temp_c\": 4}"}
+    ]});
+    let body: Value = chat(&app, answered).await.json().await.unwrap();
+    let choice = &body["choices"][0];
+    assert_eq!(choice["finish_reason"], "stop", "{body}");
+    assert!(
+        choice["message"]["content"]
+            .as_str()
+            .unwrap()
+            .starts_with("[simulated "),
+        "{body}"
+    );
+    assert!(choice["message"].get("tool_calls").is_none(), "{body}");
+    assert_ne!(body["model"], "sim-lite", "{body}");
+
+    // Streamed: the call arrives as a tool_calls delta before the last chunk.
+    let mut streamed = asked;
+    streamed["stream"] = json!(true);
+    streamed["messages"][0]["content"] = json!("And the weather in Bergen?");
+    let text = chat(&app, streamed).await.text().await.unwrap();
+    let chunks = sse_chunks(&text);
+    let deltas: Vec<&Value> = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["tool_calls"].as_array())
+        .flatten()
+        .collect();
+    assert_eq!(deltas.len(), 1, "{text}");
+    assert_eq!(deltas[0]["index"], 0);
+    assert_eq!(deltas[0]["function"]["name"], "get_weather", "{text}");
+    assert!(
+        deltas[0]["id"].as_str().unwrap().starts_with("call_"),
+        "{text}"
+    );
+    let reasons: Vec<&Value> = chunks
+        .iter()
+        .map(|c| &c["choices"][0]["finish_reason"])
+        .filter(|r| !r.is_null())
+        .collect();
+    assert_eq!(reasons, vec![&json!("tool_calls")], "{text}");
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
 }

@@ -22,23 +22,16 @@ fn request(model: &str) -> CompletionRequest {
         model: model.into(),
         system: Some("Be brief.".into()),
         messages: vec![
-            Message {
-                role: Role::User,
-                content: "Hi".into(),
-            },
-            Message {
-                role: Role::Assistant,
-                content: "Hello!".into(),
-            },
-            Message {
-                role: Role::User,
-                content: "What is 2+2?".into(),
-            },
+            Message::text(Role::User, "Hi"),
+            Message::text(Role::Assistant, "Hello!"),
+            Message::text(Role::User, "What is 2+2?"),
         ],
         max_tokens: 64,
         temperature: Some(0.0),
         top_p: Some(0.9),
         stop: vec!["END".into()],
+        tools: Vec::new(),
+        tool_choice: None,
     }
 }
 
@@ -423,4 +416,267 @@ async fn finish_reasons_are_mapped_from_each_provider_s_wire_format() {
     ] {
         assert_eq!(optimizer::providers::finish_reason(raw), ours, "{raw:?}");
     }
+}
+
+/// A tool round trip as each provider's history: the user's question, the assistant's two
+/// parallel calls, both results; one tool offered, one required.
+fn tool_request(model: &str) -> CompletionRequest {
+    use optimizer::providers::{Tool, ToolCall, ToolChoice};
+    let call = |id: &str, city: &str| ToolCall {
+        id: id.into(),
+        name: "get_weather".into(),
+        arguments: json!({ "city": city }).to_string(),
+    };
+    let result = |id: &str, text: &str| Message {
+        tool_call_id: Some(id.into()),
+        ..Message::text(Role::Tool, text)
+    };
+    CompletionRequest {
+        model: model.into(),
+        system: None,
+        messages: vec![
+            Message::text(Role::User, "Weather in Paris and Rome?"),
+            Message {
+                tool_calls: vec![call("call_1", "Paris"), call("call_2", "Rome")],
+                ..Message::text(Role::Assistant, "")
+            },
+            result("call_1", "18C"),
+            result("call_2", "21C"),
+        ],
+        max_tokens: 64,
+        temperature: None,
+        top_p: None,
+        stop: Vec::new(),
+        tools: vec![Tool {
+            name: "get_weather".into(),
+            description: Some("Current weather".into()),
+            parameters: weather_schema(),
+        }],
+        tool_choice: Some(ToolChoice::Required),
+    }
+}
+
+fn weather_schema() -> serde_json::Value {
+    json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]})
+}
+
+/// The call every provider answers with, in OpenAI's form.
+fn expected_call(answer: &optimizer::providers::Completion, id: &str) {
+    assert_eq!(answer.tool_calls.len(), 1, "{:?}", answer.tool_calls);
+    let call = &answer.tool_calls[0];
+    assert_eq!((call.id.as_str(), call.name.as_str()), (id, "get_weather"));
+    let args: serde_json::Value = serde_json::from_str(&call.arguments).unwrap();
+    assert_eq!(args, json!({"city": "Oslo"}));
+    assert_eq!(answer.finish_reason.as_deref(), Some("tool_calls"));
+}
+
+#[tokio::test]
+async fn anthropic_tool_use_wire_format() {
+    let server = MockServer::start().await;
+    let expected = json!({
+        "model": "claude-haiku-4-5",
+        "max_tokens": 64,
+        "messages": [
+            {"role": "user", "content": "Weather in Paris and Rome?"},
+            {"role": "assistant", "content": [
+                {"type": "tool_use", "id": "call_1", "name": "get_weather", "input": {"city": "Paris"}},
+                {"type": "tool_use", "id": "call_2", "name": "get_weather", "input": {"city": "Rome"}}
+            ]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "call_1", "content": "18C"},
+                {"type": "tool_result", "tool_use_id": "call_2", "content": "21C"}
+            ]}
+        ],
+        "tools": [{"name": "get_weather", "description": "Current weather",
+                   "input_schema": weather_schema()}],
+        "tool_choice": {"type": "any"}
+    });
+    Mock::given(method("POST"))
+        .and(path("/v1/messages"))
+        .and(body_json(expected.clone()))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "msg_03", "type": "message", "role": "assistant", "model": "claude-haiku-4-5",
+            "content": [
+                {"type": "text", "text": "Checking Oslo too."},
+                {"type": "tool_use", "id": "toolu_01", "name": "get_weather", "input": {"city": "Oslo"}}
+            ],
+            "stop_reason": "tool_use", "stop_sequence": null,
+            "usage": {"input_tokens": 80, "output_tokens": 20}
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let mut streamed = expected;
+    streamed["stream"] = json!(true);
+    let events = [
+        json!({"type": "message_start", "message": {"id": "msg_04", "type": "message",
+            "role": "assistant", "model": "claude-haiku-4-5", "content": [],
+            "stop_reason": null, "usage": {"input_tokens": 80, "output_tokens": 1}}}),
+        json!({"type": "content_block_start", "index": 0,
+            "content_block": {"type": "tool_use", "id": "toolu_02", "name": "get_weather", "input": {}}}),
+        json!({"type": "content_block_delta", "index": 0,
+            "delta": {"type": "input_json_delta", "partial_json": "{\"city\": \"Os"}}),
+        json!({"type": "content_block_delta", "index": 0,
+            "delta": {"type": "input_json_delta", "partial_json": "lo\"}"}}),
+        json!({"type": "content_block_stop", "index": 0}),
+        json!({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": null},
+            "usage": {"output_tokens": 15}}),
+        json!({"type": "message_stop"}),
+    ];
+    let sse: String = events
+        .iter()
+        .map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap()))
+        .collect();
+    mount_stream(&server, "/v1/messages", streamed, sse).await;
+    let request = tool_request("claude-haiku-4-5");
+    let providers = providers(&server, &[]);
+    let answer = both_answers(
+        &providers,
+        ProviderId::Anthropic,
+        &request,
+        ["toolu_01", "toolu_02"],
+    )
+    .await;
+    assert_eq!(answer.text, "Checking Oslo too.");
+}
+
+#[tokio::test]
+async fn gemini_function_calling_wire_format() {
+    let server = MockServer::start().await;
+    // Gemini pairs results with calls by name and order: our ids are not sent.
+    Mock::given(method("POST"))
+        .and(path("/v1beta/models/gemini-2.5-flash:generateContent"))
+        .and(body_json(json!({
+            "contents": [
+                {"role": "user", "parts": [{"text": "Weather in Paris and Rome?"}]},
+                {"role": "model", "parts": [
+                    {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}},
+                    {"functionCall": {"name": "get_weather", "args": {"city": "Rome"}}}
+                ]},
+                {"role": "user", "parts": [
+                    {"functionResponse": {"name": "get_weather", "response": {"content": "18C"}}},
+                    {"functionResponse": {"name": "get_weather", "response": {"content": "21C"}}}
+                ]}
+            ],
+            "generationConfig": {"maxOutputTokens": 64},
+            "tools": [{"functionDeclarations": [{"name": "get_weather",
+                "description": "Current weather", "parametersJsonSchema": weather_schema()}]}],
+            "toolConfig": {"functionCallingConfig": {"mode": "ANY"}}
+        })))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "candidates": [{
+                "content": {"parts": [{"functionCall": {"name": "get_weather", "args": {"city": "Oslo"}}}],
+                            "role": "model"},
+                "finishReason": "STOP", "index": 0
+            }],
+            "usageMetadata": {"promptTokenCount": 40, "candidatesTokenCount": 8},
+            "modelVersion": "gemini-2.5-flash"
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let answer = providers(&server, &[])
+        .complete(ProviderId::Gemini, &tool_request("gemini-2.5-flash"))
+        .await
+        .unwrap();
+    // Gemini gives no id: one is made up, unique within the answer.
+    expected_call(&answer, "call_0");
+}
+
+#[tokio::test]
+async fn openai_tools_pass_through_wire_format() {
+    let server = MockServer::start().await;
+    let expected = json!({
+        "model": "local-model",
+        "messages": [
+            {"role": "user", "content": "Weather in Paris and Rome?"},
+            {"role": "assistant", "content": null, "tool_calls": [
+                {"id": "call_1", "type": "function",
+                 "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}},
+                {"id": "call_2", "type": "function",
+                 "function": {"name": "get_weather", "arguments": "{\"city\":\"Rome\"}"}}
+            ]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "18C"},
+            {"role": "tool", "tool_call_id": "call_2", "content": "21C"}
+        ],
+        "max_tokens": 64,
+        "tools": [{"type": "function", "function": {"name": "get_weather",
+            "description": "Current weather", "parameters": weather_schema()}}],
+        "tool_choice": "required"
+    });
+    Mock::given(method("POST"))
+        .and(path("/chat/completions"))
+        .and(body_json(expected.clone()))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "chatcmpl-3", "object": "chat.completion", "model": "local-model",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": null,
+                "tool_calls": [{"id": "call_9", "type": "function",
+                    "function": {"name": "get_weather", "arguments": "{\"city\": \"Oslo\"}"}}]},
+                "finish_reason": "tool_calls"}],
+            "usage": {"prompt_tokens": 60, "completion_tokens": 10, "total_tokens": 70}
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let mut streamed = expected;
+    streamed["stream"] = json!(true);
+    streamed["stream_options"] = json!({"include_usage": true});
+    let chunks = [
+        json!({"id": "c", "model": "local-model", "choices": [{"index": 0, "delta": {"role": "assistant",
+            "content": null, "tool_calls": [{"index": 0, "id": "call_8", "type": "function",
+            "function": {"name": "get_weather", "arguments": ""}}]}, "finish_reason": null}]}),
+        json!({"id": "c", "model": "local-model", "choices": [{"index": 0, "delta": {
+            "tool_calls": [{"index": 0, "function": {"arguments": "{\"city\": "}}]}, "finish_reason": null}]}),
+        json!({"id": "c", "model": "local-model", "choices": [{"index": 0, "delta": {
+            "tool_calls": [{"index": 0, "function": {"arguments": "\"Oslo\"}"}}]}, "finish_reason": null}]}),
+        json!({"id": "c", "model": "local-model", "choices": [{"index": 0, "delta": {},
+            "finish_reason": "tool_calls"}]}),
+        json!({"id": "c", "model": "local-model", "choices": [],
+            "usage": {"prompt_tokens": 60, "completion_tokens": 10, "total_tokens": 70}}),
+    ];
+    let mut sse: String = chunks.iter().map(|c| format!("data: {c}\n\n")).collect();
+    sse.push_str("data: [DONE]\n\n");
+    mount_stream(&server, "/chat/completions", streamed, sse).await;
+    let request = tool_request("local-model");
+    let providers = providers(&server, &[]);
+    both_answers(
+        &providers,
+        ProviderId::OpenaiCompat,
+        &request,
+        ["call_9", "call_8"],
+    )
+    .await;
+}
+
+/// Mounts an SSE answer for the streamed request `body` at `endpoint`.
+async fn mount_stream(server: &MockServer, endpoint: &str, body: serde_json::Value, sse: String) {
+    Mock::given(method("POST"))
+        .and(path(endpoint))
+        .and(body_json(body))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("content-type", "text/event-stream")
+                .set_body_string(sse),
+        )
+        .expect(1)
+        .mount(server)
+        .await;
+}
+
+/// The plain then the streamed answer to `request`, each checked for its expected call.
+async fn both_answers(
+    providers: &Providers,
+    provider: ProviderId,
+    request: &CompletionRequest,
+    ids: [&str; 2],
+) -> optimizer::providers::Completion {
+    let answer = providers.complete(provider, request).await.unwrap();
+    expected_call(&answer, ids[0]);
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let streamed = providers
+        .complete_streaming(provider, request, Some(&tx))
+        .await
+        .unwrap();
+    expected_call(&streamed, ids[1]);
+    answer
 }

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
 use crate::config::{Settings, StorePrompts};
-use crate::providers::{Message, ProviderId};
+use crate::providers::{Message, ProviderId, Tool, ToolChoice};
 use crate::routing::recommend::round_usd;
 use crate::routing::{
     Analysis, Candidate, Decision, QueryPatternAnalyzer, RouteError, RouteRequest, RoutingEngine,
@@ -135,6 +135,15 @@ pub struct StoredParams {
     /// Earlier conversation turns; cleared at the terminal state unless STORE_PROMPTS=full.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<Message>,
+    /// Turns after the last user turn (the assistant's tool calls and their results); cleared
+    /// with `history`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tail: Vec<Message>,
+    /// Tools the model may call.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<Tool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<ToolChoice>,
     /// Stream the answer as it is generated.
     #[serde(default)]
     pub stream: bool,
@@ -148,6 +157,12 @@ pub struct CompleteInput {
     pub system: Option<String>,
     /// Earlier turns of a conversation, oldest first (OpenAI-compatible API).
     pub history: Vec<Message>,
+    /// Turns after the last user turn: the assistant's tool calls and the tools' results.
+    pub tail: Vec<Message>,
+    /// Tools the model may call (only models whose catalog capabilities include `tools` are
+    /// routed to).
+    pub tools: Vec<Tool>,
+    pub tool_choice: Option<ToolChoice>,
     /// A catalog model index pinned by the caller (auto_route=false or an explicit model).
     pub pinned: Option<usize>,
     pub allowed_providers: Option<Vec<ProviderId>>,
@@ -181,6 +196,9 @@ impl Default for CompleteInput {
             prompt: String::new(),
             system: None,
             history: Vec::new(),
+            tail: Vec::new(),
+            tools: Vec::new(),
+            tool_choice: None,
             pinned: None,
             allowed_providers: None,
             strategy: Strategy::default(),
@@ -602,15 +620,33 @@ fn accepted(
     }
 }
 
-/// An upper estimate of the input tokens: every byte of the prompt, system prompt and earlier
-/// turns over 3 (tokenizers average about 4 characters a token on English), and at least the
-/// analyzer's estimate.
+/// An upper estimate of the input tokens: every byte of the prompt, system prompt, earlier
+/// turns (with their tool calls) and tool definitions over 3 (tokenizers average about 4
+/// characters a token on English), and at least the analyzer's estimate.
 fn input_tokens(input: &CompleteInput, analysis: &Analysis) -> u64 {
-    let bytes = input.prompt.len()
-        + input.system.as_ref().map_or(0, String::len)
-        + input.history.iter().map(|m| m.content.len()).sum::<usize>();
-    ((bytes as u64).div_ceil(3) + 8 * (1 + input.history.len() as u64))
-        .max(analysis.features.est_tokens)
+    let turns = input.history.iter().chain(&input.tail);
+    let turn_bytes: usize = turns
+        .clone()
+        .map(|m| {
+            m.content.len()
+                + m.tool_calls
+                    .iter()
+                    .map(|c| c.id.len() + c.name.len() + c.arguments.len())
+                    .sum::<usize>()
+        })
+        .sum();
+    let tool_bytes: usize = input
+        .tools
+        .iter()
+        .map(|t| {
+            t.name.len()
+                + t.description.as_ref().map_or(0, String::len)
+                + t.parameters.to_string().len()
+        })
+        .sum();
+    let bytes =
+        input.prompt.len() + input.system.as_ref().map_or(0, String::len) + turn_bytes + tool_bytes;
+    ((bytes as u64).div_ceil(3) + 8 * (1 + turns.count() as u64)).max(analysis.features.est_tokens)
 }
 
 /// A new request row: its id, the prompt (and its hash), the stored parameters and route.
@@ -632,6 +668,9 @@ fn new_request(
         is_async: input.is_async,
         cache_key: cache_key.clone(),
         history: input.history.clone(),
+        tail: input.tail.clone(),
+        tools: input.tools.clone(),
+        tool_choice: input.tool_choice.clone(),
         stream: input.stream,
     };
     let request_id = new_request_id();
@@ -664,6 +703,9 @@ fn fingerprint(input: &CompleteInput, max_tokens: u32) -> String {
         input.prompt,
         input.system,
         input.history,
+        input.tail,
+        input.tools,
+        input.tool_choice,
         input.pinned,
         input.strategy.as_str(),
         input.min_quality,
@@ -702,6 +744,9 @@ fn cache_key(input: &CompleteInput, route: &StoredRoute, max_tokens: u32) -> Str
         max_tokens,
         input.temperature.unwrap_or(0.0),
         input.history,
+        input.tail,
+        input.tools,
+        input.tool_choice,
         input.top_p,
         input.stop,
     ]);
@@ -719,6 +764,9 @@ pub struct CompletionView {
     /// `content_filter`; with the response only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finish_reason: Option<String>,
+    /// The tools the model called (`finish_reason` `tool_calls`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<crate::providers::ToolCall>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorView>,
     pub provider: Option<String>,
@@ -836,6 +884,10 @@ impl CompletionView {
                 (r.status == RequestStatus::Succeeded).then(|| "stop".to_owned())
             }),
             response: r.response,
+            tool_calls: r
+                .tool_calls
+                .and_then(|v| serde_json::from_value(v).ok())
+                .unwrap_or_default(),
             provider: r.provider,
             model: r.model,
             created_at: r.created_at,

@@ -182,6 +182,7 @@ async fn succeed(
             .finish_reason
             .unwrap_or_else(|| crate::providers::finish_reason(None).to_owned()),
         response: answer.text,
+        tool_calls: answer.tool_calls,
         provider: candidate
             .map(|c| c.provider.to_string())
             .unwrap_or_default(),
@@ -442,10 +443,8 @@ fn completion_request(
     params: &StoredParams,
 ) -> Option<CompletionRequest> {
     let mut messages = params.history.clone();
-    messages.push(Message {
-        role: Role::User,
-        content: claimed.prompt.clone()?,
-    });
+    messages.push(Message::text(Role::User, claimed.prompt.clone()?));
+    messages.extend(params.tail.iter().cloned());
     Some(CompletionRequest {
         model,
         system: claimed.system.clone(),
@@ -454,6 +453,8 @@ fn completion_request(
         temperature: params.temperature,
         top_p: params.top_p,
         stop: params.stop.clone(),
+        tools: params.tools.clone(),
+        tool_choice: params.tool_choice.clone(),
     })
 }
 

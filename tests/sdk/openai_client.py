@@ -55,3 +55,30 @@ assert len(pieces) > 3, pieces
 assert "".join(pieces).startswith("[simulated "), pieces
 assert usage is not None and usage.total_tokens > 0, usage
 print("stream", len(pieces), usage.total_tokens)
+
+weather = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+question = {"role": "user", "content": "What is the weather in Lima?"}
+called = client.chat.completions.create(model="auto", messages=[question], tools=[weather], tool_choice="required")
+choice = called.choices[0]
+assert choice.finish_reason == "tool_calls", called
+call = choice.message.tool_calls[0]
+assert call.type == "function" and call.function.name == "get_weather", call
+answered = client.chat.completions.create(
+    model="auto",
+    tools=[weather],
+    messages=[
+        question,
+        choice.message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": '{"temp_c": 19}'},
+    ],
+)
+assert answered.choices[0].finish_reason == "stop", answered
+assert answered.choices[0].message.content.startswith("[simulated "), answered
+print("tools", call.id, answered.choices[0].finish_reason)

@@ -6,7 +6,10 @@ use serde::{Deserialize, Serialize};
 
 use super::http::{post_json, sanitize};
 use super::sse::{Deltas, for_each_event, garbled};
-use super::{Completion, CompletionRequest, ErrorKind, Provider, ProviderError, ProviderId, Role};
+use super::{
+    Completion, CompletionRequest, ErrorKind, Message, Provider, ProviderError, ProviderId, Role,
+    ToolCall, ToolChoice,
+};
 
 /// The API version we speak.
 pub const API_VERSION: &str = "2023-06-01";
@@ -34,7 +37,11 @@ struct Body<'a> {
     max_tokens: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     system: Option<&'a str>,
-    messages: Vec<Turn<'a>>,
+    messages: Vec<serde_json::Value>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     temperature: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -43,10 +50,94 @@ struct Body<'a> {
     stop_sequences: &'a [String],
 }
 
-#[derive(Serialize)]
-struct Turn<'a> {
-    role: &'static str,
-    content: &'a str,
+/// The conversation in Anthropic's words: text turns as strings; an assistant's tool calls as
+/// `tool_use` blocks (arguments as JSON objects); tool results as `tool_result` blocks of one
+/// user turn (consecutive results together).
+fn turns(messages: &[Message]) -> Vec<serde_json::Value> {
+    use serde_json::json;
+    let mut out: Vec<serde_json::Value> = Vec::with_capacity(messages.len());
+    let mut results: Vec<serde_json::Value> = Vec::new();
+    for m in messages {
+        if m.role == Role::Tool {
+            results.push(json!({ "type": "tool_result",
+                                 "tool_use_id": m.tool_call_id, "content": m.content }));
+            continue;
+        }
+        if !results.is_empty() {
+            out.push(json!({ "role": "user", "content": std::mem::take(&mut results) }));
+        }
+        out.push(match m.role {
+            Role::Assistant if !m.tool_calls.is_empty() => {
+                let mut blocks = Vec::new();
+                if !m.content.is_empty() {
+                    blocks.push(json!({ "type": "text", "text": m.content }));
+                }
+                for c in &m.tool_calls {
+                    let input: serde_json::Value = serde_json::from_str(&c.arguments)
+                        .ok()
+                        .filter(serde_json::Value::is_object)
+                        .unwrap_or_else(|| json!({}));
+                    blocks.push(json!({ "type": "tool_use", "id": c.id, "name": c.name,
+                                        "input": input }));
+                }
+                json!({ "role": "assistant", "content": blocks })
+            }
+            Role::Assistant => json!({ "role": "assistant", "content": m.content }),
+            _ => json!({ "role": "user", "content": m.content }),
+        });
+    }
+    if !results.is_empty() {
+        out.push(json!({ "role": "user", "content": results }));
+    }
+    out
+}
+
+fn tool_choice(choice: &ToolChoice) -> serde_json::Value {
+    use serde_json::json;
+    match choice {
+        ToolChoice::Auto => json!({ "type": "auto" }),
+        ToolChoice::None => json!({ "type": "none" }),
+        ToolChoice::Required => json!({ "type": "any" }),
+        ToolChoice::Function(name) => json!({ "type": "tool", "name": name }),
+    }
+}
+
+/// The `tool_use` blocks of a streamed answer: started by `content_block_start`, their input
+/// sent as `input_json_delta` pieces.
+#[derive(Default)]
+struct StreamedCalls(Vec<(u64, ToolCall)>);
+
+impl StreamedCalls {
+    fn start(&mut self, index: u64, block: &serde_json::Value) {
+        if block["type"] == "tool_use" {
+            self.0.push((
+                index,
+                ToolCall {
+                    id: block["id"].as_str().unwrap_or_default().to_owned(),
+                    name: block["name"].as_str().unwrap_or_default().to_owned(),
+                    arguments: String::new(),
+                },
+            ));
+        }
+    }
+
+    fn input(&mut self, index: u64, piece: &str) {
+        if let Some((_, call)) = self.0.iter_mut().find(|(i, _)| *i == index) {
+            call.arguments.push_str(piece);
+        }
+    }
+
+    fn finish(self) -> Vec<ToolCall> {
+        self.0
+            .into_iter()
+            .map(|(_, mut c)| {
+                if c.arguments.trim().is_empty() {
+                    c.arguments = "{}".into();
+                }
+                c
+            })
+            .collect()
+    }
 }
 
 #[derive(Deserialize)]
@@ -64,6 +155,12 @@ struct Block {
     kind: String,
     #[serde(default)]
     text: String,
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    input: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -89,17 +186,19 @@ fn body(request: &CompletionRequest) -> Body<'_> {
         model: &request.model,
         max_tokens: request.max_tokens,
         system: request.system.as_deref(),
-        messages: request
-            .messages
+        messages: turns(&request.messages),
+        tools: request
+            .tools
             .iter()
-            .map(|m| Turn {
-                role: match m.role {
-                    Role::User => "user",
-                    Role::Assistant => "assistant",
-                },
-                content: &m.content,
+            .map(|t| {
+                let mut tool = serde_json::json!({ "name": t.name, "input_schema": t.parameters });
+                if let Some(d) = &t.description {
+                    tool["description"] = d.as_str().into();
+                }
+                tool
             })
             .collect(),
+        tool_choice: request.tool_choice.as_ref().map(tool_choice),
         temperature: request.temperature,
         top_p: request.top_p,
         stop_sequences: &request.stop,
@@ -129,6 +228,7 @@ impl Anthropic {
         body["stream"] = serde_json::Value::Bool(true);
         let id = self.id();
         let mut done = Completion::empty(&request.model);
+        let mut calls = StreamedCalls::default();
         for_each_event(id, self.http_request(), &body, error_message, |e| {
             let v: serde_json::Value =
                 serde_json::from_str(&e.data).map_err(|_| garbled(id, &e.event))?;
@@ -144,7 +244,13 @@ impl Anthropic {
                         done.model = model.to_owned();
                     }
                 }
+                "content_block_start" => {
+                    calls.start(v["index"].as_u64().unwrap_or(0), &v["content_block"]);
+                }
                 "content_block_delta" => {
+                    if let Some(piece) = v["delta"]["partial_json"].as_str() {
+                        calls.input(v["index"].as_u64().unwrap_or(0), piece);
+                    }
                     if let Some(t) = v["delta"]["text"].as_str() {
                         done.text.push_str(t);
                         let _ = deltas.send(t.to_owned());
@@ -180,6 +286,7 @@ impl Anthropic {
             Ok(())
         })
         .await?;
+        done.tool_calls = calls.finish();
         if done.finish_reason.as_deref() == Some("refusal") {
             return Err(ProviderError::refused(
                 id,
@@ -222,6 +329,19 @@ impl Provider for Anthropic {
             output_tokens: u.output_tokens,
             reported_cost_usd: None,
             model: sanitize(&answer.model),
+            tool_calls: answer
+                .content
+                .iter()
+                .filter(|b| b.kind == "tool_use")
+                .map(|b| ToolCall {
+                    id: b.id.clone(),
+                    name: b.name.clone(),
+                    arguments: b
+                        .input
+                        .as_ref()
+                        .map_or_else(|| "{}".to_owned(), ToString::to_string),
+                })
+                .collect(),
             finish_reason: answer.stop_reason,
         })
     }

@@ -7,7 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use super::http::post_json;
 use super::sse::{Deltas, for_each_event, garbled};
-use super::{Completion, CompletionRequest, ErrorKind, Provider, ProviderError, ProviderId, Role};
+use super::{
+    Completion, CompletionRequest, ErrorKind, Message, Provider, ProviderError, ProviderId, Role,
+    ToolCall, ToolChoice,
+};
 
 #[derive(Debug)]
 pub struct Gemini {
@@ -29,16 +32,96 @@ impl Gemini {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Body<'a> {
-    contents: Vec<Content<'a>>,
+    contents: Vec<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     system_instruction: Option<SystemInstruction<'a>>,
     generation_config: GenerationConfig,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tools: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_config: Option<serde_json::Value>,
 }
 
-#[derive(Serialize)]
-struct Content<'a> {
-    role: &'static str,
-    parts: Vec<Part<'a>>,
+/// The conversation in Gemini's words: roles `user`/`model`; an assistant's tool calls as
+/// `functionCall` parts; tool results as `functionResponse` parts of one user turn (consecutive
+/// results together), named after the call they answer.
+fn contents(messages: &[Message]) -> Vec<serde_json::Value> {
+    use serde_json::json;
+    let name_of = |id: &Option<String>| {
+        messages
+            .iter()
+            .flat_map(|m| &m.tool_calls)
+            .find(|c| Some(&c.id) == id.as_ref())
+            .map(|c| c.name.clone())
+            .unwrap_or_default()
+    };
+    let mut out: Vec<serde_json::Value> = Vec::with_capacity(messages.len());
+    let mut results: Vec<serde_json::Value> = Vec::new();
+    for m in messages {
+        if m.role == Role::Tool {
+            let response: serde_json::Value = serde_json::from_str(&m.content)
+                .ok()
+                .filter(serde_json::Value::is_object)
+                .unwrap_or_else(|| json!({ "content": m.content }));
+            results.push(json!({ "functionResponse": {
+                "name": name_of(&m.tool_call_id), "response": response } }));
+            continue;
+        }
+        if !results.is_empty() {
+            out.push(json!({ "role": "user", "parts": std::mem::take(&mut results) }));
+        }
+        let role = if m.role == Role::Assistant {
+            "model"
+        } else {
+            "user"
+        };
+        let mut parts = Vec::new();
+        if !m.content.is_empty() || m.tool_calls.is_empty() {
+            parts.push(json!({ "text": m.content }));
+        }
+        for c in &m.tool_calls {
+            let args: serde_json::Value = serde_json::from_str(&c.arguments)
+                .ok()
+                .filter(serde_json::Value::is_object)
+                .unwrap_or_else(|| json!({}));
+            parts.push(json!({ "functionCall": { "name": c.name, "args": args } }));
+        }
+        out.push(json!({ "role": role, "parts": parts }));
+    }
+    if !results.is_empty() {
+        out.push(json!({ "role": "user", "parts": results }));
+    }
+    out
+}
+
+/// `toolConfig.functionCallingConfig`.
+fn tool_config(choice: &ToolChoice) -> serde_json::Value {
+    use serde_json::json;
+    let config = match choice {
+        ToolChoice::Auto => json!({ "mode": "AUTO" }),
+        ToolChoice::None => json!({ "mode": "NONE" }),
+        ToolChoice::Required => json!({ "mode": "ANY" }),
+        ToolChoice::Function(name) => json!({ "mode": "ANY", "allowedFunctionNames": [name] }),
+    };
+    json!({ "functionCallingConfig": config })
+}
+
+/// The `functionCall` parts of an answer (Gemini gives no ids: `call_<n>` in order).
+fn calls(parts: &[AnswerPart], first: usize) -> Vec<ToolCall> {
+    parts
+        .iter()
+        .filter_map(|p| p.function_call.as_ref())
+        .enumerate()
+        .map(|(i, f)| ToolCall {
+            id: f["id"]
+                .as_str()
+                .map_or_else(|| format!("call_{}", first + i), str::to_owned),
+            name: f["name"].as_str().unwrap_or_default().to_owned(),
+            arguments: f
+                .get("args")
+                .map_or_else(|| "{}".to_owned(), ToString::to_string),
+        })
+        .collect()
 }
 
 #[derive(Serialize)]
@@ -98,6 +181,8 @@ struct AnswerPart {
     text: Option<String>,
     #[serde(default)]
     thought: Option<bool>,
+    #[serde(default)]
+    function_call: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -128,17 +213,23 @@ fn error_message(v: &serde_json::Value) -> Option<String> {
 
 fn body(request: &CompletionRequest) -> Body<'_> {
     Body {
-        contents: request
-            .messages
-            .iter()
-            .map(|m| Content {
-                role: match m.role {
-                    Role::User => "user",
-                    Role::Assistant => "model",
-                },
-                parts: vec![Part { text: &m.content }],
-            })
-            .collect(),
+        contents: contents(&request.messages),
+        tools: (!request.tools.is_empty()).then(|| {
+            let declarations: Vec<serde_json::Value> = request
+                .tools
+                .iter()
+                .map(|t| {
+                    let mut f = serde_json::json!({ "name": t.name,
+                                                    "parametersJsonSchema": t.parameters });
+                    if let Some(d) = &t.description {
+                        f["description"] = d.as_str().into();
+                    }
+                    f
+                })
+                .collect();
+            serde_json::json!([{ "functionDeclarations": declarations }])
+        }),
+        tool_config: request.tool_choice.as_ref().map(tool_config),
         system_instruction: request.system.as_deref().map(|s| SystemInstruction {
             parts: vec![Part { text: s }],
         }),
@@ -196,7 +287,10 @@ impl Gemini {
                 done.model = v;
             }
             if let Some(c) = chunk.candidates.into_iter().next() {
-                for p in c.content.map(|c| c.parts).unwrap_or_default() {
+                let parts = c.content.map(|c| c.parts).unwrap_or_default();
+                let first = done.tool_calls.len();
+                done.tool_calls.extend(calls(&parts, first));
+                for p in parts {
                     if p.thought != Some(true)
                         && let Some(t) = p.text.filter(|t| !t.is_empty())
                     {
@@ -242,16 +336,13 @@ impl Provider for Gemini {
         {
             return Err(refusal(format!("answer blocked ({r})")));
         }
-        let text: String = candidate
-            .content
-            .map(|c| {
-                c.parts
-                    .into_iter()
-                    .filter(|p| p.thought != Some(true))
-                    .filter_map(|p| p.text)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let parts = candidate.content.map(|c| c.parts).unwrap_or_default();
+        let tool_calls = calls(&parts, 0);
+        let text: String = parts
+            .into_iter()
+            .filter(|p| p.thought != Some(true))
+            .filter_map(|p| p.text)
+            .collect();
         let usage = answer.usage_metadata.unwrap_or(UsageMetadata {
             prompt_token_count: 0,
             candidates_token_count: 0,
@@ -265,6 +356,7 @@ impl Provider for Gemini {
             model: answer
                 .model_version
                 .unwrap_or_else(|| request.model.clone()),
+            tool_calls,
             finish_reason: candidate.finish_reason,
         })
     }

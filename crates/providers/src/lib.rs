@@ -30,7 +30,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
-pub use optimizer_types::{Message, ProviderId, Role};
+pub use optimizer_types::{Message, ProviderId, Role, Tool, ToolCall, ToolChoice};
 
 /// One completion request, provider-neutral.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,13 +47,20 @@ pub struct CompletionRequest {
     /// Stop sequences (at most 4).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stop: Vec<String>,
+    /// Functions the model may call.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<Tool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<ToolChoice>,
 }
 
 impl CompletionRequest {
-    /// The text of the last turn (the user's prompt); empty without turns.
+    /// The text of the last user turn (the prompt); empty without one.
     pub fn last_turn(&self) -> &str {
         self.messages
-            .last()
+            .iter()
+            .rev()
+            .find(|m| m.role == Role::User)
             .map(|m| m.content.as_str())
             .unwrap_or_default()
     }
@@ -69,6 +76,8 @@ pub struct Completion {
     pub reported_cost_usd: Option<f64>,
     /// The model id the provider says answered.
     pub model: String,
+    /// The tools the model called (then `finish_reason` is `tool_calls`).
+    pub tool_calls: Vec<ToolCall>,
     /// Why the answer ended, in OpenAI's words (see [`finish_reason`]; set by
     /// [`Providers::complete_streaming`] from the provider's own).
     pub finish_reason: Option<String>,
@@ -83,6 +92,7 @@ impl Completion {
             output_tokens: 0,
             reported_cost_usd: None,
             model: model.to_owned(),
+            tool_calls: Vec::new(),
             finish_reason: None,
         }
     }
@@ -346,7 +356,13 @@ impl Providers {
             Some(d) => client.stream(request, d).await,
             None => client.complete(request).await,
         }?;
-        answer.finish_reason = Some(finish_reason(answer.finish_reason.as_deref()).to_owned());
+        let reason = if answer.tool_calls.is_empty() {
+            finish_reason(answer.finish_reason.as_deref())
+        } else {
+            // Gemini says STOP after a function call; OpenAI's clients look for tool_calls.
+            "tool_calls"
+        };
+        answer.finish_reason = Some(reason.to_owned());
         Ok(answer)
     }
 

@@ -7,7 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use super::http::post_json;
 use super::sse::{Deltas, for_each_event, garbled};
-use super::{Completion, CompletionRequest, ErrorKind, Provider, ProviderError, ProviderId, Role};
+use super::{
+    Completion, CompletionRequest, ErrorKind, Message, Provider, ProviderError, ProviderId, Role,
+    ToolCall, ToolChoice,
+};
 
 /// OpenRouter's app attribution (both optional).
 #[derive(Debug, Clone, Default)]
@@ -55,7 +58,11 @@ impl OpenAiCompatible {
 #[derive(Serialize)]
 struct Body<'a> {
     model: &'a str,
-    messages: Vec<Turn<'a>>,
+    messages: Vec<serde_json::Value>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<serde_json::Value>,
     max_tokens: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     temperature: Option<f64>,
@@ -73,10 +80,71 @@ struct UsageRequest {
     include: bool,
 }
 
-#[derive(Serialize)]
-struct Turn<'a> {
-    role: &'static str,
-    content: &'a str,
+/// One turn in OpenAI's words: text, an assistant's tool calls, or a tool's result.
+fn turn(m: &Message) -> serde_json::Value {
+    use serde_json::json;
+    match m.role {
+        Role::User => json!({ "role": "user", "content": m.content }),
+        Role::Assistant if m.tool_calls.is_empty() => {
+            json!({ "role": "assistant", "content": m.content })
+        }
+        Role::Assistant => json!({
+            "role": "assistant",
+            "content": (!m.content.is_empty()).then_some(&m.content),
+            "tool_calls": m.tool_calls.iter().map(|c| json!({
+                "id": c.id, "type": "function",
+                "function": { "name": c.name, "arguments": c.arguments },
+            })).collect::<Vec<_>>(),
+        }),
+        Role::Tool => {
+            json!({ "role": "tool", "tool_call_id": m.tool_call_id, "content": m.content })
+        }
+    }
+}
+
+/// `tool_choice` in OpenAI's words.
+pub fn tool_choice(choice: &ToolChoice) -> serde_json::Value {
+    match choice {
+        ToolChoice::Auto => "auto".into(),
+        ToolChoice::None => "none".into(),
+        ToolChoice::Required => "required".into(),
+        ToolChoice::Function(name) => {
+            serde_json::json!({ "type": "function", "function": { "name": name } })
+        }
+    }
+}
+
+/// The tool calls of a streamed answer, assembled from the chunks' `delta.tool_calls`
+/// (the first piece of each call carries its id and name, later ones more of its arguments).
+#[derive(Default)]
+struct StreamedCalls(Vec<ToolCall>);
+
+impl StreamedCalls {
+    fn add(&mut self, pieces: &serde_json::Value) {
+        for piece in pieces.as_array().into_iter().flatten() {
+            let index = piece["index"].as_u64().unwrap_or(0) as usize;
+            if index >= 128 {
+                continue;
+            }
+            while self.0.len() <= index {
+                self.0.push(ToolCall {
+                    id: String::new(),
+                    name: String::new(),
+                    arguments: String::new(),
+                });
+            }
+            let call = &mut self.0[index];
+            if let Some(id) = piece["id"].as_str() {
+                call.id = id.to_owned();
+            }
+            if let Some(name) = piece["function"]["name"].as_str() {
+                call.name.push_str(name);
+            }
+            if let Some(args) = piece["function"]["arguments"].as_str() {
+                call.arguments.push_str(args);
+            }
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -102,6 +170,22 @@ struct AnswerMessage {
     content: Option<String>,
     #[serde(default)]
     refusal: Option<String>,
+    #[serde(default)]
+    tool_calls: Vec<WireToolCall>,
+}
+
+#[derive(Deserialize)]
+struct WireToolCall {
+    #[serde(default)]
+    id: String,
+    function: WireFunction,
+}
+
+#[derive(Deserialize)]
+struct WireFunction {
+    name: String,
+    #[serde(default)]
+    arguments: String,
 }
 
 #[derive(Deserialize)]
@@ -128,21 +212,25 @@ impl OpenAiCompatible {
     fn body<'a>(&self, request: &'a CompletionRequest) -> Body<'a> {
         let mut turns = Vec::with_capacity(request.messages.len() + 1);
         if let Some(system) = &request.system {
-            turns.push(Turn {
-                role: "system",
-                content: system,
-            });
+            turns.push(serde_json::json!({ "role": "system", "content": system }));
         }
-        turns.extend(request.messages.iter().map(|m| Turn {
-            role: match m.role {
-                Role::User => "user",
-                Role::Assistant => "assistant",
-            },
-            content: &m.content,
-        }));
+        turns.extend(request.messages.iter().map(turn));
         Body {
             model: &request.model,
             messages: turns,
+            tools: request
+                .tools
+                .iter()
+                .map(|t| {
+                    let mut function =
+                        serde_json::json!({ "name": t.name, "parameters": t.parameters });
+                    if let Some(d) = &t.description {
+                        function["description"] = d.as_str().into();
+                    }
+                    serde_json::json!({ "type": "function", "function": function })
+                })
+                .collect(),
+            tool_choice: request.tool_choice.as_ref().map(tool_choice),
             max_tokens: request.max_tokens,
             temperature: request.temperature,
             top_p: request.top_p,
@@ -177,6 +265,7 @@ impl OpenAiCompatible {
         body["stream_options"] = serde_json::json!({ "include_usage": true });
         let id = self.id;
         let mut done = Completion::empty(&request.model);
+        let mut calls = StreamedCalls::default();
         for_each_event(id, self.http_request(), &body, error_message, |e| {
             if e.data.trim() == "[DONE]" {
                 return Ok(());
@@ -203,6 +292,7 @@ impl OpenAiCompatible {
                     done.text.push_str(t);
                     let _ = deltas.send(t.to_owned());
                 }
+                calls.add(&choice["delta"]["tool_calls"]);
                 if let Some(r) = choice["finish_reason"].as_str() {
                     done.finish_reason = Some(r.to_owned());
                 }
@@ -215,6 +305,7 @@ impl OpenAiCompatible {
             Ok(())
         })
         .await?;
+        done.tool_calls = calls.0;
         Ok(done)
     }
 }
@@ -254,6 +345,16 @@ impl Provider for OpenAiCompatible {
             output_tokens: usage.completion_tokens,
             reported_cost_usd: usage.cost.filter(|c| c.is_finite() && *c >= 0.0),
             model: answer.model.unwrap_or_else(|| request.model.clone()),
+            tool_calls: choice
+                .message
+                .tool_calls
+                .into_iter()
+                .map(|c| ToolCall {
+                    id: c.id,
+                    name: c.function.name,
+                    arguments: c.function.arguments,
+                })
+                .collect(),
             finish_reason: choice.finish_reason,
         })
     }

@@ -113,6 +113,7 @@ impl Provider for Replay {
             output_tokens,
             reported_cost_usd: outcome.cost_usd,
             model: request.model.clone(),
+            tool_calls: Vec::new(),
             finish_reason: Some("stop".into()),
         })
     }

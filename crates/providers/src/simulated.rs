@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use super::{Completion, CompletionRequest, Provider, ProviderError, ProviderId};
+use super::{
+    Completion, CompletionRequest, Provider, ProviderError, ProviderId, ToolCall, ToolChoice,
+};
 use optimizer_types::Pattern;
 
 pub const DEFAULT_PROFILES: &str = include_str!("../../../catalog/simulated_profiles.toml");
@@ -169,6 +171,43 @@ impl Simulated {
     }
 }
 
+/// With tools on offer and the user's turn last, the simulated model calls one — the named one,
+/// else the first (unless `tool_choice` is `none`) — with arguments filled from its schema:
+/// strings get the prompt's first 40 characters, numbers 1, booleans true. After a tool's
+/// result it answers in text.
+fn simulated_call(request: &CompletionRequest, digest: &[u8]) -> Option<ToolCall> {
+    if request.messages.last()?.role != crate::Role::User {
+        return None;
+    }
+    let tool = match request.tool_choice.as_ref() {
+        Some(ToolChoice::None) => return None,
+        Some(ToolChoice::Function(name)) => request.tools.iter().find(|t| &t.name == name)?,
+        _ => request.tools.first()?,
+    };
+    let prompt: String = request.last_turn().chars().take(40).collect();
+    let mut args = serde_json::Map::new();
+    if let Some(props) = tool.parameters["properties"].as_object() {
+        for (name, schema) in props {
+            let value = match schema["type"].as_str() {
+                Some("string") => serde_json::Value::from(prompt.as_str()),
+                Some("number" | "integer") => 1.into(),
+                Some("boolean") => true.into(),
+                _ => serde_json::Value::Null,
+            };
+            args.insert(name.clone(), value);
+        }
+    }
+    Some(ToolCall {
+        id: format!("call_{}", hex_prefix(digest)),
+        name: tool.name.clone(),
+        arguments: serde_json::Value::Object(args).to_string(),
+    })
+}
+
+fn hex_prefix(digest: &[u8]) -> String {
+    digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+}
+
 /// Parses the true quality a simulated answer states (`… simulated quality 0.87]`).
 pub fn stated_quality(text: &str) -> Option<f64> {
     let rest = &text[text.find("simulated quality ")? + "simulated quality ".len()..];
@@ -222,7 +261,19 @@ impl Provider for Simulated {
             .map(|m| m.content.len() as u64 / 4 + 4)
             .sum::<u64>()
             + request.system.as_ref().map_or(0, |s| s.len() as u64 / 4);
+        if let Some(call) = simulated_call(request, &digest) {
+            return Ok(Completion {
+                text: String::new(),
+                input_tokens,
+                output_tokens: 12 + call.arguments.len() as u64 / 4,
+                reported_cost_usd: None,
+                model: request.model.clone(),
+                tool_calls: vec![call],
+                finish_reason: Some("tool_calls".into()),
+            });
+        }
         Ok(Completion {
+            tool_calls: Vec::new(),
             output_tokens: (words + 12).min(budget),
             text,
             input_tokens,
@@ -243,14 +294,13 @@ mod tests {
         CompletionRequest {
             model: model.into(),
             system: None,
-            messages: vec![Message {
-                role: Role::User,
-                content: prompt.into(),
-            }],
+            messages: vec![Message::text(Role::User, prompt)],
             max_tokens: 256,
             temperature: None,
             top_p: None,
             stop: Vec::new(),
+            tools: Vec::new(),
+            tool_choice: None,
         }
     }
 

@@ -267,6 +267,8 @@ pub enum Outcome {
         model: String,
         /// `stop`, `length`, `tool_calls` or `content_filter`. Only `stop` answers are cached.
         finish_reason: String,
+        /// The tools the model called.
+        tool_calls: Vec<optimizer_types::ToolCall>,
     },
     Failed {
         error: String,
@@ -330,12 +332,19 @@ pub async fn finish(pool: &PgPool, f: &Finish<'_>) -> Result<Option<Finished>, s
         notify,
     } = *f;
     let status = outcome.status();
+    let tool_calls = match outcome {
+        Outcome::Succeeded { tool_calls, .. } if !tool_calls.is_empty() => {
+            serde_json::to_value(tool_calls).ok()
+        }
+        _ => None,
+    };
     let (response, error, error_code, provider, model, finish_reason) = match outcome {
         Outcome::Succeeded {
             response,
             provider,
             model,
             finish_reason,
+            ..
         } => (
             Some(response.as_str()),
             None,
@@ -363,9 +372,9 @@ pub async fn finish(pool: &PgPool, f: &Finish<'_>) -> Result<Option<Finished>, s
         "WITH done AS (
             UPDATE requests SET status = $3, finished_at = now(), updated_at = now(),
                 response = $4, error = $5, error_code = $6, provider = $7, model = $8,
-                finish_reason = $33,
+                finish_reason = $33, tool_calls = $34,
                 prompt = CASE WHEN $9 THEN prompt ELSE NULL END,
-                params = CASE WHEN $9 THEN params ELSE params - 'history' END
+                params = CASE WHEN $9 THEN params ELSE params - 'history' - 'tail' END
             WHERE request_id = $1 AND ($2::int IS NULL OR attempts = $2)
               AND status IN ('queued', 'running')
             RETURNING request_id, api_key_id, budget_holds
@@ -420,6 +429,7 @@ pub async fn finish(pool: &PgPool, f: &Finish<'_>) -> Result<Option<Finished>, s
         .bind(DONE_CHANNEL)
         .bind(notify)
         .bind(finish_reason)
+        .bind(tool_calls)
         .fetch_one(pool)
         .await?;
     Ok((finished == 1).then_some(Finished { api_key_id }))
@@ -615,6 +625,7 @@ pub struct RequestRecord {
     pub cache_hit: Option<bool>,
     pub fallback_count: Option<i32>,
     pub finish_reason: Option<String>,
+    pub tool_calls: Option<Value>,
 }
 
 /// The request with its metrics row; with `key_id`, only if that API key sent it.
@@ -629,7 +640,7 @@ pub async fn get(
                 m.prompt_pattern, m.complexity_score, m.strategy, m.reason, m.confidence,
                 m.explored, m.alternatives, m.input_tokens, m.output_tokens, m.cost_usd,
                 m.baseline_cost_usd, m.latency_ms, m.cache_hit, m.fallback_count,
-                r.finish_reason
+                r.finish_reason, r.tool_calls
          FROM requests r LEFT JOIN routing_metrics m ON m.request_id = r.request_id
          WHERE r.request_id = $1 AND ($2::text IS NULL OR r.api_key_id = $2)",
     )

@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::OpenAiError;
 use crate::api::AppState;
 use crate::completion::CompleteInput;
-use crate::providers::{Message, Role};
+use crate::providers::{Message, Role, Tool, ToolCall, ToolChoice};
 use crate::routing::Strategy;
 use crate::tenants::Caller;
 
@@ -33,6 +33,10 @@ pub struct ChatRequest {
     n: Option<u32>,
     #[serde(default)]
     user: Option<String>,
+    #[serde(default)]
+    tools: Option<Vec<Value>>,
+    #[serde(default)]
+    tool_choice: Option<Value>,
     /// Every other field, checked against [`IGNORED_FIELDS`] and [`refused`].
     #[serde(flatten)]
     other: serde_json::Map<String, Value>,
@@ -66,17 +70,15 @@ fn refused(field: &str, value: &Value) -> Option<String> {
         return None;
     }
     Some(match field {
-        "tools" | "tool_choice" | "functions" | "function_call" => {
-            if field == "tool_choice" && value == "none" {
-                return None;
-            }
-            format!("{field}: tool calling is not supported by this gateway yet")
+        "functions" | "function_call" => {
+            format!("{field}: the legacy function calling API is not supported; send tools")
         }
         "response_format" => {
             if value["type"] == "text" {
                 return None;
             }
-            "response_format: structured output (json_object, json_schema) is not supported by              this gateway yet"
+            "response_format: structured output (json_object, json_schema) is not supported by \
+             this gateway yet"
                 .to_owned()
         }
         "modalities" => {
@@ -112,6 +114,159 @@ struct ChatMessage {
     role: String,
     #[serde(default)]
     content: Option<Content>,
+    /// An assistant turn's tool calls.
+    #[serde(default)]
+    tool_calls: Option<Vec<Value>>,
+    /// A tool turn: the call it answers.
+    #[serde(default)]
+    tool_call_id: Option<String>,
+}
+
+/// At most this many tools per request (OpenAI's limit).
+const MAX_TOOLS: usize = 128;
+
+/// A function name as OpenAI accepts it: `^[a-zA-Z0-9_-]{1,64}$`.
+fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// `tools`: `[{type: "function", function: {name, description?, parameters?}}]`.
+fn tools_of(tools: Option<Vec<Value>>) -> Result<Vec<Tool>, OpenAiError> {
+    let tools = tools.unwrap_or_default();
+    if tools.len() > MAX_TOOLS {
+        return Err(OpenAiError::invalid(
+            "tools",
+            format!("at most {MAX_TOOLS} tools"),
+        ));
+    }
+    let mut out: Vec<Tool> = Vec::with_capacity(tools.len());
+    for (i, t) in tools.into_iter().enumerate() {
+        if t["type"] != "function" {
+            return Err(OpenAiError::invalid(
+                format!("tools[{i}].type"),
+                "only tools of type \"function\" are supported",
+            ));
+        }
+        let f = &t["function"];
+        let name = f["name"].as_str().unwrap_or_default();
+        if !valid_name(name) {
+            return Err(OpenAiError::invalid(
+                format!("tools[{i}].function.name"),
+                "must be 1 to 64 letters, digits, underscores or dashes",
+            ));
+        }
+        if out.iter().any(|o| o.name == name) {
+            return Err(OpenAiError::invalid(
+                format!("tools[{i}].function.name"),
+                format!("tool {name:?} is defined twice"),
+            ));
+        }
+        let parameters = match &f["parameters"] {
+            Value::Null => serde_json::json!({ "type": "object", "properties": {} }),
+            p @ Value::Object(_) => p.clone(),
+            _ => {
+                return Err(OpenAiError::invalid(
+                    format!("tools[{i}].function.parameters"),
+                    "must be a JSON Schema object",
+                ));
+            }
+        };
+        let description = match &f["description"] {
+            Value::Null => None,
+            Value::String(d) => Some(d.clone()),
+            _ => {
+                return Err(OpenAiError::invalid(
+                    format!("tools[{i}].function.description"),
+                    "must be a string",
+                ));
+            }
+        };
+        out.push(Tool {
+            name: name.to_owned(),
+            description,
+            parameters,
+        });
+    }
+    Ok(out)
+}
+
+/// `tool_choice`: `auto`, `none`, `required` or `{type: "function", function: {name}}` naming
+/// one of the tools.
+fn tool_choice_of(
+    choice: Option<Value>,
+    tools: &[Tool],
+) -> Result<Option<ToolChoice>, OpenAiError> {
+    let choice = match choice {
+        None | Some(Value::Null) => return Ok(None),
+        Some(c) => c,
+    };
+    let parsed = match choice.as_str() {
+        Some("auto") => ToolChoice::Auto,
+        Some("none") => ToolChoice::None,
+        Some("required") => ToolChoice::Required,
+        Some(other) => {
+            return Err(OpenAiError::invalid(
+                "tool_choice",
+                format!("{other:?}: expected auto, none, required or a named function"),
+            ));
+        }
+        None => match choice["function"]["name"].as_str() {
+            Some(name) if choice["type"] == "function" => {
+                if !tools.iter().any(|t| t.name == name) {
+                    return Err(OpenAiError::invalid(
+                        "tool_choice",
+                        format!("names {name:?}, which is not one of the tools"),
+                    ));
+                }
+                ToolChoice::Function(name.to_owned())
+            }
+            _ => {
+                return Err(OpenAiError::invalid(
+                    "tool_choice",
+                    "expected auto, none, required or {\"type\": \"function\", \"function\": \
+                     {\"name\": ...}}",
+                ));
+            }
+        },
+    };
+    if tools.is_empty() && parsed != ToolChoice::None {
+        return Err(OpenAiError::invalid(
+            "tool_choice",
+            "only allowed when tools are specified",
+        ));
+    }
+    Ok(Some(parsed))
+}
+
+/// An assistant turn's `tool_calls`: `[{id, type: "function", function: {name, arguments}}]`.
+fn calls_of(i: usize, calls: Option<Vec<Value>>) -> Result<Vec<ToolCall>, OpenAiError> {
+    calls
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .map(|(j, c)| {
+            let param = format!("messages[{i}].tool_calls[{j}]");
+            let id = c["id"].as_str().filter(|id| !id.is_empty());
+            let name = c["function"]["name"].as_str().filter(|n| valid_name(n));
+            match (id, name, c["function"]["arguments"].as_str()) {
+                (Some(id), Some(name), Some(arguments)) if c["type"] == "function" => {
+                    Ok(ToolCall {
+                        id: id.to_owned(),
+                        name: name.to_owned(),
+                        arguments: arguments.to_owned(),
+                    })
+                }
+                _ => Err(OpenAiError::invalid(
+                    param,
+                    "expected {\"id\", \"type\": \"function\", \"function\": {\"name\", \
+                     \"arguments\"}}",
+                )),
+            }
+        })
+        .collect()
 }
 
 #[derive(Debug, Deserialize)]
@@ -177,6 +332,45 @@ fn route_of(
         })
 }
 
+/// Models that can take tools: those of `allowed` (all when None) whose catalog capabilities
+/// include `tools`. A pinned model without them, or no such model, is a 400 naming `tools`.
+fn tool_capable(
+    state: &AppState,
+    pinned: Option<usize>,
+    allowed: Option<Vec<usize>>,
+) -> Result<Option<Vec<usize>>, OpenAiError> {
+    let catalog = state.engine.catalog();
+    let capable = |i: &usize| {
+        catalog
+            .models()
+            .get(*i)
+            .is_some_and(|m| m.capabilities.iter().any(|c| c == "tools"))
+    };
+    if let Some(i) = pinned {
+        if !capable(&i) {
+            return Err(OpenAiError::invalid(
+                "tools",
+                format!(
+                    "model {:?} cannot call tools (its catalog capabilities lack \"tools\")",
+                    catalog.models()[i].model
+                ),
+            ));
+        }
+        return Ok(allowed);
+    }
+    let models: Vec<usize> = match allowed {
+        Some(a) => a.into_iter().filter(capable).collect(),
+        None => (0..catalog.models().len()).filter(capable).collect(),
+    };
+    if models.is_empty() {
+        return Err(OpenAiError::invalid(
+            "tools",
+            "no model this request may use can call tools",
+        ));
+    }
+    Ok(Some(models))
+}
+
 /// Maps and validates the request onto a completion: every refusal names its parameter. Also
 /// returns whether usage was asked for in the stream (`stream_options.include_usage`).
 pub(super) fn into_input(
@@ -211,20 +405,36 @@ pub(super) fn into_input(
     let (strategy, pinned) = route_of(state, &caller, &body.model)?;
     let (allowed_providers, allowed_models) =
         crate::api::auth::restrict(state, &caller, None, pinned).map_err(OpenAiError::from)?;
+    let tools = tools_of(body.tools)?;
+    let tool_choice = tool_choice_of(body.tool_choice, &tools)?;
     let mut system = Vec::new();
-    let mut turns = Vec::new();
-    for m in body.messages {
+    let mut turns: Vec<Message> = Vec::new();
+    let mut call_ids = std::collections::HashSet::new();
+    for (i, m) in body.messages.into_iter().enumerate() {
         let text = text_of(m.content)?;
         match m.role.as_str() {
             "system" | "developer" => system.push(text),
-            "user" => turns.push(Message {
-                role: Role::User,
-                content: text,
-            }),
-            "assistant" => turns.push(Message {
-                role: Role::Assistant,
-                content: text,
-            }),
+            "user" => turns.push(Message::text(Role::User, text)),
+            "assistant" => {
+                let calls = calls_of(i, m.tool_calls)?;
+                call_ids.extend(calls.iter().map(|c| c.id.clone()));
+                turns.push(Message {
+                    tool_calls: calls,
+                    ..Message::text(Role::Assistant, text)
+                });
+            }
+            "tool" => {
+                let Some(id) = m.tool_call_id.filter(|id| call_ids.contains(id)) else {
+                    return Err(OpenAiError::invalid(
+                        format!("messages[{i}].tool_call_id"),
+                        "a tool message must answer a tool call of an earlier assistant message",
+                    ));
+                };
+                turns.push(Message {
+                    tool_call_id: Some(id),
+                    ..Message::text(Role::Tool, text)
+                });
+            }
             other => {
                 return Err(OpenAiError::invalid(
                     "messages",
@@ -233,11 +443,32 @@ pub(super) fn into_input(
             }
         }
     }
-    let Some(last) = turns.pop().filter(|m| m.role == Role::User) else {
+    // The last user turn is what is analyzed and routed; what follows it must be the assistant's
+    // tool calls and their results.
+    let Some(at) = turns.iter().rposition(|m| m.role == Role::User) else {
         return Err(OpenAiError::invalid(
             "messages",
-            "the last message must be the user's",
+            "must contain a user message",
         ));
+    };
+    let tail = turns.split_off(at + 1);
+    if tail.last().is_some_and(|m| m.role != Role::Tool) {
+        return Err(OpenAiError::invalid(
+            "messages",
+            "the last message must be the user's or a tool result",
+        ));
+    }
+    let Some(last) = turns.pop() else {
+        return Err(OpenAiError::invalid(
+            "messages",
+            "must contain a user message",
+        ));
+    };
+    let uses_tools = !tools.is_empty() || tail.iter().chain(&turns).any(|m| m.role == Role::Tool);
+    let allowed_models = if uses_tools {
+        tool_capable(state, pinned, allowed_models)?
+    } else {
+        allowed_models
     };
     let prompt = crate::api::validate::prompt(last.content).map_err(OpenAiError::from)?;
     let temperature = crate::api::validate::temperature(body.temperature)
@@ -266,6 +497,9 @@ pub(super) fn into_input(
         prompt,
         system: (!system.is_empty()).then(|| system.join("\n\n")),
         history: turns,
+        tail,
+        tools,
+        tool_choice,
         pinned,
         strategy,
         max_tokens,

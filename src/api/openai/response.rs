@@ -76,6 +76,37 @@ fn headers(view: &CompletionView) -> HeaderMap {
     h
 }
 
+/// The assistant's message: its text (null when it only called tools) and its tool calls.
+fn message(view: &CompletionView) -> Value {
+    let mut message = json!({ "role": "assistant", "content": view.response, "refusal": null });
+    if !view.tool_calls.is_empty() {
+        if view.response.as_deref().is_none_or(str::is_empty) {
+            message["content"] = Value::Null;
+        }
+        message["tool_calls"] = tool_calls(&view.tool_calls, false);
+    }
+    message
+}
+
+/// Tool calls in OpenAI's form; in a stream's delta each carries its `index`.
+pub(super) fn tool_calls(calls: &[crate::providers::ToolCall], indexed: bool) -> Value {
+    calls
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let mut call = json!({
+                "id": c.id,
+                "type": "function",
+                "function": { "name": c.name, "arguments": c.arguments },
+            });
+            if indexed {
+                call["index"] = json!(i);
+            }
+            call
+        })
+        .collect()
+}
+
 /// The OpenAI `chat.completion` object; `id` is our request id (rate it with /feedback).
 fn chat_completion(view: &CompletionView) -> Value {
     let (input, output) = view.tokens.as_ref().map_or((0, 0), |t| (t.input, t.output));
@@ -86,7 +117,7 @@ fn chat_completion(view: &CompletionView) -> Value {
         "model": view.model,
         "choices": [{
             "index": 0,
-            "message": { "role": "assistant", "content": view.response, "refusal": null },
+            "message": message(view),
             "finish_reason": view.finish_reason.as_deref().unwrap_or("stop"),
             "logprobs": null,
         }],

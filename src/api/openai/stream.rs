@@ -140,6 +140,12 @@ async fn finish(st: &mut State) {
                     return;
                 }
             }
+            if !view.tool_calls.is_empty() {
+                let calls = super::response::tool_calls(&view.tool_calls, true);
+                // The role went with the first content chunk.
+                let data = chunk(st, json!({ "tool_calls": calls }), None);
+                st.outbox.push_back(data);
+            }
             let reason = view.finish_reason.as_deref().unwrap_or("stop");
             let data = chunk(st, json!({}), Some(reason));
             st.outbox.push_back(data);
