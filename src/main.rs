@@ -296,9 +296,9 @@ async fn retrain(settings: &Settings, dry_run: bool) -> anyhow::Result<()> {
     if settings.run_migrations {
         db.setup().await?;
     }
-    let catalog = optimizer::routing::Catalog::load(settings.routing.catalog_path.as_deref())?;
+    let engine = optimizer::wiring::build_engine(settings)?;
     let report =
-        optimizer::learning::retrain_now(&db.pool, &catalog, &settings.learning, dry_run).await?;
+        optimizer::learning::retrain_now(&db.pool, &engine, &settings.learning, dry_run).await?;
     print!("{}", optimizer::learning::report::run_table(&report));
     Ok(())
 }

@@ -120,7 +120,7 @@ pub fn zero_series(
     for trigger in ["manual", "automatic"] {
         metrics::counter!(ROLLBACKS, "trigger" => trigger).increment(0);
     }
-    for result in ["succeeded", "failed"] {
+    for result in ["succeeded", "failed", "held"] {
         metrics::counter!(RETRAIN_RUNS, "result" => result).increment(0);
     }
     metrics::counter!(RETRAIN_CHANGES).increment(0);

@@ -41,7 +41,7 @@ async fn backup_then_restore_into_a_fresh_database_keeps_every_row() {
     seed_ratings(&pool, "code", "sim-lite", &ratings(12, &[5, 4], 11)).await;
     optimizer::learning::retrain_now(
         &pool,
-        &optimizer::routing::Catalog::embedded().unwrap(),
+        &optimizer::wiring::build_engine(&common::settings_with(&[])).unwrap(),
         &common::settings_with(&[]).learning,
         false,
     )

@@ -46,7 +46,7 @@ async fn count(pool: &PgPool, table: &str) -> i64 {
 async fn run(pool: &PgPool, dry: bool) -> RunReport {
     retrain_now(
         pool,
-        &optimizer::routing::Catalog::embedded().unwrap(),
+        &optimizer::wiring::build_engine(&common::settings_with(&[])).unwrap(),
         &learning(),
         dry,
     )

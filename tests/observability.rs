@@ -100,7 +100,7 @@ async fn retrain_then_rate(pool: &PgPool, after: &[(i32, bool)]) -> String {
     seed_ratings(pool, "code", "sim-lite", &ratings(10, &[5], 10)).await;
     let report = retrain_now(
         pool,
-        &optimizer::routing::Catalog::embedded().unwrap(),
+        &optimizer::wiring::build_engine(&common::settings_with(&[])).unwrap(),
         &settings_with(&[]).learning,
         false,
     )
@@ -232,7 +232,7 @@ async fn late_ratings_of_old_requests_do_not_count_against_the_new_policy() {
     seed_ratings(&pool, "code", "sim-lite", &ratings(10, &[5], 10)).await;
     let report = retrain_now(
         &pool,
-        &optimizer::routing::Catalog::embedded().unwrap(),
+        &optimizer::wiring::build_engine(&common::settings_with(&[])).unwrap(),
         &settings_with(&[]).learning,
         false,
     )
@@ -275,7 +275,7 @@ async fn a_drop_that_is_not_significant_raises_nothing() {
     seed_ratings(&pool, "code", "sim-lite", &ratings(10, &[5], 10)).await;
     retrain_now(
         &pool,
-        &optimizer::routing::Catalog::embedded().unwrap(),
+        &optimizer::wiring::build_engine(&common::settings_with(&[])).unwrap(),
         &settings_with(&[]).learning,
         false,
     )

@@ -117,8 +117,8 @@ async fn the_predictor_separates_two_prompt_kinds_inside_one_pattern() {
         rated(&pool, "sim-premium", &arithmetic(i + 500), &[(5, true)]).await;
         rated(&pool, "sim-premium", &proof(i + 500), &[(5, true)]).await;
     }
-    let catalog = Catalog::embedded().unwrap();
-    let report = retrain_now(&pool, &catalog, &settings_with(&[]).learning, false)
+    let engine = optimizer::wiring::build_engine(&settings_with(&[])).unwrap();
+    let report = retrain_now(&pool, &engine, &settings_with(&[]).learning, false)
         .await
         .unwrap();
     assert_eq!(report.predictor.len(), 2, "{:?}", report.predictor);
@@ -137,7 +137,7 @@ async fn the_predictor_separates_two_prompt_kinds_inside_one_pattern() {
 async fn five_lucky_ratings_do_not_flip_routing_and_many_ratings_of_one_request_count_once() {
     let db = TestDb::migrated().await;
     let pool = db.pool().await;
-    let catalog = Catalog::embedded().unwrap();
+    let engine = optimizer::wiring::build_engine(&settings_with(&[])).unwrap();
     let learning = settings_with(&[]).learning;
     let before = engine_now(&pool).await;
     let prompt = "Write a Python function that merges two sorted lists into one sorted list.";
@@ -151,9 +151,7 @@ async fn five_lucky_ratings_do_not_flip_routing_and_many_ratings_of_one_request_
 
     // One request of sim-lite rated by twelve users: still one sample — LOW, no change.
     rated(&pool, "sim-lite", prompt, &[(5, true); 12]).await;
-    let report = retrain_now(&pool, &catalog, &learning, false)
-        .await
-        .unwrap();
+    let report = retrain_now(&pool, &engine, &learning, false).await.unwrap();
     assert!(report.changes.is_empty(), "{:#?}", report.changes);
     let samples: i32 = sqlx::query_scalar(
         "SELECT sample_count FROM model_performance_history WHERE model = 'sim-lite'",
@@ -170,9 +168,7 @@ async fn five_lucky_ratings_do_not_flip_routing_and_many_ratings_of_one_request_
         let other = format!("Write a Rust function that reverses a linked list, variant {i}.");
         rated(&pool, "sim-lite", &other, &[(5, true)]).await;
     }
-    let report = retrain_now(&pool, &catalog, &learning, false)
-        .await
-        .unwrap();
+    let report = retrain_now(&pool, &engine, &learning, false).await.unwrap();
     assert_eq!(report.changes.len(), 1, "{:#?}", report.changes);
     let after = engine_now(&pool).await;
     let (now, per_prompt) = route(&after, unseen, Strategy::Balanced);
@@ -216,14 +212,9 @@ async fn learning_works_without_stored_prompts() {
             .await
             .unwrap();
     assert_eq!((prompts, with_features), (0, 6));
-    let report = retrain_now(
-        &pool,
-        app.engine.catalog(),
-        &settings_with(&[]).learning,
-        false,
-    )
-    .await
-    .unwrap();
+    let report = retrain_now(&pool, &app.engine, &settings_with(&[]).learning, false)
+        .await
+        .unwrap();
     assert_eq!(report.predictor.len(), 1, "{report:#?}");
     assert_eq!(report.predictor[0].samples, 6);
     // The running service picks the new policy up, predictor included.
@@ -242,4 +233,147 @@ async fn learning_works_without_stored_prompts() {
         .await
         .unwrap();
     assert!(rec.get("recommended").is_some(), "{rec}");
+}
+
+/// A scheduled retrain that the logged traffic says would lower quality is held, not applied.
+///
+/// Users who pin the cheap model rate it 5 on their own prompts, so its pattern-level estimate
+/// is high and the trainer (pattern level only here) would route the whole pattern to it. On the
+/// auto-routed traffic — where the router chose, with known propensities — the same model, when
+/// exploration tried it, was rated 1, while the regular choice was rated 4. Replayed on that traffic (SNIPS), the
+/// candidate policy's quality drops far past DRIFT_THRESHOLD: the scheduled run is held (status
+/// `held`, counted, nothing applied); a dry run reports the same estimate; an admin's manual
+/// retrain still applies it.
+#[tokio::test]
+async fn the_off_policy_estimate_holds_a_scheduled_retrain_that_would_lower_quality() {
+    let vars = [
+        ("EXPLORATION_RATE", "0.2"),
+        ("EXPLORATION_SEED", "7"),
+        ("DRIFT_MIN_RATINGS", "5"),
+        // Pattern-level estimates only: the per-prompt predictor would see that the cheap
+        // model fails on these prompts and keep them away from it.
+        ("PER_PROMPT_LEARNING", "false"),
+    ];
+    let app = TestApp::spawn_with_workers(TestDb::migrated().await, &vars).await;
+    let pool = app.db.pool.clone();
+    let rate = |id: String, stars: i32| {
+        let app = &app;
+        async move {
+            let resp = app
+                .post_json(
+                    "/feedback",
+                    &json!({ "request_id": id, "quality_score": stars, "is_correct": stars >= 4 }),
+                )
+                .await;
+            assert_eq!(resp.status(), 201);
+        }
+    };
+    let (mut regular, mut explored) = (Vec::new(), Vec::new());
+    for i in 0..80 {
+        let prompt = format!("Write a Python function that returns the {i}th prime number.");
+        let body: Value = app
+            .post_json(
+                "/complete",
+                &json!({ "prompt": prompt, "strategy": "balanced" }),
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        let model = body["model"].as_str().unwrap().to_owned();
+        let id = body["request_id"].as_str().unwrap().to_owned();
+        if body["routing"]["explored"] == true {
+            explored.push(model.clone());
+            rate(id, 1).await;
+        } else {
+            regular.push(model.clone());
+            rate(id, 4).await;
+        }
+    }
+    regular.dedup();
+    assert_eq!(regular.len(), 1, "one regular choice: {regular:?}");
+    explored.sort();
+    let tried = explored
+        .first()
+        .cloned()
+        .unwrap_or_else(|| panic!("exploration tried another model; regular {regular:?}"));
+    let tried_count = explored.iter().filter(|m| **m == tried).count();
+    assert!(tried_count >= 5, "{explored:?}");
+    // The pinned users' prompts, rated 5 on the model exploration tried.
+    for i in 0..150 {
+        let prompt = format!("Write a Python function that sorts a list of {i} integers.");
+        let body: Value = app
+            .post_json(
+                "/complete",
+                &json!({ "prompt": prompt, "model": tried, "auto_route": false }),
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(body["model"], tried.as_str(), "{body}");
+        rate(body["request_id"].as_str().unwrap().to_owned(), 5).await;
+    }
+    let learning = settings_with(&vars).learning;
+    let run_id = optimizer::learning::new_run_id();
+    let store = optimizer::store::learning::queue_run(
+        &pool,
+        &run_id,
+        "scheduled",
+        Some(chrono::Utc::now()),
+        None,
+    );
+    assert!(store.await.unwrap());
+    assert!(
+        optimizer::store::learning::claim_run(&pool, &run_id)
+            .await
+            .unwrap()
+    );
+    let report = optimizer::learning::retrain(&pool, &app.engine, &learning, &run_id, false)
+        .await
+        .unwrap();
+    let estimate = report.off_policy.expect("an off-policy estimate");
+    println!(
+        "regular {regular:?}, explored {tried} ×{tried_count}; {}; {estimate:?}; {:?}",
+        report.message, report.changes
+    );
+    assert!(
+        report.changes.iter().any(|c| c.model == tried),
+        "the trainer would promote {tried}: {:?}",
+        report.changes
+    );
+    assert!(report.held, "{}", report.message);
+    assert!(estimate.relative_drop.unwrap() > 0.10, "{estimate:?}");
+    assert!(estimate.current.quality.unwrap() > 0.8, "{estimate:?}");
+    assert!(estimate.candidate.quality.unwrap() < 0.2, "{estimate:?}");
+    assert_eq!(report.policy_version, None);
+    let (status, message): (String, String) =
+        sqlx::query_as("SELECT status, error FROM retraining_runs WHERE run_id = $1")
+            .bind(&run_id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(status, "held");
+    assert!(message.starts_with("not applied: "), "{message}");
+    let weights: i64 = sqlx::query_scalar("SELECT count(*) FROM routing_weights")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(weights, 0, "nothing applied");
+    // The preview says the same; the admin can still apply it.
+    let dry = retrain_now(&pool, &app.engine, &learning, true)
+        .await
+        .unwrap();
+    assert_eq!(
+        dry.off_policy.unwrap().relative_drop,
+        estimate.relative_drop
+    );
+    let applied = retrain_now(&pool, &app.engine, &learning, false)
+        .await
+        .unwrap();
+    assert!(
+        !applied.held && applied.policy_version.is_some(),
+        "{}",
+        applied.message
+    );
 }

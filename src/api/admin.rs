@@ -98,14 +98,8 @@ pub async fn retrain_now(
     let pool = &state.db.pool;
     if q.dry_run.unwrap_or(true) {
         let run_id = learning::new_run_id();
-        let report = learning::retrain(
-            pool,
-            state.engine.catalog(),
-            &state.settings.learning,
-            &run_id,
-            true,
-        )
-        .await?;
+        let report =
+            learning::retrain(pool, &state.engine, &state.settings.learning, &run_id, true).await?;
         let preview: Vec<Value> = report
             .changes
             .iter()
@@ -124,6 +118,7 @@ pub async fn retrain_now(
                 "message": report.message,
                 "changes_preview": preview,
                 "predictor_preview": report.predictor,
+                "off_policy": report.off_policy,
             })),
         ));
     }

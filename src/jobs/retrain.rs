@@ -56,7 +56,7 @@ pub async fn run(ctx: &JobContext, run_id: &str) -> Result<bool, sqlx::Error> {
     }
     match learning::retrain(
         &ctx.pool,
-        ctx.engine.catalog(),
+        &ctx.engine,
         &ctx.settings.learning,
         run_id,
         false,

@@ -8,6 +8,7 @@
 //!   record a dry run or apply (snapshot, weights, history, policy version) in one transaction.
 
 pub mod drift;
+pub mod off_policy;
 pub mod per_prompt;
 pub mod reloader;
 pub mod report;
@@ -36,6 +37,12 @@ pub struct RunReport {
     pub predictor: Vec<PredictorFit>,
     /// The routing-policy version after applying (None: dry run or nothing changed).
     pub policy_version: Option<i64>,
+    /// The current and the candidate policy replayed on the logged rated traffic (None: nothing
+    /// changed, so both are the same policy).
+    pub off_policy: Option<off_policy::OffPolicyEstimate>,
+    /// A scheduled run held back by the off-policy estimate (not applied; an admin can apply it
+    /// with a manual retrain).
+    pub held: bool,
     pub message: String,
     pub before: Value,
     pub after: Value,
@@ -58,14 +65,13 @@ async fn refit(
     catalog: &crate::routing::Catalog,
     settings: &LearningSettings,
     aggregates: &[trainer::Aggregate],
-    since: Option<chrono::DateTime<chrono::Utc>>,
+    rated: &[crate::store::predictor::RatedRequest],
 ) -> Result<Option<Vec<crate::store::predictor::StoredFit>>, sqlx::Error> {
     use crate::store::predictor as stored;
     if !settings.per_prompt {
         return Ok(None);
     }
-    let rated = stored::rated_requests(pool, since).await?;
-    let Some(fits) = per_prompt::fit_from_ratings(catalog, aggregates, &rated, settings.shrinkage)
+    let Some(fits) = per_prompt::fit_from_ratings(catalog, aggregates, rated, settings.shrinkage)
     else {
         return Ok(None);
     };
@@ -140,15 +146,65 @@ fn after_weights(before: &[Weight], changes: &[Change]) -> Vec<Weight> {
     map.into_values().collect()
 }
 
+/// The engines of the current policy and of the candidate (the current one with `changes` and,
+/// when refitted, the new predictor).
+async fn policies(
+    pool: &PgPool,
+    engine: &crate::routing::RoutingEngine,
+    changes: &[Change],
+    predictor: Option<&[crate::store::predictor::StoredFit]>,
+) -> Result<(crate::routing::RoutingEngine, crate::routing::RoutingEngine), sqlx::Error> {
+    use crate::routing::{LearnedWeight, LearnedWeights, Pattern, ProviderId};
+    let catalog = engine.catalog();
+    let policy = crate::store::weights::load(pool).await?;
+    let (current_predictor, shrinkage) = per_prompt::to_predictor(catalog, &policy.predictor);
+    let mut weights = policy.weights.clone();
+    for c in changes {
+        let (Some(pattern), Some(provider)) =
+            (Pattern::parse(&c.pattern), ProviderId::parse(&c.provider))
+        else {
+            continue;
+        };
+        let updated = LearnedWeight {
+            pattern,
+            provider,
+            model: c.model.clone(),
+            quality: c.after.quality,
+            confidence: c.after.confidence,
+            samples: u32::try_from(c.after.samples).unwrap_or_default(),
+            demoted: c.after.demoted,
+            avg_complexity: c.aggregate.as_ref().and_then(|a| a.avg_complexity),
+        };
+        match weights.iter_mut().find(|w| {
+            (w.pattern, w.provider, w.model.as_str()) == (pattern, provider, c.model.as_str())
+        }) {
+            Some(w) => *w = updated,
+            None => weights.push(updated),
+        }
+    }
+    let (candidate_predictor, candidate_shrinkage) = match predictor {
+        Some(fits) => per_prompt::to_predictor(catalog, fits),
+        None => (current_predictor.clone(), shrinkage),
+    };
+    let current = LearnedWeights::new(catalog, policy.version, policy.weights)
+        .with_predictor(current_predictor, shrinkage);
+    let candidate = LearnedWeights::new(catalog, policy.version + 1, weights)
+        .with_predictor(candidate_predictor, candidate_shrinkage);
+    Ok((engine.with_weights(current), engine.with_weights(candidate)))
+}
+
 /// Runs the trainer for `run_id`. A dry run writes only its own log entry; a real run (whose
-/// `retraining_runs` row the caller created and claimed) applies in one transaction.
+/// `retraining_runs` row the caller created and claimed) applies in one transaction — unless it
+/// is a scheduled run whose off-policy estimate shows a quality drop beyond `DRIFT_THRESHOLD`:
+/// then it is held (recorded, counted, not applied).
 pub async fn retrain(
     pool: &PgPool,
-    catalog: &crate::routing::Catalog,
+    engine: &crate::routing::RoutingEngine,
     settings: &LearningSettings,
     run_id: &str,
     dry_run: bool,
 ) -> Result<RunReport, sqlx::Error> {
+    let catalog = engine.catalog();
     let since = (settings.window_days > 0)
         .then(|| chrono::Utc::now() - chrono::Duration::days(i64::from(settings.window_days)));
     let aggregates = store::aggregates(pool, since).await?;
@@ -177,11 +233,30 @@ pub async fn retrain(
     let actionable = after_set
         .iter()
         .any(|w| w.confidence >= Confidence::Medium || w.demoted);
+    let rated = crate::store::predictor::rated_requests(pool, since).await?;
     let predictor = if actionable {
-        refit(pool, catalog, settings, &aggregates, since).await?
+        refit(pool, catalog, settings, &aggregates, &rated).await?
     } else {
         None
     };
+    let off_policy = if changes.is_empty() && predictor.is_none() {
+        None
+    } else {
+        let (current_policy, candidate_policy) =
+            policies(pool, engine, &changes, predictor.as_deref()).await?;
+        Some(off_policy::compare(
+            &current_policy,
+            &candidate_policy,
+            &rated,
+            settings.drift.min_ratings as usize,
+        ))
+    };
+    let scheduled =
+        !dry_run && store::trigger_of(pool, run_id).await?.as_deref() == Some("scheduled");
+    let held = scheduled
+        && off_policy
+            .and_then(|o| o.relative_drop)
+            .is_some_and(|drop| drop > settings.drift.threshold);
     let predictor_report: Vec<PredictorFit> = predictor
         .iter()
         .flatten()
@@ -221,8 +296,35 @@ pub async fn retrain(
             held_back.len()
         )
     };
+    let message = match off_policy {
+        Some(o) if held => format!(
+            "not applied: on {} logged rated requests the off-policy estimate of quality drops \
+             {:.1}% ({:.3} → {:.3}), past DRIFT_THRESHOLD {:.0}%; apply it with a manual \
+             retrain if intended. Would have been: {message}",
+            o.logged,
+            100.0 * o.relative_drop.unwrap_or_default(),
+            o.current.quality.unwrap_or_default(),
+            o.candidate.quality.unwrap_or_default(),
+            100.0 * settings.drift.threshold,
+        ),
+        _ => message,
+    };
+    let after = match off_policy {
+        Some(o) => {
+            let mut after = after;
+            after["off_policy"] = serde_json::to_value(o).unwrap_or(Value::Null);
+            after
+        }
+        None => after,
+    };
     let policy_version = if dry_run {
         store::record_dry_run(pool, run_id, &before, &changes).await?;
+        None
+    } else if held {
+        tracing::warn!(%run_id, "{message}");
+        store::hold_run(pool, run_id, &before, &after, &changes, &message).await?;
+        metrics::counter!(crate::telemetry::names::RETRAIN_RUNS, "result" => RunStatus::Held.as_str())
+            .increment(1);
         None
     } else {
         let confidences: Vec<Confidence> = aggregates
@@ -244,7 +346,7 @@ pub async fn retrain(
         )
         .await?
     };
-    if !dry_run {
+    if !dry_run && !held {
         use crate::telemetry::names;
         metrics::counter!(names::RETRAIN_RUNS, "result" => RunStatus::Succeeded.as_str())
             .increment(1);
@@ -260,6 +362,8 @@ pub async fn retrain(
         changes,
         predictor: predictor_report,
         policy_version,
+        off_policy,
+        held,
         message,
         before,
         after,
@@ -274,17 +378,17 @@ pub fn new_run_id() -> String {
 /// Runs a real (or dry) retrain from the command line: records the run, applies, reports.
 pub async fn retrain_now(
     pool: &PgPool,
-    catalog: &crate::routing::Catalog,
+    engine: &crate::routing::RoutingEngine,
     settings: &LearningSettings,
     dry_run: bool,
 ) -> Result<RunReport, sqlx::Error> {
     let run_id = new_run_id();
     if dry_run {
-        return retrain(pool, catalog, settings, &run_id, true).await;
+        return retrain(pool, engine, settings, &run_id, true).await;
     }
     store::queue_run(pool, &run_id, "manual", None, None).await?;
     store::claim_run(pool, &run_id).await?;
-    match retrain(pool, catalog, settings, &run_id, false).await {
+    match retrain(pool, engine, settings, &run_id, false).await {
         Ok(report) => Ok(report),
         Err(e) => {
             store::fail_run(pool, &run_id, &e.to_string()).await?;

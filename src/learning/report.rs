@@ -11,12 +11,32 @@ use crate::store::{feedback, learning as store};
 /// The change table of a run.
 pub fn run_table(report: &RunReport) -> String {
     let mut out = String::new();
-    let kind = if report.dry_run { "dry run" } else { "applied" };
+    let kind = match (report.dry_run, report.held) {
+        (true, _) => "dry run",
+        (false, true) => "held",
+        (false, false) => "applied",
+    };
     let _ = writeln!(
         out,
         "retrain {} ({kind}): {}",
         report.run_id, report.message
     );
+    if let Some(o) = &report.off_policy {
+        let side = |e: &super::off_policy::PolicyEstimate| match (e.quality, e.cost_usd) {
+            (Some(q), Some(c)) => format!(
+                "quality {q:.3}, cost ${c:.6}/request ({} matched, effective {:.1})",
+                e.matched, e.effective_samples
+            ),
+            _ => "no logged decision matched".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "off-policy estimate on {} logged rated requests — current: {}; candidate: {}",
+            o.logged,
+            side(&o.current),
+            side(&o.candidate)
+        );
+    }
     if report.changes.is_empty() {
         return out;
     }

@@ -394,6 +394,39 @@ async fn close_run(
     Ok(())
 }
 
+/// How run `run_id` was triggered (`scheduled`, `manual`, `rollback`); None: no such run.
+pub async fn trigger_of(pool: &PgPool, run_id: &str) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT trigger FROM retraining_runs WHERE run_id = $1")
+        .bind(run_id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// Ends run `run_id` as held: computed, logged with its changes and metrics, not applied.
+pub async fn hold_run(
+    pool: &PgPool,
+    run_id: &str,
+    before: &Value,
+    after: &Value,
+    changes: &[Change],
+    message: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE retraining_runs SET status = 'held', finished_at = now(), before_metrics = $2,
+             after_metrics = $3, changes = $4, changes_count = $5, error = $6
+         WHERE run_id = $1",
+    )
+    .bind(run_id)
+    .bind(before)
+    .bind(after)
+    .bind(serde_json::to_value(changes).unwrap_or(Value::Null))
+    .bind(i32::try_from(changes.len()).unwrap_or(i32::MAX))
+    .bind(message)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 pub async fn fail_run(pool: &PgPool, run_id: &str, error: &str) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE retraining_runs SET status = 'failed', finished_at = now(), error = $2

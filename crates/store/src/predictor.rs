@@ -32,6 +32,10 @@ pub struct RatedRequest {
     pub propensity: Option<f64>,
     pub strategy: Option<String>,
     pub complexity: Option<f64>,
+    /// False when the caller pinned the model (not the policy's choice).
+    pub auto_route: Option<bool>,
+    pub cost_usd: Option<f64>,
+    pub input_tokens: Option<i64>,
 }
 
 /// Every rated request since `since` (None: all time), oldest first. Bounded by what is rated;
@@ -54,7 +58,9 @@ pub async fn rated_requests(
              GROUP BY f.request_id)
          SELECT p.request_id, p.pattern, p.provider, p.model, p.avg_quality, p.correctness,
                 r.features, (r.route->>'propensity')::float8 AS propensity,
-                m.strategy, m.complexity_score::float8 AS complexity
+                m.strategy, m.complexity_score::float8 AS complexity,
+                (r.params->>'auto_route')::bool AS auto_route, m.cost_usd,
+                m.input_tokens::int8 AS input_tokens
          FROM per_request p
          JOIN requests r ON r.request_id = p.request_id
          LEFT JOIN routing_metrics m ON m.request_id = p.request_id

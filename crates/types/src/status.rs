@@ -71,15 +71,19 @@ pub enum RunStatus {
     Failed,
     /// Nothing to do (a cron firing with no new ratings, or a duplicate).
     Skipped,
+    /// Computed but not applied: a scheduled run whose off-policy estimate showed a quality drop
+    /// beyond `DRIFT_THRESHOLD`.
+    Held,
 }
 
 impl RunStatus {
-    pub const ALL: [RunStatus; 5] = [
+    pub const ALL: [RunStatus; 6] = [
         RunStatus::Queued,
         RunStatus::Running,
         RunStatus::Succeeded,
         RunStatus::Failed,
         RunStatus::Skipped,
+        RunStatus::Held,
     ];
 
     pub fn parse(name: &str) -> Option<Self> {
@@ -93,6 +97,7 @@ impl RunStatus {
             RunStatus::Succeeded => "succeeded",
             RunStatus::Failed => "failed",
             RunStatus::Skipped => "skipped",
+            RunStatus::Held => "held",
         }
     }
 }

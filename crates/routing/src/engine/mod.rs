@@ -272,6 +272,20 @@ impl RoutingEngine {
         self.weights.store(Arc::new(weights));
     }
 
+    /// The same engine (catalog, routable models, baseline, settings) deciding with `weights`:
+    /// how a candidate policy would have routed, for off-policy estimates.
+    pub fn with_weights(&self, weights: LearnedWeights) -> Self {
+        Self {
+            catalog: Arc::clone(&self.catalog),
+            routable: self.routable.clone(),
+            baseline: self.baseline,
+            weights: ArcSwap::from_pointee(weights),
+            exploration_rate: self.exploration_rate,
+            exploration_margin: self.exploration_margin,
+            near_best_margin: self.near_best_margin,
+        }
+    }
+
     pub fn policy_version(&self) -> i64 {
         self.weights.load().version()
     }
