@@ -192,7 +192,7 @@ async fn errors_have_openai_shape_on_every_v1_route() {
         [
             ("functions", json!([{"name": "f", "parameters": {}}])),
             ("function_call", json!("auto")),
-            ("response_format", json!({"type": "json_object"})),
+            ("response_format", json!({"type": "xml"})),
             ("logprobs", json!(true)),
             ("top_logprobs", json!(3)),
             ("frequency_penalty", json!(0.5)),
@@ -623,4 +623,81 @@ async fn tool_calls_round_trip_streamed_and_not() {
         .collect();
     assert_eq!(reasons, vec![&json!("tool_calls")], "{text}");
     assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+}
+
+/// `response_format`: json_schema and json_object answers are JSON (the simulated provider
+/// fills the schema's properties), in the chat completion and in the stream; a schema without a
+/// valid name, or JSON output together with tools, is a 400 naming the field.
+#[tokio::test]
+async fn structured_output_answers_in_json() {
+    let app = TestApp::spawn_with_workers(TestDb::migrated().await, &[]).await;
+    let schema = json!({"type": "object", "properties": {"city": {"type": "string"},
+        "population": {"type": "integer"}}, "required": ["city", "population"]});
+    let asked = json!({ "model": "auto", "messages": [{"role": "user", "content": "Largest city of Peru?"}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "city", "schema": schema, "strict": true}} });
+    let body: Value = chat(&app, asked.clone()).await.json().await.unwrap();
+    let content = body["choices"][0]["message"]["content"].as_str().unwrap();
+    let answer: Value = serde_json::from_str(content).unwrap();
+    assert!(
+        answer["city"].is_string() && answer["population"] == 1,
+        "{body}"
+    );
+    assert_eq!(body["choices"][0]["finish_reason"], "stop", "{body}");
+    let mut streamed = asked;
+    streamed["stream"] = json!(true);
+    streamed["messages"][0]["content"] = json!("Largest city of Chile?");
+    let text = chat(&app, streamed).await.text().await.unwrap();
+    let joined: String = sse_chunks(&text)
+        .iter()
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    let answer: Value = serde_json::from_str(&joined).unwrap();
+    assert!(answer["city"].is_string(), "{text}");
+    let body: Value = chat(
+        &app,
+        json!({ "model": "auto", "response_format": {"type": "json_object"},
+        "messages": [{"role": "user", "content": "Say hi as JSON"}] }),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let answer: Value =
+        serde_json::from_str(body["choices"][0]["message"]["content"].as_str().unwrap()).unwrap();
+    assert!(answer.is_object(), "{body}");
+    for (bad, param) in [
+        (
+            json!({"type": "json_schema", "json_schema": {"name": "has space", "schema": {}}}),
+            "response_format.json_schema.name",
+        ),
+        (
+            json!({"type": "json_schema", "json_schema": {"name": "ok", "schema": 3}}),
+            "response_format.json_schema.schema",
+        ),
+    ] {
+        let resp = chat(
+            &app,
+            json!({ "model": "auto", "response_format": bad,
+            "messages": [{"role": "user", "content": "hi"}] }),
+        )
+        .await;
+        assert_eq!(resp.status(), 400);
+        let err: Value = resp.json().await.unwrap();
+        assert_eq!(err["error"]["param"], param, "{err}");
+    }
+    let resp = chat(
+        &app,
+        json!({ "model": "auto", "response_format": {"type": "json_object"},
+        "tools": [weather_tool()], "messages": [{"role": "user", "content": "hi"}] }),
+    )
+    .await;
+    assert_eq!(resp.status(), 400);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["error"]["param"],
+        "response_format"
+    );
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use optimizer::providers::{CompletionRequest, ErrorKind, Message, ProviderId, Providers, Role};
 use serde_json::json;
-use wiremock::matchers::{body_json, header, method, path};
+use wiremock::matchers::{body_json, body_partial_json, header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 fn request(model: &str) -> CompletionRequest {
@@ -32,6 +32,7 @@ fn request(model: &str) -> CompletionRequest {
         stop: vec!["END".into()],
         tools: Vec::new(),
         tool_choice: None,
+        response_format: None,
     }
 }
 
@@ -453,6 +454,7 @@ fn tool_request(model: &str) -> CompletionRequest {
             parameters: weather_schema(),
         }],
         tool_choice: Some(ToolChoice::Required),
+        response_format: None,
     }
 }
 
@@ -679,4 +681,75 @@ async fn both_answers(
         .unwrap();
     expected_call(&streamed, ids[1]);
     answer
+}
+
+/// JSON output in each provider's own terms: OpenAI's `response_format`, Gemini's
+/// `responseMimeType` + `responseJsonSchema`, Anthropic's forced tool whose input is the answer
+/// (turned back into the answer's text).
+#[tokio::test]
+async fn structured_output_wire_formats() {
+    use optimizer::providers::ResponseFormat;
+    let schema = json!({"type": "object", "properties": {"answer": {"type": "integer"}}});
+    let mut request = request("m");
+    request.response_format = Some(ResponseFormat::JsonSchema {
+        name: "sum".into(),
+        schema: schema.clone(),
+        strict: true,
+    });
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/messages"))
+        .and(body_partial_json(json!({
+            "tools": [{"name": "json_answer", "input_schema": schema}],
+            "tool_choice": {"type": "tool", "name": "json_answer"}
+        })))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "msg_05", "type": "message", "role": "assistant", "model": "claude-haiku-4-5",
+            "content": [{"type": "tool_use", "id": "toolu_9", "name": "json_answer", "input": {"answer": 4}}],
+            "stop_reason": "tool_use", "stop_sequence": null,
+            "usage": {"input_tokens": 30, "output_tokens": 9}
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1beta/models/gemini-2.5-flash:generateContent"))
+        .and(body_partial_json(json!({"generationConfig": {
+            "responseMimeType": "application/json", "responseJsonSchema": schema}})))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "candidates": [{"content": {"parts": [{"text": "{\"answer\": 4}"}], "role": "model"},
+                            "finishReason": "STOP", "index": 0}],
+            "usageMetadata": {"promptTokenCount": 12, "candidatesTokenCount": 5}
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/chat/completions"))
+        .and(body_partial_json(
+            json!({"response_format": {"type": "json_schema",
+            "json_schema": {"name": "sum", "schema": schema, "strict": true}}}),
+        ))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "chatcmpl-5", "object": "chat.completion", "model": "local-model",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "{\"answer\":4}"},
+                         "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25}
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let providers = providers(&server, &[]);
+    for (provider, model) in [
+        (ProviderId::Anthropic, "claude-haiku-4-5"),
+        (ProviderId::Gemini, "gemini-2.5-flash"),
+        (ProviderId::OpenaiCompat, "local-model"),
+    ] {
+        request.model = model.into();
+        let answer = providers.complete(provider, &request).await.unwrap();
+        let parsed: serde_json::Value = serde_json::from_str(&answer.text).unwrap();
+        assert_eq!(parsed, json!({"answer": 4}), "{provider}");
+        assert!(answer.tool_calls.is_empty(), "{provider}");
+        assert_eq!(answer.finish_reason.as_deref(), Some("stop"), "{provider}");
+    }
 }

@@ -179,6 +179,7 @@ fn complete_input(
         tail: Vec::new(),
         tools: Vec::new(),
         tool_choice: None,
+        response_format: None,
         stream: false,
         explore: body.explore,
         top_p: None,

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
 use crate::config::{Settings, StorePrompts};
-use crate::providers::{Message, ProviderId, Tool, ToolChoice};
+use crate::providers::{Message, ProviderId, ResponseFormat, Tool, ToolChoice};
 use crate::routing::recommend::round_usd;
 use crate::routing::{
     Analysis, Candidate, Decision, QueryPatternAnalyzer, RouteError, RouteRequest, RoutingEngine,
@@ -144,6 +144,8 @@ pub struct StoredParams {
     pub tools: Vec<Tool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_choice: Option<ToolChoice>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_format: Option<ResponseFormat>,
     /// Stream the answer as it is generated.
     #[serde(default)]
     pub stream: bool,
@@ -163,6 +165,8 @@ pub struct CompleteInput {
     /// routed to).
     pub tools: Vec<Tool>,
     pub tool_choice: Option<ToolChoice>,
+    /// JSON output (`response_format`).
+    pub response_format: Option<ResponseFormat>,
     /// A catalog model index pinned by the caller (auto_route=false or an explicit model).
     pub pinned: Option<usize>,
     pub allowed_providers: Option<Vec<ProviderId>>,
@@ -199,6 +203,7 @@ impl Default for CompleteInput {
             tail: Vec::new(),
             tools: Vec::new(),
             tool_choice: None,
+            response_format: None,
             pinned: None,
             allowed_providers: None,
             strategy: Strategy::default(),
@@ -671,6 +676,7 @@ fn new_request(
         tail: input.tail.clone(),
         tools: input.tools.clone(),
         tool_choice: input.tool_choice.clone(),
+        response_format: input.response_format.clone(),
         stream: input.stream,
     };
     let request_id = new_request_id();
@@ -706,6 +712,7 @@ fn fingerprint(input: &CompleteInput, max_tokens: u32) -> String {
         input.tail,
         input.tools,
         input.tool_choice,
+        input.response_format,
         input.pinned,
         input.strategy.as_str(),
         input.min_quality,
@@ -747,6 +754,7 @@ fn cache_key(input: &CompleteInput, route: &StoredRoute, max_tokens: u32) -> Str
         input.tail,
         input.tools,
         input.tool_choice,
+        input.response_format,
         input.top_p,
         input.stop,
     ]);

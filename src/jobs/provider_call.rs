@@ -455,6 +455,7 @@ fn completion_request(
         stop: params.stop.clone(),
         tools: params.tools.clone(),
         tool_choice: params.tool_choice.clone(),
+        response_format: params.response_format.clone(),
     })
 }
 

@@ -182,6 +182,20 @@ fn error_message(v: &serde_json::Value) -> Option<String> {
 }
 
 fn body(request: &CompletionRequest) -> Body<'_> {
+    let mut body = plain_body(request);
+    // JSON output, the documented way: one tool whose input schema is the answer's, forced.
+    if let Some(format) = &request.response_format {
+        body.tools.push(serde_json::json!({
+            "name": crate::JSON_TOOL,
+            "description": "Give the answer as this tool's input.",
+            "input_schema": format.schema(),
+        }));
+        body.tool_choice = Some(serde_json::json!({ "type": "tool", "name": crate::JSON_TOOL }));
+    }
+    body
+}
+
+fn plain_body(request: &CompletionRequest) -> Body<'_> {
     Body {
         model: &request.model,
         max_tokens: request.max_tokens,

@@ -144,6 +144,11 @@ struct GenerationConfig {
     top_p: Option<f64>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     stop_sequences: Vec<String>,
+    /// `application/json` for JSON output.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_mime_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_json_schema: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -238,6 +243,11 @@ fn body(request: &CompletionRequest) -> Body<'_> {
             temperature: request.temperature,
             top_p: request.top_p,
             stop_sequences: request.stop.clone(),
+            response_mime_type: request.response_format.as_ref().map(|_| "application/json"),
+            response_json_schema: match &request.response_format {
+                Some(crate::ResponseFormat::JsonSchema { schema, .. }) => Some(schema.clone()),
+                _ => None,
+            },
         },
     }
 }

@@ -30,7 +30,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
-pub use optimizer_types::{Message, ProviderId, Role, Tool, ToolCall, ToolChoice};
+pub use optimizer_types::{Message, ProviderId, ResponseFormat, Role, Tool, ToolCall, ToolChoice};
 
 /// One completion request, provider-neutral.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,7 +52,14 @@ pub struct CompletionRequest {
     pub tools: Vec<Tool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_choice: Option<ToolChoice>,
+    /// JSON output (`response_format`): OpenAI's natively, Gemini's `responseMimeType` and
+    /// `responseJsonSchema`, Anthropic's by forcing a tool whose input is the answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_format: Option<ResponseFormat>,
 }
+
+/// The tool Anthropic is made to call when the answer must be JSON: its input is the answer.
+pub const JSON_TOOL: &str = "json_answer";
 
 impl CompletionRequest {
     /// The text of the last user turn (the prompt); empty without one.
@@ -356,6 +363,14 @@ impl Providers {
             Some(d) => client.stream(request, d).await,
             None => client.complete(request).await,
         }?;
+        if request.response_format.is_some() {
+            // Anthropic's forced tool call is the JSON answer.
+            if let Some(at) = answer.tool_calls.iter().position(|c| c.name == JSON_TOOL) {
+                let call = answer.tool_calls.remove(at);
+                answer.text = call.arguments;
+                answer.finish_reason = None;
+            }
+        }
         let reason = if answer.tool_calls.is_empty() {
             finish_reason(answer.finish_reason.as_deref())
         } else {

@@ -70,6 +70,8 @@ struct Body<'a> {
     top_p: Option<f64>,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     stop: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_format: Option<serde_json::Value>,
     /// OpenRouter: `{"include": true}` makes the answer carry `usage.cost`.
     #[serde(skip_serializing_if = "Option::is_none")]
     usage: Option<UsageRequest>,
@@ -231,6 +233,17 @@ impl OpenAiCompatible {
                 })
                 .collect(),
             tool_choice: request.tool_choice.as_ref().map(tool_choice),
+            response_format: request.response_format.as_ref().map(|f| match f {
+                crate::ResponseFormat::JsonObject => serde_json::json!({ "type": "json_object" }),
+                crate::ResponseFormat::JsonSchema {
+                    name,
+                    schema,
+                    strict,
+                } => serde_json::json!({
+                    "type": "json_schema",
+                    "json_schema": { "name": name, "schema": schema, "strict": strict },
+                }),
+            }),
             max_tokens: request.max_tokens,
             temperature: request.temperature,
             top_p: request.top_p,

@@ -185,23 +185,28 @@ fn simulated_call(request: &CompletionRequest, digest: &[u8]) -> Option<ToolCall
         _ => request.tools.first()?,
     };
     let prompt: String = request.last_turn().chars().take(40).collect();
-    let mut args = serde_json::Map::new();
-    if let Some(props) = tool.parameters["properties"].as_object() {
+    Some(ToolCall {
+        id: format!("call_{}", hex_prefix(digest)),
+        name: tool.name.clone(),
+        arguments: object_for(&tool.parameters, &prompt).to_string(),
+    })
+}
+
+/// An object with every property `schema` names: strings are `text`, numbers 1, booleans true.
+fn object_for(schema: &serde_json::Value, text: &str) -> serde_json::Value {
+    let mut object = serde_json::Map::new();
+    if let Some(props) = schema["properties"].as_object() {
         for (name, schema) in props {
             let value = match schema["type"].as_str() {
-                Some("string") => serde_json::Value::from(prompt.as_str()),
+                Some("string") => serde_json::Value::from(text),
                 Some("number" | "integer") => 1.into(),
                 Some("boolean") => true.into(),
                 _ => serde_json::Value::Null,
             };
-            args.insert(name.clone(), value);
+            object.insert(name.clone(), value);
         }
     }
-    Some(ToolCall {
-        id: format!("call_{}", hex_prefix(digest)),
-        name: tool.name.clone(),
-        arguments: serde_json::Value::Object(args).to_string(),
-    })
+    serde_json::Value::Object(object)
 }
 
 fn hex_prefix(digest: &[u8]) -> String {
@@ -272,6 +277,17 @@ impl Provider for Simulated {
                 finish_reason: Some("tool_calls".into()),
             });
         }
+        let text = match &request.response_format {
+            // JSON output: the schema's properties (strings carry the answer), or the answer
+            // under "answer".
+            Some(crate::ResponseFormat::JsonSchema { schema, .. }) => {
+                object_for(schema, &text).to_string()
+            }
+            Some(crate::ResponseFormat::JsonObject) => {
+                serde_json::json!({ "answer": text }).to_string()
+            }
+            None => text,
+        };
         Ok(Completion {
             tool_calls: Vec::new(),
             output_tokens: (words + 12).min(budget),
@@ -301,6 +317,7 @@ mod tests {
             stop: Vec::new(),
             tools: Vec::new(),
             tool_choice: None,
+            response_format: None,
         }
     }
 

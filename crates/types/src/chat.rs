@@ -65,3 +65,28 @@ pub enum ToolChoice {
     /// This one.
     Function(String),
 }
+
+/// The form the answer must take (`response_format`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum ResponseFormat {
+    /// Any JSON object.
+    JsonObject,
+    /// JSON matching `schema`.
+    JsonSchema {
+        name: String,
+        schema: serde_json::Value,
+        #[serde(default)]
+        strict: bool,
+    },
+}
+
+impl ResponseFormat {
+    /// The JSON Schema the answer must match (`{"type": "object"}` for any object).
+    pub fn schema(&self) -> serde_json::Value {
+        match self {
+            Self::JsonObject => serde_json::json!({ "type": "object" }),
+            Self::JsonSchema { schema, .. } => schema.clone(),
+        }
+    }
+}

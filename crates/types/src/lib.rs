@@ -12,7 +12,7 @@ mod provider;
 mod status;
 mod strategy;
 
-pub use chat::{Message, Role, Tool, ToolCall, ToolChoice};
+pub use chat::{Message, ResponseFormat, Role, Tool, ToolCall, ToolChoice};
 pub use learned::{Confidence, LearnedWeight};
 pub use pattern::Pattern;
 pub use provider::ProviderId;

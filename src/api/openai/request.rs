@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::OpenAiError;
 use crate::api::AppState;
 use crate::completion::CompleteInput;
-use crate::providers::{Message, Role, Tool, ToolCall, ToolChoice};
+use crate::providers::{Message, ResponseFormat, Role, Tool, ToolCall, ToolChoice};
 use crate::routing::Strategy;
 use crate::tenants::Caller;
 
@@ -37,6 +37,8 @@ pub struct ChatRequest {
     tools: Option<Vec<Value>>,
     #[serde(default)]
     tool_choice: Option<Value>,
+    #[serde(default)]
+    response_format: Option<Value>,
     /// Every other field, checked against [`IGNORED_FIELDS`] and [`refused`].
     #[serde(flatten)]
     other: serde_json::Map<String, Value>,
@@ -72,14 +74,6 @@ fn refused(field: &str, value: &Value) -> Option<String> {
     Some(match field {
         "functions" | "function_call" => {
             format!("{field}: the legacy function calling API is not supported; send tools")
-        }
-        "response_format" => {
-            if value["type"] == "text" {
-                return None;
-            }
-            "response_format: structured output (json_object, json_schema) is not supported by \
-             this gateway yet"
-                .to_owned()
         }
         "modalities" => {
             if value
@@ -239,6 +233,49 @@ fn tool_choice_of(
         ));
     }
     Ok(Some(parsed))
+}
+
+/// `response_format`: `text` (None), `json_object`, or `json_schema` with `json_schema.name`
+/// and `json_schema.schema`.
+fn response_format_of(format: Option<Value>) -> Result<Option<ResponseFormat>, OpenAiError> {
+    let Some(format) = format.filter(|f| !f.is_null()) else {
+        return Ok(None);
+    };
+    match format["type"].as_str() {
+        Some("text") => Ok(None),
+        Some("json_object") => Ok(Some(ResponseFormat::JsonObject)),
+        Some("json_schema") => {
+            let spec = &format["json_schema"];
+            let name = spec["name"]
+                .as_str()
+                .filter(|n| valid_name(n))
+                .ok_or_else(|| {
+                    OpenAiError::invalid(
+                        "response_format.json_schema.name",
+                        "must be 1 to 64 letters, digits, underscores or dashes",
+                    )
+                })?;
+            let schema = match &spec["schema"] {
+                Value::Null => serde_json::json!({ "type": "object" }),
+                s @ Value::Object(_) => s.clone(),
+                _ => {
+                    return Err(OpenAiError::invalid(
+                        "response_format.json_schema.schema",
+                        "must be a JSON Schema object",
+                    ));
+                }
+            };
+            Ok(Some(ResponseFormat::JsonSchema {
+                name: name.to_owned(),
+                schema,
+                strict: spec["strict"].as_bool().unwrap_or(false),
+            }))
+        }
+        _ => Err(OpenAiError::invalid(
+            "response_format",
+            "response_format.type must be text, json_object or json_schema",
+        )),
+    }
 }
 
 /// An assistant turn's `tool_calls`: `[{id, type: "function", function: {name, arguments}}]`.
@@ -407,6 +444,14 @@ pub(super) fn into_input(
         crate::api::auth::restrict(state, &caller, None, pinned).map_err(OpenAiError::from)?;
     let tools = tools_of(body.tools)?;
     let tool_choice = tool_choice_of(body.tool_choice, &tools)?;
+    let response_format = response_format_of(body.response_format)?;
+    if response_format.is_some() && !tools.is_empty() {
+        // Anthropic answers in JSON by a forced tool call: it cannot also offer the caller's.
+        return Err(OpenAiError::invalid(
+            "response_format",
+            "response_format json_object/json_schema cannot be combined with tools here",
+        ));
+    }
     let mut system = Vec::new();
     let mut turns: Vec<Message> = Vec::new();
     let mut call_ids = std::collections::HashSet::new();
@@ -500,6 +545,7 @@ pub(super) fn into_input(
         tail,
         tools,
         tool_choice,
+        response_format,
         pinned,
         strategy,
         max_tokens,
