@@ -233,7 +233,13 @@ pub async fn retrain(
     let actionable = after_set
         .iter()
         .any(|w| w.confidence >= Confidence::Medium || w.demoted);
-    let rated = crate::store::predictor::rated_requests(pool, since).await?;
+    // The rated requests feed the predictor's refit and the off-policy estimate: read only
+    // when either can happen.
+    let rated = if actionable || !changes.is_empty() {
+        crate::store::predictor::rated_requests(pool, since).await?
+    } else {
+        Vec::new()
+    };
     let predictor = if actionable {
         refit(pool, catalog, settings, &aggregates, &rated).await?
     } else {

@@ -353,7 +353,16 @@ pub async fn apply(pool: &PgPool, run: &AppliedRun<'_>) -> Result<Option<i64>, s
         .execute(&mut *tx)
         .await?;
     }
-    close_run(&mut tx, run_id, before, after, changes).await?;
+    close_run(
+        &mut *tx,
+        run_id,
+        RunStatus::Succeeded,
+        before,
+        after,
+        changes,
+        None,
+    )
+    .await?;
     tx.commit().await?;
     Ok(version)
 }
@@ -373,15 +382,18 @@ async fn snapshot(tx: &mut Transaction<'_, Postgres>, run_id: &str) -> Result<i6
 }
 
 async fn close_run(
-    tx: &mut Transaction<'_, Postgres>,
+    conn: impl sqlx::Executor<'_, Database = Postgres>,
     run_id: &str,
+    status: RunStatus,
     before: &Value,
     after: &Value,
     changes: &[Change],
+    error: Option<&str>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE retraining_runs SET status = 'succeeded', finished_at = now(),
-             before_metrics = $2, after_metrics = $3, changes = $4, changes_count = $5
+        "UPDATE retraining_runs SET status = $6, finished_at = now(),
+             before_metrics = $2, after_metrics = $3, changes = $4, changes_count = $5,
+             error = COALESCE($7, error)
          WHERE run_id = $1",
     )
     .bind(run_id)
@@ -389,7 +401,9 @@ async fn close_run(
     .bind(after)
     .bind(serde_json::to_value(changes).unwrap_or(Value::Null))
     .bind(i32::try_from(changes.len()).unwrap_or(i32::MAX))
-    .execute(&mut **tx)
+    .bind(status.as_str())
+    .bind(error)
+    .execute(conn)
     .await?;
     Ok(())
 }
@@ -411,20 +425,16 @@ pub async fn hold_run(
     changes: &[Change],
     message: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE retraining_runs SET status = 'held', finished_at = now(), before_metrics = $2,
-             after_metrics = $3, changes = $4, changes_count = $5, error = $6
-         WHERE run_id = $1",
+    close_run(
+        pool,
+        run_id,
+        RunStatus::Held,
+        before,
+        after,
+        changes,
+        Some(message),
     )
-    .bind(run_id)
-    .bind(before)
-    .bind(after)
-    .bind(serde_json::to_value(changes).unwrap_or(Value::Null))
-    .bind(i32::try_from(changes.len()).unwrap_or(i32::MAX))
-    .bind(message)
-    .execute(pool)
-    .await?;
-    Ok(())
+    .await
 }
 
 pub async fn fail_run(pool: &PgPool, run_id: &str, error: &str) -> Result<(), sqlx::Error> {
