@@ -141,6 +141,53 @@ async fn path_and_query_rejections_are_json() {
     assert_eq!(status, 415, "{body}");
 }
 
+/// Status line and headers of a raw answer must show a 4xx in the JSON shape.
+fn assert_json_4xx(answer: &str, code: &str) {
+    let status: u16 = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    assert!((400..500).contains(&status), "{answer:?}");
+    assert!(answer.contains("application/json"), "{answer:?}");
+    assert!(
+        answer.contains(&format!("\"code\":\"{code}\"")),
+        "{answer:?}"
+    );
+}
+
+#[tokio::test]
+async fn header_lines_with_control_characters_get_json_errors() {
+    let app = TestApp::spawn_on(
+        TestDb::migrated().await,
+        &[("API_KEYS", "alice:sk-alice-123")],
+    )
+    .await;
+    let body = r#"{"prompt":"hi"}"#;
+    // A control character in Content-Type: hyper's parser alone would answer an empty 400.
+    let sent = format!(
+        "POST /complete HTTP/1.1\r\nhost: x\r\nconnection: close\r\nauthorization: Bearer sk-alice-123\r\ncontent-type: application/\x01json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let answer = raw(&app, sent.as_bytes(), Duration::from_secs(20)).await;
+    assert_json_4xx(&answer, "unsupported_media_type");
+    // In the key: the caller is not identified.
+    let sent = format!(
+        "POST /complete HTTP/1.1\r\nhost: x\r\nconnection: close\r\nauthorization: Bearer sk-alice\x07-123\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let answer = raw(&app, sent.as_bytes(), Duration::from_secs(20)).await;
+    assert_json_4xx(&answer, "unauthorized");
+    // A header name that is not a token, on a GET.
+    let answer = raw(
+        &app,
+        b"GET /requests/abc HTTP/1.1\r\nhost: x\r\nconnection: close\r\nbad\x02name: 1\r\n\r\n",
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_json_4xx(&answer, "unauthorized");
+}
+
 #[tokio::test]
 async fn requests_before_the_schema_exists_get_503_not_ready() {
     // An empty database and no migrations: the window `serve` has before its migration ends.

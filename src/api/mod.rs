@@ -277,7 +277,15 @@ pub async fn serve_with(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout);
+        .header_read_timeout(header_timeout)
+        // A header line hyper cannot parse (a control character in a value, a name that is
+        // not a token) would otherwise end the connection with hyper's own empty 400, before
+        // any of our code runs. Dropped instead, the request reaches the router, which answers
+        // in the JSON shape (e.g. 415 for an unreadable Content-Type, 401 for an unreadable
+        // key). Body framing is not weakened: a front proxy rejects a malformed
+        // Content-Length or Transfer-Encoding itself (RFC 9112 §6.3), and a direct client
+        // can only frame its own connection.
+        .ignore_invalid_headers(true);
     let graceful = GracefulShutdown::new();
     loop {
         let stream = tokio::select! {
