@@ -9,11 +9,11 @@
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use optimizer::completion::ProviderCall;
+use optimizer::completion::{ProviderCall, lifecycle};
 use optimizer::config::Settings;
 use optimizer::store::Database;
 use optimizer::store::keys::{self, Admission, BudgetLimit, KeyPolicy, NewKey, Period};
-use optimizer::store::requests::{self, Inserted, NewRequest};
+use optimizer::store::requests::{Inserted, NewRequest};
 
 fn request(admission: Option<Admission>) -> NewRequest {
     let id = ulid::Ulid::generate().to_string();
@@ -37,8 +37,9 @@ fn request(admission: Option<Admission>) -> NewRequest {
 
 async fn submit(db: &Database, admission: Option<Admission>) {
     let new = request(admission);
-    let job = ProviderCall::first(&new.request_id).task(Duration::ZERO);
-    let inserted = requests::insert_and_enqueue(&db.pool, &new, job)
+    let job = ProviderCall::first(&new.request_id);
+    let job_id = ulid::Ulid::generate().to_string();
+    let inserted = lifecycle::submit(&db.pool, &new, &job, &job_id, None)
         .await
         .unwrap();
     assert!(matches!(inserted, Inserted::New(_)), "{inserted:?}");

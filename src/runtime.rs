@@ -133,7 +133,8 @@ pub fn spawn_in_process_workers(
         state.engine.clone(),
         state.settings.clone(),
     )?
-    .with_notifier(state.completions.notifier.clone());
+    .with_notifier(state.completions.notifier.clone())
+    .with_lane(state.completions.lane.clone());
     Ok(tokio::spawn(run_workers(
         state.db.clone(),
         std::sync::Arc::new(ctx),

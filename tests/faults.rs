@@ -177,6 +177,20 @@ fn worker(db_url: &str, bind: &str) -> common::process::Running {
     )
 }
 
+/// Sends `n` async `/complete` requests to `api`; each must be accepted (202).
+async fn submit_async(api: &str, n: i64) {
+    let client = reqwest::Client::new();
+    for i in 0..n {
+        let r = client
+            .post(format!("http://{api}/complete"))
+            .json(&json!({"prompt": format!("Item {i}: name a colour"), "async": true}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+    }
+}
+
 async fn count(pool: &sqlx::PgPool, sql: &'static str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
 }
@@ -233,16 +247,7 @@ async fn split_mode_worker_sigterm_and_sigkill_lose_nothing() {
     let first = worker(&db.url, &bind);
     wait_for_status(&format!("http://{bind}/ready"), 200).await;
 
-    let client = reqwest::Client::new();
-    for i in 0..REQUESTS {
-        let r = client
-            .post(format!("http://{api}/complete"))
-            .json(&json!({"prompt": format!("Item {i}: name a colour"), "async": true}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 202);
-    }
+    submit_async(&api, REQUESTS).await;
     // SIGTERM to a worker mid-load: it finishes what it holds and exits cleanly.
     until_at_least(&pool, succeeded, 5).await;
     let status = tokio::task::spawn_blocking(move || sigterm_and_wait(first))
@@ -275,5 +280,61 @@ async fn split_mode_worker_sigterm_and_sigkill_lose_nothing() {
         "faults: {REQUESTS} async requests; {after_sigterm} done at the worker's SIGTERM, \
          {after_sigkill} at the next one's SIGKILL; all {REQUESTS} succeeded, {metrics} metrics \
          rows, {costed} costed once"
+    );
+}
+
+/// `optimizer serve` runs the requests it accepts in its direct lane (jobs written `Running`,
+/// locked by the lane's worker row). SIGKILLed mid-call, those jobs are rescued by a separate
+/// worker once the lane's row is stale: every request succeeds, once.
+#[tokio::test]
+async fn a_killed_serve_s_direct_lane_jobs_are_rescued_by_a_worker() {
+    const REQUESTS: i64 = 8;
+    let db = TestDb::migrated().await;
+    let pool = db.database().pool;
+    let api = format!("127.0.0.1:{}", free_port());
+    let mut serve = start(
+        std::path::Path::new(OPTIMIZER),
+        &["serve"],
+        &[
+            ("DATABASE_URL", &db.url),
+            ("BIND", &api),
+            ("SIMULATED_LATENCY_MS", "3000"),
+            ("WORKER_CONCURRENCY", "4"),
+            ("JOB_HEARTBEAT_SECS", "1"),
+            ("JOB_MISSED_HEARTBEATS", "2"),
+            ("CACHE_ENABLED", "false"),
+        ],
+    );
+    wait_for_status(&format!("http://{api}/ready"), 200).await;
+    submit_async(&api, REQUESTS).await;
+    let in_lane = "SELECT count(*) FROM apalis.jobs
+                   WHERE status = 'Running' AND lock_by LIKE 'provider_call-direct-%'";
+    until_at_least(&pool, in_lane, 1).await;
+    let lane_jobs = count(&pool, in_lane).await;
+    serve.0.kill().unwrap();
+    let _ = serve.0.wait();
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM requests WHERE status = 'succeeded'"
+        )
+        .await,
+        0,
+        "killed before any call ended"
+    );
+
+    let bind = format!("127.0.0.1:{}", free_port());
+    let _worker = worker(&db.url, &bind);
+    until_at_least(
+        &pool,
+        "SELECT count(*) FROM requests WHERE status = 'succeeded'",
+        REQUESTS,
+    )
+    .await;
+    let metrics = count(&pool, "SELECT count(*) FROM routing_metrics").await;
+    assert_eq!(metrics, REQUESTS, "one metrics row per request");
+    println!(
+        "faults: {REQUESTS} async requests to serve, {lane_jobs} running in its direct lane at \
+         its SIGKILL; all {REQUESTS} succeeded through a separate worker, {metrics} metrics rows"
     );
 }

@@ -69,6 +69,7 @@ impl AppState {
             engine: engine.clone(),
             settings: settings.clone(),
             notifier: Notifier::new(),
+            lane: crate::completion::DirectLane::new(),
         });
         let keys = Arc::new(KeyRing::new(db.pool.clone(), settings.api_keys.clone()));
         Ok(Self {

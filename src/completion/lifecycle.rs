@@ -53,6 +53,9 @@ pub struct ProviderCall {
     pub provider_ms: u64,
 }
 
+/// Storage-level retries of a provider_call job (see [`ProviderCall::task`]).
+const MAX_ATTEMPTS: usize = 5;
+
 impl ProviderCall {
     /// The first job of a new request.
     pub fn first(request_id: &str) -> Self {
@@ -71,7 +74,7 @@ impl ProviderCall {
     /// capped at 5.
     pub fn task(&self, delay: Duration) -> PgTask {
         let args = serde_json::to_vec(self).unwrap_or_default();
-        let mut builder = TaskBuilder::new(args).max_attempts(5);
+        let mut builder = TaskBuilder::new(args).max_attempts(MAX_ATTEMPTS);
         if !delay.is_zero() {
             let due = (std::time::SystemTime::now() + delay)
                 .duration_since(std::time::UNIX_EPOCH)
@@ -99,13 +102,23 @@ impl ProviderCall {
     }
 }
 
-/// Inserts the request as `queued` together with its first job, in one transaction.
+/// Inserts the request together with its first job (durable before anything runs): `queued`
+/// for the queue's workers, or — `run_by` the direct lane's worker (see [`super::lane`]) —
+/// `running`, for that lane to run at once.
 pub async fn submit(
     pool: &PgPool,
     request: &NewRequest,
     job: &ProviderCall,
+    job_id: &str,
+    run_by: Option<&str>,
 ) -> Result<Inserted, sqlx::Error> {
-    store::insert_and_enqueue(pool, request, job.task(Duration::ZERO)).await
+    let first = store::FirstJob {
+        id: job_id,
+        args: serde_json::to_vec(job).unwrap_or_default(),
+        max_attempts: MAX_ATTEMPTS as i32,
+        run_by,
+    };
+    store::insert_and_enqueue(pool, request, first).await
 }
 
 /// Records a cache hit: the request is born `succeeded`, with its metrics row.

@@ -7,6 +7,7 @@
 //! - [`cost`]: what a call cost and what the baseline would have.
 
 pub mod cost;
+pub mod lane;
 pub mod lifecycle;
 pub mod waiter;
 
@@ -30,6 +31,7 @@ use crate::store::requests::{self as store, Inserted, NewRequest, RequestRecord}
 use crate::telemetry::names;
 use crate::tenants::{ApiKey, Caller};
 use crate::types::RequestStatus;
+pub use lane::DirectLane;
 pub use lifecycle::ProviderCall;
 pub use waiter::{Notifier, StreamChunk, Subscription, Waiter};
 
@@ -291,6 +293,8 @@ pub struct Completions {
     pub engine: Arc<RoutingEngine>,
     pub settings: Arc<Settings>,
     pub notifier: Arc<Notifier>,
+    /// This process's workers, when it runs them (see [`lane`]).
+    pub lane: Arc<DirectLane>,
 }
 
 impl Completions {
@@ -352,7 +356,7 @@ impl Completions {
         let completion = &self.settings.completion;
         let cacheable = completion.cache_enabled && input.temperature.unwrap_or(0.0) == 0.0;
         let cache_key = cacheable.then(|| cache_key(&input, &route, max_tokens));
-        let (request_id, new) = self.request_row(
+        let (request_id, mut new) = self.request_row(
             &input,
             &analysis,
             (&decision, &route),
@@ -391,7 +395,15 @@ impl Completions {
         let waiter = (!input.is_async).then(|| self.notifier.register(&request_id));
         let stream = input.stream.then(|| self.notifier.subscribe(&request_id));
         let job = ProviderCall::first(&request_id);
-        let mut inserted = lifecycle::submit(&self.pool, &new, &job)
+        let lane = (!self.notifier.is_closing())
+            .then(|| self.lane.reserve())
+            .flatten();
+        let job_id = lane
+            .as_ref()
+            .map_or_else(|| ulid::Ulid::generate().to_string(), |r| r.job_id.clone());
+        let run_by = lane.as_ref().map(|r| r.worker());
+        let submitted_at = chrono::Utc::now();
+        let mut inserted = lifecycle::submit(&self.pool, &new, &job, &job_id, run_by)
             .await
             .map_err(insert_error(&request_id))?;
         if let Some((narrower, room)) = self.within_budget(&input, &inserted, &analysis, max_tokens)
@@ -411,9 +423,13 @@ impl Completions {
                 &narrower_key,
             );
             retry.request_id = request_id.clone();
-            inserted = lifecycle::submit(&self.pool, &retry, &job)
+            inserted = lifecycle::submit(&self.pool, &retry, &job, &job_id, run_by)
                 .await
                 .map_err(insert_error(&request_id))?;
+            new = retry;
+        }
+        if let (Inserted::New(_), Some(lane)) = (&inserted, lane) {
+            lane.hand_over(job, new.into_claimed(submitted_at));
         }
         accepted(
             inserted,

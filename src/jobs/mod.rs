@@ -9,6 +9,7 @@
 //! - [`sweeper`]: fail requests that passed their deadline, so none is left without a
 //!   terminal state.
 
+pub mod direct;
 pub mod feedback_aggregation;
 pub mod provider_call;
 pub mod retrain;
@@ -21,7 +22,7 @@ use apalis_postgres::{Config, PostgresStorage, Pubsub};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::completion::{Notifier, ProviderCall};
+use crate::completion::{DirectLane, Notifier, ProviderCall};
 use crate::config::Settings;
 use crate::providers::Providers;
 use crate::routing::RoutingEngine;
@@ -39,6 +40,9 @@ pub struct JobContext {
     /// The API's waiters when the workers run in the API's process (`optimizer serve`): a
     /// request waiting here is woken in memory, without a NOTIFY.
     pub notifier: Option<Arc<Notifier>>,
+    /// The API's direct lane in `optimizer serve`: requests submitted here are handed to this
+    /// process's provider_call runner in memory (see [`direct`]).
+    pub lane: Option<Arc<DirectLane>>,
 }
 
 impl JobContext {
@@ -53,12 +57,19 @@ impl JobContext {
             engine,
             settings,
             notifier: None,
+            lane: None,
         })
     }
 
     /// Wakes waiters of this process directly (see [`JobContext::notifier`]).
     pub fn with_notifier(mut self, notifier: Arc<Notifier>) -> Self {
         self.notifier = Some(notifier);
+        self
+    }
+
+    /// Runs the jobs the API hands over in memory (see [`JobContext::lane`]).
+    pub fn with_lane(mut self, lane: Arc<DirectLane>) -> Self {
+        self.lane = Some(lane);
         self
     }
 }
@@ -107,62 +118,92 @@ pub async fn run_workers(
     let schedule = queues
         .contains(&Queue::Retrain)
         .then(|| tokio::spawn(retrain::schedule(ctx.clone(), shutdown.clone())));
-    let jobs = &ctx.settings.jobs;
-    let enabled = |q| queues.contains(&q);
-    let (a, b, c) = tokio::join!(
-        async {
-            if !enabled(Queue::ProviderCall) {
-                return Ok(());
-            }
-            let r = worker!(
-                ctx,
-                shutdown,
-                ProviderCall,
-                PROVIDER_CALL_QUEUE,
-                jobs.concurrency,
-                jobs.poll_interval,
-                provider_call::handle
-            );
-            stop_all_on_error(r, &shutdown)
-        },
-        async {
-            if !enabled(Queue::FeedbackAggregation) {
-                return Ok(());
-            }
-            let r = worker!(
-                ctx,
-                shutdown,
-                feedback_aggregation::FeedbackAggregation,
-                AGGREGATION_QUEUE,
-                4,
-                SLOW_POLL,
-                feedback_aggregation::handle
-            );
-            stop_all_on_error(r, &shutdown)
-        },
-        async {
-            if !enabled(Queue::Retrain) {
-                return Ok(());
-            }
-            let r = worker!(
-                ctx,
-                shutdown,
-                retrain::Retrain,
-                RETRAIN_QUEUE,
-                1,
-                SLOW_POLL,
-                retrain::handle
-            );
-            stop_all_on_error(r, &shutdown)
-        },
-    );
+    let direct = match &ctx.lane {
+        Some(lane) if queues.contains(&Queue::ProviderCall) => Some(tokio::spawn(direct::run(
+            ctx.clone(),
+            lane.clone(),
+            shutdown.clone(),
+        ))),
+        _ => None,
+    };
+    // Each worker on its own task: apalis' fetch runs whenever its worker's future is polled,
+    // so workers joined in one task woke each other (a fetch ending wakes the task, which
+    // polls the others, which fetch…) — ~1,700 empty fetches a second in an idle process.
+    let spawn_worker = |queue: Queue, run: fn(Arc<JobContext>, CancellationToken) -> WorkerRun| {
+        queues.contains(&queue).then(|| {
+            let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                let result = run(ctx, shutdown.clone()).await;
+                if result.is_err() {
+                    // Everything stops together when a worker fails.
+                    shutdown.cancel();
+                }
+                result
+            })
+        })
+    };
+    let handles = [
+        spawn_worker(Queue::ProviderCall, |ctx, shutdown| {
+            Box::pin(async move {
+                let jobs = &ctx.settings.jobs;
+                worker!(
+                    ctx,
+                    shutdown,
+                    ProviderCall,
+                    PROVIDER_CALL_QUEUE,
+                    jobs.concurrency,
+                    jobs.poll_interval,
+                    provider_call::handle
+                )
+            })
+        }),
+        spawn_worker(Queue::FeedbackAggregation, |ctx, shutdown| {
+            Box::pin(async move {
+                worker!(
+                    ctx,
+                    shutdown,
+                    feedback_aggregation::FeedbackAggregation,
+                    AGGREGATION_QUEUE,
+                    4,
+                    SLOW_POLL,
+                    feedback_aggregation::handle
+                )
+            })
+        }),
+        spawn_worker(Queue::Retrain, |ctx, shutdown| {
+            Box::pin(async move {
+                worker!(
+                    ctx,
+                    shutdown,
+                    retrain::Retrain,
+                    RETRAIN_QUEUE,
+                    1,
+                    SLOW_POLL,
+                    retrain::handle
+                )
+            })
+        }),
+    ];
+    let mut result = Ok(());
+    for handle in handles.into_iter().flatten() {
+        let r = match handle.await {
+            Ok(r) => r,
+            Err(e) => Err(WorkerError::StateError(
+                apalis::prelude::WorkerStateError::InvalidState(e.to_string()),
+            )),
+        };
+        result = result.and(r);
+    }
     shutdown.cancel();
     let _ = sweeper.await;
     let _ = drift.await;
     if let Some(schedule) = schedule {
         let _ = schedule.await;
     }
-    a.and(b).and(c)
+    if let Some(direct) = direct {
+        let _ = direct.await;
+    }
+    result
 }
 
 /// The poll of queues whose latency does not matter (aggregation, retrain): NOTIFY wakes them;
@@ -178,15 +219,8 @@ pub(crate) fn record_job(job: &'static str, started: std::time::Instant, ok: boo
     }
 }
 
-fn stop_all_on_error(
-    result: Result<(), WorkerError>,
-    shutdown: &CancellationToken,
-) -> Result<(), WorkerError> {
-    if result.is_err() {
-        shutdown.cancel();
-    }
-    result
-}
+/// A worker's run until shutdown.
+type WorkerRun = std::pin::Pin<Box<dyn Future<Output = Result<(), WorkerError>> + Send>>;
 
 /// Builds and runs one apalis worker on `$queue` until shutdown: LISTEN/NOTIFY wakes it for new
 /// jobs, a short poll (`JOB_POLL_MS`) picks up delayed ones (retries with backoff), which the

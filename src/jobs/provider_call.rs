@@ -69,6 +69,15 @@ pub async fn run(ctx: &JobContext, job: &ProviderCall) -> Result<Step, sqlx::Err
     let Some(claimed) = lifecycle::claim(&ctx.pool, job).await? else {
         return Ok(Step::Skipped);
     };
+    run_claimed(ctx, job, claimed).await
+}
+
+/// The run of a job whose request was claimed (by [`run`], or by the direct lane's claim).
+pub async fn run_claimed(
+    ctx: &JobContext,
+    job: &ProviderCall,
+    claimed: Claimed,
+) -> Result<Step, sqlx::Error> {
     let latency_ms = || {
         (chrono::Utc::now() - claimed.created_at)
             .num_microseconds()

@@ -95,7 +95,7 @@ async fn admit(
 
 /// The request an idempotency key already names (within the same API key).
 async fn existing(
-    tx: &mut Transaction<'_, Postgres>,
+    db: impl sqlx::PgExecutor<'_>,
     request: &NewRequest,
 ) -> Result<Inserted, sqlx::Error> {
     let (request_id, fingerprint): (String, Option<String>) = sqlx::query_as(
@@ -104,7 +104,7 @@ async fn existing(
     )
     .bind(&request.api_key_id)
     .bind(&request.idempotency_key)
-    .fetch_one(&mut **tx)
+    .fetch_one(db)
     .await?;
     Ok(Inserted::Existing {
         request_id,
@@ -112,13 +112,34 @@ async fn existing(
     })
 }
 
-/// Admits (rate limit, budget holds), inserts the request and pushes its first provider_call
-/// job, in one transaction.
+/// A request's first provider_call job, written by the statement that writes the request.
+#[derive(Debug)]
+pub struct FirstJob<'a> {
+    /// The job id (a ULID, as apalis makes them).
+    pub id: &'a str,
+    /// The job's arguments, as apalis stores them (JSON bytes).
+    pub args: Vec<u8>,
+    pub max_attempts: i32,
+    /// The direct lane's worker that runs it at once (see `optimizer::completion::lane`): the
+    /// job is written `Running` and locked by that worker — rescued like any worker's job if
+    /// the worker dies — and the request `running`. None: `Pending`, for the queue's workers.
+    pub run_by: Option<&'a str>,
+}
+
+/// Admits (rate limit, budget holds), inserts the request and its first provider_call job.
+/// Without admission checks that is one statement (one round trip, committed alone);
+/// with them, one transaction.
 pub async fn insert_and_enqueue(
     pool: &PgPool,
     request: &NewRequest,
-    job: PgTask,
+    job: FirstJob<'_>,
 ) -> Result<Inserted, sqlx::Error> {
+    if request.admission.is_none() {
+        return Ok(match insert_with_job(pool, request, None, &job).await? {
+            true => Inserted::New(None),
+            false => existing(pool, request).await?,
+        });
+    }
     let mut tx = pool.begin().await?;
     let (rate, holds) = match admit(&mut tx, request).await? {
         Ok(admitted) => admitted,
@@ -127,13 +148,44 @@ pub async fn insert_and_enqueue(
             return Ok(Inserted::Refused(refusal));
         }
     };
-    let inserted: Option<String> = sqlx::query_scalar(
-        "INSERT INTO requests (request_id, status, attempts, prompt, prompt_hash, prompt_chars,
-             system, params, route, user_id, session_id, idempotency_key, features, api_key_id,
-             fingerprint, budget_holds)
-         VALUES ($1, 'queued', 1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
-         ON CONFLICT ((COALESCE(api_key_id, '')), idempotency_key) DO NOTHING
-         RETURNING request_id",
+    if !insert_with_job(&mut *tx, request, holds.as_ref(), &job).await? {
+        let found = existing(&mut *tx, request).await?;
+        tx.rollback().await?;
+        return Ok(found);
+    }
+    tx.commit().await?;
+    Ok(Inserted::New(rate))
+}
+
+/// The request and its first job in one statement. False: the idempotency key is taken
+/// (nothing written).
+async fn insert_with_job(
+    db: impl sqlx::PgExecutor<'_>,
+    request: &NewRequest,
+    holds: Option<&Value>,
+    job: &FirstJob<'_>,
+) -> Result<bool, sqlx::Error> {
+    // A job run by the lane is due later than now, so the queue's insert trigger does not
+    // announce it to workers that could not take it anyway.
+    sqlx::query_scalar(
+        "WITH req AS (
+             INSERT INTO requests (request_id, status, attempts, prompt, prompt_hash,
+                 prompt_chars, system, params, route, user_id, session_id, idempotency_key,
+                 features, api_key_id, fingerprint, budget_holds)
+             VALUES ($1, CASE WHEN $18::text IS NULL THEN 'queued' ELSE 'running' END, 1, $2,
+                 $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+             ON CONFLICT ((COALESCE(api_key_id, '')), idempotency_key) DO NOTHING
+             RETURNING request_id
+         ), job AS (
+             INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at,
+                 lock_by, lock_at)
+             SELECT $15, $16, $17, CASE WHEN $18::text IS NULL THEN 'Pending' ELSE 'Running' END,
+                 0, $19, CASE WHEN $18::text IS NULL THEN now() ELSE now() + interval '1 second' END,
+                 $18, CASE WHEN $18::text IS NULL THEN NULL ELSE now() END
+             FROM req
+             RETURNING id
+         )
+         SELECT EXISTS (SELECT 1 FROM job)",
     )
     .bind(&request.request_id)
     .bind(&request.prompt)
@@ -148,17 +200,14 @@ pub async fn insert_and_enqueue(
     .bind(&request.features)
     .bind(&request.api_key_id)
     .bind(&request.fingerprint)
-    .bind(&holds)
-    .fetch_optional(&mut *tx)
-    .await?;
-    if inserted.is_none() {
-        let found = existing(&mut tx, request).await?;
-        tx.rollback().await?;
-        return Ok(found);
-    }
-    push(&mut tx, job).await?;
-    tx.commit().await?;
-    Ok(Inserted::New(rate))
+    .bind(holds)
+    .bind(job.id)
+    .bind(PROVIDER_CALL_QUEUE)
+    .bind(&job.args)
+    .bind(job.run_by)
+    .bind(job.max_attempts)
+    .fetch_one(db)
+    .await
 }
 
 async fn push(tx: &mut Transaction<'_, Postgres>, job: PgTask) -> Result<(), sqlx::Error> {
@@ -178,6 +227,19 @@ pub struct Claimed {
     pub params: Value,
     pub route: Value,
     pub created_at: DateTime<Utc>,
+}
+
+impl NewRequest {
+    /// What its job needs, without reading the row back (the direct lane's run).
+    pub fn into_claimed(self, created_at: DateTime<Utc>) -> Claimed {
+        Claimed {
+            prompt: Some(self.prompt),
+            system: self.system,
+            params: self.params,
+            route: self.route,
+            created_at,
+        }
+    }
 }
 
 /// Marks the request running for job `generation`. None: the request is finished or the job is
@@ -202,6 +264,53 @@ pub async fn claim(
     .bind(generation)
     .fetch_optional(pool)
     .await
+}
+
+/// Ends a job the direct lane ran (see [`FirstJob::run_by`]) as apalis would: `Done`, or `Failed` and due at once
+/// (the queue's workers run it again, up to its `max_attempts`). Committed asynchronously: a
+/// lost acknowledgement only re-runs the job, which finds its request finished.
+pub async fn ack_direct(
+    pool: &PgPool,
+    job_id: &str,
+    worker: &str,
+    error: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    let result = match error {
+        None => serde_json::json!({ "Ok": null }),
+        Some(e) => serde_json::json!({ "Err": e }),
+    };
+    sqlx::query(
+        "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true))
+         UPDATE apalis.jobs SET
+             status = CASE WHEN $3 THEN 'Failed' ELSE 'Done' END,
+             attempts = attempts + 1, done_at = now(), last_result = $4,
+             lock_by = CASE WHEN $3 THEN NULL ELSE lock_by END,
+             run_at = CASE WHEN $3 THEN now() ELSE run_at END
+         FROM relaxed
+         WHERE id = $1 AND lock_by = $2",
+    )
+    .bind(job_id)
+    .bind(worker)
+    .bind(error.is_some())
+    .bind(result)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Registers (or keeps alive) worker `worker` of queue `queue` in `apalis.workers`, so the
+/// jobs it locks are rescued by the queue's workers when it stops beating.
+pub async fn beat_worker(pool: &PgPool, worker: &str, queue: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO apalis.workers (id, worker_type, storage_name, layers, last_seen)
+         VALUES ($1, $2, 'DirectLane', '', now())
+         ON CONFLICT (id) DO UPDATE SET last_seen = now()",
+    )
+    .bind(worker)
+    .bind(queue)
+    .execute(pool)
+    .await?;
+    Ok(())
 }
 
 /// Moves the request to `generation + 1` and queues that job (a retry or a fallback), recording
@@ -573,7 +682,7 @@ pub async fn insert_cached(
     .fetch_optional(&mut *tx)
     .await?;
     if inserted.is_none() {
-        let found = existing(&mut tx, request).await?;
+        let found = existing(&mut *tx, request).await?;
         tx.rollback().await?;
         return Ok(found);
     }

@@ -1,0 +1,95 @@
+//! The runner of the direct lane ([`crate::completion::lane`]): jobs submitted in this process
+//! arrive in memory, already written `Running` and locked by this runner's worker, run like any
+//! provider_call job and are acknowledged as apalis would. Its worker row in `apalis.workers`,
+//! kept alive every `JOB_HEARTBEAT_SECS`, lets the queue's workers rescue its jobs should this
+//! process die mid-run.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{JobContext, provider_call};
+use crate::completion::DirectLane;
+use crate::completion::lane::Handoff;
+use crate::store::requests::{self as store, PROVIDER_CALL_QUEUE};
+
+/// Acknowledgement attempts (≈ 5 minutes); after them the job is left to the deadline sweep.
+const ACK_TRIES: usize = 64;
+
+/// Takes the lane's jobs until `shutdown`, then finishes those in flight.
+pub async fn run(ctx: Arc<JobContext>, lane: Arc<DirectLane>, shutdown: CancellationToken) {
+    let worker = format!("{PROVIDER_CALL_QUEUE}-direct-{}", ulid::Ulid::generate());
+    // The row must exist before a job is locked by it.
+    if let Err(e) = store::beat_worker(&ctx.pool, &worker, PROVIDER_CALL_QUEUE).await {
+        tracing::warn!(error = %e, "direct lane not started: its worker row was not written");
+        return;
+    }
+    let mut handed = lane.attach(&worker, ctx.settings.jobs.concurrency);
+    tracing::debug!(%worker, "direct lane open");
+    let tracker = TaskTracker::new();
+    let mut beat = tokio::time::interval(ctx.settings.jobs.heartbeat);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            _ = beat.tick() => {
+                if let Err(e) = store::beat_worker(&ctx.pool, &worker, PROVIDER_CALL_QUEUE).await {
+                    tracing::warn!(error = %e, "direct lane heartbeat failed");
+                }
+            }
+            h = handed.recv() => match h {
+                Some(h) => {
+                    tracker.spawn(run_one(ctx.clone(), worker.clone(), h));
+                }
+                None => break,
+            },
+        }
+    }
+    lane.detach();
+    // Handed over but not yet taken, or still being submitted with a slot reserved before the
+    // detach: committed (or about to be) as this lane's — run them too. The channel ends when
+    // the last reservation is handed over or dropped.
+    while let Some(h) = handed.recv().await {
+        tracker.spawn(run_one(ctx.clone(), worker.clone(), h));
+    }
+    tracker.close();
+    tracker.wait().await;
+}
+
+async fn run_one(ctx: Arc<JobContext>, worker: String, h: Handoff) {
+    let Handoff {
+        job_id,
+        job,
+        claimed,
+        permit,
+    } = h;
+    let started = Instant::now();
+    let result = provider_call::run_claimed(&ctx, &job, claimed).await;
+    super::record_job("provider_call", started, result.is_ok());
+    let error = match &result {
+        Ok(step) => {
+            tracing::debug!(request_id = %job.request_id, ?step, "provider_call done (direct)");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(request_id = %job.request_id, error = %e, "provider_call failed; the queue will retry it");
+            Some(e.to_string())
+        }
+    };
+    // The job is locked by this live worker: nothing rescues it until it is acknowledged (or
+    // this process stops beating), so keep trying for a while.
+    let mut wait = Duration::from_millis(100);
+    for _ in 0..ACK_TRIES {
+        match store::ack_direct(&ctx.pool, &job_id, &worker, error.as_deref()).await {
+            Ok(()) => break,
+            Err(e) => {
+                tracing::warn!(request_id = %job.request_id, error = %e, "acknowledging a direct job failed; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    drop(permit);
+}
