@@ -54,6 +54,9 @@ pub struct Database {
     options: PgConnectOptions,
 }
 
+/// A pooled connection idle for longer than this is pinged before use.
+const PING_AFTER_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Database {
     /// A lazy pool: nothing connects until first use, so a process can start (and answer
     /// `/health`) while Postgres is still coming up.
@@ -68,9 +71,21 @@ impl Database {
                 .options([("statement_timeout", t.as_millis().to_string())]),
             None => options.clone(),
         };
+        // sqlx pings every connection it hands out by default: one more round trip per
+        // statement. A connection used within the last second is live as far as a ping could
+        // tell; one idle for longer (e.g. across a server restart) is still checked first.
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(settings.acquire_timeout)
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for > PING_AFTER_IDLE {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_lazy_with(limited);
         Self { pool, options }
     }
