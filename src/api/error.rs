@@ -165,7 +165,11 @@ impl IntoResponse for ApiError {
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         match e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => Self {
+            sqlx::Error::PoolTimedOut => Self {
+                source: Some(e.into()),
+                ..Self::unavailable("database_unavailable", "the database is unavailable")
+            },
+            ref lost if crate::store::connection_lost(lost) => Self {
                 source: Some(e.into()),
                 ..Self::unavailable("database_unavailable", "the database is unavailable")
             },

@@ -51,6 +51,17 @@ pub struct ProviderCall {
     pub tries: u32,
     /// Provider time spent by earlier attempts.
     pub provider_ms: u64,
+    /// Set when the direct lane runs this job (never stored): the terminal transition
+    /// acknowledges the job in the same statement.
+    #[serde(skip)]
+    pub lane: Option<LaneJob>,
+}
+
+/// A job the direct lane runs (see [`super::lane`]): its id and the lane's worker row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaneJob {
+    pub id: String,
+    pub worker: std::sync::Arc<str>,
 }
 
 /// Storage-level retries of a provider_call job (see [`ProviderCall::task`]).
@@ -65,6 +76,7 @@ impl ProviderCall {
             candidate: 0,
             tries: 0,
             provider_ms: 0,
+            lane: None,
         }
     }
 
@@ -97,6 +109,8 @@ impl ProviderCall {
             candidate,
             tries,
             provider_ms,
+            // The next generation is a queued job of its own.
+            lane: None,
             ..self.clone()
         })
     }
@@ -223,6 +237,8 @@ pub struct Ending<'a> {
     pub keep_prompt: bool,
     /// Nobody waits for the answer (an async request): no wake-up at all.
     pub is_async: bool,
+    /// The direct lane's job, acknowledged by the same statement.
+    pub job: Option<&'a LaneJob>,
 }
 
 /// `queued`/`running` → `succeeded`/`failed` with the metrics row (and cache entry), guarded by
@@ -244,6 +260,10 @@ pub async fn finish(
             keep_prompt: e.keep_prompt,
             cache: e.cache,
             notify: !e.is_async && local.is_none(),
+            job: e.job.map(|j| store::LockedJob {
+                id: &j.id,
+                worker: &j.worker,
+            }),
         },
     )
     .await?;
@@ -293,6 +313,7 @@ pub async fn sweep(
             cache: None,
             keep_prompt,
             is_async: false,
+            job: None,
         };
         if finish(pool, None, ending).await? {
             tracing::warn!(%request_id, "request failed: deadline exceeded");

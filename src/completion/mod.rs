@@ -276,14 +276,15 @@ pub enum SubmitError {
 /// A failed insert: when the connection broke (the commit may have happened), the request's id
 /// goes with the error.
 fn insert_error(request_id: &str) -> impl Fn(sqlx::Error) -> SubmitError + '_ {
-    move |e| match e {
-        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => {
+    move |e| {
+        if crate::store::connection_lost(&e) {
             SubmitError::Unconfirmed {
                 request_id: request_id.to_owned(),
                 source: e,
             }
+        } else {
+            SubmitError::Database(e)
         }
-        other => SubmitError::Database(other),
     }
 }
 

@@ -10,9 +10,11 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{JobContext, provider_call};
+use super::JobContext;
+use super::provider_call::{self, Step};
 use crate::completion::DirectLane;
 use crate::completion::lane::Handoff;
+use crate::completion::lifecycle::LaneJob;
 use crate::store::requests::{self as store, PROVIDER_CALL_QUEUE};
 
 /// Acknowledgement attempts (≈ 5 minutes); after them the job is left to the deadline sweep.
@@ -20,7 +22,8 @@ const ACK_TRIES: usize = 64;
 
 /// Takes the lane's jobs until `shutdown`, then finishes those in flight.
 pub async fn run(ctx: Arc<JobContext>, lane: Arc<DirectLane>, shutdown: CancellationToken) {
-    let worker = format!("{PROVIDER_CALL_QUEUE}-direct-{}", ulid::Ulid::generate());
+    let worker: Arc<str> =
+        format!("{PROVIDER_CALL_QUEUE}-direct-{}", ulid::Ulid::generate()).into();
     // The row must exist before a job is locked by it.
     if let Err(e) = store::beat_worker(&ctx.pool, &worker, PROVIDER_CALL_QUEUE).await {
         tracing::warn!(error = %e, "direct lane not started: its worker row was not written");
@@ -58,17 +61,26 @@ pub async fn run(ctx: Arc<JobContext>, lane: Arc<DirectLane>, shutdown: Cancella
     tracker.wait().await;
 }
 
-async fn run_one(ctx: Arc<JobContext>, worker: String, h: Handoff) {
+async fn run_one(ctx: Arc<JobContext>, worker: Arc<str>, h: Handoff) {
     let Handoff {
         job_id,
-        job,
+        mut job,
         claimed,
         permit,
     } = h;
+    job.lane = Some(LaneJob {
+        id: job_id.clone(),
+        worker: worker.clone(),
+    });
     let started = Instant::now();
     let result = provider_call::run_claimed(&ctx, &job, claimed).await;
     super::record_job("provider_call", started, result.is_ok());
     let error = match &result {
+        // The terminal transition acknowledged the job in its statement.
+        Ok(Step::Succeeded | Step::Failed { .. }) => {
+            drop(permit);
+            return;
+        }
         Ok(step) => {
             tracing::debug!(request_id = %job.request_id, ?step, "provider_call done (direct)");
             None

@@ -384,6 +384,7 @@ async fn finish(
         cache,
         keep_prompt: ctx.settings.store_prompts == StorePrompts::Full,
         is_async,
+        job: job.lane.as_ref(),
     };
     let done = lifecycle::finish(&ctx.pool, ctx.notifier.as_deref(), ending).await?;
     if done {

@@ -54,6 +54,19 @@ pub struct Database {
     options: PgConnectOptions,
 }
 
+/// Whether `e` says the connection to the server is gone (network, TLS, protocol, or the
+/// server ending it: SQLSTATE class 08, or 57P01–57P03 at a shutdown or restart) — the
+/// statement's outcome is unknown to us, and the next one may well succeed.
+pub fn connection_lost(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(d) => d
+            .code()
+            .is_some_and(|c| c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03")),
+        _ => false,
+    }
+}
+
 /// A pooled connection idle for longer than this is pinged before use.
 const PING_AFTER_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
 

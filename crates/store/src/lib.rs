@@ -16,4 +16,4 @@ pub mod requests;
 pub mod retention;
 pub mod weights;
 
-pub use db::{Database, NotReady, PoolSettings};
+pub use db::{Database, NotReady, PoolSettings, connection_lost};

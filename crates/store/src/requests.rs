@@ -287,7 +287,7 @@ pub async fn ack_direct(
              lock_by = CASE WHEN $3 THEN NULL ELSE lock_by END,
              run_at = CASE WHEN $3 THEN now() ELSE run_at END
          FROM relaxed
-         WHERE id = $1 AND lock_by = $2",
+         WHERE id = $1 AND lock_by = $2 AND status = 'Running'",
     )
     .bind(job_id)
     .bind(worker)
@@ -416,6 +416,16 @@ pub struct Finish<'a> {
     pub keep_prompt: bool,
     pub cache: Option<&'a CacheEntry>,
     pub notify: bool,
+    /// The queue job that ran the call, when it is acknowledged by this statement (the direct
+    /// lane's: `Done`, as apalis would mark it), saving a statement.
+    pub job: Option<LockedJob<'a>>,
+}
+
+/// A queue job and the worker that locks it.
+#[derive(Debug, Clone, Copy)]
+pub struct LockedJob<'a> {
+    pub id: &'a str,
+    pub worker: &'a str,
 }
 
 /// Writes the terminal state and the metrics row, stores the cache entry, and (if `notify`)
@@ -439,6 +449,7 @@ pub async fn finish(pool: &PgPool, f: &Finish<'_>) -> Result<Option<Finished>, s
         keep_prompt,
         cache,
         notify,
+        job,
     } = *f;
     let status = outcome.status();
     let tool_calls = match outcome {
@@ -519,6 +530,11 @@ pub async fn finish(pool: &PgPool, f: &Finish<'_>) -> Result<Option<Finished>, s
                 expires_at = EXCLUDED.expires_at
         ), notified AS (
             SELECT pg_notify($31, request_id) FROM done WHERE $32
+        ), acked AS (
+            -- Whether or not the request was still unfinished, the job's run is over.
+            UPDATE apalis.jobs SET status = 'Done', attempts = attempts + 1, done_at = now(),
+                last_result = '{\"Ok\": null}'::jsonb
+            WHERE id = $35 AND lock_by = $36 AND status = 'Running'
         )
         SELECT (SELECT count(*) FROM done), (SELECT count(*) FROM notified),
             (SELECT api_key_id FROM done)",
@@ -539,6 +555,8 @@ pub async fn finish(pool: &PgPool, f: &Finish<'_>) -> Result<Option<Finished>, s
         .bind(notify)
         .bind(finish_reason)
         .bind(tool_calls)
+        .bind(job.map(|j| j.id))
+        .bind(job.map(|j| j.worker))
         .fetch_one(pool)
         .await?;
     Ok((finished == 1).then_some(Finished { api_key_id }))
