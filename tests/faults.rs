@@ -306,6 +306,13 @@ async fn a_killed_serve_s_direct_lane_jobs_are_rescued_by_a_worker() {
         ],
     );
     wait_for_status(&format!("http://{api}/ready"), 200).await;
+    // The lane opens once its worker row is written (the workers start beside the API).
+    until_at_least(
+        &pool,
+        "SELECT count(*) FROM apalis.workers WHERE id LIKE 'provider_call-direct-%'",
+        1,
+    )
+    .await;
     submit_async(&api, REQUESTS).await;
     let in_lane = "SELECT count(*) FROM apalis.jobs
                    WHERE status = 'Running' AND lock_by LIKE 'provider_call-direct-%'";

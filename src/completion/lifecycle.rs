@@ -276,7 +276,7 @@ pub async fn finish(
             .increment(e.metrics.cost_usd.unwrap_or(0.0));
     }
     if let Some(notifier) = local {
-        notifier.wake(e.request_id);
+        notifier.wake_with(finished.record);
     }
     Ok(true)
 }

@@ -595,7 +595,12 @@ impl Completions {
             // The NOTIFY normally wakes us; the periodic re-check covers a lost connection.
             let recheck = tokio::time::Instant::now() + Duration::from_secs(5);
             tokio::select! {
-                () = waiter.notified() => {}
+                delivered = waiter.notified() => {
+                    // Finished in this process: the record came with the wake-up.
+                    if let Some(record) = delivered {
+                        return Ok(Some(Arc::unwrap_or_clone(record)));
+                    }
+                }
                 () = tokio::time::sleep_until(recheck.min(deadline)) => {}
                 () = self.notifier.closed() => {}
             }

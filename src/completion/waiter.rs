@@ -14,9 +14,12 @@ use tokio_util::sync::CancellationToken;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::store::requests::{DONE_CHANNEL, STREAM_CHANNEL};
+use crate::store::requests::{DONE_CHANNEL, RequestRecord, STREAM_CHANNEL};
 
-type Senders = HashMap<String, Vec<oneshot::Sender<()>>>;
+/// What a woken waiter receives: the finished request when its finish ran in this process.
+pub type Delivered = Option<Arc<RequestRecord>>;
+
+type Senders = HashMap<String, Vec<oneshot::Sender<Delivered>>>;
 
 /// One piece of a streamed answer, relayed from the worker (in memory, or by NOTIFY on
 /// `request_stream` when the worker runs elsewhere).
@@ -65,17 +68,19 @@ impl Drop for Subscription {
 #[derive(Debug)]
 pub struct Waiter {
     request_id: String,
-    rx: Option<oneshot::Receiver<()>>,
+    rx: Option<oneshot::Receiver<Delivered>>,
     notifier: Arc<Notifier>,
 }
 
 impl Waiter {
-    /// Resolves when the request's NOTIFY arrives (at most once; afterwards never again).
-    pub async fn notified(&mut self) {
+    /// Resolves when the request is woken (at most once; afterwards never again), with the
+    /// finished request if it finished in this process.
+    pub async fn notified(&mut self) -> Delivered {
         match self.rx.as_mut() {
             Some(rx) => {
-                let _ = rx.await;
+                let delivered = rx.await.ok().flatten();
                 self.rx = None;
+                delivered
             }
             None => std::future::pending().await,
         }
@@ -186,15 +191,25 @@ impl Notifier {
             .contains_key(request_id)
     }
 
-    /// Wakes this process's waiters for `request_id`.
+    /// Wakes this process's waiters for `request_id` (a NOTIFY: they read the row).
     pub fn wake(&self, request_id: &str) {
+        self.deliver(request_id, None);
+    }
+
+    /// Wakes this process's waiters for `request_id` with the request as it finished.
+    pub fn wake_with(&self, record: RequestRecord) {
+        let request_id = record.request_id.clone();
+        self.deliver(&request_id, Some(Arc::new(record)));
+    }
+
+    fn deliver(&self, request_id: &str, delivered: Delivered) {
         let senders = self
             .waiting
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(request_id);
         for tx in senders.into_iter().flatten() {
-            let _ = tx.send(());
+            let _ = tx.send(delivered.clone());
         }
     }
 

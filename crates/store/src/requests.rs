@@ -497,7 +497,9 @@ pub async fn finish(pool: &PgPool, f: &Finish<'_>) -> Result<Option<Finished>, s
                 params = CASE WHEN $9 THEN params ELSE params - 'history' - 'tail' END
             WHERE request_id = $1 AND ($2::int IS NULL OR attempts = $2)
               AND status IN ('queued', 'running')
-            RETURNING request_id, api_key_id, budget_holds
+            RETURNING request_id, api_key_id, budget_holds, status, created_at, finished_at,
+                response, error, error_code, provider, model, route, attempts, finish_reason,
+                tool_calls
         ), metrics AS (
             INSERT INTO routing_metrics (request_id, prompt_pattern, complexity_score,
                 complexity_tier, strategy, selected_provider, selected_model, reason, confidence,
@@ -507,6 +509,9 @@ pub async fn finish(pool: &PgPool, f: &Finish<'_>) -> Result<Option<Finished>, s
             SELECT request_id, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22,
                 $23, $24, $25, $26, $27, $28, $3, api_key_id FROM done
             ON CONFLICT (request_id) DO NOTHING
+            RETURNING prompt_pattern, complexity_score, strategy, reason, confidence, explored,
+                alternatives, input_tokens, output_tokens, cost_usd, baseline_cost_usd,
+                latency_ms, cache_hit, fallback_count
         ), settled AS (
             -- The budget holds become spend at the actual cost (a failure costs what it cost).
             UPDATE key_spend s SET reserved_usd = GREATEST(s.reserved_usd - h.usd, 0),
@@ -536,8 +541,14 @@ pub async fn finish(pool: &PgPool, f: &Finish<'_>) -> Result<Option<Finished>, s
                 last_result = '{\"Ok\": null}'::jsonb
             WHERE id = $35 AND lock_by = $36 AND status = 'Running'
         )
-        SELECT (SELECT count(*) FROM done), (SELECT count(*) FROM notified),
-            (SELECT api_key_id FROM done)",
+        SELECT d.request_id, d.status, d.created_at, d.finished_at, d.response, d.error,
+            d.error_code, d.provider, d.model, d.route, d.attempts,
+            m.prompt_pattern, m.complexity_score, m.strategy, m.reason, m.confidence,
+            m.explored, m.alternatives, m.input_tokens, m.output_tokens, m.cost_usd,
+            m.baseline_cost_usd, m.latency_ms, m.cache_hit, m.fallback_count,
+            d.finish_reason, d.tool_calls, d.api_key_id,
+            (SELECT count(*) FROM notified) AS notified
+        FROM done d LEFT JOIN metrics m ON true",
     )
     .bind(request_id)
     .bind(generation)
@@ -548,7 +559,15 @@ pub async fn finish(pool: &PgPool, f: &Finish<'_>) -> Result<Option<Finished>, s
     .bind(provider)
     .bind(model)
     .bind(keep_prompt);
-    let (finished, _notified, api_key_id): (i64, i64, Option<String>) = bind_metrics!(query, m)
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        record: RequestRecord,
+        api_key_id: Option<String>,
+        #[allow(dead_code, reason = "read so the NOTIFY's CTE is part of the result")]
+        notified: i64,
+    }
+    let row: Option<Row> = bind_metrics!(query, m)
         .bind(cache.map(|c| c.cache_key.as_str()))
         .bind(cache.map_or(0.0, |c| c.ttl_secs as f64))
         .bind(DONE_CHANNEL)
@@ -557,16 +576,21 @@ pub async fn finish(pool: &PgPool, f: &Finish<'_>) -> Result<Option<Finished>, s
         .bind(tool_calls)
         .bind(job.map(|j| j.id))
         .bind(job.map(|j| j.worker))
-        .fetch_one(pool)
+        .fetch_optional(pool)
         .await?;
-    Ok((finished == 1).then_some(Finished { api_key_id }))
+    Ok(row.map(|row| Finished {
+        api_key_id: row.api_key_id,
+        record: row.record,
+    }))
 }
 
 /// A request [`finish`] ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Finished {
     /// The API key that sent it.
     pub api_key_id: Option<String>,
+    /// The request as [`get`] would now read it (no read after the write).
+    pub record: RequestRecord,
 }
 
 async fn insert_metrics(

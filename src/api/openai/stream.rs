@@ -228,7 +228,7 @@ async fn next(mut st: State) -> Option<(Result<Event, Infallible>, State)> {
                     relay_ended = c.is_none();
                     received = c;
                 }
-                () = async {
+                _ = async {
                     match waiter {
                         Some(w) => w.notified().await,
                         None => std::future::pending().await,
