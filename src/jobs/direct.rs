@@ -13,22 +13,34 @@ use tokio_util::task::TaskTracker;
 use super::JobContext;
 use super::provider_call::{self, Step};
 use crate::completion::DirectLane;
+use crate::completion::ProviderCall;
 use crate::completion::lane::Handoff;
 use crate::completion::lifecycle::LaneJob;
+use crate::store::requests::Claimed;
 use crate::store::requests::{self as store, PROVIDER_CALL_QUEUE};
 
 /// Acknowledgement attempts (≈ 5 minutes); after them the job is left to the deadline sweep.
 const ACK_TRIES: usize = 64;
 
+/// Writes a worker row (`provider_call-KIND-ULID`) in `apalis.workers`: it must exist before a
+/// job is locked by it, and its heartbeat lets the queue's workers rescue the jobs it locked.
+pub(super) async fn register(ctx: &JobContext, kind: &str) -> Option<Arc<str>> {
+    let worker: Arc<str> =
+        format!("{PROVIDER_CALL_QUEUE}-{kind}-{}", ulid::Ulid::generate()).into();
+    match store::beat_worker(&ctx.pool, &worker, PROVIDER_CALL_QUEUE).await {
+        Ok(()) => Some(worker),
+        Err(e) => {
+            tracing::warn!(error = %e, %worker, "not started: its worker row was not written");
+            None
+        }
+    }
+}
+
 /// Takes the lane's jobs until `shutdown`, then finishes those in flight.
 pub async fn run(ctx: Arc<JobContext>, lane: Arc<DirectLane>, shutdown: CancellationToken) {
-    let worker: Arc<str> =
-        format!("{PROVIDER_CALL_QUEUE}-direct-{}", ulid::Ulid::generate()).into();
-    // The row must exist before a job is locked by it.
-    if let Err(e) = store::beat_worker(&ctx.pool, &worker, PROVIDER_CALL_QUEUE).await {
-        tracing::warn!(error = %e, "direct lane not started: its worker row was not written");
+    let Some(worker) = register(&ctx, "direct").await else {
         return;
-    }
+    };
     let mut handed = lane.attach(&worker, ctx.settings.jobs.concurrency);
     tracing::debug!(%worker, "direct lane open");
     let tracker = TaskTracker::new();
@@ -64,23 +76,36 @@ pub async fn run(ctx: Arc<JobContext>, lane: Arc<DirectLane>, shutdown: Cancella
 async fn run_one(ctx: Arc<JobContext>, worker: Arc<str>, h: Handoff) {
     let Handoff {
         job_id,
-        mut job,
+        job,
         claimed,
         permit,
     } = h;
+    run_locked(&ctx, worker, job_id, job, Some(claimed)).await;
+    drop(permit);
+}
+
+/// Runs a job locked by `worker` — its request already claimed (`claimed`), or claimed here —
+/// and acknowledges it: by the statement that ends the request, or on its own.
+pub(super) async fn run_locked(
+    ctx: &JobContext,
+    worker: Arc<str>,
+    job_id: String,
+    mut job: ProviderCall,
+    claimed: Option<Claimed>,
+) {
     job.lane = Some(LaneJob {
         id: job_id.clone(),
         worker: worker.clone(),
     });
     let started = Instant::now();
-    let result = provider_call::run_claimed(&ctx, &job, claimed).await;
+    let result = match claimed {
+        Some(claimed) => provider_call::run_claimed(ctx, &job, claimed).await,
+        None => provider_call::run(ctx, &job).await,
+    };
     super::record_job("provider_call", started, result.is_ok());
     let error = match &result {
         // The terminal transition acknowledged the job in its statement.
-        Ok(Step::Succeeded | Step::Failed { .. }) => {
-            drop(permit);
-            return;
-        }
+        Ok(Step::Succeeded | Step::Failed { .. }) => return,
         Ok(step) => {
             tracing::debug!(request_id = %job.request_id, ?step, "provider_call done (direct)");
             None
@@ -103,5 +128,4 @@ async fn run_one(ctx: Arc<JobContext>, worker: Arc<str>, h: Handoff) {
             }
         }
     }
-    drop(permit);
 }

@@ -3,6 +3,8 @@
 //! them all.
 //!
 //! - [`provider_call`]: call the provider for a queued request (queue `provider_call`).
+//! - [`direct`]: in `optimizer serve`, run the requests its API hands over in memory.
+//! - [`listen`]: in a worker process, take new provider_call jobs as they are announced.
 //! - [`feedback_aggregation`]: refresh the running aggregate of a new rating's pattern × model.
 //! - [`retrain`]: run the FeedbackTrainer (queue `retrain`), and the cron schedule that queues
 //!   one run per tick across all processes.
@@ -11,6 +13,7 @@
 
 pub mod direct;
 pub mod feedback_aggregation;
+pub mod listen;
 pub mod provider_call;
 pub mod retrain;
 pub mod sweeper;
@@ -118,12 +121,17 @@ pub async fn run_workers(
     let schedule = queues
         .contains(&Queue::Retrain)
         .then(|| tokio::spawn(retrain::schedule(ctx.clone(), shutdown.clone())));
+    // In `serve`, the API hands its requests to the direct lane; a worker process takes new
+    // jobs as they are announced.
     let direct = match &ctx.lane {
         Some(lane) if queues.contains(&Queue::ProviderCall) => Some(tokio::spawn(direct::run(
             ctx.clone(),
             lane.clone(),
             shutdown.clone(),
         ))),
+        None if queues.contains(&Queue::ProviderCall) => {
+            Some(tokio::spawn(listen::run(ctx.clone(), shutdown.clone())))
+        }
         _ => None,
     };
     // Each worker on its own task: apalis' fetch runs whenever its worker's future is polled,

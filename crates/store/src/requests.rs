@@ -298,6 +298,31 @@ pub async fn ack_direct(
     Ok(())
 }
 
+/// Locks the due, pending job `job_id` of `queue` for `worker` (a row of `apalis.workers`) and
+/// returns its arguments; None when another worker has it or it is not due. Committed
+/// asynchronously: a claim lost in a crash leaves the job pending, to be taken again.
+pub async fn claim_pending(
+    pool: &PgPool,
+    job_id: &str,
+    worker: &str,
+    queue: &str,
+) -> Result<Option<Vec<u8>>, sqlx::Error> {
+    sqlx::query_scalar(
+        "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true))
+         UPDATE apalis.jobs SET status = 'Running', lock_by = $2, lock_at = now()
+         FROM relaxed
+         WHERE id = (SELECT id FROM apalis.jobs
+                     WHERE id = $1 AND job_type = $3 AND status = 'Pending' AND run_at <= now()
+                     FOR UPDATE SKIP LOCKED)
+         RETURNING job",
+    )
+    .bind(job_id)
+    .bind(worker)
+    .bind(queue)
+    .fetch_optional(pool)
+    .await
+}
+
 /// Registers (or keeps alive) worker `worker` of queue `queue` in `apalis.workers`, so the
 /// jobs it locks are rescued by the queue's workers when it stops beating.
 pub async fn beat_worker(pool: &PgPool, worker: &str, queue: &str) -> Result<(), sqlx::Error> {
