@@ -51,13 +51,15 @@ pub struct ProviderCall {
     pub tries: u32,
     /// Provider time spent by earlier attempts.
     pub provider_ms: u64,
-    /// Set when the direct lane runs this job (never stored): the terminal transition
-    /// acknowledges the job in the same statement.
+    /// Set when the job runs under one of this process's own worker rows (the direct lane, or
+    /// a worker process's insert listener; never stored): the terminal transition acknowledges
+    /// the job in the same statement.
     #[serde(skip)]
     pub lane: Option<LaneJob>,
 }
 
-/// A job the direct lane runs (see [`super::lane`]): its id and the lane's worker row.
+/// A job locked by one of this process's own worker rows (the direct lane's, see
+/// [`super::lane`], or a worker process's insert listener's): its id and that row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LaneJob {
     pub id: String,
@@ -237,7 +239,7 @@ pub struct Ending<'a> {
     pub keep_prompt: bool,
     /// Nobody waits for the answer (an async request): no wake-up at all.
     pub is_async: bool,
-    /// The direct lane's job, acknowledged by the same statement.
+    /// The job to acknowledge in the same statement (see [`ProviderCall::lane`]).
     pub job: Option<&'a LaneJob>,
 }
 

@@ -1,59 +1,74 @@
 //! The runner of the direct lane ([`crate::completion::lane`]): jobs submitted in this process
 //! arrive in memory, already written `Running` and locked by this runner's worker, run like any
-//! provider_call job and are acknowledged as apalis would. Its worker row in `apalis.workers`,
-//! kept alive every `JOB_HEARTBEAT_SECS`, lets the queue's workers rescue its jobs should this
-//! process die mid-run.
+//! provider_call job and are acknowledged as apalis would. Its worker row ([`WorkerRow`]) lets
+//! the queue's workers rescue its jobs should this process die mid-run.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
 
 use super::JobContext;
 use super::provider_call::{self, Step};
-use crate::completion::DirectLane;
-use crate::completion::ProviderCall;
 use crate::completion::lane::Handoff;
 use crate::completion::lifecycle::LaneJob;
-use crate::store::requests::Claimed;
-use crate::store::requests::{self as store, PROVIDER_CALL_QUEUE};
+use crate::completion::{DirectLane, ProviderCall};
+use crate::store::requests::{self as store, Claimed, PROVIDER_CALL_QUEUE};
 
 /// Acknowledgement attempts (≈ 5 minutes); after them the job is left to the deadline sweep.
 const ACK_TRIES: usize = 64;
 
-/// Writes a worker row (`provider_call-KIND-ULID`) in `apalis.workers`: it must exist before a
-/// job is locked by it, and its heartbeat lets the queue's workers rescue the jobs it locked.
-pub(super) async fn register(ctx: &JobContext, kind: &str) -> Option<Arc<str>> {
-    let worker: Arc<str> =
-        format!("{PROVIDER_CALL_QUEUE}-{kind}-{}", ulid::Ulid::generate()).into();
-    match store::beat_worker(&ctx.pool, &worker, PROVIDER_CALL_QUEUE).await {
-        Ok(()) => Some(worker),
-        Err(e) => {
-            tracing::warn!(error = %e, %worker, "not started: its worker row was not written");
-            None
-        }
+/// A worker row of this process in `apalis.workers` (`provider_call-KIND-ULID`), kept alive
+/// every `JOB_HEARTBEAT_SECS` until dropped: it must exist before a job is locked by it, and
+/// once it goes stale the queue's workers rescue the jobs it locked.
+pub(super) struct WorkerRow {
+    pub name: Arc<str>,
+    _beating: DropGuard,
+}
+
+/// Writes the row (None if it could not be written: then nothing may be locked by it).
+pub(super) async fn register(ctx: &Arc<JobContext>, kind: &str) -> Option<WorkerRow> {
+    let name: Arc<str> = format!("{PROVIDER_CALL_QUEUE}-{kind}-{}", ulid::Ulid::generate()).into();
+    if let Err(e) = store::beat_worker(&ctx.pool, &name, PROVIDER_CALL_QUEUE).await {
+        tracing::warn!(error = %e, worker = %name, "not started: its worker row was not written");
+        return None;
     }
+    let stop = CancellationToken::new();
+    let (ctx, beating, worker) = (ctx.clone(), stop.clone(), name.clone());
+    tokio::spawn(async move {
+        let mut beat = tokio::time::interval(ctx.settings.jobs.heartbeat);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        beat.tick().await;
+        loop {
+            tokio::select! {
+                () = beating.cancelled() => return,
+                _ = beat.tick() => {
+                    if let Err(e) = store::beat_worker(&ctx.pool, &worker, PROVIDER_CALL_QUEUE).await {
+                        tracing::warn!(error = %e, %worker, "worker row heartbeat failed");
+                    }
+                }
+            }
+        }
+    });
+    Some(WorkerRow {
+        name,
+        _beating: stop.drop_guard(),
+    })
 }
 
 /// Takes the lane's jobs until `shutdown`, then finishes those in flight.
 pub async fn run(ctx: Arc<JobContext>, lane: Arc<DirectLane>, shutdown: CancellationToken) {
-    let Some(worker) = register(&ctx, "direct").await else {
+    let Some(row) = register(&ctx, "direct").await else {
         return;
     };
+    let worker = row.name.clone();
     let mut handed = lane.attach(&worker, ctx.settings.jobs.concurrency);
     tracing::debug!(%worker, "direct lane open");
     let tracker = TaskTracker::new();
-    let mut beat = tokio::time::interval(ctx.settings.jobs.heartbeat);
-    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
-            _ = beat.tick() => {
-                if let Err(e) = store::beat_worker(&ctx.pool, &worker, PROVIDER_CALL_QUEUE).await {
-                    tracing::warn!(error = %e, "direct lane heartbeat failed");
-                }
-            }
             h = handed.recv() => match h {
                 Some(h) => {
                     tracker.spawn(run_one(ctx.clone(), worker.clone(), h));
@@ -71,6 +86,7 @@ pub async fn run(ctx: Arc<JobContext>, lane: Arc<DirectLane>, shutdown: Cancella
     }
     tracker.close();
     tracker.wait().await;
+    drop(row);
 }
 
 async fn run_one(ctx: Arc<JobContext>, worker: Arc<str>, h: Handoff) {

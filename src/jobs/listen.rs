@@ -23,13 +23,12 @@ const INSERT_CHANNEL: &str = "apalis::job::insert";
 /// Takes new provider_call jobs as they are announced until `shutdown`, then finishes those in
 /// flight.
 pub async fn run(ctx: Arc<JobContext>, shutdown: CancellationToken) {
-    let Some(worker) = register(&ctx, "listen").await else {
+    let Some(row) = register(&ctx, "listen").await else {
         return;
     };
+    let worker = row.name.clone();
     let slots = Arc::new(Semaphore::new(ctx.settings.jobs.concurrency.max(1)));
     let tracker = TaskTracker::new();
-    let mut beat = tokio::time::interval(ctx.settings.jobs.heartbeat);
-    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     'connect: loop {
         let mut listener = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -47,11 +46,6 @@ pub async fn run(ctx: Arc<JobContext>, shutdown: CancellationToken) {
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break 'connect,
-                _ = beat.tick() => {
-                    if let Err(e) = store::beat_worker(&ctx.pool, &worker, PROVIDER_CALL_QUEUE).await {
-                        tracing::warn!(error = %e, "job insert listener heartbeat failed");
-                    }
-                }
                 n = listener.recv() => match n {
                     Ok(n) => {
                         let Some(job_id) = announced(n.payload()) else { continue };
@@ -73,6 +67,7 @@ pub async fn run(ctx: Arc<JobContext>, shutdown: CancellationToken) {
     }
     tracker.close();
     tracker.wait().await;
+    drop(row);
 }
 
 async fn listen(pool: &sqlx::PgPool) -> Result<PgListener, sqlx::Error> {

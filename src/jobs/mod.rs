@@ -121,75 +121,48 @@ pub async fn run_workers(
     let schedule = queues
         .contains(&Queue::Retrain)
         .then(|| tokio::spawn(retrain::schedule(ctx.clone(), shutdown.clone())));
+    let enabled = |q| queues.contains(&q);
     // In `serve`, the API hands its requests to the direct lane; a worker process takes new
     // jobs as they are announced.
-    let direct = match &ctx.lane {
-        Some(lane) if queues.contains(&Queue::ProviderCall) => Some(tokio::spawn(direct::run(
-            ctx.clone(),
-            lane.clone(),
-            shutdown.clone(),
-        ))),
-        None if queues.contains(&Queue::ProviderCall) => {
-            Some(tokio::spawn(listen::run(ctx.clone(), shutdown.clone())))
-        }
-        _ => None,
-    };
-    // Each worker on its own task: apalis' fetch runs whenever its worker's future is polled,
-    // so workers joined in one task woke each other (a fetch ending wakes the task, which
-    // polls the others, which fetch…) — ~1,700 empty fetches a second in an idle process.
-    let spawn_worker = |queue: Queue, run: fn(Arc<JobContext>, CancellationToken) -> WorkerRun| {
-        queues.contains(&queue).then(|| {
-            let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
-            tokio::spawn(async move {
-                let result = run(ctx, shutdown.clone()).await;
-                if result.is_err() {
-                    // Everything stops together when a worker fails.
-                    shutdown.cancel();
-                }
-                result
-            })
-        })
-    };
+    let direct = enabled(Queue::ProviderCall).then(|| match &ctx.lane {
+        Some(lane) => tokio::spawn(direct::run(ctx.clone(), lane.clone(), shutdown.clone())),
+        None => tokio::spawn(listen::run(ctx.clone(), shutdown.clone())),
+    });
+    // Each worker on its own task (see `worker!`).
+    let jobs = &ctx.settings.jobs;
     let handles = [
-        spawn_worker(Queue::ProviderCall, |ctx, shutdown| {
-            Box::pin(async move {
-                let jobs = &ctx.settings.jobs;
-                worker!(
-                    ctx,
-                    shutdown,
-                    ProviderCall,
-                    PROVIDER_CALL_QUEUE,
-                    jobs.concurrency,
-                    jobs.poll_interval,
-                    provider_call::handle
-                )
-            })
+        enabled(Queue::ProviderCall).then(|| {
+            worker!(
+                ctx,
+                shutdown,
+                ProviderCall,
+                PROVIDER_CALL_QUEUE,
+                jobs.concurrency,
+                jobs.poll_interval,
+                provider_call::handle
+            )
         }),
-        spawn_worker(Queue::FeedbackAggregation, |ctx, shutdown| {
-            Box::pin(async move {
-                worker!(
-                    ctx,
-                    shutdown,
-                    feedback_aggregation::FeedbackAggregation,
-                    AGGREGATION_QUEUE,
-                    4,
-                    SLOW_POLL,
-                    feedback_aggregation::handle
-                )
-            })
+        enabled(Queue::FeedbackAggregation).then(|| {
+            worker!(
+                ctx,
+                shutdown,
+                feedback_aggregation::FeedbackAggregation,
+                AGGREGATION_QUEUE,
+                4,
+                SLOW_POLL,
+                feedback_aggregation::handle
+            )
         }),
-        spawn_worker(Queue::Retrain, |ctx, shutdown| {
-            Box::pin(async move {
-                worker!(
-                    ctx,
-                    shutdown,
-                    retrain::Retrain,
-                    RETRAIN_QUEUE,
-                    1,
-                    SLOW_POLL,
-                    retrain::handle
-                )
-            })
+        enabled(Queue::Retrain).then(|| {
+            worker!(
+                ctx,
+                shutdown,
+                retrain::Retrain,
+                RETRAIN_QUEUE,
+                1,
+                SLOW_POLL,
+                retrain::handle
+            )
         }),
     ];
     let mut result = Ok(());
@@ -227,12 +200,14 @@ pub(crate) fn record_job(job: &'static str, started: std::time::Instant, ok: boo
     }
 }
 
-/// A worker's run until shutdown.
-type WorkerRun = std::pin::Pin<Box<dyn Future<Output = Result<(), WorkerError>> + Send>>;
-
-/// Builds and runs one apalis worker on `$queue` until shutdown: LISTEN/NOTIFY wakes it for new
+/// Spawns one apalis worker on `$queue`, running until shutdown: LISTEN/NOTIFY wakes it for new
 /// jobs, a short poll (`JOB_POLL_MS`) picks up delayed ones (retries with backoff), which the
-/// insert trigger does not announce, and wake-ups missed while busy.
+/// insert trigger does not announce, and wake-ups missed while busy. If it fails, everything
+/// `run_workers` started stops.
+///
+/// Each worker runs on its own task: apalis starts a fetch whenever its worker's future is
+/// polled, so workers joined in one task woke each other (a fetch ending wakes the task, which
+/// polls the others, which fetch…) — ~1,700 empty fetches a second in an idle process.
 macro_rules! worker {
     ($ctx:expr, $shutdown:expr, $args:ty, $queue:expr, $concurrency:expr, $poll:expr, $handler:expr) => {{
         let jobs = &$ctx.settings.jobs;
@@ -248,17 +223,25 @@ macro_rules! worker {
         let backend = PollWith::new(storage, strategy);
         let name = format!("{}-{}", $queue, ulid::Ulid::generate());
         tracing::info!(worker = %name, concurrency = $concurrency, "worker starting");
-        let shutdown = $shutdown.clone();
-        WorkerBuilder::new(name)
+        let worker = WorkerBuilder::new(name)
             .backend(backend)
             .data($ctx.clone())
             .concurrency($concurrency)
-            .build($handler)
-            .run_until(async move {
-                shutdown.cancelled().await;
-                Ok::<(), std::io::Error>(())
-            })
-            .await
+            .build($handler);
+        let shutdown = $shutdown.clone();
+        tokio::spawn(async move {
+            let until = shutdown.clone();
+            let result = worker
+                .run_until(async move {
+                    until.cancelled().await;
+                    Ok::<(), std::io::Error>(())
+                })
+                .await;
+            if result.is_err() {
+                shutdown.cancel();
+            }
+            result
+        })
     }};
 }
 use worker;

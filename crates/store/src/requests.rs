@@ -266,8 +266,9 @@ pub async fn claim(
     .await
 }
 
-/// Ends a job the direct lane ran (see [`FirstJob::run_by`]) as apalis would: `Done`, or `Failed` and due at once
-/// (the queue's workers run it again, up to its `max_attempts`). Committed asynchronously: a
+/// Ends a job run under one of the process's own worker rows (the direct lane's, see
+/// [`FirstJob::run_by`], or [`claim_pending`]'s) as apalis would: `Done`, or `Failed` and due at
+/// once (the queue's workers run it again, up to its `max_attempts`). Committed asynchronously: a
 /// lost acknowledgement only re-runs the job, which finds its request finished.
 pub async fn ack_direct(
     pool: &PgPool,
@@ -453,6 +454,19 @@ pub struct LockedJob<'a> {
     pub worker: &'a str,
 }
 
+/// The columns of a [`RequestRecord`], from a request row `r` and its metrics row `m` (read by
+/// [`get`], returned by [`finish`]).
+macro_rules! record_columns {
+    () => {
+        "r.request_id, r.status, r.created_at, r.finished_at, r.response, r.error,
+         r.error_code, r.provider, r.model, r.route, r.attempts,
+         m.prompt_pattern, m.complexity_score, m.strategy, m.reason, m.confidence,
+         m.explored, m.alternatives, m.input_tokens, m.output_tokens, m.cost_usd,
+         m.baseline_cost_usd, m.latency_ms, m.cache_hit, m.fallback_count,
+         r.finish_reason, r.tool_calls"
+    };
+}
+
 /// Writes the terminal state and the metrics row, stores the cache entry, and (if `notify`)
 /// NOTIFYs a waiting API process — one statement, so one round trip and one atomic commit —
 /// guarded by `generation` (None: any unfinished generation, for the deadline sweeper). False:
@@ -513,7 +527,7 @@ pub async fn finish(pool: &PgPool, f: &Finish<'_>) -> Result<Option<Finished>, s
         ),
     };
     let m = metrics;
-    let query = sqlx::query_as(
+    let query = sqlx::query_as(concat!(
         "WITH done AS (
             UPDATE requests SET status = $3, finished_at = now(), updated_at = now(),
                 response = $4, error = $5, error_code = $6, provider = $7, model = $8,
@@ -566,15 +580,11 @@ pub async fn finish(pool: &PgPool, f: &Finish<'_>) -> Result<Option<Finished>, s
                 last_result = '{\"Ok\": null}'::jsonb
             WHERE id = $35 AND lock_by = $36 AND status = 'Running'
         )
-        SELECT d.request_id, d.status, d.created_at, d.finished_at, d.response, d.error,
-            d.error_code, d.provider, d.model, d.route, d.attempts,
-            m.prompt_pattern, m.complexity_score, m.strategy, m.reason, m.confidence,
-            m.explored, m.alternatives, m.input_tokens, m.output_tokens, m.cost_usd,
-            m.baseline_cost_usd, m.latency_ms, m.cache_hit, m.fallback_count,
-            d.finish_reason, d.tool_calls, d.api_key_id,
-            (SELECT count(*) FROM notified) AS notified
-        FROM done d LEFT JOIN metrics m ON true",
-    )
+        SELECT ",
+        record_columns!(),
+        ", r.api_key_id, (SELECT count(*) FROM notified) AS notified
+        FROM done r LEFT JOIN metrics m ON true"
+    ))
     .bind(request_id)
     .bind(generation)
     .bind(status)
@@ -589,8 +599,6 @@ pub async fn finish(pool: &PgPool, f: &Finish<'_>) -> Result<Option<Finished>, s
         #[sqlx(flatten)]
         record: RequestRecord,
         api_key_id: Option<String>,
-        #[allow(dead_code, reason = "read so the NOTIFY's CTE is part of the result")]
-        notified: i64,
     }
     let row: Option<Row> = bind_metrics!(query, m)
         .bind(cache.map(|c| c.cache_key.as_str()))
@@ -810,16 +818,12 @@ pub async fn get(
     request_id: &str,
     key_id: Option<&str>,
 ) -> Result<Option<RequestRecord>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT r.request_id, r.status, r.created_at, r.finished_at, r.response, r.error,
-                r.error_code, r.provider, r.model, r.route, r.attempts,
-                m.prompt_pattern, m.complexity_score, m.strategy, m.reason, m.confidence,
-                m.explored, m.alternatives, m.input_tokens, m.output_tokens, m.cost_usd,
-                m.baseline_cost_usd, m.latency_ms, m.cache_hit, m.fallback_count,
-                r.finish_reason, r.tool_calls
-         FROM requests r LEFT JOIN routing_metrics m ON m.request_id = r.request_id
-         WHERE r.request_id = $1 AND ($2::text IS NULL OR r.api_key_id = $2)",
-    )
+    sqlx::query_as(concat!(
+        "SELECT ",
+        record_columns!(),
+        " FROM requests r LEFT JOIN routing_metrics m ON m.request_id = r.request_id
+         WHERE r.request_id = $1 AND ($2::text IS NULL OR r.api_key_id = $2)"
+    ))
     .bind(request_id)
     .bind(key_id)
     .fetch_optional(pool)
