@@ -269,6 +269,29 @@ async fn wait_for_policy(app: &TestApp, version: i64) {
     }
 }
 
+/// Waits until the feedback summary (eventually consistent: aggregation is a queued job) counts
+/// `ratings`.
+async fn wait_for_summary(app: &TestApp, ratings: i64) -> Value {
+    let started = std::time::Instant::now();
+    loop {
+        let summary: Value = admin(app, reqwest::Method::GET, "/admin/feedback/summary")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if summary["ratings"] == ratings {
+            return summary;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the summary never counted {ratings} ratings: {summary}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 const CODE_PROMPTS: [&str; 10] = [
     "Write a Python function that reverses a linked list.",
     "Write a Rust function that parses a CSV line into fields.",
@@ -373,14 +396,8 @@ async fn the_loop_closes_end_to_end_through_the_api() {
     assert_eq!(status["confidence_distribution"]["high"], 1);
     assert_eq!(status["last_run"]["status"], "succeeded");
     assert!(status["next_scheduled_run"].is_string());
-    let summary: Value = admin(&app, reqwest::Method::GET, "/admin/feedback/summary")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(summary["ratings"], 10, "{summary}");
+    // The summary reads the aggregates, which a queued job folds in after each rating.
+    let summary = wait_for_summary(&app, 10).await;
     assert_eq!(summary["by_model"][0]["model"], "sim-lite");
     let trends: Value = admin(
         &app,
