@@ -37,6 +37,12 @@ fn main() {
     if let Some(v) = args.get(7) {
         fs.shared = v.parse().unwrap();
     }
+    if let Ok(v) = std::env::var("RANK") {
+        fs.rank = v.parse().unwrap();
+    }
+    if let Ok(v) = std::env::var("FRATE") {
+        fs.factor_rate = v.parse().unwrap();
+    }
     let models: Vec<usize> = (0..catalog.models().len()).collect();
     let feats: Vec<Vec<u32>> = data.records.iter().map(|r| featurize(&r.prompt)).collect();
     let outcome = |r: usize, m: usize| -> Option<f64> {
@@ -57,7 +63,13 @@ fn main() {
             None => 0.0,
         }
     };
-    for share in [0.90, 0.95, 0.97, 0.98, 1.0] {
+    let rule = std::env::var("RULE").unwrap_or_else(|_| "ratio".into());
+    let knobs: Vec<f64> = match rule.as_str() {
+        "abs" => vec![0.10, 0.05, 0.03, 0.02, 0.01, 0.0],
+        "lag" => vec![0.5, 0.3, 0.2, 0.15, 0.1, 0.07, 0.05, 0.02],
+        _ => vec![0.75, 0.8, 0.85, 0.90, 0.95, 0.97, 1.0],
+    };
+    for share in knobs {
         let mut acc_sum = (0.0, 0.0, 0.0);
         let mut lift_sum = 0.0;
         for seed in 1..=seeds {
@@ -68,10 +80,13 @@ fn main() {
             let mut rng = fastrand::Rng::with_seed(seed * 7 + 1);
             // Bandit view: one random model's outcome per training prompt.
             let mut picks: Vec<(usize, usize, f64)> = Vec::new();
+            let full = std::env::var("FULL").is_ok();
             for r in train {
                 let m = models[rng.usize(..models.len())];
-                if let Some(y) = outcome(*r, m) {
-                    picks.push((*r, m, y));
+                for m2 in models.iter().copied().filter(|m2| full || *m2 == m) {
+                    if let Some(y) = outcome(*r, m2) {
+                        picks.push((*r, m2, y));
+                    }
                 }
             }
             let mut mean = vec![(0.0, 0.0); models.len()];
@@ -116,12 +131,29 @@ fn main() {
                     .collect();
                 let top = q.iter().cloned().fold(0.0, f64::max);
                 let est: Vec<f64> = models.iter().map(|m| cost(*r, *m)).collect();
-                let pick = models
-                    .iter()
-                    .filter(|m| q[**m] >= share * top - 1e-12)
-                    .min_by(|a, b| est[**a].total_cmp(&est[**b]))
-                    .copied()
-                    .unwrap();
+                let maxc = est.iter().cloned().fold(1e-12, f64::max);
+                let pick = match rule.as_str() {
+                    "abs" => models
+                        .iter()
+                        .filter(|m| q[**m] >= top - share - 1e-12)
+                        .min_by(|a, b| est[**a].total_cmp(&est[**b]))
+                        .copied()
+                        .unwrap(),
+                    "lag" => models
+                        .iter()
+                        .max_by(|a, b| {
+                            (q[**a] - share * est[**a] / maxc)
+                                .total_cmp(&(q[**b] - share * est[**b] / maxc))
+                        })
+                        .copied()
+                        .unwrap(),
+                    _ => models
+                        .iter()
+                        .filter(|m| q[**m] >= share * top - 1e-12)
+                        .min_by(|a, b| est[**a].total_cmp(&est[**b]))
+                        .copied()
+                        .unwrap(),
+                };
                 acc += outcome(*r, pick).unwrap_or(0.0);
                 spent += est[pick];
             }

@@ -40,6 +40,10 @@ pub struct FitSettings {
     pub l2: f32,
     /// The shared part's step relative to a model's own (0: no shared part).
     pub shared: f32,
+    /// Dimensions of the low-rank part every model reads through its own loadings (0: none).
+    pub rank: usize,
+    /// The low-rank part's step relative to a model's own.
+    pub factor_rate: f32,
 }
 
 impl Default for FitSettings {
@@ -49,6 +53,8 @@ impl Default for FitSettings {
             learning_rate: 0.5,
             l2: 1e-2,
             shared: 1.0,
+            rank: 0,
+            factor_rate: 1.0,
         }
     }
 }
@@ -201,6 +207,14 @@ pub fn fit(samples: &[Sample], models: usize, s: &FitSettings, seed: u64) -> Vec
     // Slot `models` holds the shared part.
     let stride = models + 1;
     let mut w = vec![0.0f32; FEATURE_DIM * stride];
+    // The low-rank part: a projection of the features every model shares (`proj`, starting at
+    // zero) and each model's loadings on it (`load`, small random values to break symmetry).
+    let rank = s.rank;
+    let mut proj = vec![0.0f32; if rank > 0 { FEATURE_DIM * rank } else { 0 }];
+    let mut load: Vec<f32> = (0..models * rank)
+        .map(|_| (rng.f32() - 0.5) * 0.2)
+        .collect();
+    let mut hidden = vec![0.0f32; rank];
     for epoch in 0..s.epochs.max(1) {
         rng.shuffle(&mut order);
         // Plain SGD on unit-length inputs: one step moves the sample's own logit by about
@@ -211,27 +225,55 @@ pub fn fit(samples: &[Sample], models: usize, s: &FitSettings, seed: u64) -> Vec
             let m = sample.model;
             let v = feature_value(sample.features.len());
             let mut z = sample.base_logit;
+            hidden.fill(0.0);
             for j in &sample.features {
                 let row = *j as usize * stride;
                 z += (w[row + models] + w[row + m]) * v;
+                let prow = *j as usize * rank;
+                for (h, p) in hidden.iter_mut().zip(&proj[prow..prow + rank]) {
+                    *h += p * v;
+                }
             }
+            let loads = &mut load[m * rank..(m + 1) * rank];
+            z += hidden
+                .iter()
+                .zip(loads.iter())
+                .map(|(h, l)| h * l)
+                .sum::<f32>();
             let p = 1.0 / (1.0 + (-z).exp());
             let err = p - sample.label.clamp(0.0, 1.0);
+            let frate = rate * s.factor_rate;
             for j in &sample.features {
                 let row = *j as usize * stride;
                 let shared = &mut w[row + models];
                 *shared -= rate * s.shared * (err * v + s.l2 * *shared);
                 let own = &mut w[row + m];
                 *own -= rate * (err * v + s.l2 * *own);
+                let prow = *j as usize * rank;
+                for (p, l) in proj[prow..prow + rank].iter_mut().zip(loads.iter()) {
+                    *p -= frate * (err * v * l + s.l2 * *p);
+                }
+            }
+            for (l, h) in loads.iter_mut().zip(&hidden) {
+                *l -= frate * (err * h + s.l2 * *l);
             }
         }
     }
+    // Every part is linear in the features: each model's predictor is one weight vector.
     (0..models)
         .map(|m| {
+            let loads = &load[m * rank..(m + 1) * rank];
             (counts[m] > 0).then(|| ModelFit {
                 samples: counts[m],
                 weights: (0..FEATURE_DIM)
-                    .map(|j| (j as u32, w[j * stride + models] + w[j * stride + m]))
+                    .map(|j| {
+                        let low: f32 = proj[j * rank..(j + 1) * rank]
+                            .iter()
+                            .zip(loads)
+                            .map(|(p, l)| p * l)
+                            .sum();
+                        (j as u32, w[j * stride + models] + w[j * stride + m] + low)
+                    })
                     .filter(|(_, x)| *x != 0.0)
                     .collect(),
             })
@@ -303,6 +345,41 @@ mod tests {
             math > 0.8 && trivia < 0.2,
             "math {math:.2}, trivia {trivia:.2}"
         );
+    }
+
+    #[test]
+    fn the_low_rank_part_learns_what_sets_models_apart_and_is_deterministic() {
+        // Model 0 does arithmetic, model 1 trivia; model 2 is rated on both like model 0.
+        let mut samples = Vec::new();
+        for i in 0..150 {
+            let math = format!("What is {i} plus {}?", i * 3 % 17);
+            let trivia = format!("Who was the king of country number {i}?");
+            samples.push(sample(i % 2, &math, if i % 2 == 0 { 1.0 } else { 0.0 }));
+            samples.push(sample(i % 2, &trivia, if i % 2 == 0 { 0.0 } else { 1.0 }));
+            samples.push(sample(
+                2,
+                if i % 2 == 0 { &math } else { &trivia },
+                1.0 - (i % 2) as f32,
+            ));
+        }
+        let settings = FitSettings {
+            rank: 4,
+            ..FitSettings::default()
+        };
+        let fits = fit(&samples, 3, &settings, 3);
+        assert_eq!(fits, fit(&samples, 3, &settings, 3));
+        let fits: Vec<(usize, ModelFit)> = fits
+            .into_iter()
+            .enumerate()
+            .map(|(i, f)| (i, f.unwrap_or_default()))
+            .collect();
+        let p = Predictor::new(3, &fits);
+        let math = p.scores(&featurize("What is 41 plus 9?"));
+        let trivia = p.scores(&featurize("Who was the king of Norway in 1100?"));
+        let q = |s: &Scores, m: usize| s.quality(m, 0.5).unwrap_or(0.5);
+        assert!(q(&math, 0) > q(&math, 1) + 0.3, "math");
+        assert!(q(&trivia, 1) > q(&trivia, 0) + 0.3, "trivia");
+        assert!(q(&math, 2) > q(&trivia, 2) + 0.3, "model 2");
     }
 
     #[test]
