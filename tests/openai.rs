@@ -10,8 +10,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::{TestApp, TestDb, catalog_model, temp_file};
 use serde_json::{Value, json};
 use wiremock::matchers::{body_partial_json, method, path};
@@ -403,73 +401,14 @@ async fn conversations_reach_each_provider_in_its_own_format() {
     }
 }
 
-/// A Python with the official `openai` package: `OPENAI_SDK_PYTHON`, or a venv made under
-/// target/ on first use (pip install from PyPI).
-fn sdk_python() -> std::path::PathBuf {
-    if let Ok(p) = std::env::var("OPENAI_SDK_PYTHON") {
-        return p.into();
-    }
-    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/openai-sdk-venv");
-    let python = venv.join("bin/python");
-    let ready = Command::new(&python)
-        .args(["-c", "import openai"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ready {
-        let made = Command::new("python3")
-            .arg("-m")
-            .arg("venv")
-            .arg(&venv)
-            .status()
-            .unwrap();
-        assert!(made.success(), "python3 -m venv failed");
-        let pip = Command::new(venv.join("bin/pip"))
-            .args(["install", "-q", "openai>=1.50,<3"])
-            .status()
-            .unwrap();
-        assert!(pip.success(), "pip install openai failed");
-    }
-    python
-}
-
 #[tokio::test]
 async fn the_official_openai_python_sdk_works_against_the_server() {
     let app =
         TestApp::spawn_with_workers(TestDb::migrated().await, &[("ADMIN_TOKEN", "sdk-admin")])
             .await;
     // A key made through the admin API, as a user would.
-    let created: Value = app
-        .client
-        .post(app.url("/admin/keys"))
-        .bearer_auth("sdk-admin")
-        .json(&json!({"name": "sdk"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let secret = created["secret"].as_str().unwrap().to_owned();
-    let python = tokio::task::spawn_blocking(sdk_python).await.unwrap();
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/openai_client.py");
-    let base = app.url("/v1");
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .arg(script)
-            .arg(base)
-            .arg(secret)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let secret = common::create_key(&app, "sdk-admin", "sdk").await;
+    let stdout = common::run_sdk_script("openai_client.py", app.url("/v1"), secret).await;
     assert!(
         stdout.contains("completion ") && stdout.contains("bad request messages"),
         "{stdout}"

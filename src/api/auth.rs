@@ -25,11 +25,14 @@ use crate::routing::Strategy;
 use crate::store::keys::{Period, RateState, Refusal};
 use crate::tenants::Caller;
 
+/// The key or token a request carries: `Authorization: Bearer <key>`, or `x-api-key: <key>` as
+/// Anthropic's SDKs send it.
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
         .map(str::trim)
         .filter(|t| !t.is_empty())
 }
@@ -48,7 +51,7 @@ async fn identify(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiEr
     let Some(given) = bearer(headers) else {
         return if state.keys.any_live().await.map_err(unavailable)? {
             Err(ApiError::unauthorized(
-                "missing API key (Authorization: Bearer <key>)",
+                "missing API key (Authorization: Bearer <key>, or x-api-key: <key>)",
             ))
         } else {
             Ok(Caller::Open)

@@ -2,6 +2,7 @@
 //! extract and validate, call a function that knows nothing of axum, and map the result.
 
 pub mod admin;
+pub mod anthropic;
 pub mod auth;
 pub mod complete;
 pub mod error;
@@ -13,6 +14,7 @@ pub mod keys;
 pub mod metrics;
 pub mod openai;
 pub mod recommendation;
+pub mod stream;
 pub mod validate;
 
 use std::sync::Arc;
@@ -119,15 +121,23 @@ pub fn router(state: AppState) -> Router {
     // exists) inside the schema gate, since keys live in the database.
     let caller = axum::middleware::from_fn_with_state(state.clone(), auth::require_caller);
     let schema = axum::middleware::from_fn_with_state(state.clone(), guard::require_schema);
+    // Anthropic's Messages API answers in its own error shape.
+    let messages = Router::new()
+        .route("/messages", post(anthropic::messages))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            anthropic::require_caller,
+        ));
     let v1 = Router::new()
         .route("/chat/completions", post(openai::chat_completions))
         .route("/models", get(openai::models))
-        .fallback(openai::not_found)
-        .method_not_allowed_fallback(openai::not_found)
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_caller_v1,
         ))
+        .merge(messages)
+        .fallback(openai::not_found)
+        .method_not_allowed_fallback(openai::not_found)
         .route_layer(schema.clone());
     let client = Router::new()
         .route("/complete", post(complete::complete))

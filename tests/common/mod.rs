@@ -388,3 +388,83 @@ pub fn ratings(n: usize, scores: &[i32], correct: usize) -> Vec<(i32, bool)> {
         .map(|i| (scores[i % scores.len()], i < correct))
         .collect()
 }
+
+/// A Python with the official `openai` and `anthropic` packages: `SDK_PYTHON`, or a venv made
+/// under target/ on first use (pip install from PyPI).
+pub fn sdk_python() -> std::path::PathBuf {
+    use std::process::Command;
+    if let Ok(p) = std::env::var("SDK_PYTHON") {
+        return p.into();
+    }
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/sdk-venv");
+    let python = venv.join("bin/python");
+    // One test binary at a time makes the venv.
+    let lock = venv.with_extension("lock");
+    let ready = || {
+        Command::new(&python)
+            .args(["-c", "import openai, anthropic"])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if ready() {
+        return python;
+    }
+    let _ = std::fs::create_dir_all(venv.parent().unwrap());
+    let locked = Command::new("flock")
+        .arg(&lock)
+        .arg("sh")
+        .arg("-c")
+        .arg(format!(
+            "{py} -c 'import openai, anthropic' 2>/dev/null || \
+             (python3 -m venv {venv} && {venv}/bin/pip install -q 'openai>=1.50,<3' \
+              'anthropic>=0.40,<1')",
+            py = python.display(),
+            venv = venv.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(locked.success(), "making the SDK venv failed");
+    python
+}
+
+/// A new API key made through `POST /admin/keys` with the admin token `admin`: its secret.
+pub async fn create_key(app: &TestApp, admin: &str, name: &str) -> String {
+    let created: serde_json::Value = app
+        .client
+        .post(app.url("/admin/keys"))
+        .bearer_auth(admin)
+        .json(&serde_json::json!({ "name": name }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    created["secret"].as_str().unwrap().to_owned()
+}
+
+/// Runs `tests/sdk/<script> BASE KEY` with [`sdk_python`]; asserts it succeeded and returns its
+/// output.
+pub async fn run_sdk_script(script: &str, base: String, key: String) -> String {
+    let python = tokio::task::spawn_blocking(sdk_python).await.unwrap();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/sdk")
+        .join(script);
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python)
+            .arg(script)
+            .arg(base)
+            .arg(key)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}

@@ -13,14 +13,14 @@ use crate::api::extract::BodyError;
 /// An error in OpenAI's shape.
 #[derive(Debug)]
 pub struct OpenAiError {
-    pub(super) status: StatusCode,
+    pub(crate) status: StatusCode,
     /// OpenAI's `type`: `invalid_request_error`, `api_error`…
-    pub(super) kind: &'static str,
-    pub(super) message: String,
-    pub(super) param: Option<std::borrow::Cow<'static, str>>,
-    pub(super) code: Option<&'static str>,
+    pub(crate) kind: &'static str,
+    pub(crate) message: String,
+    pub(crate) param: Option<std::borrow::Cow<'static, str>>,
+    pub(crate) code: Option<&'static str>,
     /// Extra response headers (`Retry-After`, `x-ratelimit-*` on a 429).
-    pub(super) headers: Option<Box<axum::http::HeaderMap>>,
+    pub(crate) headers: Option<Box<axum::http::HeaderMap>>,
 }
 
 impl OpenAiError {
@@ -42,8 +42,12 @@ impl OpenAiError {
 impl OpenAiError {
     /// 503 for a request that was accepted but could not be waited for: the message and the
     /// `x-optimizer-request-id` header name it, so the client can poll `/requests/{id}`.
-    pub fn accepted_elsewhere(request_id: &str) -> Response {
-        let mut response = Self {
+    pub fn accepted_elsewhere(request_id: &str) -> Self {
+        let mut headers = axum::http::HeaderMap::new();
+        if let Ok(v) = axum::http::HeaderValue::from_str(request_id) {
+            headers.insert("x-optimizer-request-id", v);
+        }
+        Self {
             status: StatusCode::SERVICE_UNAVAILABLE,
             kind: "api_error",
             message: format!(
@@ -52,13 +56,8 @@ impl OpenAiError {
             ),
             param: None,
             code: Some("accepted_not_awaited"),
-            headers: None,
+            headers: Some(Box::new(headers)),
         }
-        .into_response();
-        if let Ok(v) = axum::http::HeaderValue::from_str(request_id) {
-            response.headers_mut().insert("x-optimizer-request-id", v);
-        }
-        response
     }
 }
 

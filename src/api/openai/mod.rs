@@ -14,7 +14,7 @@
 
 mod error;
 mod request;
-mod response;
+pub(crate) mod response;
 mod stream;
 
 use axum::extract::State;
@@ -23,7 +23,8 @@ use axum::response::Response;
 use serde_json::{Value, json};
 
 pub use error::{OpenAiError, V1Json};
-pub use request::ChatRequest;
+pub use request::{ChatRequest, into_input};
+pub use response::outcome;
 
 use super::AppState;
 use super::error::ApiError;
@@ -63,12 +64,25 @@ async fn answer(
     include_usage: bool,
 ) -> Result<Response, OpenAiError> {
     if stream {
-        return Ok(stream::respond(
+        let chunks = stream::Chunks::new(submitted.request_id().to_owned(), include_usage);
+        return Ok(crate::api::stream::respond(
             completions.clone(),
             submitted,
-            include_usage,
+            chunks,
         ));
     }
+    match awaited(completions, submitted).await {
+        Ok(view) => response::respond(view),
+        Err(e) => Err(e),
+    }
+}
+
+/// The accepted request's record once it ends (or `COMPLETE_TIMEOUT_SECS` passes). If it
+/// cannot be awaited, the 503 names the committed request, so the client can poll it.
+pub(crate) async fn awaited(
+    completions: &std::sync::Arc<crate::completion::Completions>,
+    submitted: Submitted,
+) -> Result<CompletionView, OpenAiError> {
     let request_id = submitted.request_id().to_owned();
     let record = match submitted {
         Submitted::Cached(id) => completions.get(&id).await,
@@ -78,14 +92,14 @@ async fn answer(
         Submitted::Replayed(id) => completions.wait(&id, None).await,
     };
     match record {
-        Ok(Some(record)) => response::respond(CompletionView::from_record(record)),
+        Ok(Some(record)) => Ok(CompletionView::from_record(record)),
         Ok(None) => Err(OpenAiError::from(ApiError::internal(anyhow::anyhow!(
             "request {request_id} vanished"
         )))),
         // The request is committed and will finish: the client learns its id and where to poll.
         Err(e) => {
             tracing::warn!(%request_id, error = %e, "waiting for an accepted request failed");
-            Ok(OpenAiError::accepted_elsewhere(&request_id))
+            Err(OpenAiError::accepted_elsewhere(&request_id))
         }
     }
 }

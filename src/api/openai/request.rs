@@ -410,7 +410,7 @@ fn tool_capable(
 
 /// Maps and validates the request onto a completion: every refusal names its parameter. Also
 /// returns whether usage was asked for in the stream (`stream_options.include_usage`).
-pub(super) fn into_input(
+pub fn into_input(
     state: &AppState,
     caller: Caller,
     headers: &axum::http::HeaderMap,

@@ -11,42 +11,38 @@ use crate::types::RequestStatus;
 /// The answer to a non-streamed request: 200 with the `chat.completion`, 502 when every
 /// candidate failed, 504 while it still runs; routing headers on each.
 pub(super) fn respond(view: CompletionView) -> Result<Response, OpenAiError> {
-    let headers = headers(&view);
-    match view.status {
-        RequestStatus::Succeeded => {
-            Ok((headers, axum::Json(chat_completion(&view))).into_response())
-        }
-        RequestStatus::Failed => {
-            let message = view.failure_message();
-            let mut response = OpenAiError {
-                status: StatusCode::BAD_GATEWAY,
-                kind: "api_error",
-                message,
-                param: None,
-                code: Some("upstream_error"),
-                headers: None,
-            }
-            .into_response();
-            response.headers_mut().extend(headers);
-            Ok(response)
-        }
-        _ => {
-            let mut response = OpenAiError {
-                status: StatusCode::GATEWAY_TIMEOUT,
-                kind: "api_error",
-                message: format!(
-                    "still running after COMPLETE_TIMEOUT_SECS; poll /requests/{}",
-                    view.request_id
-                ),
-                param: None,
-                code: Some("timeout"),
-                headers: None,
-            }
-            .into_response();
-            response.headers_mut().extend(headers);
-            Ok(response)
-        }
-    }
+    let headers = outcome(&view)?;
+    Ok((headers, axum::Json(chat_completion(&view))).into_response())
+}
+
+/// The routing headers of a succeeded request; for one that failed (502) or still runs (504),
+/// the error, carrying those headers too.
+pub fn outcome(view: &CompletionView) -> Result<HeaderMap, OpenAiError> {
+    let headers = headers(view);
+    let (status, message, code) = match view.status {
+        RequestStatus::Succeeded => return Ok(headers),
+        RequestStatus::Failed => (
+            StatusCode::BAD_GATEWAY,
+            view.failure_message(),
+            "upstream_error",
+        ),
+        _ => (
+            StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "still running after COMPLETE_TIMEOUT_SECS; poll /requests/{}",
+                view.request_id
+            ),
+            "timeout",
+        ),
+    };
+    Err(OpenAiError {
+        status,
+        kind: "api_error",
+        message,
+        param: None,
+        code: Some(code),
+        headers: Some(Box::new(headers)),
+    })
 }
 
 /// Routing and cost travel in headers, never in fields an SDK would choke on.

@@ -1,0 +1,185 @@
+//! The Anthropic-compatible Messages API: `POST /v1/messages`, so Anthropic SDKs (and tools
+//! built on them) use the router by changing only the base URL. The request is mapped onto the
+//! chat-completions request ([`request`]) and takes the same validation, routing (`model`:
+//! `auto`, `auto:<strategy>` or a catalog model), queue, cost accounting and feedback (the
+//! message `id` is the request id). Answers are Anthropic's `message` object, or its stream of
+//! `message_start` … `message_stop` events ([`stream`]); errors are Anthropic's
+//! `{"type":"error","error":{"type","message"}}`. The key goes in `x-api-key` (or
+//! `Authorization: Bearer`).
+
+mod request;
+mod stream;
+
+use axum::extract::{FromRequest, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+use super::AppState;
+use super::error::ApiError;
+use super::openai::{ChatRequest, OpenAiError};
+use crate::completion::{CompletionView, SubmitError};
+use crate::routing::RouteError;
+use crate::tenants::Caller;
+
+/// An error in Anthropic's shape (built from the OpenAI-dialect error both APIs share).
+#[derive(Debug)]
+pub struct AnthropicError(pub OpenAiError);
+
+impl From<OpenAiError> for AnthropicError {
+    fn from(e: OpenAiError) -> Self {
+        Self(e)
+    }
+}
+
+impl From<ApiError> for AnthropicError {
+    fn from(e: ApiError) -> Self {
+        Self(OpenAiError::from(e))
+    }
+}
+
+/// Anthropic's error `type` for a status.
+fn kind(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 | 405 | 409 | 415 | 422 => "invalid_request_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        503 | 529 => "overloaded_error",
+        504 => "timeout_error",
+        _ => "api_error",
+    }
+}
+
+impl IntoResponse for AnthropicError {
+    fn into_response(self) -> Response {
+        let e = self.0;
+        let message = match &e.param {
+            Some(p) => format!("{}: {}", request::param_name(p), e.message),
+            None => e.message,
+        };
+        let body =
+            json!({ "type": "error", "error": { "type": kind(e.status), "message": message } });
+        let mut response = (e.status, axum::Json(body)).into_response();
+        if let Some(headers) = e.headers {
+            response.headers_mut().extend(*headers);
+        }
+        response
+    }
+}
+
+/// A JSON object body with Anthropic-shaped rejections.
+pub struct MessagesJson(pub Map<String, Value>);
+
+impl<S: Send + Sync> FromRequest<S> for MessagesJson {
+    type Rejection = AnthropicError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, AnthropicError> {
+        let super::openai::V1Json(body) =
+            super::openai::V1Json::<Map<String, Value>>::from_request(req, state)
+                .await
+                .map_err(AnthropicError)?;
+        Ok(Self(body))
+    }
+}
+
+/// Identifies the caller on /v1/messages (Anthropic's error shape).
+pub async fn require_caller(
+    state: State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Result<Response, AnthropicError> {
+    super::auth::require_caller(state, request, next)
+        .await
+        .map_err(AnthropicError::from)
+}
+
+/// `POST /v1/messages`
+pub async fn messages(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    headers: HeaderMap,
+    MessagesJson(body): MessagesJson,
+) -> Result<Response, AnthropicError> {
+    let chat = request::to_chat(body)?;
+    let chat: ChatRequest = serde_json::from_value(chat).map_err(|e| {
+        AnthropicError(OpenAiError::invalid(
+            "request",
+            format!("invalid request: {e}"),
+        ))
+    })?;
+    let (input, _) = super::openai::into_input(&state, caller, &headers, chat)?;
+    let stream = input.stream;
+    let completions = &state.completions;
+    let (submitted, rate) = completions.submit(input).await.map_err(|e| match e {
+        SubmitError::Route(RouteError::NotRoutable(m)) => AnthropicError(OpenAiError::invalid(
+            "model",
+            format!("model {m} is not routable: its provider is not configured"),
+        )),
+        other => AnthropicError::from(super::complete::submit_error(other)),
+    })?;
+    let mut response = if stream {
+        let events = stream::Events::new(submitted.request_id().to_owned());
+        super::stream::respond(completions.clone(), submitted, events)
+    } else {
+        let view = super::openai::awaited(completions, submitted).await?;
+        let headers = super::openai::outcome(&view)?;
+        (headers, axum::Json(message(&view))).into_response()
+    };
+    if let Some(rate) = rate.as_ref() {
+        response
+            .headers_mut()
+            .extend(super::auth::rate_headers(rate));
+    }
+    Ok(response)
+}
+
+/// Anthropic's `stop_reason` for our finish reason.
+fn stop_reason(view: &CompletionView) -> &'static str {
+    match view.finish_reason.as_deref() {
+        Some("length") => "max_tokens",
+        Some("tool_calls") => "tool_use",
+        Some("content_filter") => "refusal",
+        _ if !view.tool_calls.is_empty() => "tool_use",
+        _ => "end_turn",
+    }
+}
+
+/// A tool call's arguments as the `input` object (arguments that are not a JSON object are
+/// passed as `{"arguments": "<text>"}` rather than dropped).
+fn tool_input(arguments: &str) -> Value {
+    match serde_json::from_str::<Value>(arguments) {
+        Ok(v @ Value::Object(_)) => v,
+        _ if arguments.trim().is_empty() => json!({}),
+        _ => json!({ "arguments": arguments }),
+    }
+}
+
+fn usage(view: &CompletionView) -> Value {
+    let (input, output) = view.tokens.as_ref().map_or((0, 0), |t| (t.input, t.output));
+    json!({ "input_tokens": input, "output_tokens": output })
+}
+
+/// The `message` object; `id` is our request id (rate it with /feedback).
+fn message(view: &CompletionView) -> Value {
+    let mut content = Vec::new();
+    if let Some(text) = view.response.as_deref().filter(|t| !t.is_empty()) {
+        content.push(json!({ "type": "text", "text": text }));
+    }
+    for c in &view.tool_calls {
+        content.push(json!({ "type": "tool_use", "id": c.id, "name": c.name,
+                             "input": tool_input(&c.arguments) }));
+    }
+    json!({
+        "id": view.request_id,
+        "type": "message",
+        "role": "assistant",
+        "model": view.model,
+        "content": content,
+        "stop_reason": stop_reason(view),
+        "stop_sequence": null,
+        "usage": usage(view),
+    })
+}
