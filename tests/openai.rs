@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{TestApp, TestDb, catalog_model, temp_file};
+use common::{TestApp, TestDb, catalog_model};
 use serde_json::{Value, json};
 use wiremock::matchers::{body_partial_json, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -367,22 +367,7 @@ async fn conversations_reach_each_provider_in_its_own_format() {
         catalog_model("gemini", "g-model", 1.0, 5.0, 0.9),
         catalog_model("openrouter", "o-model", 1.0, 5.0, 0.9),
     );
-    let catalog = temp_file("catalog.toml", &catalog);
-    let uri = server.uri();
-    let catalog = catalog.display().to_string();
-    let app = TestApp::spawn_with_workers(
-        TestDb::migrated().await,
-        &[
-            ("CATALOG_PATH", catalog.as_str()),
-            ("ANTHROPIC_API_KEY", "a-key"),
-            ("ANTHROPIC_BASE_URL", uri.as_str()),
-            ("GOOGLE_API_KEY", "g-key"),
-            ("GEMINI_BASE_URL", uri.as_str()),
-            ("OPENROUTER_API_KEY", "o-key"),
-            ("OPENROUTER_BASE_URL", uri.as_str()),
-        ],
-    )
-    .await;
+    let app = common::spawn_with_upstream(&catalog, &server.uri()).await;
     let messages: Value = serde_json::from_str(CONVERSATION).unwrap();
     for (model, answer) in [
         ("a-model", "4 (anthropic)"),
@@ -638,5 +623,115 @@ async fn structured_output_answers_in_json() {
     assert_eq!(
         resp.json::<Value>().await.unwrap()["error"]["param"],
         "response_format"
+    );
+}
+
+/// Prompt-cache usage each provider reports (Anthropic `cache_read_input_tokens` and
+/// `cache_creation_input_tokens`, Gemini `cachedContentTokenCount`, OpenAI-format
+/// `prompt_tokens_details.cached_tokens`) is priced at the catalog's cache rates, stored, and
+/// shown: `prompt_tokens_details.cached_tokens` here, `cache_read_input_tokens` on
+/// /v1/messages, `tokens.cached_input` in `GET /requests/{id}`.
+#[tokio::test]
+async fn cached_prompt_tokens_are_priced_at_the_cached_rate() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/messages"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "msg_1", "type": "message", "role": "assistant", "model": "a-model",
+            "content": [{"type": "text", "text": "cached (anthropic)"}], "stop_reason": "end_turn",
+            "usage": {"input_tokens": 100, "cache_read_input_tokens": 800,
+                      "cache_creation_input_tokens": 100, "output_tokens": 50}
+        })))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1beta/models/g-model:generateContent"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "candidates": [{"content": {"parts": [{"text": "cached (gemini)"}], "role": "model"}, "finishReason": "STOP"}],
+            "usageMetadata": {"promptTokenCount": 1000, "cachedContentTokenCount": 800, "candidatesTokenCount": 50}
+        })))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/chat/completions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "x", "object": "chat.completion", "model": "o-model",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "cached (openrouter)"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1000, "completion_tokens": 50, "total_tokens": 1050,
+                      "prompt_tokens_details": {"cached_tokens": 800}}
+        })))
+        .mount(&server)
+        .await;
+    // $1/M input, $0.10/M cache reads, $1.25/M cache writes, $5/M output.
+    let priced = |provider: &str, model: &str| {
+        catalog_model(provider, model, 1.0, 5.0, 0.9).replace(
+            "output_usd_per_mtok = 5.0\n",
+            "output_usd_per_mtok = 5.0\ncached_input_usd_per_mtok = 0.1\ncache_write_usd_per_mtok = 1.25\n",
+        )
+    };
+    let catalog = format!(
+        "{}{}{}",
+        priced("anthropic", "a-model"),
+        priced("gemini", "g-model"),
+        priced("openrouter", "o-model")
+    );
+    let app = common::spawn_with_upstream(&catalog, &server.uri()).await;
+    // 100 fresh + 800 read + 100 written + 50 out; Gemini and OpenAI report no writes.
+    let anthropic_cost = (100.0 * 1.0 + 800.0 * 0.1 + 100.0 * 1.25 + 50.0 * 5.0) / 1e6;
+    let read_only_cost = (200.0 * 1.0 + 800.0 * 0.1 + 50.0 * 5.0) / 1e6;
+    for (model, cost) in [
+        ("a-model", anthropic_cost),
+        ("g-model", read_only_cost),
+        ("o-model", read_only_cost),
+    ] {
+        let resp = chat(
+            &app,
+            json!({ "model": model, "messages": [{"role": "user", "content": "Summarise the cached manual"}] }),
+        )
+        .await;
+        assert_eq!(resp.status(), 200, "{model}");
+        let charged: f64 = resp.headers()["x-optimizer-cost-usd"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["usage"]["prompt_tokens"], 1000, "{model}: {body}");
+        assert_eq!(
+            body["usage"]["prompt_tokens_details"]["cached_tokens"], 800,
+            "{model}: {body}"
+        );
+        assert!(
+            (charged - cost).abs() < 1e-8,
+            "{model}: {charged} vs {cost}"
+        );
+        let stored: Value = app
+            .get(&format!("/requests/{}", body["id"].as_str().unwrap()))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(stored["tokens"]["cached_input"], 800, "{stored}");
+        assert!(
+            (stored["cost_usd"].as_f64().unwrap() - cost).abs() < 1e-8,
+            "{stored}"
+        );
+    }
+    // Anthropic's own usage shape on /v1/messages: input_tokens without the cached ones.
+    let body: Value = app
+        .post_json(
+            "/v1/messages",
+            &json!({ "model": "a-model", "max_tokens": 100,
+                     "messages": [{"role": "user", "content": "Summarise the cached manual again"}] }),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        body["usage"],
+        json!({"input_tokens": 100, "output_tokens": 50, "cache_read_input_tokens": 800,
+               "cache_creation_input_tokens": 100}),
+        "{body}"
     );
 }

@@ -37,22 +37,7 @@ async fn app(server: &MockServer) -> TestApp {
         catalog_model("gemini", "g-model", 1.0, 5.0, 0.9),
         catalog_model("openrouter", "o-model", 1.0, 5.0, 0.9),
     );
-    let catalog = temp_file("catalog.toml", &catalog).display().to_string();
-    let uri = server.uri();
-    TestApp::spawn_with_workers(
-        TestDb::migrated().await,
-        &[
-            ("CATALOG_PATH", catalog.as_str()),
-            ("ANTHROPIC_API_KEY", "a-key"),
-            ("ANTHROPIC_BASE_URL", uri.as_str()),
-            ("GOOGLE_API_KEY", "g-key"),
-            ("GEMINI_BASE_URL", uri.as_str()),
-            ("OPENROUTER_API_KEY", "o-key"),
-            ("OPENROUTER_BASE_URL", uri.as_str()),
-            ("CACHE_ENABLED", "false"),
-        ],
-    )
-    .await
+    common::spawn_with_upstream(&catalog, &server.uri()).await
 }
 
 /// Streams a chat completion; returns (content pieces, usage, request id).

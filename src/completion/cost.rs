@@ -2,8 +2,9 @@
 //! the routing_metrics row that records both.
 //!
 //! Cost: the provider's own reported cost when it sends one (OpenRouter), else the tokens it
-//! reports × the catalog's list price. Baseline: the same input and output token counts × the
-//! baseline model's list price — "what this answer would have cost on the premium model".
+//! reports × the catalog's list price — prompt-cache reads and writes at the catalog's cache
+//! prices. Baseline: the same token counts (cached ones included) × the baseline model's
+//! prices — "what this answer would have cost on the premium model".
 
 use serde_json::Value;
 
@@ -25,6 +26,25 @@ pub fn list_price(
     engine
         .model(index)
         .map(|m| m.cost_usd(input_tokens, output_tokens))
+}
+
+/// The price of `answer`'s tokens on `provider/model`, prompt-cache reads and writes at that
+/// model's cache prices (None when the model is not in the catalog).
+fn price_of(
+    engine: &RoutingEngine,
+    provider: ProviderId,
+    model: &str,
+    answer: &Completion,
+) -> Option<f64> {
+    let index = engine.catalog().find(Some(provider), model)?;
+    engine.model(index).map(|m| {
+        m.cost_usd_cached(
+            answer.input_tokens,
+            answer.cached_input_tokens,
+            answer.cache_write_tokens,
+            answer.output_tokens,
+        )
+    })
 }
 
 fn baseline_cost(
@@ -60,6 +80,8 @@ fn base_row(route: &StoredRoute, candidate: usize) -> MetricsRow {
             .unwrap_or(Value::Null),
         input_tokens: None,
         output_tokens: None,
+        cached_input_tokens: None,
+        cache_write_tokens: None,
         cost_usd: None,
         baseline_model: route
             .baseline
@@ -88,21 +110,19 @@ pub fn success_metrics(
 ) -> MetricsRow {
     let mut row = base_row(route, candidate);
     let chosen = route.candidates.get(candidate);
-    let cost = answer.reported_cost_usd.or_else(|| {
-        chosen.and_then(|c| {
-            list_price(
-                engine,
-                c.provider,
-                &c.model,
-                answer.input_tokens,
-                answer.output_tokens,
-            )
-        })
-    });
+    let cost = answer
+        .reported_cost_usd
+        .or_else(|| chosen.and_then(|c| price_of(engine, c.provider, &c.model, answer)));
     row.input_tokens = Some(tokens(answer.input_tokens));
     row.output_tokens = Some(tokens(answer.output_tokens));
+    row.cached_input_tokens = Some(tokens(answer.cached_input_tokens));
+    row.cache_write_tokens = Some(tokens(answer.cache_write_tokens));
     row.cost_usd = cost.map(round_usd);
-    row.baseline_cost_usd = baseline_cost(engine, route, answer.input_tokens, answer.output_tokens);
+    row.baseline_cost_usd = route
+        .baseline
+        .as_ref()
+        .and_then(|b| price_of(engine, b.provider, &b.model, answer))
+        .map(round_usd);
     row.latency_ms = latency_ms;
     row.provider_latency_ms = Some(provider_ms);
     row

@@ -822,8 +822,15 @@ pub struct ErrorView {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct TokensView {
+    /// Every input token, those read from or written to the provider's prompt cache included.
     pub input: i64,
     pub output: i64,
+    /// Of `input`, read from the provider's prompt cache (when the provider reported any).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cached_input: Option<i64>,
+    /// Of `input`, written to the provider's prompt cache (when the provider reported any).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_write: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -898,6 +905,8 @@ impl CompletionView {
                 (Some(i), Some(o)) => Some(TokensView {
                     input: i64::from(i),
                     output: i64::from(o),
+                    cached_input: r.cached_input_tokens.filter(|n| *n > 0).map(i64::from),
+                    cache_write: r.cache_write_tokens.filter(|n| *n > 0).map(i64::from),
                 }),
                 _ => None,
             },

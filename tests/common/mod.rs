@@ -468,3 +468,23 @@ pub async fn run_sdk_script(script: &str, base: String, key: String) -> String {
     );
     stdout
 }
+
+/// A [`TestApp`] with workers whose catalog is `catalog` (TOML) and whose Anthropic, Gemini and
+/// OpenRouter providers all point at `upstream` (a wiremock server); the answer cache is off.
+pub async fn spawn_with_upstream(catalog: &str, upstream: &str) -> TestApp {
+    let catalog = temp_file("catalog.toml", catalog).display().to_string();
+    TestApp::spawn_with_workers(
+        TestDb::migrated().await,
+        &[
+            ("CATALOG_PATH", catalog.as_str()),
+            ("ANTHROPIC_API_KEY", "a-key"),
+            ("ANTHROPIC_BASE_URL", upstream),
+            ("GOOGLE_API_KEY", "g-key"),
+            ("GEMINI_BASE_URL", upstream),
+            ("OPENROUTER_API_KEY", "o-key"),
+            ("OPENROUTER_BASE_URL", upstream),
+            ("CACHE_ENABLED", "false"),
+        ],
+    )
+    .await
+}

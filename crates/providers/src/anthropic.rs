@@ -249,11 +249,13 @@ impl Anthropic {
             match v["type"].as_str().unwrap_or(e.event.as_str()) {
                 "message_start" => {
                     let m = &v["message"];
-                    done.input_tokens = m["usage"]["input_tokens"].as_u64().unwrap_or(0)
-                        + m["usage"]["cache_read_input_tokens"].as_u64().unwrap_or(0)
-                        + m["usage"]["cache_creation_input_tokens"]
-                            .as_u64()
-                            .unwrap_or(0);
+                    let u = &m["usage"];
+                    done.cached_input_tokens = u["cache_read_input_tokens"].as_u64().unwrap_or(0);
+                    done.cache_write_tokens =
+                        u["cache_creation_input_tokens"].as_u64().unwrap_or(0);
+                    done.input_tokens = u["input_tokens"].as_u64().unwrap_or(0)
+                        + done.cached_input_tokens
+                        + done.cache_write_tokens;
                     if let Some(model) = m["model"].as_str() {
                         done.model = model.to_owned();
                     }
@@ -335,12 +337,13 @@ impl Provider for Anthropic {
         let u = &answer.usage;
         Ok(Completion {
             text,
-            // Cached prompt tokens are still prompt tokens (billed at other rates; we price
-            // them at the input rate, an upper bound).
+            // Cached prompt tokens are still prompt tokens, billed at the cache rates.
             input_tokens: u.input_tokens
                 + u.cache_creation_input_tokens.unwrap_or(0)
                 + u.cache_read_input_tokens.unwrap_or(0),
             output_tokens: u.output_tokens,
+            cached_input_tokens: u.cache_read_input_tokens.unwrap_or(0),
+            cache_write_tokens: u.cache_creation_input_tokens.unwrap_or(0),
             reported_cost_usd: None,
             model: sanitize(&answer.model),
             tool_calls: answer

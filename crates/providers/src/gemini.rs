@@ -199,6 +199,9 @@ struct UsageMetadata {
     candidates_token_count: u64,
     #[serde(default)]
     thoughts_token_count: u64,
+    /// Of `prompt_token_count`, those read from the context cache.
+    #[serde(default)]
+    cached_content_token_count: u64,
 }
 
 #[derive(Deserialize)]
@@ -291,6 +294,7 @@ impl Gemini {
             }
             if let Some(u) = chunk.usage_metadata {
                 done.input_tokens = u.prompt_token_count;
+                done.cached_input_tokens = u.cached_content_token_count;
                 done.output_tokens = u.candidates_token_count + u.thoughts_token_count;
             }
             if let Some(v) = chunk.model_version {
@@ -357,11 +361,14 @@ impl Provider for Gemini {
             prompt_token_count: 0,
             candidates_token_count: 0,
             thoughts_token_count: 0,
+            cached_content_token_count: 0,
         });
         Ok(Completion {
             text,
             input_tokens: usage.prompt_token_count,
             output_tokens: usage.candidates_token_count + usage.thoughts_token_count,
+            cached_input_tokens: usage.cached_content_token_count,
+            cache_write_tokens: 0,
             reported_cost_usd: None,
             model: answer
                 .model_version

@@ -79,6 +79,12 @@ pub struct Completion {
     pub text: String,
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// Of `input_tokens`, those read from the provider's prompt cache (priced at the catalog's
+    /// cached rate).
+    pub cached_input_tokens: u64,
+    /// Of `input_tokens`, those written to the provider's prompt cache (Anthropic; priced at
+    /// the catalog's cache-write rate).
+    pub cache_write_tokens: u64,
     /// The provider's own figure for the cost, when it reports one (OpenRouter).
     pub reported_cost_usd: Option<f64>,
     /// The model id the provider says answered.
@@ -97,6 +103,8 @@ impl Completion {
             text: String::new(),
             input_tokens: 0,
             output_tokens: 0,
+            cached_input_tokens: 0,
+            cache_write_tokens: 0,
             reported_cost_usd: None,
             model: model.to_owned(),
             tool_calls: Vec::new(),

@@ -198,6 +198,16 @@ struct Usage {
     completion_tokens: u64,
     #[serde(default)]
     cost: Option<f64>,
+    /// `cached_tokens`: prompt tokens read from the provider's cache.
+    #[serde(default)]
+    prompt_tokens_details: Option<serde_json::Value>,
+}
+
+/// `usage.prompt_tokens_details.cached_tokens` (0 when absent).
+fn cached_tokens(details: Option<&serde_json::Value>) -> u64 {
+    details
+        .and_then(|d| d["cached_tokens"].as_u64())
+        .unwrap_or(0)
 }
 
 /// `{"error":{"message":"…","type":"…","code":…}}`
@@ -313,6 +323,7 @@ impl OpenAiCompatible {
             if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
                 done.input_tokens = u["prompt_tokens"].as_u64().unwrap_or(0);
                 done.output_tokens = u["completion_tokens"].as_u64().unwrap_or(0);
+                done.cached_input_tokens = cached_tokens(u.get("prompt_tokens_details"));
                 done.reported_cost_usd = u["cost"].as_f64().filter(|c| c.is_finite() && *c >= 0.0);
             }
             Ok(())
@@ -351,11 +362,14 @@ impl Provider for OpenAiCompatible {
             prompt_tokens: 0,
             completion_tokens: 0,
             cost: None,
+            prompt_tokens_details: None,
         });
         Ok(Completion {
             text: choice.message.content.unwrap_or_default(),
             input_tokens: usage.prompt_tokens,
             output_tokens: usage.completion_tokens,
+            cached_input_tokens: cached_tokens(usage.prompt_tokens_details.as_ref()),
+            cache_write_tokens: 0,
             reported_cost_usd: usage.cost.filter(|c| c.is_finite() && *c >= 0.0),
             model: answer.model.unwrap_or_else(|| request.model.clone()),
             tool_calls: choice

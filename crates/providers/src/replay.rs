@@ -112,6 +112,8 @@ impl Provider for Replay {
             input_tokens,
             output_tokens,
             reported_cost_usd: outcome.cost_usd,
+            cached_input_tokens: 0,
+            cache_write_tokens: 0,
             model: request.model.clone(),
             tool_calls: Vec::new(),
             finish_reason: Some("stop".into()),

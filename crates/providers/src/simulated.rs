@@ -272,6 +272,8 @@ impl Provider for Simulated {
                 input_tokens,
                 output_tokens: 12 + call.arguments.len() as u64 / 4,
                 reported_cost_usd: None,
+                cached_input_tokens: 0,
+                cache_write_tokens: 0,
                 model: request.model.clone(),
                 tool_calls: vec![call],
                 finish_reason: Some("tool_calls".into()),
@@ -294,6 +296,8 @@ impl Provider for Simulated {
             text,
             input_tokens,
             reported_cost_usd: None,
+            cached_input_tokens: 0,
+            cache_write_tokens: 0,
             model: request.model.clone(),
             // Cut short by `max_tokens`, as a real model would be.
             finish_reason: Some(if words < wanted { "length" } else { "stop" }.into()),

@@ -26,6 +26,12 @@ pub struct ModelEntry {
     pub name: String,
     pub input_usd_per_mtok: f64,
     pub output_usd_per_mtok: f64,
+    /// Input tokens read from the provider's prompt cache (default: the input price).
+    #[serde(default)]
+    pub cached_input_usd_per_mtok: Option<f64>,
+    /// Input tokens written to the provider's prompt cache (default: the input price).
+    #[serde(default)]
+    pub cache_write_usd_per_mtok: Option<f64>,
     pub context_window: u32,
     #[serde(default)]
     pub max_output_tokens: Option<u32>,
@@ -54,6 +60,33 @@ impl ModelEntry {
             / 1_000_000.0
     }
 
+    /// USD for a call that reported `input_tokens` in all, of them `cached` read from and
+    /// `written` to the provider's prompt cache, each at its own rate.
+    pub fn cost_usd_cached(
+        &self,
+        input_tokens: u64,
+        cached: u64,
+        written: u64,
+        output: u64,
+    ) -> f64 {
+        let (cached, written) = (
+            cached.min(input_tokens),
+            written.min(input_tokens - cached.min(input_tokens)),
+        );
+        let fresh = input_tokens - cached - written;
+        (fresh as f64 * self.input_usd_per_mtok
+            + cached as f64
+                * self
+                    .cached_input_usd_per_mtok
+                    .unwrap_or(self.input_usd_per_mtok)
+            + written as f64
+                * self
+                    .cache_write_usd_per_mtok
+                    .unwrap_or(self.input_usd_per_mtok)
+            + output as f64 * self.output_usd_per_mtok)
+            / 1_000_000.0
+    }
+
     /// `provider/model`, the form used in logs and to pin a model.
     pub fn key(&self) -> String {
         format!("{}/{}", self.provider, self.model)
@@ -66,6 +99,14 @@ impl ModelEntry {
         for (field, v) in [
             ("input_usd_per_mtok", self.input_usd_per_mtok),
             ("output_usd_per_mtok", self.output_usd_per_mtok),
+            (
+                "cached_input_usd_per_mtok",
+                self.cached_input_usd_per_mtok.unwrap_or(0.0),
+            ),
+            (
+                "cache_write_usd_per_mtok",
+                self.cache_write_usd_per_mtok.unwrap_or(0.0),
+            ),
         ] {
             if !(v.is_finite() && v >= 0.0) {
                 return Err(format!("{field} must be a non-negative number, got {v}"));
@@ -297,5 +338,18 @@ quality = 0.5
         let haiku = &c.models()[c.find(None, "claude-haiku-4-5").unwrap()];
         let cost = haiku.cost_usd(1_000_000, 200_000);
         assert!((cost - (1.0 + 1.0)).abs() < 1e-9, "{cost}");
+        // Of 1M input tokens, 600k read from the cache ($0.10/M) and 100k written ($1.25/M).
+        let cached = haiku.cost_usd_cached(1_000_000, 600_000, 100_000, 200_000);
+        let want = 0.3 * 1.0 + 0.6 * 0.10 + 0.1 * 1.25 + 1.0;
+        assert!((cached - want).abs() < 1e-9, "{cached} vs {want}");
+        // Without cache prices, cached tokens cost the input price; counts are clamped.
+        let sim = &c.models()[c.find(None, "sim-lite").unwrap()];
+        let all = sim.cost_usd_cached(1_000, 5_000, 5_000, 0);
+        assert!((all - sim.cost_usd(1_000, 0)).abs() < 1e-12, "{all}");
+        let e = parse_err(&GOOD.replace(
+            "input_usd_per_mtok = 1.0",
+            "input_usd_per_mtok = 1.0\ncached_input_usd_per_mtok = -0.1",
+        ));
+        assert!(e.reason.contains("cached_input_usd_per_mtok"), "{e}");
     }
 }

@@ -384,6 +384,10 @@ pub struct MetricsRow {
     pub alternatives: Value,
     pub input_tokens: Option<i32>,
     pub output_tokens: Option<i32>,
+    /// Of the input tokens, those read from the provider's prompt cache.
+    pub cached_input_tokens: Option<i32>,
+    /// Of the input tokens, those written to the provider's prompt cache.
+    pub cache_write_tokens: Option<i32>,
     pub cost_usd: Option<f64>,
     pub baseline_model: Option<String>,
     pub baseline_cost_usd: Option<f64>,
@@ -463,7 +467,7 @@ macro_rules! record_columns {
          m.prompt_pattern, m.complexity_score, m.strategy, m.reason, m.confidence,
          m.explored, m.alternatives, m.input_tokens, m.output_tokens, m.cost_usd,
          m.baseline_cost_usd, m.latency_ms, m.cache_hit, m.fallback_count,
-         r.finish_reason, r.tool_calls"
+         r.finish_reason, r.tool_calls, m.cached_input_tokens, m.cache_write_tokens"
     };
 }
 
@@ -544,13 +548,13 @@ pub async fn finish(pool: &PgPool, f: &Finish<'_>) -> Result<Option<Finished>, s
                 complexity_tier, strategy, selected_provider, selected_model, reason, confidence,
                 explored, alternatives, input_tokens, output_tokens, cost_usd, baseline_model,
                 baseline_cost_usd, latency_ms, provider_latency_ms, cache_hit, fallback_count,
-                status, api_key_id)
+                status, api_key_id, cached_input_tokens, cache_write_tokens)
             SELECT request_id, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22,
-                $23, $24, $25, $26, $27, $28, $3, api_key_id FROM done
+                $23, $24, $25, $26, $27, $28, $3, api_key_id, $37, $38 FROM done
             ON CONFLICT (request_id) DO NOTHING
             RETURNING prompt_pattern, complexity_score, strategy, reason, confidence, explored,
                 alternatives, input_tokens, output_tokens, cost_usd, baseline_cost_usd,
-                latency_ms, cache_hit, fallback_count
+                latency_ms, cache_hit, fallback_count, cached_input_tokens, cache_write_tokens
         ), settled AS (
             -- The budget holds become spend at the actual cost (a failure costs what it cost).
             UPDATE key_spend s SET reserved_usd = GREATEST(s.reserved_usd - h.usd, 0),
@@ -609,6 +613,8 @@ pub async fn finish(pool: &PgPool, f: &Finish<'_>) -> Result<Option<Finished>, s
         .bind(tool_calls)
         .bind(job.map(|j| j.id))
         .bind(job.map(|j| j.worker))
+        .bind(m.cached_input_tokens)
+        .bind(m.cache_write_tokens)
         .fetch_optional(pool)
         .await?;
     Ok(row.map(|row| Finished {
@@ -638,15 +644,17 @@ async fn insert_metrics(
              complexity_tier, strategy, selected_provider, selected_model, reason, confidence,
              explored, alternatives, input_tokens, output_tokens, cost_usd, baseline_model,
              baseline_cost_usd, latency_ms, provider_latency_ms, cache_hit, fallback_count, status,
-             api_key_id)
+             api_key_id, cached_input_tokens, cache_write_tokens)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
-             $19, $20, $21, $22)
+             $19, $20, $21, $22, $23, $24)
          ON CONFLICT (request_id) DO NOTHING",
     )
     .bind(request_id);
     bind_metrics!(query, m)
         .bind(status)
         .bind(api_key_id)
+        .bind(m.cached_input_tokens)
+        .bind(m.cache_write_tokens)
         .execute(&mut **tx)
         .await?;
     Ok(())
@@ -810,6 +818,8 @@ pub struct RequestRecord {
     pub fallback_count: Option<i32>,
     pub finish_reason: Option<String>,
     pub tool_calls: Option<Value>,
+    pub cached_input_tokens: Option<i32>,
+    pub cache_write_tokens: Option<i32>,
 }
 
 /// The request with its metrics row; with `key_id`, only if that API key sent it.

@@ -157,9 +157,16 @@ fn tool_input(arguments: &str) -> Value {
     }
 }
 
+/// Anthropic's `usage`: `input_tokens` counts only the input not read from or written to the
+/// provider's prompt cache, as Anthropic counts it; those are `cache_read_input_tokens` and
+/// `cache_creation_input_tokens`.
 fn usage(view: &CompletionView) -> Value {
-    let (input, output) = view.tokens.as_ref().map_or((0, 0), |t| (t.input, t.output));
-    json!({ "input_tokens": input, "output_tokens": output })
+    let Some(t) = view.tokens.as_ref() else {
+        return json!({ "input_tokens": 0, "output_tokens": 0 });
+    };
+    let (read, written) = (t.cached_input.unwrap_or(0), t.cache_write.unwrap_or(0));
+    json!({ "input_tokens": (t.input - read - written).max(0), "output_tokens": t.output,
+            "cache_read_input_tokens": read, "cache_creation_input_tokens": written })
 }
 
 /// The `message` object; `id` is our request id (rate it with /feedback).

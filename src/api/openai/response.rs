@@ -103,9 +103,20 @@ pub(super) fn tool_calls(calls: &[crate::providers::ToolCall], indexed: bool) ->
         .collect()
 }
 
+/// OpenAI's `usage`; `prompt_tokens_details.cached_tokens` when the provider read some of the
+/// prompt from its cache.
+pub(super) fn usage(view: &CompletionView) -> Value {
+    let (input, output) = view.tokens.as_ref().map_or((0, 0), |t| (t.input, t.output));
+    let mut usage = json!({ "prompt_tokens": input, "completion_tokens": output,
+                            "total_tokens": input + output });
+    if let Some(cached) = view.tokens.as_ref().and_then(|t| t.cached_input) {
+        usage["prompt_tokens_details"] = json!({ "cached_tokens": cached });
+    }
+    usage
+}
+
 /// The OpenAI `chat.completion` object; `id` is our request id (rate it with /feedback).
 fn chat_completion(view: &CompletionView) -> Value {
-    let (input, output) = view.tokens.as_ref().map_or((0, 0), |t| (t.input, t.output));
     json!({
         "id": view.request_id,
         "object": "chat.completion",
@@ -117,6 +128,6 @@ fn chat_completion(view: &CompletionView) -> Value {
             "finish_reason": view.finish_reason.as_deref().unwrap_or("stop"),
             "logprobs": null,
         }],
-        "usage": { "prompt_tokens": input, "completion_tokens": output, "total_tokens": input + output },
+        "usage": usage(view),
     })
 }

@@ -72,14 +72,12 @@ impl Encoder for Chunks {
         let reason = view.finish_reason.as_deref().unwrap_or("stop");
         out.push(self.chunk(json!({}), Some(reason)));
         if self.include_usage {
-            let (i, o) = view.tokens.as_ref().map_or((0, 0), |t| (t.input, t.output));
             out.push(
                 Event::default().data(
                     json!({
                         "id": self.request_id, "object": "chat.completion.chunk",
                         "created": self.created, "model": self.model, "choices": [],
-                        "usage": { "prompt_tokens": i, "completion_tokens": o,
-                                   "total_tokens": i + o },
+                        "usage": super::response::usage(view),
                     })
                     .to_string(),
                 ),
