@@ -121,6 +121,37 @@ async fn path_and_query_rejections_are_json() {
     assert_eq!(status, 404, "{body}");
     let (status, body) = answer(app.get("/admin/learning/runs/%00").await).await;
     assert!((400..500).contains(&status), "{status} {body}");
+    // Found by schemathesis: NUL in these reached Postgres (500).
+    let admin = |method: reqwest::Method, path: &str| {
+        app.client
+            .request(method, app.url(path))
+            .bearer_auth("admin-token-1")
+    };
+    for (request, want) in [
+        (
+            admin(
+                reqwest::Method::GET,
+                "/admin/performance/trends?pattern=a%00b",
+            ),
+            422,
+        ),
+        (
+            admin(reqwest::Method::GET, "/admin/performance/trends?model=%01"),
+            422,
+        ),
+        (
+            admin(reqwest::Method::POST, "/admin/learning/rollback")
+                .header("content-type", "application/json")
+                .body(r#"{"run_id": "R\u0000x"}"#),
+            422,
+        ),
+        (admin(reqwest::Method::GET, "/admin/keys/%00"), 404),
+        (admin(reqwest::Method::POST, "/admin/keys/a%00/rotate"), 404),
+        (admin(reqwest::Method::POST, "/admin/keys/a%00/revoke"), 404),
+    ] {
+        let (status, body) = answer(request.send().await.unwrap()).await;
+        assert_eq!(status, want, "{body}");
+    }
     let r = app
         .client
         .get(app.url("/routing/metrics?since=yesterday"))

@@ -46,6 +46,9 @@ pub async fn require_admin(
 }
 
 /// `GET /admin/feedback/summary`
+#[utoipa::path(get, path = "/admin/feedback/summary", tag = "admin",
+    responses((status = 200, description = "Ratings, average quality and correctness, per model and pattern", body = Object), super::openapi::AdminErrors),
+    security(("bearer" = [])))]
 pub async fn feedback_summary(State(state): State<AppState>) -> Result<AppJson<Value>, ApiError> {
     let (total, by_model, by_pattern) = feedback::summary(&state.db.pool).await?;
     Ok(AppJson(json!({
@@ -58,6 +61,9 @@ pub async fn feedback_summary(State(state): State<AppState>) -> Result<AppJson<V
 }
 
 /// `GET /admin/learning/status`
+#[utoipa::path(get, path = "/admin/learning/status", tag = "admin",
+    responses((status = 200, description = "Last run, schedule, confidence distribution, policy versions", body = Object), super::openapi::AdminErrors),
+    security(("bearer" = [])))]
 pub async fn learning_status(State(state): State<AppState>) -> Result<AppJson<Value>, ApiError> {
     let pool = &state.db.pool;
     let last = store::last_run(pool).await?;
@@ -84,13 +90,19 @@ pub async fn learning_status(State(state): State<AppState>) -> Result<AppJson<Va
     })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RetrainQuery {
+    /// Preview only (default true).
     #[serde(default)]
     dry_run: Option<bool>,
 }
 
 /// `POST /admin/learning/retrain?dry_run=true|false` (default true: preview first).
+#[utoipa::path(post, path = "/admin/learning/retrain", tag = "admin", params(RetrainQuery),
+    responses((status = 200, description = "Dry run: the preview", body = Object),
+              (status = 202, description = "Queued; poll `status_url`", body = Object), super::openapi::AdminErrors),
+    security(("bearer" = [])))]
 pub async fn retrain_now(
     State(state): State<AppState>,
     Query(q): Query<RetrainQuery>,
@@ -134,6 +146,10 @@ pub async fn retrain_now(
 }
 
 /// `GET /admin/learning/runs/{run_id}`
+#[utoipa::path(get, path = "/admin/learning/runs/{run_id}", tag = "admin",
+    params(("run_id" = String, Path, description = "The run id")),
+    responses((status = 200, description = "The run, with before/after metrics and changes", body = Object), super::openapi::AdminErrors),
+    security(("bearer" = [])))]
 pub async fn run_status(
     State(state): State<AppState>,
     Path(run_id): Path<String>,
@@ -148,7 +164,7 @@ pub async fn run_status(
         .ok_or_else(missing)
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RollbackBody {
     #[serde(default)]
@@ -160,6 +176,10 @@ pub struct RollbackBody {
 /// `POST /admin/learning/rollback {run_id?, pattern?}`: restore the weights as they were before
 /// `run_id` (default: before the most recent applied run or rollback) — every pattern's, or only
 /// `pattern`'s. Naming a rollback's run id undoes that rollback.
+#[utoipa::path(post, path = "/admin/learning/rollback", tag = "admin",
+    request_body(content = Option<RollbackBody>, description = "Optional: which run to undo, which pattern"),
+    responses((status = 200, description = "What was restored", body = Object), super::openapi::AdminErrors),
+    security(("bearer" = [])))]
 pub async fn rollback(
     State(state): State<AppState>,
     body: axum::body::Bytes,
@@ -171,7 +191,7 @@ pub async fn rollback(
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::invalid_field("body", format!("not a rollback request: {e}")))?
     };
-    let of_run = body.run_id;
+    let of_run = validate::text_param("run_id", body.run_id)?;
     if let Some(p) = &body.pattern
         && crate::types::Pattern::parse(p).is_none()
     {
@@ -200,7 +220,8 @@ pub async fn rollback(
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TrendsQuery {
     pattern: Option<String>,
     model: Option<String>,
@@ -209,6 +230,9 @@ pub struct TrendsQuery {
 }
 
 /// `GET /admin/performance/trends?pattern=&model=&bucket=day|week&since=`
+#[utoipa::path(get, path = "/admin/performance/trends", tag = "admin", params(TrendsQuery),
+    responses((status = 200, description = "Quality, correctness, volume and cost per day or week", body = Object), super::openapi::AdminErrors),
+    security(("bearer" = [])))]
 pub async fn trends(
     State(state): State<AppState>,
     Query(q): Query<TrendsQuery>,
@@ -224,23 +248,28 @@ pub async fn trends(
         }
     };
     let since = validate::since(q.since.as_deref())?;
+    let pattern = validate::text_param("pattern", q.pattern)?;
+    let model = validate::text_param("model", q.model)?;
     let points = feedback::trends(
         &state.db.pool,
-        q.pattern.as_deref(),
-        q.model.as_deref(),
+        pattern.as_deref(),
+        model.as_deref(),
         week,
         since,
     )
     .await?;
     Ok(AppJson(json!({
         "bucket": if week { "week" } else { "day" },
-        "pattern": q.pattern,
-        "model": q.model,
+        "pattern": pattern,
+        "model": model,
         "points": points,
     })))
 }
 
 /// `GET /admin/alerts`: the most recent 100 alerts, newest first.
+#[utoipa::path(get, path = "/admin/alerts", tag = "admin",
+    responses((status = 200, description = "The most recent 100 alerts", body = Object), super::openapi::AdminErrors),
+    security(("bearer" = [])))]
 pub async fn alerts(State(state): State<AppState>) -> Result<AppJson<Value>, ApiError> {
     let alerts = crate::store::alerts::list(&state.db.pool, 100).await?;
     Ok(AppJson(json!({ "alerts": alerts })))

@@ -22,29 +22,43 @@ fn default_true() -> bool {
     true
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompleteBody {
+    /// Not empty or only whitespace.
+    #[schema(min_length = 1, pattern = r"\S")]
     prompt: String,
     #[serde(default)]
     system: Option<String>,
     #[serde(default = "default_true")]
     auto_route: bool,
+    /// Restricts routing to this provider (with `model`: the model's provider).
     #[serde(default)]
+    #[schema(value_type = Option<String>, pattern = "^(anthropic|gemini|openrouter|openai_compat|simulated|replay)$")]
     provider: Option<String>,
+    /// A catalog model id (pins it).
     #[serde(default)]
     model: Option<String>,
+    /// `cost`, `balanced` or `quality` (default: the key's, else `balanced`).
     #[serde(default)]
+    #[schema(pattern = "^(cost|balanced|quality)$")]
     strategy: Option<String>,
     #[serde(default)]
+    #[schema(minimum = 0.0, maximum = 1.0)]
     min_quality: Option<f64>,
+    /// Share of the best candidate's predicted quality the choice must keep, in (0, 1].
     #[serde(default)]
+    #[schema(exclusive_minimum = 0.0, maximum = 1.0)]
     quality_share: Option<f64>,
+    /// USD, > 0.
     #[serde(default)]
+    #[schema(exclusive_minimum = 0.0)]
     max_cost: Option<f64>,
     #[serde(default)]
+    #[schema(minimum = 1)]
     max_tokens: Option<u32>,
     #[serde(default)]
+    #[schema(minimum = 0.0, maximum = 2.0)]
     temperature: Option<f64>,
     #[serde(default, rename = "async")]
     is_async: bool,
@@ -52,13 +66,24 @@ pub struct CompleteBody {
     #[serde(default = "default_true")]
     explore: bool,
     #[serde(default)]
+    #[schema(max_length = 255)]
     user_id: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 255)]
     session_id: Option<String>,
 }
 
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
+/// A routed completion: answered (200), or accepted to run on (202 with where to poll).
+#[utoipa::path(post, path = "/complete", tag = "completions", request_body = CompleteBody,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key returns the same request (≤ 255 characters)")),
+    responses(
+        (status = 200, description = "Answered (or failed, see `status`)", body = CompletionView),
+        (status = 202, description = "Accepted; poll `status_url`", body = super::openapi::AcceptedBody),
+        (status = 502, description = "Every candidate model failed", body = super::openapi::FailedBody),
+        super::openapi::ClientErrors),
+    security(("bearer" = []), ("x_api_key" = []), ()))]
 pub async fn complete(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -253,6 +278,11 @@ fn respond(record: RequestRecord) -> Response {
 
 /// `GET /requests/{id}`: the request's status and, once finished, the full answer.
 /// Another key's request is "not found" (404, not 403): ids do not leak.
+#[utoipa::path(get, path = "/requests/{id}", tag = "completions",
+    params(("id" = String, Path, description = "The request id")),
+    responses((status = 200, description = "The request", body = CompletionView),
+              super::openapi::ClientErrors),
+    security(("bearer" = []), ("x_api_key" = []), ()))]
 pub async fn get_request(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -270,13 +300,19 @@ pub async fn get_request(
     Ok(AppJson(CompletionView::from_record(record)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct MetricsQuery {
+    /// RFC 3339 time: only requests since then.
     since: Option<String>,
 }
 
 /// `GET /routing/metrics?since=RFC3339`: an API key sees its own requests and spend; the admin
 /// (or anyone while no key exists) sees all, with spend per key.
+#[utoipa::path(get, path = "/routing/metrics", tag = "completions", params(MetricsQuery),
+    responses((status = 200, description = "Counts, cost, savings and spend per model, pattern and provider", body = Object),
+              super::openapi::ClientErrors),
+    security(("bearer" = []), ("x_api_key" = []), ()))]
 pub async fn routing_metrics(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,

@@ -17,25 +17,37 @@ use crate::tenants::Caller;
 /// Longest accepted comment, in characters.
 pub const MAX_COMMENT_CHARS: usize = 2000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FeedbackBody {
+    /// The request rated (a finished, succeeded request of the caller's key).
+    #[schema(min_length = 1, max_length = 128)]
     request_id: String,
+    /// 1 to 5 stars.
+    #[schema(minimum = 1, maximum = 5)]
     quality_score: i64,
     is_correct: bool,
     #[serde(default)]
     is_helpful: Option<bool>,
     #[serde(default)]
+    #[schema(max_length = 2000)]
     comment: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 255)]
     user_id: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 255)]
     session_id: Option<String>,
 }
 
 /// Only the API key that sent a request may rate it; another key's request is 404 (ids do not
 /// leak). `user_id` is the end user within the key: one rating per (request, user), and
 /// learning counts each request once however many users rate it.
+#[utoipa::path(post, path = "/feedback", tag = "completions", request_body = FeedbackBody,
+    responses((status = 201, description = "Stored (or replaced this user's rating)", body = super::openapi::FeedbackAnswer),
+              (status = 409, description = "The request has not finished, or failed", body = super::openapi::ApiErrorBody),
+              super::openapi::ClientErrors),
+    security(("bearer" = []), ("x_api_key" = []), ()))]
 pub async fn feedback(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,

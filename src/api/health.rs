@@ -8,10 +8,17 @@ use serde_json::{Value, json};
 use super::error::ApiError;
 use crate::store::{Database, NotReady};
 
+/// The process is alive (touches nothing).
+#[utoipa::path(get, path = "/health", tag = "service",
+    responses((status = 200, description = "Alive", body = super::openapi::HealthBody)))]
 pub async fn health() -> Json<Value> {
     Json(json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
 }
 
+/// The database is reachable and migrated to this build's schema.
+#[utoipa::path(get, path = "/ready", tag = "service",
+    responses((status = 200, description = "Ready", body = super::openapi::ReadyBody),
+              super::openapi::ProbeErrors))]
 pub async fn ready(State(db): State<Database>) -> Result<Json<Value>, ApiError> {
     match db.check_ready().await {
         Ok(()) => Ok(Json(json!({ "status": "ready" }))),

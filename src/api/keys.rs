@@ -19,7 +19,7 @@ use crate::tenants;
 
 /// A key's settings as the admin sends them (create, or replace with PATCH semantics: fields
 /// left out keep their value; `null` clears one).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyBody {
     #[serde(default)]
@@ -165,6 +165,9 @@ fn key_error(e: tenants::KeyError) -> ApiError {
 }
 
 /// `POST /admin/keys`: 201 with the key and its secret (shown this once).
+#[utoipa::path(post, path = "/admin/keys", tag = "admin", request_body = KeyBody,
+    responses((status = 201, description = "The key and its secret (shown this once)", body = Object), super::openapi::AdminErrors),
+    security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
     AppJson(mut body): AppJson<KeyBody>,
@@ -185,6 +188,9 @@ pub async fn create(
 }
 
 /// `GET /admin/keys`: every key (never a secret) with its current spend.
+#[utoipa::path(get, path = "/admin/keys", tag = "admin",
+    responses((status = 200, description = "Every key (no secrets) and current spend", body = Object), super::openapi::AdminErrors),
+    security(("bearer" = [])))]
 pub async fn list(State(state): State<AppState>) -> Result<AppJson<Value>, ApiError> {
     let rows = keys::list(&state.db.pool).await?;
     let spend = keys::current_spend(&state.db.pool, None).await?;
@@ -195,11 +201,26 @@ fn no_key(key_id: &str) -> ApiError {
     ApiError::not_found(format!("no API key {key_id:?}"))
 }
 
+/// A key id from the path; one that cannot be an id (control characters, too long) is a 404
+/// before it reaches the database.
+fn plausible_key_id(key_id: String) -> Result<String, ApiError> {
+    if validate::is_plausible_id(&key_id) {
+        Ok(key_id)
+    } else {
+        Err(no_key(&key_id))
+    }
+}
+
 /// `GET /admin/keys/{id}`: the key with its current spend (and its end users').
+#[utoipa::path(get, path = "/admin/keys/{key_id}", tag = "admin",
+    params(("key_id" = String, Path, description = "The key id")),
+    responses((status = 200, description = "The key and its spend", body = Object), super::openapi::AdminErrors),
+    security(("bearer" = [])))]
 pub async fn show(
     State(state): State<AppState>,
     Path(key_id): Path<String>,
 ) -> Result<AppJson<Value>, ApiError> {
+    let key_id = plausible_key_id(key_id)?;
     let row = keys::get(&state.db.pool, &key_id)
         .await?
         .ok_or_else(|| no_key(&key_id))?;
@@ -208,11 +229,16 @@ pub async fn show(
 }
 
 /// `PATCH /admin/keys/{id}`: change limits, restrictions, default strategy or expiry.
+#[utoipa::path(patch, path = "/admin/keys/{key_id}", tag = "admin", request_body = KeyBody,
+    params(("key_id" = String, Path, description = "The key id")),
+    responses((status = 200, description = "The changed key", body = Object), super::openapi::AdminErrors),
+    security(("bearer" = [])))]
 pub async fn update(
     State(state): State<AppState>,
     Path(key_id): Path<String>,
     AppJson(body): AppJson<KeyBody>,
 ) -> Result<AppJson<Value>, ApiError> {
+    let key_id = plausible_key_id(key_id)?;
     let row = keys::get(&state.db.pool, &key_id)
         .await?
         .ok_or_else(|| no_key(&key_id))?;
@@ -232,10 +258,15 @@ pub async fn update(
 }
 
 /// `POST /admin/keys/{id}/rotate`: a new secret (shown once); the old one is refused from now.
+#[utoipa::path(post, path = "/admin/keys/{key_id}/rotate", tag = "admin",
+    params(("key_id" = String, Path, description = "The key id")),
+    responses((status = 200, description = "The key and its new secret (shown this once)", body = Object), super::openapi::AdminErrors),
+    security(("bearer" = [])))]
 pub async fn rotate(
     State(state): State<AppState>,
     Path(key_id): Path<String>,
 ) -> Result<AppJson<Value>, ApiError> {
+    let key_id = plausible_key_id(key_id)?;
     let (row, secret) = tenants::rotate_key(&state.db.pool, &key_id)
         .await
         .map_err(key_error)?
@@ -250,10 +281,15 @@ pub async fn rotate(
 
 /// `POST /admin/keys/{id}/revoke`: refused by every replica from now on (within the key
 /// cache's 0.5 s).
+#[utoipa::path(post, path = "/admin/keys/{key_id}/revoke", tag = "admin",
+    params(("key_id" = String, Path, description = "The key id")),
+    responses((status = 200, description = "The revoked key", body = Object), super::openapi::AdminErrors),
+    security(("bearer" = [])))]
 pub async fn revoke(
     State(state): State<AppState>,
     Path(key_id): Path<String>,
 ) -> Result<AppJson<Value>, ApiError> {
+    let key_id = plausible_key_id(key_id)?;
     let row = keys::revoke(&state.db.pool, &key_id)
         .await?
         .ok_or_else(|| no_key(&key_id))?;

@@ -29,6 +29,9 @@ pub async fn track(request: Request, next: Next) -> Response {
 }
 
 /// Renders this process's metrics, after reading the queue depth from the database.
+/// Prometheus metrics (text exposition format).
+#[utoipa::path(get, path = "/metrics", tag = "service",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
 pub async fn render(State(db): State<Database>) -> Response {
     let Some(handle) = telemetry::metrics() else {
         return (

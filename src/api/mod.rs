@@ -13,6 +13,7 @@ pub mod health;
 pub mod keys;
 pub mod metrics;
 pub mod openai;
+pub mod openapi;
 pub mod recommendation;
 pub mod stream;
 pub mod validate;
@@ -161,6 +162,7 @@ pub fn router(state: AppState) -> Router {
         work.route("/health", get(health::health))
             .route("/ready", get(health::ready))
             .route("/metrics", get(metrics::render))
+            .route("/openapi.json", get(openapi::openapi_json))
             .with_state(state),
         limits,
     )

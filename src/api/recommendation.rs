@@ -12,25 +12,36 @@ use super::validate;
 use crate::routing::recommend::{self, RecommendInput, Recommendation};
 use crate::tenants::Caller;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RecommendationBody {
+    #[schema(min_length = 1, pattern = r"\S")]
     prompt: String,
     #[serde(default)]
+    #[schema(pattern = "^(cost|balanced|quality)$")]
     strategy: Option<String>,
     #[serde(default)]
+    #[schema(minimum = 0.0, maximum = 1.0)]
     min_quality: Option<f64>,
     #[serde(default)]
+    #[schema(exclusive_minimum = 0.0, maximum = 1.0)]
     quality_share: Option<f64>,
     #[serde(default)]
+    #[schema(exclusive_minimum = 0.0)]
     max_cost: Option<f64>,
     #[serde(default)]
+    #[schema(min_items = 1)]
     allowed_providers: Option<Vec<String>>,
     #[serde(default)]
+    #[schema(minimum = 1)]
     max_tokens: Option<u32>,
 }
 
 /// An API key's recommendation respects what the key may use and its default strategy.
+#[utoipa::path(post, path = "/recommendation", tag = "completions", request_body = RecommendationBody,
+    responses((status = 200, description = "The model the router would choose, its alternatives and the estimated saving", body = Object),
+              super::openapi::ClientErrors),
+    security(("bearer" = []), ("x_api_key" = []), ()))]
 pub async fn recommendation(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,

@@ -126,6 +126,22 @@ pub fn short_text(field: &str, v: Option<String>) -> Result<Option<String>, ApiE
     }
 }
 
+/// A text query parameter that reaches the database: no NUL or other control characters
+/// (Postgres cannot store NUL; none belongs in a name), at most 255 characters.
+pub fn text_param(field: &str, v: Option<String>) -> Result<Option<String>, ApiError> {
+    match v {
+        Some(s) if s.chars().any(char::is_control) => Err(ApiError::invalid_field(
+            field,
+            "must not contain control characters",
+        )),
+        Some(s) if s.chars().count() > 255 => Err(ApiError::invalid_field(
+            field,
+            "must be at most 255 characters",
+        )),
+        other => Ok(other),
+    }
+}
+
 /// An optional `since` query parameter in RFC 3339.
 pub fn since(v: Option<&str>) -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
     v.map(|s| {

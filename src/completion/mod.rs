@@ -784,9 +784,11 @@ fn cache_key(input: &CompleteInput, route: &StoredRoute, max_tokens: u32) -> Str
 }
 
 /// The answer body shared by `POST /complete` and `GET /requests/{id}`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CompletionView {
     pub request_id: String,
+    /// `queued`, `running`, `succeeded` or `failed`
+    #[schema(value_type = String)]
     pub status: RequestStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub response: Option<String>,
@@ -796,6 +798,7 @@ pub struct CompletionView {
     pub finish_reason: Option<String>,
     /// The tools the model called (`finish_reason` `tool_calls`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<Object>)]
     pub tool_calls: Vec<crate::providers::ToolCall>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorView>,
@@ -814,13 +817,13 @@ pub struct CompletionView {
     pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ErrorView {
     pub code: String,
     pub message: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TokensView {
     /// Every input token, those read from or written to the provider's prompt cache included.
     pub input: i64,
@@ -833,13 +836,14 @@ pub struct TokensView {
     pub cache_write: Option<i64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RoutingView {
     pub strategy: String,
     pub reason: Option<String>,
     pub confidence: Option<String>,
     pub explored: bool,
     pub fallbacks: i64,
+    #[schema(value_type = Vec<Object>)]
     pub alternatives: Value,
 }
 

@@ -97,6 +97,13 @@ pub async fn require_caller(
 }
 
 /// `POST /v1/messages`
+#[utoipa::path(post, path = "/v1/messages", tag = "anthropic",
+    request_body = crate::api::openapi::MessagesRequestBody,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
+    responses((status = 200, description = "A message, or with `stream: true` Server-Sent Events of Anthropic's message events",
+                content((crate::api::openapi::MessageBody = "application/json"), (crate::api::openapi::SseEvent = "text/event-stream"))),
+              crate::api::openapi::AnthropicErrors),
+    security(("bearer" = []), ("x_api_key" = []), ()))]
 pub async fn messages(
     State(state): State<AppState>,
     axum::Extension(caller): axum::Extension<Caller>,

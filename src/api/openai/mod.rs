@@ -32,6 +32,13 @@ use crate::completion::{CompletionView, SubmitError, Submitted};
 use crate::routing::RouteError;
 use crate::tenants::Caller;
 
+#[utoipa::path(post, path = "/v1/chat/completions", tag = "openai",
+    request_body = crate::api::openapi::ChatRequestBody,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
+    responses((status = 200, description = "A chat.completion, or with `stream: true` Server-Sent Events of chat.completion.chunks",
+                content((crate::api::openapi::ChatCompletion = "application/json"), (crate::api::openapi::SseEvent = "text/event-stream"))),
+              crate::api::openapi::OpenAiErrors),
+    security(("bearer" = []), ("x_api_key" = []), ()))]
 pub async fn chat_completions(
     State(state): State<AppState>,
     axum::Extension(caller): axum::Extension<Caller>,
@@ -105,6 +112,10 @@ pub(crate) async fn awaited(
 }
 
 /// `GET /v1/models`: the `auto` aliases and every routable catalog model.
+#[utoipa::path(get, path = "/v1/models", tag = "openai",
+    responses((status = 200, description = "The models", body = crate::api::openapi::ModelList),
+              crate::api::openapi::OpenAiErrors),
+    security(("bearer" = []), ("x_api_key" = []), ()))]
 pub async fn models(State(state): State<AppState>) -> axum::Json<Value> {
     let mut data: Vec<Value> = ["auto", "auto:cost", "auto:balanced", "auto:quality"]
         .iter()
