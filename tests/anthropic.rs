@@ -220,7 +220,7 @@ async fn the_official_anthropic_python_sdk_works_against_the_server() {
             .await;
     let secret = common::create_key(&app, "sdk-admin", "anthropic-sdk").await;
     // The SDK appends /v1/messages to the base URL.
-    let stdout = common::run_sdk_script("anthropic_client.py", app.url(""), secret).await;
+    let stdout = common::run_sdk_script("anthropic_client.py", app.url(""), &[secret]).await;
     for line in [
         "message ",
         "cut max_tokens",

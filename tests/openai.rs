@@ -393,7 +393,7 @@ async fn the_official_openai_python_sdk_works_against_the_server() {
             .await;
     // A key made through the admin API, as a user would.
     let secret = common::create_key(&app, "sdk-admin", "sdk").await;
-    let stdout = common::run_sdk_script("openai_client.py", app.url("/v1"), secret).await;
+    let stdout = common::run_sdk_script("openai_client.py", app.url("/v1"), &[secret]).await;
     assert!(
         stdout.contains("completion ") && stdout.contains("bad request messages"),
         "{stdout}"
@@ -734,4 +734,215 @@ async fn cached_prompt_tokens_are_priced_at_the_cached_rate() {
                "cache_creation_input_tokens": 100}),
         "{body}"
     );
+}
+
+/// Mounts, on `server`, answers for `endpoint` that call `get_weather` for Oslo or, once the
+/// request carries the result (`result_marker`), answer "It is 4 degrees": plain JSON, and SSE
+/// for requests that `stream_marker` matches.
+async fn mount_tool_turns(
+    server: &MockServer,
+    endpoints: (&str, &str),
+    result_marker: &str,
+    answers: [Value; 2],
+    streamed_answers: [String; 2],
+) {
+    use wiremock::matchers::body_string_contains;
+    let [call, text] = answers;
+    let [call_sse, text_sse] = streamed_answers;
+    let sse = |body: String| {
+        ResponseTemplate::new(200)
+            .insert_header("content-type", "text/event-stream")
+            .set_body_string(body)
+    };
+    let (plain, stream) = endpoints;
+    let streamed = |m: wiremock::MockBuilder| {
+        if plain == stream {
+            m.and(body_partial_json(json!({"stream": true})))
+        } else {
+            m
+        }
+    };
+    streamed(Mock::given(method("POST")).and(path(stream)))
+        .and(body_string_contains(result_marker))
+        .respond_with(sse(text_sse))
+        .with_priority(1)
+        .mount(server)
+        .await;
+    streamed(Mock::given(method("POST")).and(path(stream)))
+        .respond_with(sse(call_sse))
+        .with_priority(2)
+        .mount(server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(plain))
+        .and(body_string_contains(result_marker))
+        .respond_with(ResponseTemplate::new(200).set_body_json(text))
+        .with_priority(3)
+        .mount(server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(plain))
+        .respond_with(ResponseTemplate::new(200).set_body_json(call))
+        .with_priority(4)
+        .mount(server)
+        .await;
+}
+
+/// `data:` lines (with Anthropic's `event:` names when `named`).
+fn sse_of(events: &[Value], named: bool, done: bool) -> String {
+    let mut out: String = events
+        .iter()
+        .map(|e| match (named, e["type"].as_str()) {
+            (true, Some(t)) => format!("event: {t}\ndata: {e}\n\n"),
+            _ => format!("data: {e}\n\n"),
+        })
+        .collect();
+    if done {
+        out.push_str("data: [DONE]\n\n");
+    }
+    out
+}
+
+/// The bar: the official OpenAI SDK completes a two-step tool conversation (the model
+/// asks for the tool, the client answers, the model replies) through the router to each
+/// provider's mock — Anthropic, Gemini, OpenRouter in their own wire formats — streamed and not.
+#[tokio::test]
+async fn the_official_openai_sdk_calls_tools_through_each_provider() {
+    let server = MockServer::start().await;
+    let usage = json!({"input_tokens": 30, "output_tokens": 9});
+    // Anthropic: tool_use, then text; streamed as message events.
+    let a_call = json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "a-model",
+        "content": [{"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Oslo"}}],
+        "stop_reason": "tool_use", "usage": usage});
+    let a_text = json!({"id": "msg_2", "type": "message", "role": "assistant", "model": "a-model",
+        "content": [{"type": "text", "text": "It is 4 degrees in Oslo."}],
+        "stop_reason": "end_turn", "usage": usage});
+    let start = json!({"type": "message_start", "message": {"id": "msg_3", "type": "message",
+        "role": "assistant", "model": "a-model", "content": [], "stop_reason": null,
+        "usage": {"input_tokens": 30, "output_tokens": 1}}});
+    let a_call_sse = sse_of(
+        &[
+            start.clone(),
+            json!({"type": "content_block_start", "index": 0, "content_block":
+                {"type": "tool_use", "id": "toolu_2", "name": "get_weather", "input": {}}}),
+            json!({"type": "content_block_delta", "index": 0, "delta":
+                {"type": "input_json_delta", "partial_json": "{\"city\": \"Oslo\"}"}}),
+            json!({"type": "content_block_stop", "index": 0}),
+            json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 9}}),
+            json!({"type": "message_stop"}),
+        ],
+        true,
+        false,
+    );
+    let a_text_sse = sse_of(
+        &[
+            start,
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "It is 4 "}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "degrees in Oslo."}}),
+            json!({"type": "content_block_stop", "index": 0}),
+            json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 9}}),
+            json!({"type": "message_stop"}),
+        ],
+        true,
+        false,
+    );
+    mount_tool_turns(
+        &server,
+        ("/v1/messages", "/v1/messages"),
+        "tool_result",
+        [a_call, a_text],
+        [a_call_sse, a_text_sse],
+    )
+    .await;
+    // Gemini: functionCall, then text; streamed by streamGenerateContent.
+    let g = |part: Value| {
+        json!({"candidates": [{"content": {"parts": [part], "role": "model"}, "finishReason": "STOP"}],
+               "usageMetadata": {"promptTokenCount": 30, "candidatesTokenCount": 9}})
+    };
+    let g_call = g(json!({"functionCall": {"name": "get_weather", "args": {"city": "Oslo"}}}));
+    let g_text = g(json!({"text": "It is 4 degrees in Oslo."}));
+    mount_tool_turns(
+        &server,
+        (
+            "/v1beta/models/g-model:generateContent",
+            "/v1beta/models/g-model:streamGenerateContent",
+        ),
+        "functionResponse",
+        [g_call.clone(), g_text.clone()],
+        [
+            sse_of(&[g_call], false, false),
+            sse_of(&[g_text], false, false),
+        ],
+    )
+    .await;
+    // OpenRouter (OpenAI's format): tool_calls, then text.
+    let o = |message: Value, reason: &str| {
+        json!({"id": "x", "object": "chat.completion", "model": "o-model",
+               "choices": [{"index": 0, "message": message, "finish_reason": reason}],
+               "usage": {"prompt_tokens": 30, "completion_tokens": 9, "total_tokens": 39}})
+    };
+    let call = json!({"id": "call_7", "type": "function",
+                      "function": {"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}});
+    let o_call = o(
+        json!({"role": "assistant", "content": null, "tool_calls": [call]}),
+        "tool_calls",
+    );
+    let o_text = o(
+        json!({"role": "assistant", "content": "It is 4 degrees in Oslo."}),
+        "stop",
+    );
+    let chunk = |delta: Value, reason: Value| json!({"id": "c", "model": "o-model", "choices": [{"index": 0, "delta": delta, "finish_reason": reason}]});
+    let o_call_sse = sse_of(
+        &[
+            chunk(
+                json!({"role": "assistant", "tool_calls": [{"index": 0, "id": "call_8", "type": "function",
+                    "function": {"name": "get_weather", "arguments": "{\"city\":"}}]}),
+                Value::Null,
+            ),
+            chunk(
+                json!({"tool_calls": [{"index": 0, "function": {"arguments": "\"Oslo\"}"}}]}),
+                Value::Null,
+            ),
+            chunk(json!({}), json!("tool_calls")),
+        ],
+        false,
+        true,
+    );
+    let o_text_sse = sse_of(
+        &[
+            chunk(
+                json!({"role": "assistant", "content": "It is 4 "}),
+                Value::Null,
+            ),
+            chunk(json!({"content": "degrees in Oslo."}), Value::Null),
+            chunk(json!({}), json!("stop")),
+        ],
+        false,
+        true,
+    );
+    mount_tool_turns(
+        &server,
+        ("/chat/completions", "/chat/completions"),
+        "\"role\":\"tool\"",
+        [o_call, o_text],
+        [o_call_sse, o_text_sse],
+    )
+    .await;
+    let tools = |provider: &str, model: &str| {
+        catalog_model(provider, model, 1.0, 5.0, 0.9).replace(
+            "context_window",
+            "capabilities = [\"chat\", \"tools\"]\ncontext_window",
+        )
+    };
+    let catalog = format!(
+        "{}{}{}",
+        tools("anthropic", "a-model"),
+        tools("gemini", "g-model"),
+        tools("openrouter", "o-model")
+    );
+    let app = common::spawn_with_upstream(&catalog, &server.uri()).await;
+    let args = [common::UPSTREAM_ADMIN, "a-model", "g-model", "o-model"].map(String::from);
+    let stdout = common::run_sdk_script("openai_tools.py", app.url("/v1"), &args).await;
+    assert_eq!(stdout.matches(" ok").count(), 6, "{stdout}");
 }

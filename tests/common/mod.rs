@@ -443,9 +443,10 @@ pub async fn create_key(app: &TestApp, admin: &str, name: &str) -> String {
     created["secret"].as_str().unwrap().to_owned()
 }
 
-/// Runs `tests/sdk/<script> BASE KEY` with [`sdk_python`]; asserts it succeeded and returns its
-/// output.
-pub async fn run_sdk_script(script: &str, base: String, key: String) -> String {
+/// Runs `tests/sdk/<script> BASE ARGS…` with [`sdk_python`]; asserts it succeeded and returns
+/// its output.
+pub async fn run_sdk_script(script: &str, base: String, args: &[String]) -> String {
+    let args = args.to_vec();
     let python = tokio::task::spawn_blocking(sdk_python).await.unwrap();
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/sdk")
@@ -454,7 +455,7 @@ pub async fn run_sdk_script(script: &str, base: String, key: String) -> String {
         std::process::Command::new(python)
             .arg(script)
             .arg(base)
-            .arg(key)
+            .args(args)
             .output()
             .unwrap()
     })
@@ -470,7 +471,8 @@ pub async fn run_sdk_script(script: &str, base: String, key: String) -> String {
 }
 
 /// A [`TestApp`] with workers whose catalog is `catalog` (TOML) and whose Anthropic, Gemini and
-/// OpenRouter providers all point at `upstream` (a wiremock server); the answer cache is off.
+/// OpenRouter providers all point at `upstream` (a wiremock server); the answer cache is off;
+/// the admin token is [`UPSTREAM_ADMIN`] (no API key exists: client routes are open).
 pub async fn spawn_with_upstream(catalog: &str, upstream: &str) -> TestApp {
     let catalog = temp_file("catalog.toml", catalog).display().to_string();
     TestApp::spawn_with_workers(
@@ -484,7 +486,11 @@ pub async fn spawn_with_upstream(catalog: &str, upstream: &str) -> TestApp {
             ("OPENROUTER_API_KEY", "o-key"),
             ("OPENROUTER_BASE_URL", upstream),
             ("CACHE_ENABLED", "false"),
+            ("ADMIN_TOKEN", UPSTREAM_ADMIN),
         ],
     )
     .await
 }
+
+/// The admin token of [`spawn_with_upstream`]'s app.
+pub const UPSTREAM_ADMIN: &str = "upstream-admin";

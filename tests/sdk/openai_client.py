@@ -3,6 +3,7 @@ Usage: python openai_client.py BASE_URL API_KEY"""
 import sys
 
 import openai
+from weather_tool import WEATHER
 
 base_url, api_key = sys.argv[1], sys.argv[2]
 client = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=0)
@@ -56,14 +57,7 @@ assert "".join(pieces).startswith("[simulated "), pieces
 assert usage is not None and usage.total_tokens > 0, usage
 print("stream", len(pieces), usage.total_tokens)
 
-weather = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Current weather in a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
+weather = WEATHER
 question = {"role": "user", "content": "What is the weather in Lima?"}
 called = client.chat.completions.create(model="auto", messages=[question], tools=[weather], tool_choice="required")
 choice = called.choices[0]
