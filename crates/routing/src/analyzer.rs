@@ -185,6 +185,12 @@ const CUES: &[Cue] = &[
     k("how many", Quantity), k("how much", Quantity), k("how long", Quantity),
     k("how far", Quantity), k("how old", Quantity), k("how fast", Quantity),
     k("in total", Quantity), k("altogether", Quantity),
+    // Word problems ask for amounts in other words too.
+    k("percent", Quantity), k("percentage", Quantity), k("discount", Quantity),
+    k("profit", Quantity), k("per hour", Quantity), k("per day", Quantity),
+    k("per week", Quantity), k("per month", Quantity), k("per year", Quantity),
+    k("times as", Quantity), k("twice as", Quantity), k("half as", Quantity),
+    k("rate of", Quantity), k("in all", Quantity),
     s("\\sqrt", MathNotation), s("$$", MathNotation), s("∫", MathNotation), s("∑", MathNotation),
     s("√", MathNotation), s("π", MathNotation), s("≤", MathNotation), s("≥", MathNotation),
     s("±", MathNotation), s("×", MathNotation), s("÷", MathNotation), s("²", MathNotation),
@@ -199,6 +205,16 @@ const CUES: &[Cue] = &[
     w("deduce", P::Reasoning, 1.5), w("reason about", P::Reasoning, 1.5),
     w("argument", P::Reasoning, 1.0), w("strategy", P::Reasoning, 0.8),
     w("decide", P::Reasoning, 0.8), w("justify", P::Reasoning, 1.2),
+    // Logic puzzles and syllogisms, however their nouns read.
+    w("if all", P::Reasoning, 1.5), w("are all", P::Reasoning, 0.8), w("therefore", P::Reasoning, 1.0),
+    w("must be true", P::Reasoning, 2.0), w("true or false", P::Reasoning, 1.5),
+    w("true, false, or uncertain", P::Reasoning, 2.0), w("does it follow", P::Reasoning, 2.0),
+    w("does not belong", P::Reasoning, 2.0), w("odd one out", P::Reasoning, 2.0),
+    w("relationship between", P::Reasoning, 1.0), w("what could be the reason", P::Reasoning, 1.5),
+    w("each own", P::Reasoning, 1.5), w("each have", P::Reasoning, 1.0),
+    w("a different", P::Reasoning, 0.6), w("who owns", P::Reasoning, 1.0),
+    w("statements", P::Reasoning, 1.0), w("conclude", P::Reasoning, 1.2),
+    w("conclusion", P::Reasoning, 1.0), w("discuss", P::Reasoning, 1.0),
     // creative
     w("poem", P::Creative, 2.5), w("story", P::Creative, 2.0), w("haiku", P::Creative, 2.5),
     w("song", P::Creative, 1.5), w("lyrics", P::Creative, 2.0), w("limerick", P::Creative, 2.5),
@@ -206,6 +222,17 @@ const CUES: &[Cue] = &[
     w("tagline", P::Creative, 2.0), w("creative", P::Creative, 1.5), w("character", P::Creative, 0.8),
     w("screenplay", P::Creative, 2.5), w("brainstorm", P::Creative, 1.5), w("rhyme", P::Creative, 1.5),
     w("write a", P::Creative, 0.5), w("novel", P::Creative, 1.0), w("plot", P::Creative, 0.8),
+    // Writing to a form, and role play.
+    w("blog post", P::Creative, 2.0), w("compose", P::Creative, 1.2), w("craft", P::Creative, 1.0),
+    w("essay", P::Creative, 1.5), w("headline", P::Creative, 1.5), w("persuasive", P::Creative, 1.5),
+    w("short story", P::Creative, 2.5), w("paragraph about", P::Creative, 1.2),
+    w("cover letter", P::Creative, 2.0), w("speech", P::Creative, 1.2), w("vivid", P::Creative, 1.0),
+    w("write an email", P::Creative, 1.5), w("draft an email", P::Creative, 1.5),
+    w("email to", P::Creative, 1.0), w("pretend", P::Creative, 2.0), w("role of", P::Creative, 1.5),
+    w("act as", P::Creative, 1.5), w("persona", P::Creative, 2.0),
+    w("imagine you are", P::Creative, 1.5), w("imagine yourself", P::Creative, 1.5),
+    w("embody", P::Creative, 1.5), w("roleplay", P::Creative, 2.5), w("role-play", P::Creative, 2.5),
+    w("in character", P::Creative, 1.5),
     // factual
     w("what is", P::Factual, 0.8), w("what are", P::Factual, 0.6), w("who is", P::Factual, 1.2),
     w("who was", P::Factual, 1.2), w("when did", P::Factual, 1.2), w("when was", P::Factual, 1.2),
@@ -213,6 +240,14 @@ const CUES: &[Cue] = &[
     w("definition", P::Factual, 1.2), w("population of", P::Factual, 2.0),
     w("how tall", P::Factual, 1.5), w("how old", P::Factual, 1.2), w("fact", P::Factual, 0.8),
     w("history of", P::Factual, 1.0), w("invented", P::Factual, 1.2), w("meaning of", P::Factual, 1.0),
+    // Who made what, and when.
+    w("who wrote", P::Factual, 1.5), w("who painted", P::Factual, 1.5),
+    w("who discovered", P::Factual, 1.5), w("who directed", P::Factual, 1.5),
+    w("who composed", P::Factual, 1.5), w("who founded", P::Factual, 1.5),
+    w("who named", P::Factual, 1.2), w("in what year", P::Factual, 1.5),
+    w("which year", P::Factual, 1.2), w("what year", P::Factual, 1.2),
+    w("concept of", P::Factual, 1.0), w("the process of", P::Factual, 1.0),
+    w("describe the", P::Factual, 0.8), w("explain", P::Factual, 0.6),
     // summarization
     w("summarize", P::Summarization, 3.0), w("summarise", P::Summarization, 3.0),
     w("summary", P::Summarization, 2.5), w("tl;dr", P::Summarization, 3.0), w("tldr", P::Summarization, 3.0),
@@ -241,6 +276,15 @@ const CUES: &[Cue] = &[
     w("json with", P::Extraction, 1.5), w("fields", P::Extraction, 0.8), w("table of", P::Extraction, 0.8),
     w("classify", P::Extraction, 1.2), w("label", P::Extraction, 0.6), w("sentiment", P::Extraction, 1.5),
     w("from the following", P::Extraction, 0.8), w("from this text", P::Extraction, 1.2),
+    // Pulling structured facts out of a given text.
+    w("list every", P::Extraction, 1.5), w("mentioned in", P::Extraction, 1.5),
+    w("identify the", P::Extraction, 1.0), w("json format", P::Extraction, 1.5),
+    w("in json", P::Extraction, 1.2), w("json dictionary", P::Extraction, 1.5),
+    w("csv", P::Extraction, 1.0), w("count how many times", P::Extraction, 2.0),
+    w("assign them", P::Extraction, 1.2), w("categorize", P::Extraction, 1.5),
+    w("categorise", P::Extraction, 1.5), w("given the following", P::Extraction, 0.8),
+    w("in this paragraph", P::Extraction, 1.0), w("in the following text", P::Extraction, 1.2),
+    w("the following information", P::Extraction, 1.2), w("on a scale of", P::Extraction, 1.2),
     // chat
     w("hi", P::Chat, 1.5), w("hello", P::Chat, 1.5), w("hey", P::Chat, 1.5), w("thanks", P::Chat, 1.2),
     w("thank you", P::Chat, 1.2), w("how are you", P::Chat, 2.0), w("good morning", P::Chat, 2.0),
@@ -635,6 +679,31 @@ mod tests {
             ),
             (P::Factual, "What is the capital of Australia?"),
             (P::Factual, "Who was the first woman to win a Nobel Prize?"),
+            // Tried by a new user (issue 19): labels that were chat/other before.
+            (P::Factual, "Who wrote 'One Hundred Years of Solitude'?"),
+            (
+                P::Reasoning,
+                "If all bloops are razzies and all razzies are lazzies, are all bloops lazzies?",
+            ),
+            (
+                P::Reasoning,
+                "Three friends each own a different pet: a cat, a dog and a fish. Anna does not \
+                 own the cat. Ben owns the dog. Who owns the fish?",
+            ),
+            (
+                P::Extraction,
+                "List every person's name mentioned in this paragraph: Maria met John at the \
+                 station, and later they called Dr. Okafor.",
+            ),
+            (
+                P::Math,
+                "Kyle bought a book for $19.50 with a 25% discount from the original price. What \
+                 was the original price?",
+            ),
+            (
+                P::Creative,
+                "Pretend to be a pirate captain and greet the new crew in character.",
+            ),
             (P::Factual, "When did the Berlin Wall fall?"),
             (
                 P::Summarization,
