@@ -320,3 +320,33 @@ async fn a_tool_round_trip_reaches_an_anthropic_upstream_in_its_format() {
     assert_eq!(result["tool_use_id"], "toolu_1", "{sent}");
     assert!(sent.to_string().contains("And tomorrow?"), "{sent}");
 }
+
+/// `count_tokens` estimates the input of a Messages request, validated like `/v1/messages`.
+#[tokio::test]
+async fn count_tokens_estimates_the_input() {
+    let app = TestApp::spawn().await;
+    let short = json!({ "model": "auto", "messages": [{"role": "user", "content": "Hi"}] });
+    let long = json!({ "model": "auto", "system": "Be brief.",
+        "messages": [{"role": "user", "content": "Tell me about the history of Lima. ".repeat(40)}] });
+    let count = |body: Value| {
+        let app = &app;
+        async move {
+            let resp = app.post_json("/v1/messages/count_tokens", &body).await;
+            assert_eq!(resp.status(), 200);
+            let v: Value = resp.json().await.unwrap();
+            v["input_tokens"].as_i64().unwrap()
+        }
+    };
+    let (s, l) = (count(short).await, count(long).await);
+    assert!(s >= 1 && s < 10, "{s}");
+    assert!((300..500).contains(&l), "{l}");
+    let bad = app
+        .post_json(
+            "/v1/messages/count_tokens",
+            &json!({ "model": "auto", "messages": [] }),
+        )
+        .await;
+    assert_eq!(bad.status(), 400);
+    let err: Value = bad.json().await.unwrap();
+    assert_eq!(err["type"], "error", "{err}");
+}

@@ -125,6 +125,7 @@ pub fn router(state: AppState) -> Router {
     // Anthropic's Messages API answers in its own error shape.
     let messages = Router::new()
         .route("/messages", post(anthropic::messages))
+        .route("/messages/count_tokens", post(anthropic::count_tokens))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             anthropic::require_caller,

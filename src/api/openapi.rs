@@ -38,6 +38,7 @@ use super::{admin, anthropic, complete, feedback, health, keys, metrics, openai,
         openai::chat_completions,
         openai::models,
         anthropic::messages,
+        anthropic::count_tokens,
         admin::feedback_summary,
         admin::learning_status,
         admin::retrain_now,
@@ -317,6 +318,12 @@ pub struct FeedbackAnswer {
     pub message: String,
     /// Whether it replaced this user's earlier rating of the request.
     pub replaced: bool,
+}
+
+/// `POST /v1/messages/count_tokens`
+#[derive(Serialize, ToSchema)]
+pub struct TokenCount {
+    pub input_tokens: i64,
 }
 
 /// One Server-Sent Event of a streamed answer (`data` is a JSON text, or `[DONE]`).

@@ -143,6 +143,35 @@ pub async fn messages(
     Ok(response)
 }
 
+/// `POST /v1/messages/count_tokens`: the input tokens of a Messages request (system, turns,
+/// tool calls and results, tool definitions) by the router's estimate — ASCII bytes / 4 plus
+/// 0.75 per other character, +4 per turn — not a provider's tokenizer. Validated like
+/// `/v1/messages` (`max_tokens` is not needed here).
+#[utoipa::path(post, path = "/v1/messages/count_tokens", tag = "anthropic",
+    request_body = crate::api::openapi::MessagesRequestBody,
+    responses((status = 200, description = "The estimated input tokens", body = crate::api::openapi::TokenCount),
+              crate::api::openapi::AnthropicErrors),
+    security(("bearer" = []), ("x_api_key" = []), ()))]
+pub async fn count_tokens(
+    MessagesJson(mut body): MessagesJson,
+) -> Result<Response, AnthropicError> {
+    use crate::routing::analyzer::estimate_tokens;
+    body.entry("max_tokens").or_insert(json!(1));
+    body.remove("stream");
+    let chat = request::to_chat(body)?;
+    let mut tokens = 0u64;
+    for m in chat["messages"].as_array().into_iter().flatten() {
+        tokens += 4 + estimate_tokens(m["content"].as_str().unwrap_or_default());
+        for call in m["tool_calls"].as_array().into_iter().flatten() {
+            tokens += estimate_tokens(&call["function"].to_string());
+        }
+    }
+    if let Some(tools) = chat.get("tools") {
+        tokens += estimate_tokens(&tools.to_string());
+    }
+    Ok(axum::Json(json!({ "input_tokens": tokens })).into_response())
+}
+
 /// Anthropic's `stop_reason` for our finish reason.
 fn stop_reason(view: &CompletionView) -> &'static str {
     match view.finish_reason.as_deref() {
