@@ -47,7 +47,7 @@ pub async fn require_admin(
 
 /// `GET /admin/feedback/summary`
 #[utoipa::path(get, path = "/admin/feedback/summary", tag = "admin",
-    responses((status = 200, description = "Ratings, average quality and correctness, per model and pattern", body = Object), super::openapi::AdminErrors),
+    responses((status = 200, description = "Ratings, average quality and correctness, per model and pattern", body = super::openapi::FeedbackSummaryDoc), super::openapi::AdminErrors),
     security(("bearer" = [])))]
 pub async fn feedback_summary(State(state): State<AppState>) -> Result<AppJson<Value>, ApiError> {
     let (total, by_model, by_pattern) = feedback::summary(&state.db.pool).await?;
@@ -62,7 +62,7 @@ pub async fn feedback_summary(State(state): State<AppState>) -> Result<AppJson<V
 
 /// `GET /admin/learning/status`
 #[utoipa::path(get, path = "/admin/learning/status", tag = "admin",
-    responses((status = 200, description = "Last run, schedule, confidence distribution, policy versions", body = Object), super::openapi::AdminErrors),
+    responses((status = 200, description = "Last run, schedule, confidence distribution, policy versions", body = super::openapi::LearningStatusDoc), super::openapi::AdminErrors),
     security(("bearer" = [])))]
 pub async fn learning_status(State(state): State<AppState>) -> Result<AppJson<Value>, ApiError> {
     let pool = &state.db.pool;
@@ -100,8 +100,8 @@ pub struct RetrainQuery {
 
 /// `POST /admin/learning/retrain?dry_run=true|false` (default true: preview first).
 #[utoipa::path(post, path = "/admin/learning/retrain", tag = "admin", params(RetrainQuery),
-    responses((status = 200, description = "Dry run: the preview", body = Object),
-              (status = 202, description = "Queued; poll `status_url`", body = Object), super::openapi::AdminErrors),
+    responses((status = 200, description = "Dry run: the preview", body = super::openapi::RetrainPreview),
+              (status = 202, description = "Queued; poll `status_url`", body = super::openapi::RetrainQueued), super::openapi::AdminErrors),
     security(("bearer" = [])))]
 pub async fn retrain_now(
     State(state): State<AppState>,
@@ -148,7 +148,7 @@ pub async fn retrain_now(
 /// `GET /admin/learning/runs/{run_id}`
 #[utoipa::path(get, path = "/admin/learning/runs/{run_id}", tag = "admin",
     params(("run_id" = String, Path, description = "The run id")),
-    responses((status = 200, description = "The run, with before/after metrics and changes", body = Object), super::openapi::AdminErrors),
+    responses((status = 200, description = "The run, with before/after metrics and changes", body = super::openapi::RunDoc), super::openapi::AdminErrors),
     security(("bearer" = [])))]
 pub async fn run_status(
     State(state): State<AppState>,
@@ -178,7 +178,7 @@ pub struct RollbackBody {
 /// `pattern`'s. Naming a rollback's run id undoes that rollback.
 #[utoipa::path(post, path = "/admin/learning/rollback", tag = "admin",
     request_body(content = Option<RollbackBody>, description = "Optional: which run to undo, which pattern"),
-    responses((status = 200, description = "What was restored", body = Object), super::openapi::AdminErrors),
+    responses((status = 200, description = "What was restored", body = super::openapi::RollbackDoc), super::openapi::AdminErrors),
     security(("bearer" = [])))]
 pub async fn rollback(
     State(state): State<AppState>,
@@ -231,7 +231,7 @@ pub struct TrendsQuery {
 
 /// `GET /admin/performance/trends?pattern=&model=&bucket=day|week&since=`
 #[utoipa::path(get, path = "/admin/performance/trends", tag = "admin", params(TrendsQuery),
-    responses((status = 200, description = "Quality, correctness, volume and cost per day or week", body = Object), super::openapi::AdminErrors),
+    responses((status = 200, description = "Quality, correctness, volume and cost per day or week", body = super::openapi::TrendsDoc), super::openapi::AdminErrors),
     security(("bearer" = [])))]
 pub async fn trends(
     State(state): State<AppState>,
@@ -268,7 +268,7 @@ pub async fn trends(
 
 /// `GET /admin/alerts`: the most recent 100 alerts, newest first.
 #[utoipa::path(get, path = "/admin/alerts", tag = "admin",
-    responses((status = 200, description = "The most recent 100 alerts", body = Object), super::openapi::AdminErrors),
+    responses((status = 200, description = "The most recent 100 alerts", body = super::openapi::AlertsDoc), super::openapi::AdminErrors),
     security(("bearer" = [])))]
 pub async fn alerts(State(state): State<AppState>) -> Result<AppJson<Value>, ApiError> {
     let alerts = crate::store::alerts::list(&state.db.pool, 100).await?;

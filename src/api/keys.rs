@@ -166,7 +166,7 @@ fn key_error(e: tenants::KeyError) -> ApiError {
 
 /// `POST /admin/keys`: 201 with the key and its secret (shown this once).
 #[utoipa::path(post, path = "/admin/keys", tag = "admin", request_body = KeyBody,
-    responses((status = 201, description = "The key and its secret (shown this once)", body = Object), super::openapi::AdminErrors),
+    responses((status = 201, description = "The key and its secret (shown this once)", body = super::openapi::KeyWithSecret), super::openapi::AdminErrors),
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
@@ -189,7 +189,7 @@ pub async fn create(
 
 /// `GET /admin/keys`: every key (never a secret) with its current spend.
 #[utoipa::path(get, path = "/admin/keys", tag = "admin",
-    responses((status = 200, description = "Every key (no secrets) and current spend", body = Object), super::openapi::AdminErrors),
+    responses((status = 200, description = "Every key (no secrets) and current spend", body = super::openapi::KeyList), super::openapi::AdminErrors),
     security(("bearer" = [])))]
 pub async fn list(State(state): State<AppState>) -> Result<AppJson<Value>, ApiError> {
     let rows = keys::list(&state.db.pool).await?;
@@ -214,7 +214,7 @@ fn plausible_key_id(key_id: String) -> Result<String, ApiError> {
 /// `GET /admin/keys/{id}`: the key with its current spend (and its end users').
 #[utoipa::path(get, path = "/admin/keys/{key_id}", tag = "admin",
     params(("key_id" = String, Path, description = "The key id")),
-    responses((status = 200, description = "The key and its spend", body = Object), super::openapi::AdminErrors),
+    responses((status = 200, description = "The key and its spend", body = super::openapi::KeyWithSpend), super::openapi::AdminErrors),
     security(("bearer" = [])))]
 pub async fn show(
     State(state): State<AppState>,
@@ -231,7 +231,7 @@ pub async fn show(
 /// `PATCH /admin/keys/{id}`: change limits, restrictions, default strategy or expiry.
 #[utoipa::path(patch, path = "/admin/keys/{key_id}", tag = "admin", request_body = KeyBody,
     params(("key_id" = String, Path, description = "The key id")),
-    responses((status = 200, description = "The changed key", body = Object), super::openapi::AdminErrors),
+    responses((status = 200, description = "The changed key", body = super::openapi::KeyAnswer), super::openapi::AdminErrors),
     security(("bearer" = [])))]
 pub async fn update(
     State(state): State<AppState>,
@@ -260,7 +260,7 @@ pub async fn update(
 /// `POST /admin/keys/{id}/rotate`: a new secret (shown once); the old one is refused from now.
 #[utoipa::path(post, path = "/admin/keys/{key_id}/rotate", tag = "admin",
     params(("key_id" = String, Path, description = "The key id")),
-    responses((status = 200, description = "The key and its new secret (shown this once)", body = Object), super::openapi::AdminErrors),
+    responses((status = 200, description = "The key and its new secret (shown this once)", body = super::openapi::KeyWithSecret), super::openapi::AdminErrors),
     security(("bearer" = [])))]
 pub async fn rotate(
     State(state): State<AppState>,
@@ -283,7 +283,7 @@ pub async fn rotate(
 /// cache's 0.5 s).
 #[utoipa::path(post, path = "/admin/keys/{key_id}/revoke", tag = "admin",
     params(("key_id" = String, Path, description = "The key id")),
-    responses((status = 200, description = "The revoked key", body = Object), super::openapi::AdminErrors),
+    responses((status = 200, description = "The revoked key", body = super::openapi::KeyAnswer), super::openapi::AdminErrors),
     security(("bearer" = [])))]
 pub async fn revoke(
     State(state): State<AppState>,

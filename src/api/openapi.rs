@@ -529,3 +529,249 @@ pub struct MessageUsage {
     #[schema(nullable = false)]
     pub cache_creation_input_tokens: Option<i64>,
 }
+
+// ── Admin and reporting answers ──────────────────────────────────────────────────────────────
+
+/// An API key as the admin API shows it (never its secret; limits null: unrestricted).
+#[derive(Serialize, ToSchema)]
+pub struct KeyDoc {
+    pub key_id: String,
+    pub name: String,
+    /// The first characters of the secret, to recognise it.
+    pub prefix: String,
+    /// `admin` or `env`
+    pub source: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub rotated_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub allowed_models: Option<Vec<String>>,
+    pub allowed_providers: Option<Vec<String>>,
+    pub default_strategy: Option<String>,
+    pub daily_budget_usd: Option<f64>,
+    pub monthly_budget_usd: Option<f64>,
+    pub user_daily_budget_usd: Option<f64>,
+    pub requests_per_minute: Option<i64>,
+    pub tokens_per_minute: Option<i64>,
+    pub strict_budget: bool,
+}
+
+/// A key's (or one of its end users') spend in a current budget window.
+#[derive(Serialize, ToSchema)]
+pub struct SpendDoc {
+    pub key_id: String,
+    /// "" for the key as a whole, else the end user's id.
+    pub scope: String,
+    /// `day` or `month`
+    pub period: String,
+    pub period_start: chrono::DateTime<chrono::Utc>,
+    pub spent_usd: f64,
+    /// Held for requests in flight.
+    pub reserved_usd: f64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct KeyAnswer {
+    pub key: KeyDoc,
+}
+
+/// A key with its secret, shown this once.
+#[derive(Serialize, ToSchema)]
+pub struct KeyWithSecret {
+    pub key: KeyDoc,
+    pub secret: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct KeyWithSpend {
+    pub key: KeyDoc,
+    pub spend: Vec<SpendDoc>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct KeyList {
+    pub keys: Vec<KeyDoc>,
+    pub spend: Vec<SpendDoc>,
+}
+
+/// One retraining run (or rollback).
+#[derive(Serialize, ToSchema)]
+pub struct RunDoc {
+    pub run_id: String,
+    /// `manual`, `scheduled`, `rollback`, `auto_rollback`…
+    pub trigger: String,
+    pub scheduled_for: Option<chrono::DateTime<chrono::Utc>>,
+    pub dry_run: bool,
+    /// `queued`, `running`, `succeeded`, `failed`, `held`…
+    pub status: String,
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
+    #[schema(value_type = Option<Object>)]
+    pub before_metrics: Option<serde_json::Value>,
+    #[schema(value_type = Option<Object>)]
+    pub after_metrics: Option<serde_json::Value>,
+    /// The changes it made (pattern × model, before and after).
+    #[schema(value_type = Vec<Object>)]
+    pub changes: serde_json::Value,
+    pub changes_count: i64,
+    pub error: Option<String>,
+}
+
+/// What a rollback restored.
+#[derive(Serialize, ToSchema)]
+pub struct RollbackDoc {
+    pub run_id: String,
+    pub restored_snapshot_id: i64,
+    pub restored_from_run_id: String,
+    /// The one pattern restored (null: all).
+    pub pattern: Option<String>,
+    pub weights_restored: i64,
+    /// What the rollback replaced, kept: rolling back `run_id` restores it.
+    pub replaced_snapshot_id: i64,
+    pub policy_version: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TrendPointDoc {
+    pub bucket: chrono::DateTime<chrono::Utc>,
+    pub ratings: i64,
+    pub avg_quality: f64,
+    pub correctness_rate: Option<f64>,
+    pub cost_usd: Option<f64>,
+}
+
+/// `GET /admin/performance/trends`
+#[derive(Serialize, ToSchema)]
+pub struct TrendsDoc {
+    /// `day` or `week`
+    pub bucket: String,
+    pub pattern: Option<String>,
+    pub model: Option<String>,
+    pub points: Vec<TrendPointDoc>,
+}
+
+/// `GET /admin/alerts`
+#[derive(Serialize, ToSchema)]
+pub struct AlertsDoc {
+    /// Newest first, at most 100.
+    #[schema(value_type = Vec<Object>)]
+    pub alerts: serde_json::Value,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SummaryRowDoc {
+    pub pattern: Option<String>,
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    pub ratings: i64,
+    pub avg_quality: f64,
+    pub correctness_rate: Option<f64>,
+}
+
+/// `GET /admin/feedback/summary`
+#[derive(Serialize, ToSchema)]
+pub struct FeedbackSummaryDoc {
+    pub ratings: i64,
+    pub avg_quality: f64,
+    pub correctness_rate: Option<f64>,
+    pub by_model: Vec<SummaryRowDoc>,
+    pub by_pattern: Vec<SummaryRowDoc>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ConfidenceCounts {
+    pub high: i64,
+    pub medium: i64,
+    pub low: i64,
+    pub demoted: i64,
+}
+
+/// `GET /admin/learning/status`
+#[derive(Serialize, ToSchema)]
+pub struct LearningStatusDoc {
+    pub last_run: Option<RunDoc>,
+    pub next_scheduled_run: Option<chrono::DateTime<chrono::Utc>>,
+    /// The cron expression (null: no schedule).
+    pub schedule: Option<String>,
+    pub confidence_distribution: ConfidenceCounts,
+    /// The policy version in the database, and the one this process routes with.
+    pub policy_version: i64,
+    pub engine_policy_version: i64,
+    /// Snapshot ids kept, newest first.
+    pub snapshots: Vec<i64>,
+}
+
+/// `POST /admin/learning/retrain?dry_run=true`: the preview.
+#[derive(Serialize, ToSchema)]
+pub struct RetrainPreview {
+    pub run_id: String,
+    pub dry_run: bool,
+    pub message: String,
+    #[schema(value_type = Vec<Object>)]
+    pub changes_preview: serde_json::Value,
+    #[schema(value_type = Vec<Object>)]
+    pub predictor_preview: serde_json::Value,
+    /// The off-policy estimate of the current and the candidate policy.
+    #[schema(value_type = Option<Object>)]
+    pub off_policy: Option<serde_json::Value>,
+}
+
+/// `POST /admin/learning/retrain?dry_run=false`: queued.
+#[derive(Serialize, ToSchema)]
+pub struct RetrainQueued {
+    pub run_id: String,
+    /// `queued`
+    pub status: String,
+    pub status_url: String,
+}
+
+/// `GET /routing/metrics`
+#[derive(Serialize, ToSchema)]
+pub struct MetricsSummaryDoc {
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// The current budget windows' spend: the caller's key (and its end users), or every key.
+    #[schema(nullable = false)]
+    pub spend: Option<Vec<SpendDoc>>,
+    pub requests: i64,
+    pub succeeded: i64,
+    pub failed: i64,
+    pub success_rate: f64,
+    pub cost_usd: f64,
+    pub baseline_cost_usd: f64,
+    pub savings_usd: f64,
+    pub savings_pct: f64,
+    pub cache_hits: i64,
+    pub cache_hit_rate: f64,
+    pub explored: i64,
+    pub explored_share: f64,
+    pub fallbacks: i64,
+    pub avg_latency_ms: f64,
+    #[schema(value_type = Vec<Object>)]
+    pub by_model: serde_json::Value,
+    #[schema(value_type = Vec<Object>)]
+    pub by_pattern: serde_json::Value,
+    #[schema(value_type = Vec<Object>)]
+    pub by_provider: serde_json::Value,
+}
+
+/// `POST /recommendation`
+#[derive(Serialize, ToSchema)]
+pub struct RecommendationDoc {
+    pub pattern: String,
+    pub complexity_score: f64,
+    /// `low`, `medium` or `high`
+    pub complexity_tier: String,
+    pub strategy: String,
+    pub target_quality: Option<f64>,
+    /// The model it would choose: provider, model, expected quality, confidence, cost.
+    #[schema(value_type = Object)]
+    pub recommended: serde_json::Value,
+    #[schema(value_type = Vec<Object>)]
+    pub alternatives: serde_json::Value,
+    #[schema(value_type = Object)]
+    pub baseline: serde_json::Value,
+    pub est_savings_usd: f64,
+    #[schema(value_type = Object)]
+    pub est_tokens: serde_json::Value,
+    pub policy_version: i64,
+}

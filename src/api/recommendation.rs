@@ -39,7 +39,7 @@ pub struct RecommendationBody {
 
 /// An API key's recommendation respects what the key may use and its default strategy.
 #[utoipa::path(post, path = "/recommendation", tag = "completions", request_body = RecommendationBody,
-    responses((status = 200, description = "The model the router would choose, its alternatives and the estimated saving", body = Object),
+    responses((status = 200, description = "The model the router would choose, its alternatives and the estimated saving", body = super::openapi::RecommendationDoc),
               super::openapi::ClientErrors),
     security(("bearer" = []), ("x_api_key" = []), ()))]
 pub async fn recommendation(
