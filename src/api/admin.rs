@@ -148,7 +148,7 @@ pub async fn retrain_now(
 /// `GET /admin/learning/runs/{run_id}`
 #[utoipa::path(get, path = "/admin/learning/runs/{run_id}", tag = "admin",
     params(("run_id" = String, Path, description = "The run id")),
-    responses((status = 200, description = "The run, with before/after metrics and changes", body = super::openapi::RunDoc), super::openapi::AdminErrors),
+    responses((status = 200, description = "The run, with before/after metrics and changes", body = crate::store::learning::RunRecord), super::openapi::AdminErrors),
     security(("bearer" = [])))]
 pub async fn run_status(
     State(state): State<AppState>,
@@ -178,7 +178,7 @@ pub struct RollbackBody {
 /// `pattern`'s. Naming a rollback's run id undoes that rollback.
 #[utoipa::path(post, path = "/admin/learning/rollback", tag = "admin",
     request_body(content = Option<RollbackBody>, description = "Optional: which run to undo, which pattern"),
-    responses((status = 200, description = "What was restored", body = super::openapi::RollbackDoc), super::openapi::AdminErrors),
+    responses((status = 200, description = "What was restored", body = crate::store::learning::Rollback), super::openapi::AdminErrors),
     security(("bearer" = [])))]
 pub async fn rollback(
     State(state): State<AppState>,

@@ -310,7 +310,7 @@ pub struct MetricsQuery {
 /// `GET /routing/metrics?since=RFC3339`: an API key sees its own requests and spend; the admin
 /// (or anyone while no key exists) sees all, with spend per key.
 #[utoipa::path(get, path = "/routing/metrics", tag = "completions", params(MetricsQuery),
-    responses((status = 200, description = "Counts, cost, savings and spend per model, pattern and provider", body = super::openapi::MetricsSummaryDoc),
+    responses((status = 200, description = "Counts, cost, savings and spend per model, pattern and provider", body = crate::store::metrics::Summary),
               super::openapi::ClientErrors),
     security(("bearer" = []), ("x_api_key" = []), ()))]
 pub async fn routing_metrics(

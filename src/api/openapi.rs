@@ -532,112 +532,28 @@ pub struct MessageUsage {
 
 // ── Admin and reporting answers ──────────────────────────────────────────────────────────────
 
-/// An API key as the admin API shows it (never its secret; limits null: unrestricted).
-#[derive(Serialize, ToSchema)]
-pub struct KeyDoc {
-    pub key_id: String,
-    pub name: String,
-    /// The first characters of the secret, to recognise it.
-    pub prefix: String,
-    /// `admin` or `env`
-    pub source: String,
-    pub created_at: chrono::DateTime<chrono::Utc>,
-    pub rotated_at: Option<chrono::DateTime<chrono::Utc>>,
-    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
-    pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
-    pub allowed_models: Option<Vec<String>>,
-    pub allowed_providers: Option<Vec<String>>,
-    pub default_strategy: Option<String>,
-    pub daily_budget_usd: Option<f64>,
-    pub monthly_budget_usd: Option<f64>,
-    pub user_daily_budget_usd: Option<f64>,
-    pub requests_per_minute: Option<i64>,
-    pub tokens_per_minute: Option<i64>,
-    pub strict_budget: bool,
-}
-
-/// A key's (or one of its end users') spend in a current budget window.
-#[derive(Serialize, ToSchema)]
-pub struct SpendDoc {
-    pub key_id: String,
-    /// "" for the key as a whole, else the end user's id.
-    pub scope: String,
-    /// `day` or `month`
-    pub period: String,
-    pub period_start: chrono::DateTime<chrono::Utc>,
-    pub spent_usd: f64,
-    /// Held for requests in flight.
-    pub reserved_usd: f64,
-}
-
 #[derive(Serialize, ToSchema)]
 pub struct KeyAnswer {
-    pub key: KeyDoc,
+    pub key: crate::store::keys::KeyRow,
 }
 
 /// A key with its secret, shown this once.
 #[derive(Serialize, ToSchema)]
 pub struct KeyWithSecret {
-    pub key: KeyDoc,
+    pub key: crate::store::keys::KeyRow,
     pub secret: String,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct KeyWithSpend {
-    pub key: KeyDoc,
-    pub spend: Vec<SpendDoc>,
+    pub key: crate::store::keys::KeyRow,
+    pub spend: Vec<crate::store::keys::Spend>,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct KeyList {
-    pub keys: Vec<KeyDoc>,
-    pub spend: Vec<SpendDoc>,
-}
-
-/// One retraining run (or rollback).
-#[derive(Serialize, ToSchema)]
-pub struct RunDoc {
-    pub run_id: String,
-    /// `manual`, `scheduled`, `rollback`, `auto_rollback`…
-    pub trigger: String,
-    pub scheduled_for: Option<chrono::DateTime<chrono::Utc>>,
-    pub dry_run: bool,
-    /// `queued`, `running`, `succeeded`, `failed`, `held`…
-    pub status: String,
-    pub started_at: chrono::DateTime<chrono::Utc>,
-    pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
-    #[schema(value_type = Option<Object>)]
-    pub before_metrics: Option<serde_json::Value>,
-    #[schema(value_type = Option<Object>)]
-    pub after_metrics: Option<serde_json::Value>,
-    /// The changes it made (pattern × model, before and after).
-    #[schema(value_type = Vec<Object>)]
-    pub changes: serde_json::Value,
-    pub changes_count: i64,
-    pub error: Option<String>,
-}
-
-/// What a rollback restored.
-#[derive(Serialize, ToSchema)]
-pub struct RollbackDoc {
-    pub run_id: String,
-    pub restored_snapshot_id: i64,
-    pub restored_from_run_id: String,
-    /// The one pattern restored (null: all).
-    pub pattern: Option<String>,
-    pub weights_restored: i64,
-    /// What the rollback replaced, kept: rolling back `run_id` restores it.
-    pub replaced_snapshot_id: i64,
-    pub policy_version: i64,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct TrendPointDoc {
-    pub bucket: chrono::DateTime<chrono::Utc>,
-    pub ratings: i64,
-    pub avg_quality: f64,
-    pub correctness_rate: Option<f64>,
-    pub cost_usd: Option<f64>,
+    pub keys: Vec<crate::store::keys::KeyRow>,
+    pub spend: Vec<crate::store::keys::Spend>,
 }
 
 /// `GET /admin/performance/trends`
@@ -647,7 +563,7 @@ pub struct TrendsDoc {
     pub bucket: String,
     pub pattern: Option<String>,
     pub model: Option<String>,
-    pub points: Vec<TrendPointDoc>,
+    pub points: Vec<crate::store::feedback::TrendPoint>,
 }
 
 /// `GET /admin/alerts`
@@ -658,24 +574,14 @@ pub struct AlertsDoc {
     pub alerts: serde_json::Value,
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct SummaryRowDoc {
-    pub pattern: Option<String>,
-    pub provider: Option<String>,
-    pub model: Option<String>,
-    pub ratings: i64,
-    pub avg_quality: f64,
-    pub correctness_rate: Option<f64>,
-}
-
 /// `GET /admin/feedback/summary`
 #[derive(Serialize, ToSchema)]
 pub struct FeedbackSummaryDoc {
     pub ratings: i64,
     pub avg_quality: f64,
     pub correctness_rate: Option<f64>,
-    pub by_model: Vec<SummaryRowDoc>,
-    pub by_pattern: Vec<SummaryRowDoc>,
+    pub by_model: Vec<crate::store::feedback::SummaryRow>,
+    pub by_pattern: Vec<crate::store::feedback::SummaryRow>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -689,7 +595,7 @@ pub struct ConfidenceCounts {
 /// `GET /admin/learning/status`
 #[derive(Serialize, ToSchema)]
 pub struct LearningStatusDoc {
-    pub last_run: Option<RunDoc>,
+    pub last_run: Option<crate::store::learning::RunRecord>,
     pub next_scheduled_run: Option<chrono::DateTime<chrono::Utc>>,
     /// The cron expression (null: no schedule).
     pub schedule: Option<String>,
@@ -723,35 +629,6 @@ pub struct RetrainQueued {
     /// `queued`
     pub status: String,
     pub status_url: String,
-}
-
-/// `GET /routing/metrics`
-#[derive(Serialize, ToSchema)]
-pub struct MetricsSummaryDoc {
-    pub since: Option<chrono::DateTime<chrono::Utc>>,
-    /// The current budget windows' spend: the caller's key (and its end users), or every key.
-    #[schema(nullable = false)]
-    pub spend: Option<Vec<SpendDoc>>,
-    pub requests: i64,
-    pub succeeded: i64,
-    pub failed: i64,
-    pub success_rate: f64,
-    pub cost_usd: f64,
-    pub baseline_cost_usd: f64,
-    pub savings_usd: f64,
-    pub savings_pct: f64,
-    pub cache_hits: i64,
-    pub cache_hit_rate: f64,
-    pub explored: i64,
-    pub explored_share: f64,
-    pub fallbacks: i64,
-    pub avg_latency_ms: f64,
-    #[schema(value_type = Vec<Object>)]
-    pub by_model: serde_json::Value,
-    #[schema(value_type = Vec<Object>)]
-    pub by_pattern: serde_json::Value,
-    #[schema(value_type = Vec<Object>)]
-    pub by_provider: serde_json::Value,
 }
 
 /// `POST /recommendation`

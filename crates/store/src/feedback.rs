@@ -145,7 +145,7 @@ pub async fn aggregate(pool: &PgPool, feedback_id: i32) -> Result<bool, sqlx::Er
 }
 
 /// One row of the feedback summary.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SummaryRow {
     pub pattern: Option<String>,
     pub provider: Option<String>,
@@ -222,7 +222,7 @@ pub async fn summary(
 }
 
 /// One bucket of a quality trend.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct TrendPoint {
     pub bucket: DateTime<Utc>,
     pub ratings: i64,

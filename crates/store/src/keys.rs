@@ -9,7 +9,7 @@ use serde::Serialize;
 use sqlx::{PgPool, Postgres, Transaction};
 
 /// A key as the admin sees it (never its secret or hash).
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct KeyRow {
     pub key_id: String,
     pub name: String,
@@ -25,7 +25,7 @@ pub struct KeyRow {
 }
 
 /// What a key may do: restrictions, defaults and limits (None: unrestricted).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct KeyPolicy {
     pub allowed_models: Option<Vec<String>>,
     pub allowed_providers: Option<Vec<String>>,
@@ -207,7 +207,7 @@ pub async fn update(
 }
 
 /// One budget window's counters.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Spend {
     pub key_id: String,
     /// "" for the key as a whole, else the end user's id.

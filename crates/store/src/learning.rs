@@ -481,7 +481,7 @@ pub async fn rolled_back(
 }
 
 /// What a rollback did.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Rollback {
     pub run_id: String,
     pub restored_snapshot_id: i64,
@@ -573,17 +573,23 @@ pub async fn rollback(
 }
 
 /// One run as logged.
-#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct RunRecord {
     pub run_id: String,
     pub trigger: String,
     pub scheduled_for: Option<DateTime<Utc>>,
     pub dry_run: bool,
+    /// `queued`, `running`, `succeeded`, `failed`, `held`…
+    #[schema(value_type = String)]
     pub status: RunStatus,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
+    #[schema(value_type = Option<Object>)]
     pub before_metrics: Option<Value>,
+    #[schema(value_type = Option<Object>)]
     pub after_metrics: Option<Value>,
+    /// The changes it made (pattern × model, before and after).
+    #[schema(value_type = Vec<Object>)]
     pub changes: Value,
     pub changes_count: i32,
     pub error: Option<String>,

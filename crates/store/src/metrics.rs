@@ -5,7 +5,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 
 /// Totals for one slice (everything, a model, a pattern or a provider).
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct Totals {
     pub requests: i64,
     pub succeeded: i64,
@@ -23,7 +23,7 @@ pub struct Totals {
     pub avg_latency_ms: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ModelSlice {
     pub provider: String,
     pub model: String,
@@ -31,21 +31,21 @@ pub struct ModelSlice {
     pub totals: Totals,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PatternSlice {
     pub pattern: String,
     #[serde(flatten)]
     pub totals: Totals,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ProviderSlice {
     pub provider: String,
     #[serde(flatten)]
     pub totals: Totals,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Summary {
     pub since: Option<DateTime<Utc>>,
     /// The current budget windows' spend: the caller's key (and its end users), or every key.
