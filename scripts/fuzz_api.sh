@@ -2,7 +2,8 @@
 # Schema-based fuzzing of the HTTP API: schemathesis (PyPI) generates requests from
 # docs/openapi.json against a running release `optimizer serve` (simulated providers, a scratch
 # database) and checks that no answer is a server error and every answer conforms to the
-# document (status code, content type, headers, body schema).
+# document (status code, content type, headers, body schema). The stateful phase follows the
+# document's links (a created key → its operations; a queued retrain → its run).
 #
 #   scripts/fuzz_api.sh [SECONDS=120]
 #
@@ -45,7 +46,7 @@ status=0
     --url "http://127.0.0.1:$PORT" \
     --header "Authorization: Bearer fuzz-admin" \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance \
-    --phases examples,coverage,fuzzing \
+    --phases examples,coverage,fuzzing,stateful \
     --max-time "$SECONDS_BUDGET" \
     --workers 1 \
     --request-timeout 30 \

@@ -71,22 +71,95 @@ pub fn document() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
 }
 
-/// The document as the pretty JSON served and checked into `docs/openapi.json`.
+/// The document as JSON. utoipa 5 writes a link's `operationId` as `operation_id`; it is
+/// renamed here to the name OpenAPI (and clients following links) read.
+pub fn document_value() -> serde_json::Value {
+    let mut doc = serde_json::to_value(document()).unwrap_or_default();
+    let links = doc["paths"]
+        .as_object_mut()
+        .into_iter()
+        .flat_map(|paths| paths.values_mut())
+        .filter_map(serde_json::Value::as_object_mut)
+        .flat_map(|item| item.values_mut())
+        .filter_map(|op| op.get_mut("responses")?.as_object_mut())
+        .flat_map(|responses| responses.values_mut())
+        .filter_map(|response| response.get_mut("links")?.as_object_mut())
+        .flat_map(|links| links.values_mut())
+        .filter_map(serde_json::Value::as_object_mut);
+    for link in links {
+        if let Some(id) = link.remove("operation_id") {
+            link.insert("operationId".to_owned(), id);
+        }
+    }
+    doc
+}
+
+/// The document as the pretty JSON checked into `docs/openapi.json`.
 pub fn document_json() -> String {
-    document().to_pretty_json().unwrap_or_default()
+    serde_json::to_string_pretty(&document_value()).unwrap_or_default()
 }
 
 /// `GET /openapi.json`
 #[utoipa::path(get, path = "/openapi.json", tag = "service",
     responses((status = 200, description = "This OpenAPI 3.1 document", content_type = "application/json", body = Object)))]
 pub async fn openapi_json() -> Json<serde_json::Value> {
-    Json(serde_json::to_value(document()).unwrap_or_default())
+    Json(document_value())
 }
 
 struct Security;
 
+/// OpenAPI links: which answer supplies the id another operation takes (a client, and a
+/// stateful fuzzer, can follow them: a created key → show, change, rotate, revoke; a queued
+/// retrain → its run).
+fn add_links(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::link::LinkBuilder;
+    let links: [(&str, &str, &str, &[&str], &str, &str); 2] = [
+        (
+            "/admin/keys",
+            "201",
+            "key_id",
+            &["show", "update", "rotate", "revoke"],
+            "$response.body#/key/key_id",
+            "The created key",
+        ),
+        (
+            "/admin/learning/retrain",
+            "202",
+            "run_id",
+            &["run_status"],
+            "$response.body#/run_id",
+            "The queued run",
+        ),
+    ];
+    for (path, status, parameter, operations, value, description) in links {
+        let Some(response) = doc
+            .paths
+            .paths
+            .get_mut(path)
+            .and_then(|item| item.post.as_mut())
+            .and_then(|op| op.responses.responses.get_mut(status))
+        else {
+            continue;
+        };
+        let RefOr::T(response) = response else {
+            continue;
+        };
+        for operation in operations {
+            let link = LinkBuilder::new()
+                .operation_id(*operation)
+                .parameter(parameter, value)
+                .description(description)
+                .build();
+            response
+                .links
+                .insert(format!("{operation}_{parameter}"), RefOr::T(link));
+        }
+    }
+}
+
 impl Modify for Security {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        add_links(doc);
         let components = doc.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
