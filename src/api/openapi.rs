@@ -113,25 +113,41 @@ struct Security;
 /// retrain → its run).
 fn add_links(doc: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::link::LinkBuilder;
-    let links: [(&str, &str, &str, &[&str], &str, &str); 2] = [
-        (
-            "/admin/keys",
-            "201",
-            "key_id",
-            &["show", "update", "rotate", "revoke"],
-            "$response.body#/key/key_id",
-            "The created key",
-        ),
-        (
-            "/admin/learning/retrain",
-            "202",
-            "run_id",
-            &["run_status"],
-            "$response.body#/run_id",
-            "The queued run",
-        ),
+    struct LinkSpec {
+        path: &'static str,
+        status: &'static str,
+        parameter: &'static str,
+        operations: &'static [&'static str],
+        value: &'static str,
+        description: &'static str,
+    }
+    let links = [
+        LinkSpec {
+            path: "/admin/keys",
+            status: "201",
+            parameter: "key_id",
+            operations: &["show", "update", "rotate", "revoke"],
+            value: "$response.body#/key/key_id",
+            description: "The created key",
+        },
+        LinkSpec {
+            path: "/admin/learning/retrain",
+            status: "202",
+            parameter: "run_id",
+            operations: &["run_status"],
+            value: "$response.body#/run_id",
+            description: "The queued run",
+        },
     ];
-    for (path, status, parameter, operations, value, description) in links {
+    for LinkSpec {
+        path,
+        status,
+        parameter,
+        operations,
+        value,
+        description,
+    } in links
+    {
         let Some(response) = doc
             .paths
             .paths
