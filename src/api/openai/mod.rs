@@ -1,11 +1,13 @@
 //! The OpenAI-compatible API: `POST /v1/chat/completions` and `GET /v1/models`, so existing
 //! OpenAI SDKs switch to the router by changing only the base URL. Same routing, queue, cost
 //! accounting and feedback as `/complete`; errors in OpenAI's shape
-//! `{"error":{"message","type","param","code"}}` on every /v1 route.
+//! `{"error":{"message","type","param","code"}}` on every /v1 route but `/v1/messages`
+//! (Anthropic's, see [`crate::api::anthropic`]).
 //!
 //! `stream: true` answers Server-Sent Events of `chat.completion.chunk`s relayed from the
-//! provider's own stream (see [`stream`]). Not supported: `n > 1`, tools and images.
-//! `top_p`, `stop` and `metadata` are accepted and not forwarded.
+//! provider's own stream (see [`stream`]). Tools, `tool_choice` and `response_format` are
+//! mapped to each provider; what cannot be honoured (`n > 1`, images, log probabilities…) is a
+//! 400 naming the field, and the fields accepted but ignored are listed in `IGNORED_FIELDS`.
 //!
 //! - [`error`]: OpenAI's error shape and the JSON extractor.
 //! - [`request`]: the request and its mapping onto a completion.
