@@ -253,23 +253,8 @@ async fn a_tool_round_trip_reaches_an_anthropic_upstream_in_its_format() {
         })))
         .mount(&server)
         .await;
-    let catalog = common::temp_file(
-        "catalog.toml",
-        &common::catalog_model("anthropic", "a-model", 1.0, 5.0, 0.9).replace(
-            "context_window",
-            "capabilities = [\"chat\", \"tools\"]\ncontext_window",
-        ),
-    );
-    let (uri, catalog) = (server.uri(), catalog.display().to_string());
-    let app = TestApp::spawn_with_workers(
-        TestDb::migrated().await,
-        &[
-            ("CATALOG_PATH", catalog.as_str()),
-            ("ANTHROPIC_API_KEY", "a-key"),
-            ("ANTHROPIC_BASE_URL", uri.as_str()),
-        ],
-    )
-    .await;
+    let catalog = common::upstream_catalog("capabilities = [\"chat\", \"tools\"]\n");
+    let app = common::spawn_with_upstream(&catalog, &server.uri()).await;
     let tool = json!({"name": "get_weather", "description": "Weather",
                       "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}});
     let resp = messages(

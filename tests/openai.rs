@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{TestApp, TestDb, catalog_model};
+use common::{TestApp, TestDb};
 use serde_json::{Value, json};
 use wiremock::matchers::{body_partial_json, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -361,12 +361,7 @@ async fn conversations_reach_each_provider_in_its_own_format() {
         .expect(1)
         .mount(&server)
         .await;
-    let catalog = format!(
-        "{}{}{}",
-        catalog_model("anthropic", "a-model", 1.0, 5.0, 0.9),
-        catalog_model("gemini", "g-model", 1.0, 5.0, 0.9),
-        catalog_model("openrouter", "o-model", 1.0, 5.0, 0.9),
-    );
+    let catalog = common::upstream_catalog("");
     let app = common::spawn_with_upstream(&catalog, &server.uri()).await;
     let messages: Value = serde_json::from_str(CONVERSATION).unwrap();
     for (model, answer) in [
@@ -663,17 +658,8 @@ async fn cached_prompt_tokens_are_priced_at_the_cached_rate() {
         .mount(&server)
         .await;
     // $1/M input, $0.10/M cache reads, $1.25/M cache writes, $5/M output.
-    let priced = |provider: &str, model: &str| {
-        catalog_model(provider, model, 1.0, 5.0, 0.9).replace(
-            "output_usd_per_mtok = 5.0\n",
-            "output_usd_per_mtok = 5.0\ncached_input_usd_per_mtok = 0.1\ncache_write_usd_per_mtok = 1.25\n",
-        )
-    };
-    let catalog = format!(
-        "{}{}{}",
-        priced("anthropic", "a-model"),
-        priced("gemini", "g-model"),
-        priced("openrouter", "o-model")
+    let catalog = common::upstream_catalog(
+        "cached_input_usd_per_mtok = 0.1\ncache_write_usd_per_mtok = 1.25\n",
     );
     let app = common::spawn_with_upstream(&catalog, &server.uri()).await;
     // 100 fresh + 800 read + 100 written + 50 out; Gemini and OpenAI report no writes.
@@ -929,18 +915,7 @@ async fn the_official_openai_sdk_calls_tools_through_each_provider() {
         [o_call_sse, o_text_sse],
     )
     .await;
-    let tools = |provider: &str, model: &str| {
-        catalog_model(provider, model, 1.0, 5.0, 0.9).replace(
-            "context_window",
-            "capabilities = [\"chat\", \"tools\"]\ncontext_window",
-        )
-    };
-    let catalog = format!(
-        "{}{}{}",
-        tools("anthropic", "a-model"),
-        tools("gemini", "g-model"),
-        tools("openrouter", "o-model")
-    );
+    let catalog = common::upstream_catalog("capabilities = [\"chat\", \"tools\"]\n");
     let app = common::spawn_with_upstream(&catalog, &server.uri()).await;
     let args = [common::UPSTREAM_ADMIN, "a-model", "g-model", "o-model"].map(String::from);
     let stdout = common::run_sdk_script("openai_tools.py", app.url("/v1"), &args).await;

@@ -31,13 +31,7 @@ fn ev(event: &str, data: Value) -> String {
 }
 
 async fn app(server: &MockServer) -> TestApp {
-    let catalog = format!(
-        "{}{}{}",
-        catalog_model("anthropic", "a-model", 1.0, 5.0, 0.9),
-        catalog_model("gemini", "g-model", 1.0, 5.0, 0.9),
-        catalog_model("openrouter", "o-model", 1.0, 5.0, 0.9),
-    );
-    common::spawn_with_upstream(&catalog, &server.uri()).await
+    common::spawn_with_upstream(&common::upstream_catalog(""), &server.uri()).await
 }
 
 /// Streams a chat completion; returns (content pieces, usage, request id).

@@ -14,18 +14,13 @@ use crate::routing::RoutingEngine;
 use crate::routing::recommend::round_usd;
 use crate::store::requests::{CachedAnswer, MetricsRow};
 
-/// List-price cost of tokens on `provider/model` (None when the model is not in the catalog).
-pub fn list_price(
-    engine: &RoutingEngine,
+/// The catalog entry of `provider/model` (None when it is not in the catalog).
+fn priced<'a>(
+    engine: &'a RoutingEngine,
     provider: ProviderId,
     model: &str,
-    input_tokens: u64,
-    output_tokens: u64,
-) -> Option<f64> {
-    let index = engine.catalog().find(Some(provider), model)?;
-    engine
-        .model(index)
-        .map(|m| m.cost_usd(input_tokens, output_tokens))
+) -> Option<&'a crate::routing::ModelEntry> {
+    engine.model(engine.catalog().find(Some(provider), model)?)
 }
 
 /// The price of `answer`'s tokens on `provider/model`, prompt-cache reads and writes at that
@@ -36,8 +31,7 @@ fn price_of(
     model: &str,
     answer: &Completion,
 ) -> Option<f64> {
-    let index = engine.catalog().find(Some(provider), model)?;
-    engine.model(index).map(|m| {
+    priced(engine, provider, model).map(|m| {
         m.cost_usd_cached(
             answer.input_tokens,
             answer.cached_input_tokens,
@@ -54,7 +48,7 @@ fn baseline_cost(
     output: u64,
 ) -> Option<f64> {
     let b = route.baseline.as_ref()?;
-    list_price(engine, b.provider, &b.model, input, output).map(round_usd)
+    priced(engine, b.provider, &b.model).map(|m| round_usd(m.cost_usd(input, output)))
 }
 
 fn base_row(route: &StoredRoute, candidate: usize) -> MetricsRow {

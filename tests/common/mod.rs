@@ -492,5 +492,22 @@ pub async fn spawn_with_upstream(catalog: &str, upstream: &str) -> TestApp {
     .await
 }
 
+/// A catalog of `a-model`, `g-model` and `o-model` on Anthropic, Gemini and OpenRouter
+/// ($1/$5 per 1M tokens, prior 0.9), each with `extra` TOML lines (e.g. capabilities, cache
+/// prices) — the models [`spawn_with_upstream`]'s providers answer for.
+pub fn upstream_catalog(extra: &str) -> String {
+    [
+        ("anthropic", "a-model"),
+        ("gemini", "g-model"),
+        ("openrouter", "o-model"),
+    ]
+    .iter()
+    .map(|(provider, model)| {
+        catalog_model(provider, model, 1.0, 5.0, 0.9)
+            .replace("context_window", &format!("{extra}context_window"))
+    })
+    .collect()
+}
+
 /// The admin token of [`spawn_with_upstream`]'s app.
 pub const UPSTREAM_ADMIN: &str = "upstream-admin";

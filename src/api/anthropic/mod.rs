@@ -18,8 +18,7 @@ use serde_json::{Map, Value, json};
 use super::AppState;
 use super::error::ApiError;
 use super::openai::{ChatRequest, OpenAiError};
-use crate::completion::{CompletionView, SubmitError};
-use crate::routing::RouteError;
+use crate::completion::CompletionView;
 use crate::tenants::Caller;
 
 /// An error in Anthropic's shape (built from the OpenAI-dialect error both APIs share).
@@ -120,13 +119,10 @@ pub async fn messages(
     let (input, _) = super::openai::into_input(&state, caller, &headers, chat)?;
     let stream = input.stream;
     let completions = &state.completions;
-    let (submitted, rate) = completions.submit(input).await.map_err(|e| match e {
-        SubmitError::Route(RouteError::NotRoutable(m)) => AnthropicError(OpenAiError::invalid(
-            "model",
-            format!("model {m} is not routable: its provider is not configured"),
-        )),
-        other => AnthropicError::from(super::complete::submit_error(other)),
-    })?;
+    let (submitted, rate) = completions
+        .submit(input)
+        .await
+        .map_err(|e| AnthropicError(super::openai::submit_error(e)))?;
     let mut response = if stream {
         let events = stream::Events::new(submitted.request_id().to_owned());
         super::stream::respond(completions.clone(), submitted, events)

@@ -50,19 +50,25 @@ pub async fn chat_completions(
     let (input, include_usage) = request::into_input(&state, caller, &headers, body)?;
     let stream = input.stream;
     let completions = &state.completions;
-    let (submitted, rate) = completions.submit(input).await.map_err(|e| match e {
-        SubmitError::Route(RouteError::NotRoutable(m)) => OpenAiError::invalid(
-            "model",
-            format!("model {m} is not routable: its provider is not configured"),
-        ),
-        other => OpenAiError::from(super::complete::submit_error(other)),
-    })?;
+    let (submitted, rate) = completions.submit(input).await.map_err(submit_error)?;
     let rate_headers = rate.as_ref().map(super::auth::rate_headers);
     let mut response = answer(completions, submitted, stream, include_usage).await?;
     if let Some(h) = rate_headers {
         response.headers_mut().extend(h);
     }
     Ok(response)
+}
+
+/// A request the gateway would not accept, in the /v1 dialects' terms (a model whose provider is
+/// not configured names `model`).
+pub fn submit_error(e: SubmitError) -> OpenAiError {
+    match e {
+        SubmitError::Route(RouteError::NotRoutable(m)) => OpenAiError::invalid(
+            "model",
+            format!("model {m} is not routable: its provider is not configured"),
+        ),
+        other => OpenAiError::from(super::complete::submit_error(other)),
+    }
 }
 
 /// The response to an accepted request: the stream, or the answer once it is there.

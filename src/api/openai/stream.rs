@@ -9,9 +9,9 @@ use crate::api::stream::Encoder;
 use crate::completion::CompletionView;
 
 pub(super) struct Chunks {
-    pub(super) request_id: String,
-    pub(super) created: i64,
-    pub(super) include_usage: bool,
+    request_id: String,
+    created: i64,
+    include_usage: bool,
     model: Option<String>,
     /// Whether the first chunk (the one carrying the role) went out.
     started: bool,
