@@ -22,6 +22,7 @@
 //! - [`completion`]: submit → route → enqueue (or cache) → wait; costs and savings; the request
 //!   lifecycle (`completion::lifecycle`), the one owner of every status transition.
 //! - [`learning`]: FeedbackTrainer, retrain runs, snapshots and rollback; the weights reloader.
+//! - [`bootstrap`]: `optimizer train --dataset`, recorded outcomes as evidence to learn from.
 //! - [`import`]: `optimizer import-sqlite`, the Python version's SQLite data into Postgres.
 //! - [`jobs`]: job handlers and worker start-up, shared by both processes.
 //! - [`api`]: axum routers, extractors, the error type, middleware; thin handlers.
@@ -30,6 +31,7 @@
 //! - [`worker`]: the worker process (`optimizer-worker`, `optimizer worker`).
 
 pub mod api;
+pub mod bootstrap;
 pub mod completion;
 pub mod config;
 pub mod dataset;

@@ -34,6 +34,22 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Start the learned routing from recorded outcomes (the `optimizer eval` dataset format):
+    /// store them as evidence next to ratings and retrain. Idempotent per dataset name.
+    Train {
+        /// The JSONL dataset (format: docs/eval.md).
+        #[arg(long, required_unless_present = "remove", conflicts_with = "remove")]
+        dataset: Option<std::path::PathBuf>,
+        /// The name the outcomes are stored under (default: the file's name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Report what would be loaded; store nothing, retrain nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Remove the outcomes stored under NAME instead (the next retrain learns without them).
+        #[arg(long, value_name = "NAME")]
+        remove: Option<String>,
+    },
     /// Print the learning dashboard: feedback, quality, confidence, top models, savings.
     Dashboard,
     /// Import the Python version's SQLite database (requests, routing_metrics, response_cache).
@@ -187,6 +203,10 @@ struct EvalArgs {
     /// Skip the priors-only pass (the held-out prompts before any rating).
     #[arg(long)]
     no_prior_pass: bool,
+    /// Share of the training prompts loaded as a bootstrap dataset, every model's outcome, as
+    /// `optimizer train --dataset` loads it, before the rest is sent and rated (0: ratings only).
+    #[arg(long, default_value_t = 0.0)]
+    bootstrap_frac: f64,
 }
 
 #[tokio::main]
@@ -221,6 +241,12 @@ async fn main() -> ExitCode {
     let result = match command {
         Command::Migrate => migrate(&settings).await,
         Command::Retrain { dry_run } => retrain(&settings, dry_run).await,
+        Command::Train {
+            dataset,
+            name,
+            dry_run,
+            remove,
+        } => train(&settings, dataset, name, dry_run, remove).await,
         Command::Dashboard => dashboard(&settings).await,
         Command::ImportSqlite { path, dry_run } => import_sqlite(&settings, &path, dry_run).await,
         Command::Serve { no_workers } => serve(settings, !no_workers).await,
@@ -266,6 +292,7 @@ async fn eval(args: EvalArgs) -> ExitCode {
         admin_token: args.admin_token,
         keep_db: args.keep_db,
         compare_priors: !args.no_prior_pass,
+        bootstrap_frac: args.bootstrap_frac,
     };
     let out = options.out.clone();
     match optimizer::eval::run(options).await {
@@ -300,6 +327,42 @@ async fn retrain(settings: &Settings, dry_run: bool) -> anyhow::Result<()> {
     let report =
         optimizer::learning::retrain_now(&db.pool, &engine, &settings.learning, dry_run).await?;
     print!("{}", optimizer::learning::report::run_table(&report));
+    Ok(())
+}
+
+async fn train(
+    settings: &Settings,
+    dataset: Option<std::path::PathBuf>,
+    name: Option<String>,
+    dry_run: bool,
+    remove: Option<String>,
+) -> anyhow::Result<()> {
+    let db = Database::connect_lazy(&settings.pool());
+    if settings.run_migrations {
+        db.setup().await?;
+    }
+    if let Some(name) = remove {
+        let removed = optimizer::store::bootstrap::remove(&db.pool, &name).await?;
+        println!("removed {removed} stored outcomes of dataset {name}");
+        return Ok(());
+    }
+    let Some(path) = dataset else {
+        anyhow::bail!("--dataset FILE or --remove NAME is required");
+    };
+    let name = name.unwrap_or_else(|| {
+        path.file_name().map_or_else(
+            || path.display().to_string(),
+            |f| f.to_string_lossy().into_owned(),
+        )
+    });
+    let engine = optimizer::wiring::build_engine(settings)?;
+    let report =
+        optimizer::bootstrap::train(&db.pool, &engine, &settings.learning, &path, &name, dry_run)
+            .await?;
+    print!("{}", optimizer::bootstrap::render(&report));
+    for (dataset, outcomes, at) in optimizer::store::bootstrap::datasets(&db.pool).await? {
+        println!("stored: {dataset}: {outcomes} outcomes, last loaded {at}");
+    }
     Ok(())
 }
 

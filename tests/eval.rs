@@ -102,6 +102,49 @@ fn eval(args: &[&str]) -> std::process::Output {
         .expect("run optimizer eval")
 }
 
+/// Runs `optimizer eval` on the synthetic dataset with seed 7 and `extra` flags; asserts it
+/// succeeded and returns its stdout and report.json.
+fn eval_synthetic(dir: &Path, extra: &[&str]) -> (String, Value) {
+    let dataset = write_dataset(dir);
+    let out = dir.join("out");
+    let mut args = vec![
+        "--dataset",
+        dataset.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--seed",
+        "7",
+    ];
+    args.extend_from_slice(extra);
+    let output = eval(&args);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    (stdout, report)
+}
+
+/// Every held-out code prompt went to premium, every translation to cheap.
+fn assert_each_category_went_to_its_model(report: &Value) {
+    let categories = report["categories"].as_array().unwrap();
+    let cat = |name: &str| categories.iter().find(|c| c["category"] == name).unwrap();
+    let (code, translation) = (cat("code"), cat("translation"));
+    assert_eq!(
+        code["models"],
+        json!({"premium": code["prompts"]}),
+        "{report:#}"
+    );
+    assert_eq!(
+        translation["models"],
+        json!({"cheap": translation["prompts"]}),
+        "{report:#}"
+    );
+}
+
 async fn eval_databases() -> i64 {
     use sqlx::Connection as _;
     let mut conn = sqlx::PgConnection::connect(&common::server_url())
@@ -116,27 +159,10 @@ async fn eval_databases() -> i64 {
 #[tokio::test]
 async fn the_learned_policy_sends_each_category_to_the_model_that_is_right_on_it() {
     let dir = dir();
-    let dataset = write_dataset(&dir);
     let out = dir.join("out");
     let before = eval_databases().await;
-    let output = eval(&[
-        "--dataset",
-        dataset.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--seed",
-        "7",
-    ]);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "stdout:\n{stdout}\nstderr:\n{stderr}"
-    );
+    let (stdout, report) = eval_synthetic(&dir, &[]);
     assert!(stdout.contains("learned policy"), "{stdout}");
-
-    let report: Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
     assert!(out.join("report.txt").exists());
     let svg = std::fs::read_to_string(out.join("cost_vs_accuracy.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("learned policy"));
@@ -151,19 +177,7 @@ async fn the_learned_policy_sends_each_category_to_the_model_that_is_right_on_it
 
     // Before any rating the priors send code to the cheap model too; after learning, each
     // category goes to the model that is right on it.
-    let categories = report["categories"].as_array().unwrap();
-    let cat = |name: &str| categories.iter().find(|c| c["category"] == name).unwrap();
-    let (code, translation) = (cat("code"), cat("translation"));
-    assert_eq!(
-        code["models"],
-        json!({"premium": code["prompts"]}),
-        "{report:#}"
-    );
-    assert_eq!(
-        translation["models"],
-        json!({"cheap": translation["prompts"]}),
-        "{report:#}"
-    );
+    assert_each_category_went_to_its_model(&report);
     let policy = &report["policy"];
     assert_eq!(policy["accuracy"], 1.0, "{report:#}");
     assert_eq!(report["best_single"], "premium");
@@ -186,6 +200,27 @@ async fn the_learned_policy_sends_each_category_to_the_model_that_is_right_on_it
         before,
         "the scratch database is dropped"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The bootstrap mode: every model's outcome of the training prompts loaded as
+/// `optimizer train --dataset` loads it, no prompt sent or rated — the policy still learns
+/// which category needs which model.
+#[tokio::test]
+async fn the_bootstrap_mode_learns_from_recorded_outcomes_without_a_rating() {
+    let dir = dir();
+    let (stdout, report) = eval_synthetic(&dir, &["--bootstrap-frac", "1", "--no-prior-pass"]);
+    assert!(stdout.contains("round 0: a bootstrap dataset"), "{stdout}");
+    assert_eq!(report["bootstrap_prompts"], 84);
+    let rounds = report["rounds"].as_array().unwrap();
+    assert_eq!(rounds.len(), 1, "{report:#}");
+    assert_eq!(
+        (rounds[0]["round"].as_i64(), rounds[0]["rated"].as_i64()),
+        (Some(0), Some(0))
+    );
+    assert!(rounds[0]["changes"].as_i64().unwrap() >= 2, "{report:#}");
+    assert_each_category_went_to_its_model(&report);
+    assert_eq!(report["policy"]["accuracy"], 1.0, "{report:#}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

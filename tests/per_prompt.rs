@@ -133,6 +133,98 @@ async fn the_predictor_separates_two_prompt_kinds_inside_one_pattern() {
     // One pattern-level estimate could not do this: sim-lite's is 50% for the pattern.
 }
 
+/// `optimizer train --dataset`: benchmark outcomes start per-prompt routing with no rating,
+/// loading twice adds nothing, a dry run stores nothing, and later ratings refine what the
+/// benchmark started instead of replacing it.
+#[tokio::test]
+async fn a_benchmark_dataset_bootstraps_per_prompt_routing_and_ratings_keep_refining_it() {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    let dir = std::env::temp_dir().join(common::unique_db_name());
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bench.jsonl");
+    let mut lines = String::new();
+    for i in 0..150 {
+        for (kind, prompt, lite) in [("sum", arithmetic(i), true), ("proof", proof(i), false)] {
+            let record = json!({
+                "id": format!("{kind}-{i}"),
+                "prompt": prompt,
+                "outcomes": {
+                    "sim-lite": {"correct": lite},
+                    "sim-premium": {"correct": true},
+                    "not-in-catalog": {"score": 0.5},
+                }
+            });
+            lines.push_str(&format!("{record}\n"));
+        }
+    }
+    std::fs::write(&path, lines).unwrap();
+    let engine = optimizer::wiring::build_engine(&settings_with(&[])).unwrap();
+    let learning = settings_with(&[]).learning;
+    let train =
+        |dry_run| optimizer::bootstrap::train(&pool, &engine, &learning, &path, "bench", dry_run);
+
+    let dry = train(true).await.unwrap();
+    assert_eq!((dry.records, dry.outcomes, dry.stored), (300, 600, 0));
+    assert_eq!(dry.unknown_models.get("not-in-catalog"), Some(&300));
+    assert!(dry.run.is_none());
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM bootstrap_outcomes")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 0, "a dry run stored outcomes");
+
+    let report = train(false).await.unwrap();
+    assert_eq!(report.stored, 600);
+    let run = report.run.unwrap();
+    assert!(run.policy_version.is_some(), "{run:#?}");
+    let fitted: Vec<(&str, i32)> = run
+        .predictor
+        .iter()
+        .map(|f| (f.model.as_str(), f.samples))
+        .collect();
+    assert_eq!(fitted, [("sim-lite", 300), ("sim-premium", 300)]);
+    let trigger: String =
+        sqlx::query_scalar("SELECT trigger FROM retraining_runs WHERE run_id = $1")
+            .bind(&run.run_id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(trigger, "bootstrap");
+    // No rating yet, and prompts of both kinds the dataset did not hold go where they should.
+    let engine_after = engine_now(&pool).await;
+    let (sum_model, sum_per_prompt) = route(&engine_after, &arithmetic(1000), Strategy::Cost);
+    let (proof_model, _) = route(&engine_after, &proof(1000), Strategy::Cost);
+    assert!(sum_per_prompt);
+    assert_eq!(
+        (sum_model.as_str(), proof_model.as_str()),
+        ("sim-lite", "sim-premium")
+    );
+
+    let again = train(false).await.unwrap();
+    assert_eq!(again.stored, 0, "loading the dataset twice stored it twice");
+
+    // Ratings add to the benchmark's evidence: the refit counts both.
+    for i in 0..5 {
+        rated(&pool, "sim-lite", &arithmetic(2000 + i), &[(5, true)]).await;
+    }
+    let refined = retrain_now(&pool, &engine, &learning, false).await.unwrap();
+    let lite = refined
+        .predictor
+        .iter()
+        .find(|f| f.model == "sim-lite")
+        .expect("sim-lite refitted");
+    assert_eq!(lite.samples, 305);
+
+    assert_eq!(
+        optimizer::store::bootstrap::remove(&pool, "bench")
+            .await
+            .unwrap(),
+        600
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[tokio::test]
 async fn five_lucky_ratings_do_not_flip_routing_and_many_ratings_of_one_request_count_once() {
     let db = TestDb::migrated().await;

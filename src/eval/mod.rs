@@ -57,6 +57,9 @@ pub struct EvalOptions {
     pub keep_db: bool,
     /// Also measure the service before any rating (priors only).
     pub compare_priors: bool,
+    /// Share of the training prompts loaded as a bootstrap dataset (every model's outcome, as
+    /// `optimizer train --dataset` loads it) before the rest is sent and rated; 0: ratings only.
+    pub bootstrap_frac: f64,
 }
 
 /// What one `/complete` call gave.
@@ -200,6 +203,7 @@ struct Service {
     admin_token: String,
     shutdown: CancellationToken,
     db: Database,
+    engine: std::sync::Arc<crate::routing::RoutingEngine>,
     database: String,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -245,6 +249,7 @@ async fn start_service(opts: &EvalOptions, catalog: &Path) -> anyhow::Result<Ser
         .await
         .with_context(|| format!("creating the scratch database {database}"))?;
     let state = crate::api::AppState::new(settings)?;
+    let engine = state.engine.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
     let shutdown = CancellationToken::new();
@@ -266,6 +271,7 @@ async fn start_service(opts: &EvalOptions, catalog: &Path) -> anyhow::Result<Ser
         admin_token,
         shutdown,
         db,
+        engine,
         database,
         tasks: vec![workers, server],
     })
@@ -400,6 +406,15 @@ pub async fn run(opts: EvalOptions) -> anyhow::Result<Report> {
     if opts.rounds == 0 {
         bail!("--rounds must be at least 1");
     }
+    if !(0.0..=1.0).contains(&opts.bootstrap_frac) {
+        bail!(
+            "--bootstrap-frac must be between 0 and 1, got {}",
+            opts.bootstrap_frac
+        );
+    }
+    if opts.bootstrap_frac > 0.0 && opts.url.is_some() {
+        bail!("--bootstrap-frac needs the evaluation's own service (not --url)");
+    }
     let data = Dataset::load(&opts.dataset)?;
     let catalog_path = opts
         .catalog
@@ -444,7 +459,14 @@ pub async fn run(opts: EvalOptions) -> anyhow::Result<Report> {
         admin_token,
         strategy: opts.strategy,
     };
-    let result = drive(&opts, &api, &data, &prices, train, test).await;
+    let n_boot = ((train.len() as f64) * opts.bootstrap_frac).round() as usize;
+    let (boot, train) = train.split_at(n_boot.min(train.len()));
+    let bootstrap = service.as_ref().map(|s| Bootstrap {
+        pool: &s.db.pool,
+        engine: &s.engine,
+        records: boot,
+    });
+    let result = drive(&opts, &api, &data, &prices, bootstrap, train, test).await;
     if let Some(service) = service {
         service.stop(opts.keep_db).await?;
     }
@@ -461,11 +483,40 @@ pub async fn run(opts: EvalOptions) -> anyhow::Result<Report> {
     Ok(report)
 }
 
+/// Training prompts loaded as a bootstrap dataset into the evaluation's own service.
+struct Bootstrap<'a> {
+    pool: &'a sqlx::PgPool,
+    engine: &'a crate::routing::RoutingEngine,
+    records: &'a [&'a Record],
+}
+
+impl Bootstrap<'_> {
+    /// Stores every model's outcome of the records as `optimizer train --dataset` does, then
+    /// retrains through the API: the round-0 summary.
+    async fn load(&self, api: &Api) -> anyhow::Result<RoundSummary> {
+        let dataset = Dataset::from_records(self.records.iter().map(|r| (*r).clone()).collect());
+        let (rows, _) = crate::bootstrap::outcomes(self.engine, &dataset);
+        crate::store::bootstrap::insert(self.pool, "eval-bootstrap", &rows).await?;
+        let (changes, policy_version) = api.retrain().await?;
+        Ok(RoundSummary {
+            round: 0,
+            prompts: self.records.len(),
+            rated: 0,
+            explored: 0,
+            failed: 0,
+            changes,
+            policy_version,
+            models: BTreeMap::new(),
+        })
+    }
+}
+
 async fn drive(
     opts: &EvalOptions,
     api: &Api,
     data: &Dataset,
     prices: &Prices,
+    bootstrap: Option<Bootstrap<'_>>,
     train: &[&Record],
     test: &[&Record],
 ) -> anyhow::Result<Report> {
@@ -481,6 +532,11 @@ async fn drive(
     };
 
     let mut rounds = Vec::new();
+    let bootstrap_prompts = bootstrap.as_ref().map_or(0, |b| b.records.len());
+    if let Some(b) = bootstrap.filter(|b| !b.records.is_empty()) {
+        bar.set_message("bootstrap");
+        rounds.push(b.load(api).await?);
+    }
     let chunk = train.len().div_ceil(opts.rounds).max(1);
     for (i, part) in train.chunks(chunk).enumerate() {
         bar.set_message(format!("training round {}", i + 1));
@@ -538,7 +594,8 @@ async fn drive(
         dataset: opts.dataset.display().to_string(),
         records: data.records.len() + data.duplicates,
         duplicates_dropped: data.duplicates,
-        train_prompts: train.len(),
+        train_prompts: train.len() + bootstrap_prompts,
+        bootstrap_prompts,
         strategy: opts.strategy.as_str().to_owned(),
         seed: opts.seed,
         rounds,

@@ -58,21 +58,26 @@ pub struct PredictorFit {
     pub weights: usize,
 }
 
-/// Fits the per-prompt predictor when the rated requests changed since the current one was
-/// fitted (per model, the count of rated requests); None otherwise.
+/// Fits the per-prompt predictor when its samples — rated requests and stored benchmark
+/// outcomes — changed since the current one was fitted (per model, their count); None otherwise.
 async fn refit(
     pool: &PgPool,
     catalog: &crate::routing::Catalog,
     settings: &LearningSettings,
     aggregates: &[trainer::Aggregate],
     rated: &[crate::store::predictor::RatedRequest],
+    outcomes: &[crate::store::predictor::RatedRequest],
 ) -> Result<Option<Vec<crate::store::predictor::StoredFit>>, sqlx::Error> {
     use crate::store::predictor as stored;
     if !settings.per_prompt {
         return Ok(None);
     }
-    let Some(fits) = per_prompt::fit_from_ratings(catalog, aggregates, rated, settings.shrinkage)
-    else {
+    let Some(fits) = per_prompt::fit_from_ratings(
+        catalog,
+        aggregates,
+        rated.iter().chain(outcomes),
+        settings.shrinkage,
+    ) else {
         return Ok(None);
     };
     let mut current = stored::sample_counts(pool).await?;
@@ -207,7 +212,12 @@ pub async fn retrain(
     let catalog = engine.catalog();
     let since = (settings.window_days > 0)
         .then(|| chrono::Utc::now() - chrono::Duration::days(i64::from(settings.window_days)));
-    let aggregates = store::aggregates(pool, since).await?;
+    // Ratings and the benchmark outcomes loaded by `optimizer train --dataset` are one body of
+    // evidence, under the same rules and window.
+    let aggregates = trainer::merge(
+        store::aggregates(pool, since).await?,
+        crate::store::bootstrap::aggregates(pool, since).await?,
+    );
     let current = store::weights(pool).await?;
     let planned = trainer::plan(&aggregates, &current, settings);
     // A rolled-back change is not re-applied until ratings newer than its rollback arrive.
@@ -241,7 +251,8 @@ pub async fn retrain(
         Vec::new()
     };
     let predictor = if actionable {
-        refit(pool, catalog, settings, &aggregates, &rated).await?
+        let outcomes = crate::store::bootstrap::samples(pool, since).await?;
+        refit(pool, catalog, settings, &aggregates, &rated, &outcomes).await?
     } else {
         None
     };
@@ -388,11 +399,22 @@ pub async fn retrain_now(
     settings: &LearningSettings,
     dry_run: bool,
 ) -> Result<RunReport, sqlx::Error> {
+    run_now(pool, engine, settings, "manual", dry_run).await
+}
+
+/// [`retrain_now`], logged with `trigger` (`manual`, or `bootstrap` after `optimizer train`).
+pub async fn run_now(
+    pool: &PgPool,
+    engine: &crate::routing::RoutingEngine,
+    settings: &LearningSettings,
+    trigger: &str,
+    dry_run: bool,
+) -> Result<RunReport, sqlx::Error> {
     let run_id = new_run_id();
     if dry_run {
         return retrain(pool, engine, settings, &run_id, true).await;
     }
-    store::queue_run(pool, &run_id, "manual", None, None).await?;
+    store::queue_run(pool, &run_id, trigger, None, None).await?;
     store::claim_run(pool, &run_id).await?;
     match retrain(pool, engine, settings, &run_id, false).await {
         Ok(report) => Ok(report),

@@ -39,15 +39,16 @@ fn bases(catalog: &Catalog, aggregates: &[Aggregate], k: f64) -> HashMap<(Patter
         .collect()
 }
 
-/// Fits the predictor from `rated`. None when no rated request carries features.
-pub fn fit_from_ratings(
+/// Fits the predictor from `rated` (rated requests, and benchmark outcomes in their shape).
+/// None when none carries features.
+pub fn fit_from_ratings<'a>(
     catalog: &Catalog,
     aggregates: &[Aggregate],
-    rated: &[RatedRequest],
+    rated: impl IntoIterator<Item = &'a RatedRequest>,
     shrinkage: f64,
 ) -> Option<Vec<StoredFit>> {
     let bases = bases(catalog, aggregates, shrinkage);
-    let mut indexed: Vec<(usize, Sample)> = Vec::with_capacity(rated.len());
+    let mut indexed: Vec<(usize, Sample)> = Vec::new();
     for r in rated {
         let (Some(features), Some(pattern)) = (&r.features, Pattern::parse(&r.pattern)) else {
             continue;

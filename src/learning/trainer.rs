@@ -47,6 +47,34 @@ fn key(pattern: &str, provider: &str, model: &str) -> (String, String, String) {
     (pattern.to_owned(), provider.to_owned(), model.to_owned())
 }
 
+/// Ratings' aggregates with the stored benchmark outcomes' (`optimizer train --dataset`) folded
+/// in: one group per pattern × provider × model, its samples summed and its means weighted by
+/// samples (the rated answers' cost stays the ratings'). Sorted like the store returns them.
+pub fn merge(ratings: Vec<Aggregate>, outcomes: Vec<Aggregate>) -> Vec<Aggregate> {
+    let mut merged: std::collections::BTreeMap<(String, String, String), Aggregate> = ratings
+        .into_iter()
+        .map(|a| (key(&a.pattern, &a.provider, &a.model), a))
+        .collect();
+    for o in outcomes {
+        let k = key(&o.pattern, &o.provider, &o.model);
+        let Some(a) = merged.get_mut(&k) else {
+            merged.insert(k, o);
+            continue;
+        };
+        let (n, m) = (a.samples as f64, o.samples as f64);
+        let mean = |x: f64, y: f64| (x * n + y * m) / (n + m);
+        a.avg_quality = mean(a.avg_quality, o.avg_quality);
+        a.correctness = mean(a.correctness, o.correctness);
+        a.avg_complexity = match (a.avg_complexity, o.avg_complexity) {
+            (Some(x), Some(y)) => Some(mean(x, y)),
+            (x, y) => x.or(y),
+        };
+        a.last_feedback_at = a.last_feedback_at.max(o.last_feedback_at);
+        a.samples += o.samples;
+    }
+    merged.into_values().collect()
+}
+
 /// Plans the run: the changes to apply, in a stable order.
 pub fn plan(aggregates: &[Aggregate], current: &[Weight], s: &LearningSettings) -> Vec<Change> {
     let current: HashMap<_, &Weight> = current
@@ -234,6 +262,26 @@ mod tests {
         fewer.last_feedback_at = Some(then + chrono::Duration::seconds(1));
         let changes = plan(&[fewer], &[current], &s);
         assert_eq!(changes[0].after.confidence, Confidence::Medium);
+    }
+
+    #[test]
+    fn benchmark_outcomes_fold_into_the_ratings_groups() {
+        let ratings = vec![agg(10, 5.0, 1.0)];
+        let mut outcome = agg(30, 1.0 + 4.0 * 0.5, 0.5);
+        outcome.avg_complexity = Some(0.4);
+        let mut other = agg(7, 3.0, 0.5);
+        other.model = "sim-pro".into();
+        let merged = merge(ratings, vec![outcome, other]);
+        assert_eq!(merged.len(), 2);
+        let m = &merged[0];
+        assert_eq!((m.model.as_str(), m.samples), ("sim-lite", 40));
+        // 10 perfect ratings and 30 outcomes of mean 0.5: estimate (10·1 + 30·0.5) / 40.
+        assert_eq!(quality_estimate(m.avg_quality, m.correctness), 0.625);
+        assert_eq!(m.avg_complexity, Some(0.4));
+        assert_eq!(
+            (merged[1].model.as_str(), merged[1].samples),
+            ("sim-pro", 7)
+        );
     }
 
     #[test]

@@ -5,13 +5,15 @@ use serde::Serialize;
 use serde_json::Value;
 use sqlx::PgPool;
 
-/// The most recent retrain that changed routing (scheduled or manual, not a dry run).
+/// The most recent retrain that changed routing (scheduled, manual or after a bootstrap load;
+/// not a dry run).
 pub async fn last_applied_retrain(
     pool: &PgPool,
 ) -> Result<Option<(String, DateTime<Utc>)>, sqlx::Error> {
     sqlx::query_as(
         "SELECT run_id, finished_at FROM retraining_runs
-         WHERE NOT dry_run AND status = 'succeeded' AND trigger IN ('scheduled', 'manual')
+         WHERE NOT dry_run AND status = 'succeeded'
+           AND trigger IN ('scheduled', 'manual', 'bootstrap')
            AND changes_count > 0 AND finished_at IS NOT NULL
          ORDER BY finished_at DESC LIMIT 1",
     )

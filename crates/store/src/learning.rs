@@ -408,7 +408,7 @@ async fn close_run(
     Ok(())
 }
 
-/// How run `run_id` was triggered (`scheduled`, `manual`, `rollback`); None: no such run.
+/// How run `run_id` was triggered (`scheduled`, `manual`, `rollback`, `bootstrap`); None: no such run.
 pub async fn trigger_of(pool: &PgPool, run_id: &str) -> Result<Option<String>, sqlx::Error> {
     sqlx::query_scalar("SELECT trigger FROM retraining_runs WHERE run_id = $1")
         .bind(run_id)
@@ -460,7 +460,7 @@ pub async fn rolled_back(
          FROM retraining_runs rb
          CROSS JOIN LATERAL jsonb_array_elements(rb.changes) AS x
          JOIN retraining_runs target ON target.run_id = x ->> 'of_run'
-         JOIN retraining_runs r ON r.trigger IN ('scheduled', 'manual') AND NOT r.dry_run
+         JOIN retraining_runs r ON r.trigger IN ('scheduled', 'manual', 'bootstrap') AND NOT r.dry_run
               AND r.status = 'succeeded' AND r.started_at >= target.started_at
               AND r.finished_at <= rb.finished_at
          CROSS JOIN LATERAL jsonb_array_elements(r.changes) AS c

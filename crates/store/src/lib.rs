@@ -5,6 +5,7 @@
 //! `optimizer-types`; the application layers above turn rows into decisions.
 
 pub mod alerts;
+pub mod bootstrap;
 pub mod db;
 pub mod feedback;
 pub mod import;

@@ -111,6 +111,9 @@ pub struct Report {
     pub records: usize,
     pub duplicates_dropped: usize,
     pub train_prompts: usize,
+    /// Of the training prompts, those loaded as a bootstrap dataset (every model's outcome)
+    /// instead of sent and rated.
+    pub bootstrap_prompts: usize,
     pub test_prompts: usize,
     pub strategy: String,
     pub seed: u64,
@@ -271,6 +274,7 @@ pub struct Context {
     pub records: usize,
     pub duplicates_dropped: usize,
     pub train_prompts: usize,
+    pub bootstrap_prompts: usize,
     pub strategy: String,
     pub seed: u64,
     pub rounds: Vec<RoundSummary>,
@@ -333,6 +337,7 @@ pub fn build(
         records: ctx.records,
         duplicates_dropped: ctx.duplicates_dropped,
         train_prompts: ctx.train_prompts,
+        bootstrap_prompts: ctx.bootstrap_prompts,
         test_prompts: records.len(),
         strategy: ctx.strategy,
         seed: ctx.seed,

@@ -58,6 +58,7 @@ fn baselines_oracle_and_random_are_computed_from_the_outcomes() {
         records: 4,
         duplicates_dropped: 0,
         train_prompts: 0,
+        bootstrap_prompts: 0,
         strategy: "balanced".into(),
         seed: 1,
         rounds: vec![],

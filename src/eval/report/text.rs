@@ -69,6 +69,12 @@ fn rounds(out: &mut String, r: &Report) {
     out.push_str(
         "\nTraining rounds (sent through /complete, rated through /feedback, retrained):\n",
     );
+    if r.bootstrap_prompts > 0 {
+        out.push_str(
+            "(round 0: a bootstrap dataset — every model's outcome of those prompts, loaded as \
+             `optimizer train --dataset` loads it — then retrained)\n",
+        );
+    }
     let rows: Vec<Vec<String>> = r
         .rounds
         .iter()
