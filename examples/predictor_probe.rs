@@ -102,7 +102,7 @@ fn main() {
                 .iter()
                 .map(|(r, m, y)| Sample {
                     model: *m,
-                    features: feats[*r].clone(),
+                    features: feats[*r].as_slice().into(),
                     label: *y as f32,
                     base_logit: logit(base[*m]) as f32,
                 })

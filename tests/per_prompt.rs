@@ -225,6 +225,23 @@ async fn a_benchmark_dataset_bootstraps_per_prompt_routing_and_ratings_keep_refi
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// A retrain's predictor reads at most `PREDICTOR_MAX_SAMPLES` rated requests (its memory is
+/// bounded by that, not by what is stored), while the pattern-level estimate counts them all.
+#[tokio::test]
+async fn the_predictor_reads_at_most_predictor_max_samples() {
+    let db = TestDb::migrated().await;
+    let pool = db.pool().await;
+    for i in 0..8 {
+        rated(&pool, "sim-lite", &arithmetic(i), &[(5, true)]).await;
+    }
+    let engine = optimizer::wiring::build_engine(&settings_with(&[])).unwrap();
+    let learning = settings_with(&[("PREDICTOR_MAX_SAMPLES", "3")]).learning;
+    let report = retrain_now(&pool, &engine, &learning, false).await.unwrap();
+    assert_eq!(report.predictor.len(), 1, "{report:#?}");
+    assert_eq!(report.predictor[0].samples, 3);
+    assert_eq!(report.changes[0].after.samples, 8, "{:#?}", report.changes);
+}
+
 #[tokio::test]
 async fn five_lucky_ratings_do_not_flip_routing_and_many_ratings_of_one_request_count_once() {
     let db = TestDb::migrated().await;

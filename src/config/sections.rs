@@ -39,6 +39,11 @@ pub struct LearningSettings {
     /// in the pattern-level estimate the predictor adjusts — five lucky ratings move it a fifth
     /// of the way, not all of it.
     pub shrinkage: f64,
+    /// `PREDICTOR_MAX_SAMPLES` (default 200000): the per-prompt predictor and the off-policy
+    /// estimate read at most this many rated requests, the most recently rated first (then
+    /// stored benchmark outcomes up to the same total): a retrain's memory stays bounded however
+    /// many ratings are stored. The pattern-level aggregates always count every rating.
+    pub max_samples: u32,
     pub drift: DriftSettings,
 }
 
@@ -301,6 +306,9 @@ pub(super) fn learning(env: &Env<'_>) -> Result<LearningSettings, ConfigError> {
             (v.is_finite() && (0.0..=1e6).contains(v))
                 .then_some(())
                 .ok_or("must be 0..=1000000")
+        })?,
+        max_samples: env.parse_or("PREDICTOR_MAX_SAMPLES", 200_000, |v: &u32| {
+            (*v > 0).then_some(()).ok_or("must be positive")
         })?,
         drift: DriftSettings {
             threshold: env.parse_or("DRIFT_THRESHOLD", 0.10, unit)?,

@@ -246,12 +246,18 @@ pub async fn retrain(
     // The rated requests feed the predictor's refit and the off-policy estimate: read only
     // when either can happen.
     let rated = if actionable || !changes.is_empty() {
-        crate::store::predictor::rated_requests(pool, since).await?
+        crate::store::predictor::rated_requests(pool, since, i64::from(settings.max_samples))
+            .await?
     } else {
         Vec::new()
     };
     let predictor = if actionable {
-        let outcomes = crate::store::bootstrap::samples(pool, since).await?;
+        let room = i64::from(settings.max_samples).saturating_sub(rated.len() as i64);
+        let outcomes = if room > 0 {
+            crate::store::bootstrap::samples(pool, since, room).await?
+        } else {
+            Vec::new()
+        };
         refit(pool, catalog, settings, &aggregates, &rated, &outcomes).await?
     } else {
         None

@@ -104,39 +104,62 @@ fn logged(r: &RatedRequest) -> Option<Logged<'_>> {
     })
 }
 
-/// SNIPS estimate of the policy `engine` decides with, over `logged`.
-fn estimate(engine: &RoutingEngine, logged: &[Logged<'_>]) -> PolicyEstimate {
-    let mut rng = fastrand::Rng::with_seed(0);
-    let (mut w_sum, mut w2_sum, mut q_sum, mut c_sum, mut matched) = (0.0, 0.0, 0.0, 0.0, 0);
-    for l in logged {
+/// One policy's SNIPS sums over the logged decisions.
+struct Snips {
+    rng: fastrand::Rng,
+    w_sum: f64,
+    w2_sum: f64,
+    q_sum: f64,
+    c_sum: f64,
+    matched: usize,
+}
+
+impl Snips {
+    fn new() -> Self {
+        Self {
+            rng: fastrand::Rng::with_seed(0),
+            w_sum: 0.0,
+            w2_sum: 0.0,
+            q_sum: 0.0,
+            c_sum: 0.0,
+            matched: 0,
+        }
+    }
+
+    /// Replays `l` through `engine`: where it picks the logged model, the rating counts with
+    /// weight 1/propensity.
+    fn add(&mut self, engine: &RoutingEngine, l: &Logged<'_>) {
         let request = RouteRequest {
             strategy: l.strategy,
             preview: true,
             ..Default::default()
         };
-        let Ok(decision) = engine.route(&l.analysis, &request, &mut rng) else {
-            continue;
+        let Ok(decision) = engine.route(&l.analysis, &request, &mut self.rng) else {
+            return;
         };
         if decision.chosen.provider.as_str() != l.provider || decision.chosen.model != l.model {
-            continue;
+            return;
         }
         let w = 1.0 / l.propensity;
-        w_sum += w;
-        w2_sum += w * w;
-        q_sum += w * l.quality;
-        c_sum += w * l.cost_usd;
-        matched += 1;
+        self.w_sum += w;
+        self.w2_sum += w * w;
+        self.q_sum += w * l.quality;
+        self.c_sum += w * l.cost_usd;
+        self.matched += 1;
     }
-    let some = |x: f64| (w_sum > 0.0).then(|| x / w_sum);
-    PolicyEstimate {
-        quality: some(q_sum),
-        cost_usd: some(c_sum),
-        matched,
-        effective_samples: if w2_sum > 0.0 {
-            w_sum * w_sum / w2_sum
-        } else {
-            0.0
-        },
+
+    fn estimate(&self) -> PolicyEstimate {
+        let some = |x: f64| (self.w_sum > 0.0).then(|| x / self.w_sum);
+        PolicyEstimate {
+            quality: some(self.q_sum),
+            cost_usd: some(self.c_sum),
+            matched: self.matched,
+            effective_samples: if self.w2_sum > 0.0 {
+                self.w_sum * self.w_sum / self.w2_sum
+            } else {
+                0.0
+            },
+        }
     }
 }
 
@@ -148,9 +171,15 @@ pub fn compare(
     rated: &[RatedRequest],
     min_matches: usize,
 ) -> OffPolicyEstimate {
-    let logged: Vec<Logged<'_>> = rated.iter().filter_map(logged).collect();
-    let now = estimate(current, &logged);
-    let next = estimate(candidate, &logged);
+    // One logged decision at a time (its features converted, replayed through both policies,
+    // dropped): memory does not grow with the rated requests.
+    let (mut now, mut next, mut count) = (Snips::new(), Snips::new(), 0);
+    for l in rated.iter().filter_map(logged) {
+        now.add(current, &l);
+        next.add(candidate, &l);
+        count += 1;
+    }
+    let (now, next) = (now.estimate(), next.estimate());
     let relative_drop = match (now.quality, next.quality) {
         (Some(a), Some(b))
             if a > 0.0 && now.matched >= min_matches && next.matched >= min_matches =>
@@ -160,7 +189,7 @@ pub fn compare(
         _ => None,
     };
     OffPolicyEstimate {
-        logged: logged.len(),
+        logged: count,
         current: now,
         candidate: next,
         relative_drop,

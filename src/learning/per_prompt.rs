@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use crate::routing::features::FEATURIZER;
+use crate::routing::features::{FEATURE_DIM, FEATURIZER};
 use crate::routing::predictor::{
     FitSettings, Sample, decode_weights, encode_weights, fit, logit, shrunk,
 };
@@ -56,6 +56,14 @@ pub fn fit_from_ratings<'a>(
         let Some(index) = catalog.find(ProviderId::parse(&r.provider), &r.model) else {
             continue;
         };
+        // Stored features are the featurizer's (0..FEATURE_DIM); anything else is not ours to
+        // learn from. Borrowed, not copied: the samples are as many as the rated requests.
+        if !features
+            .iter()
+            .all(|f| usize::try_from(*f).is_ok_and(|f| f < FEATURE_DIM))
+        {
+            continue;
+        }
         let base = bases
             .get(&(pattern, index))
             .copied()
@@ -64,10 +72,7 @@ pub fn fit_from_ratings<'a>(
             index,
             Sample {
                 model: 0,
-                features: features
-                    .iter()
-                    .filter_map(|f| u32::try_from(*f).ok())
-                    .collect(),
+                features: bytemuck::cast_slice::<i32, u32>(features).into(),
                 label: label(r.avg_quality, r.correctness) as f32,
                 base_logit: logit(base) as f32,
             },

@@ -17,11 +17,12 @@ use crate::features::{FEATURE_DIM, feature_value};
 
 /// One rated request, as the trainer sees it.
 #[derive(Debug, Clone)]
-pub struct Sample {
+pub struct Sample<'a> {
     /// Slot of the model that answered (see [`fit`]).
     pub model: usize,
-    /// The prompt's features.
-    pub features: Vec<u32>,
+    /// The prompt's features, each below [`FEATURE_DIM`] (borrowed where the caller holds them:
+    /// a retrain's samples are as many as its rated requests).
+    pub features: std::borrow::Cow<'a, [u32]>,
     /// The rating as a quality in 0..1 (the mean over the request's ratings).
     pub label: f32,
     /// `logit` of the model's shrunk pattern-level estimate for the prompt's pattern.
@@ -191,7 +192,12 @@ pub fn sigmoid(z: f64) -> f64 {
 /// the base is the model's mean for the pattern), SGD, L2 weight decay, the samples visited in
 /// an order drawn from `seed` (the same inputs give the same fit). A slot without samples gets
 /// no fit.
-pub fn fit(samples: &[Sample], models: usize, s: &FitSettings, seed: u64) -> Vec<Option<ModelFit>> {
+pub fn fit(
+    samples: &[Sample<'_>],
+    models: usize,
+    s: &FitSettings,
+    seed: u64,
+) -> Vec<Option<ModelFit>> {
     let mut counts = vec![0u32; models];
     let mut order: Vec<usize> = Vec::with_capacity(samples.len());
     for (i, sample) in samples.iter().enumerate() {
@@ -226,7 +232,7 @@ pub fn fit(samples: &[Sample], models: usize, s: &FitSettings, seed: u64) -> Vec
             let v = feature_value(sample.features.len());
             let mut z = sample.base_logit;
             hidden.fill(0.0);
-            for j in &sample.features {
+            for j in sample.features.iter() {
                 let row = *j as usize * stride;
                 z += (w[row + models] + w[row + m]) * v;
                 let prow = *j as usize * rank;
@@ -243,7 +249,7 @@ pub fn fit(samples: &[Sample], models: usize, s: &FitSettings, seed: u64) -> Vec
             let p = 1.0 / (1.0 + (-z).exp());
             let err = p - sample.label.clamp(0.0, 1.0);
             let frate = rate * s.factor_rate;
-            for j in &sample.features {
+            for j in sample.features.iter() {
                 let row = *j as usize * stride;
                 let shared = &mut w[row + models];
                 *shared -= rate * s.shared * (err * v + s.l2 * *shared);
@@ -312,10 +318,10 @@ mod tests {
     use super::*;
     use crate::features::featurize;
 
-    fn sample(model: usize, text: &str, label: f32) -> Sample {
+    fn sample(model: usize, text: &str, label: f32) -> Sample<'static> {
         Sample {
             model,
-            features: featurize(text),
+            features: featurize(text).into(),
             label,
             base_logit: logit(0.5) as f32,
         }

@@ -99,12 +99,14 @@ pub async fn aggregates(
         .collect())
 }
 
-/// The stored outcomes since `since` as samples for the per-prompt predictor, in the shape of
-/// rated requests (request id `bootstrap:DATASET:RECORD`; no propensity, not the policy's choice,
-/// so the off-policy estimate never reads them).
+/// At most `limit` stored outcomes since `since` (the most recently loaded first) as samples
+/// for the per-prompt predictor, in the shape of rated requests (request id
+/// `bootstrap:DATASET:RECORD`; no propensity, not the policy's choice, so the off-policy
+/// estimate never reads them).
 pub async fn samples(
     pool: &PgPool,
     since: Option<DateTime<Utc>>,
+    limit: i64,
 ) -> Result<Vec<RatedRequest>, sqlx::Error> {
     sqlx::query_as(
         "SELECT 'bootstrap:' || dataset || ':' || record_id AS request_id, pattern, provider,
@@ -114,9 +116,11 @@ pub async fn samples(
                 NULL::int8 AS input_tokens
          FROM bootstrap_outcomes
          WHERE $1::timestamptz IS NULL OR created_at >= $1
-         ORDER BY dataset, record_id, provider, model",
+         ORDER BY created_at DESC, dataset, record_id, provider, model
+         LIMIT $2",
     )
     .bind(since)
+    .bind(limit)
     .fetch_all(pool)
     .await
 }

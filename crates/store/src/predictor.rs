@@ -38,11 +38,11 @@ pub struct RatedRequest {
     pub input_tokens: Option<i64>,
 }
 
-/// Every rated request since `since` (None: all time), oldest first. Bounded by what is rated;
-/// the retrain reads it once per run.
+/// The `limit` most recently rated requests since `since` (None: all time), by request id.
 pub async fn rated_requests(
     pool: &PgPool,
     since: Option<DateTime<Utc>>,
+    limit: i64,
 ) -> Result<Vec<RatedRequest>, sqlx::Error> {
     sqlx::query_as(
         "WITH per_request AS (
@@ -50,23 +50,27 @@ pub async fn rated_requests(
                     min(f.selected_provider) AS provider, min(f.selected_model) AS model,
                     avg(f.quality_score)::float8 AS avg_quality,
                     (avg(CASE WHEN f.is_correct THEN 1.0 ELSE 0.0 END)
-                        FILTER (WHERE f.is_correct IS NOT NULL))::float8 AS correctness
+                        FILTER (WHERE f.is_correct IS NOT NULL))::float8 AS correctness,
+                    max(f.timestamp) AS last_rated
              FROM response_feedback f
              WHERE ($1::timestamptz IS NULL OR f.timestamp >= $1)
                AND f.prompt_pattern IS NOT NULL AND f.selected_provider IS NOT NULL
                AND f.selected_model IS NOT NULL
-             GROUP BY f.request_id)
+             GROUP BY f.request_id),
+         newest AS (
+             SELECT * FROM per_request ORDER BY last_rated DESC, request_id LIMIT $2)
          SELECT p.request_id, p.pattern, p.provider, p.model, p.avg_quality, p.correctness,
                 r.features, (r.route->>'propensity')::float8 AS propensity,
                 m.strategy, m.complexity_score::float8 AS complexity,
                 (r.params->>'auto_route')::bool AS auto_route, m.cost_usd,
                 m.input_tokens::int8 AS input_tokens
-         FROM per_request p
+         FROM newest p
          JOIN requests r ON r.request_id = p.request_id
          LEFT JOIN routing_metrics m ON m.request_id = p.request_id
          ORDER BY p.request_id",
     )
     .bind(since)
+    .bind(limit)
     .fetch_all(pool)
     .await
 }
