@@ -175,8 +175,10 @@ struct EvalArgs {
     /// Routing strategy: cost, balanced or quality.
     #[arg(long, default_value = "balanced")]
     strategy: String,
-    /// Rounds of send → rate → retrain (the training prompts split into this many chunks).
-    #[arg(long, default_value_t = 1)]
+    /// Rounds of send → rate → retrain (the training prompts split into this many chunks): a
+    /// deployment retrains again and again, and each round's traffic is routed — and explored —
+    /// with what the rounds before it learned.
+    #[arg(long, default_value_t = 5)]
     rounds: usize,
     /// Where report.json, report.txt and cost_vs_accuracy.svg go.
     #[arg(long, default_value = "eval-out")]

@@ -242,7 +242,7 @@ fn describe() {
     );
     describe_counter!(
         EXPLORATIONS,
-        "Requests routed to an unproven cheaper model, by pattern"
+        "Requests routed to an unproven model (exploration), by pattern"
     );
     describe_counter!(PROVIDER_ERRORS, "Provider errors by provider and kind");
     describe_counter!(FEEDBACK, "Ratings by pattern, provider and model");

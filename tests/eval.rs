@@ -161,7 +161,12 @@ async fn the_learned_policy_sends_each_category_to_the_model_that_is_right_on_it
     let dir = dir();
     let out = dir.join("out");
     let before = eval_databases().await;
-    let (stdout, report) = eval_synthetic(&dir, &[]);
+    // One round: 84 training prompts are too few for five. Split five ways, exploration gives
+    // premium about as many translation ratings as cheap, all perfect, and at that evidence
+    // (~23 each) the pattern estimates shrunk toward the priors (0.80 vs 0.93,
+    // PREDICTOR_SHRINKAGE 20) still differ by more than `balanced`'s 3%: translations stay on
+    // premium until cheap has ~70 ratings.
+    let (stdout, report) = eval_synthetic(&dir, &["--rounds", "1"]);
     assert!(stdout.contains("learned policy"), "{stdout}");
     assert!(out.join("report.txt").exists());
     let svg = std::fs::read_to_string(out.join("cost_vs_accuracy.svg")).unwrap();

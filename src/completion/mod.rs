@@ -188,7 +188,7 @@ pub struct CompleteInput {
     pub idempotency_key: Option<String>,
     /// Relay the answer as it streams from the provider.
     pub stream: bool,
-    /// May this request be sent to an unproven cheaper model (exploration)? Default true.
+    /// May this request be sent to an unproven model (exploration)? Default true.
     pub explore: bool,
     /// Who sent it: its owner, rate limits and budgets.
     pub caller: Caller,

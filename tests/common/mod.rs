@@ -43,12 +43,17 @@ pub fn url_for(name: &str) -> String {
     optimizer::config::url_with_database(&server_url(), name).expect("DATABASE_URL is a URL")
 }
 
-/// Settings as the service would read them, with `vars` set and the rest at their defaults.
+/// Settings as the service would read them, with `vars` set and the rest at their defaults —
+/// except `EXPLORATION_RATE`, 0 unless a test sets it: exploration may send any request to
+/// another model (a pricier one too), so a test that routes and checks where a request went
+/// explores only when it says so.
 pub fn settings_with(vars: &[(&str, &str)]) -> Settings {
-    let map: HashMap<String, String> = vars
+    let mut map: HashMap<String, String> = vars
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
+    map.entry("EXPLORATION_RATE".to_owned())
+        .or_insert_with(|| "0".to_owned());
     Settings::from_lookup(|var| Ok(map.get(var).cloned())).expect("test settings are valid")
 }
 

@@ -9,8 +9,8 @@ pub struct RoutingSettings {
     /// `CATALOG_PATH`: a catalog file replacing the embedded default.
     pub catalog_path: Option<PathBuf>,
     /// `EXPLORATION_RATE` (default 0.1; 0 turns exploration off): share of auto-routed traffic
-    /// sent to a model costing no more than the regular choice whose quality for the pattern is
-    /// not yet known with confidence.
+    /// sent to a model whose quality is not yet known with confidence and might be good enough
+    /// (costing no more than the regular choice) or better (costing more).
     pub exploration_rate: f64,
     /// `EXPLORATION_MARGIN` (default 0.2): explore only models whose prior for the pattern is
     /// within this much of the strategy's target at medium complexity (decided per pattern, so

@@ -1,5 +1,6 @@
-//! Rule 7: exploration — now and then a cheaper model whose quality for this prompt is not yet
-//! known with confidence answers instead, so ratings can show where it is good enough. Each
+//! Rule 7: exploration — now and then a model whose quality for this prompt is not yet known
+//! with confidence answers instead: a cheaper one, so ratings can show where it is good enough,
+//! or a pricier one, so ratings can show where it is better than the regular choice. Each
 //! decision records the probability with which it chose its model (its propensity).
 
 use super::{Candidate, QualitySource, RouteRequest, RoutingEngine};
@@ -14,20 +15,28 @@ pub(super) struct Exploration {
 }
 
 /// The scale of a per-prompt estimate's uncertainty: its margin is
-/// `exploration_margin / √(1 + n / UNCERTAINTY_SAMPLES)` after n rated requests.
-const UNCERTAINTY_SAMPLES: f64 = 20.0;
+/// `exploration_margin / √(1 + n / UNCERTAINTY_SAMPLES)` after n rated requests. A model's
+/// ratings are spread over every kind of prompt, so its estimate for one kind stays uncertain
+/// for hundreds of them (measured in docs/eval.md: 20 made the margin vanish after a few
+/// hundred ratings, and learning stopped exploring where it had not yet looked).
+const UNCERTAINTY_SAMPLES: f64 = 400.0;
 
 impl RoutingEngine {
     /// With probability `exploration_rate` (never for a preview), moves an explorable candidate
-    /// to the front of `ranked` and says why. Explorable: costing no more than the regular
-    /// choice, reaching an explicit `min_quality`, and either
-    /// - unmeasured for the pattern, with a prior within `exploration_margin` of the strategy's
-    ///   target at medium complexity (judged per pattern, so the explored prompts are a fair
-    ///   sample of it), or
-    /// - predicted per prompt, below the target but within the predictor's uncertainty of it:
-    ///   `exploration_margin / √(1 + n/20)` for a predictor fitted on n rated requests (an upper
-    ///   confidence bound: the less evidence, the wider).
+    /// to the front of `ranked` and says why. Explorable: reaching an explicit `min_quality`,
+    /// with an optimistic quality — for a model unmeasured for the pattern its catalog prior, for
+    /// a per-prompt estimate the estimate plus the predictor's uncertainty
+    /// `exploration_margin / √(1 + n/400)` after n rated requests (an upper confidence bound: the
+    /// less evidence, the wider) — that makes it worth a try:
+    /// - costing no more than the regular choice: it might be good enough — the prior within
+    ///   `exploration_margin` of the strategy's target at medium complexity (judged per
+    ///   pattern, so the explored prompts are a fair sample of it), the per-prompt bound
+    ///   reaching the target;
+    /// - costing more: it might be better than the regular choice — the bound above the regular
+    ///   choice's expected quality (without it, a pricier model the priors never chose is never
+    ///   measured, and the router cannot learn which prompts need it).
     ///
+    /// A model measured for the pattern without a per-prompt estimate is not explored.
     /// The regular choice becomes the first fallback.
     pub(super) fn explore(
         &self,
@@ -44,21 +53,29 @@ impl RoutingEngine {
         if req.preview || self.exploration_rate <= 0.0 {
             return regular;
         }
-        let chosen_cost = ranked[0].est_cost_usd;
+        let (chosen_cost, chosen_quality) = (ranked[0].est_cost_usd, ranked[0].expected_quality);
         let prior_floor = req.strategy.target(0.5).unwrap_or(target) - self.exploration_margin;
         let min_quality = req.min_quality.unwrap_or(0.0);
         let explorable: Vec<usize> = (1..ranked.len())
             .filter(|i| {
                 let c = &ranked[*i];
-                let promising = if c.per_prompt {
+                // What the candidate might be worth, and whether that is worth a try if it costs
+                // no more (good enough?) or if it costs more (better than the regular choice?).
+                let (optimistic, cheaper_floor) = if c.per_prompt {
                     let n = f64::from(c.evidence);
                     let margin = self.exploration_margin / (1.0 + n / UNCERTAINTY_SAMPLES).sqrt();
-                    c.expected_quality + margin >= target - 1e-9
+                    (c.expected_quality + margin, target)
+                } else if c.confidence == QualitySource::Prior {
+                    (c.optimistic_quality, prior_floor)
                 } else {
-                    c.confidence == QualitySource::Prior
-                        && c.optimistic_quality >= prior_floor - 1e-9
+                    return false;
                 };
-                promising && c.est_cost_usd <= chosen_cost && c.expected_quality >= min_quality
+                let promising = if c.est_cost_usd <= chosen_cost {
+                    optimistic >= cheaper_floor - 1e-9
+                } else {
+                    optimistic > chosen_quality + 1e-9
+                };
+                promising && c.expected_quality >= min_quality
             })
             .collect();
         if explorable.is_empty() {
@@ -85,8 +102,14 @@ impl RoutingEngine {
             )
         };
         let reason = format!(
-            "explore: {}/{} costs no more and {why}; the regular choice is the first fallback",
-            probe.provider, probe.model
+            "explore: {}/{} {} and {why}; the regular choice is the first fallback",
+            probe.provider,
+            probe.model,
+            if probe.est_cost_usd <= chosen_cost {
+                "costs no more"
+            } else {
+                "might answer better"
+            }
         );
         ranked.insert(0, probe);
         Exploration {

@@ -29,15 +29,16 @@
 //!    within `near_best_margin` of it (unless the request set `min_quality`).
 //! 6. **Fallbacks**: the other candidates meeting the target by cost, then the rest by quality.
 //! 7. **Exploration**: with probability `exploration_rate` (not for `quality`, not for pinned
-//!    models), a candidate costing no more than the regular choice, whose quality for the
-//!    pattern is not known with confidence, and whose catalog prior for the pattern (before
-//!    calibration and complexity: it might be good enough, and the explored prompts must be a
-//!    fair sample of the pattern, not only its easy ones) is within `exploration_margin` of the
-//!    strategy's target at medium complexity (and whose expected quality reaches an explicit
-//!    `min_quality`) is chosen instead, reason `explore`; so is a cheaper candidate with a
-//!    per-prompt estimate below the target but within its uncertainty of it. The regular
-//!    choice becomes the first fallback; the decision records its propensity. `max_cost`
-//!    holds, since over-budget candidates were already dropped.
+//!    models), a candidate whose quality is not known with confidence is chosen instead,
+//!    reason `explore` (if its expected quality reaches an explicit `min_quality`): costing no
+//!    more than the regular choice, one unmeasured for the pattern whose catalog prior (before
+//!    calibration and complexity: the explored prompts must be a fair sample of the pattern,
+//!    not only its easy ones) is within `exploration_margin` of the strategy's target at medium
+//!    complexity, or one whose per-prompt estimate is within its uncertainty of the target (it
+//!    might be good enough); costing more, one whose prior or per-prompt upper bound is above
+//!    the regular choice's expected quality (it might be better). The regular choice becomes
+//!    the first fallback; the decision records its propensity. `max_cost` holds, since
+//!    over-budget candidates were already dropped.
 //!
 //! Where each rule lives: `candidates` (1, 4), `estimates` (2, 3), `selection` (5, 6),
 //! `exploration` (7); [`RoutingEngine::route`] here runs them in that order.

@@ -333,32 +333,46 @@ fn exploration_rate_zero_never_explores_and_one_always_does() {
         assert!(!d.explored);
         assert_eq!(d.chosen.model, "mid");
     }
+    let mut tried = std::collections::BTreeSet::new();
     for _ in 0..500 {
         let d = always
             .route(&a, &RouteRequest::default(), &mut rng)
             .unwrap();
         assert!(d.explored, "{}", d.reason);
         assert_eq!(d.reason_code, "explore");
-        assert_eq!(d.chosen.model, "cheap", "the unproven cheaper candidate");
         assert_eq!(d.chosen.confidence, QualitySource::Prior);
+        assert_eq!(d.propensity, 0.5, "one of two explorable candidates");
         assert_eq!(
             d.alternatives[0].model, "mid",
             "the regular choice falls back first"
         );
+        tried.insert(d.chosen.model);
     }
+    // The unproven cheaper model might be good enough; the unproven pricier one might be
+    // better than the regular choice.
+    assert_eq!(
+        tried.into_iter().collect::<Vec<_>>(),
+        ["cheap", "premium"],
+        "both unproven candidates are tried"
+    );
 }
 
 #[test]
 fn exploration_respects_confidence_min_quality_and_strategy() {
     let e = engine(1.0);
     let a = analysis(Pattern::Code, 0.5, 200);
-    // Nothing to explore: an explicit min_quality above the cheap model's expectation, a
-    // preview, or the `quality` strategy.
+    // An explicit min_quality above the cheap model's expectation keeps it out of exploration.
+    let strict = RouteRequest {
+        min_quality: Some(0.7),
+        ..Default::default()
+    };
+    let mut rng = fastrand::Rng::with_seed(5);
+    for _ in 0..50 {
+        let d = e.route(&a, &strict, &mut rng).unwrap();
+        assert_ne!(d.chosen.model, "cheap", "{}", d.reason);
+    }
+    // Nothing to explore: a preview or the `quality` strategy.
     for req in [
-        RouteRequest {
-            min_quality: Some(0.7),
-            ..Default::default()
-        },
         RouteRequest {
             preview: true,
             ..Default::default()
@@ -370,10 +384,14 @@ fn exploration_respects_confidence_min_quality_and_strategy() {
     ] {
         assert!(!route(&e, &a, &req).explored, "{req:?}");
     }
-    // A model already known with confidence is not explored.
+    // A model already known with confidence is not explored (the unproven premium one still
+    // is: it might be better than the regular choice).
     learn(&e, "cheap", 0.6, Confidence::High);
-    let d = route(&e, &a, &RouteRequest::default());
-    assert!(!d.explored, "{}", d.reason);
+    let mut rng = fastrand::Rng::with_seed(6);
+    for _ in 0..50 {
+        let d = e.route(&a, &RouteRequest::default(), &mut rng).unwrap();
+        assert_ne!(d.chosen.model, "cheap", "{}", d.reason);
+    }
 }
 
 #[test]
