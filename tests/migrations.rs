@@ -62,6 +62,30 @@ async fn migrations_apply_to_an_empty_database_and_reapply_as_a_no_op() {
         assert!(exists.is_some(), "table {table} missing");
     }
 
+    // Every index costs each insert (and each non-HOT update) a write: no table keeps two
+    // indexes on the same columns with the same predicate (apalis' own migrations left four
+    // such pairs; ours drops one of each). apalis.workers' `unique_worker_id` stays beside its
+    // primary key: the foreign key from apalis.jobs.lock_by is attached to it.
+    let duplicates: Vec<String> = sqlx::query_scalar(
+        "SELECT string_agg(indexrelid::regclass::text, ' = ' ORDER BY indexrelid::regclass::text)
+         FROM pg_index
+         WHERE indrelid::regclass::text = ANY($1)
+           AND indexrelid::regclass::text <> 'apalis.unique_worker_id'
+         GROUP BY indrelid, indkey::text, indexprs::text, indpred::text
+         HAVING count(*) > 1",
+    )
+    .bind(
+        APP_TABLES
+            .iter()
+            .chain(&["apalis.jobs", "apalis.workers"])
+            .map(|t| t.to_string())
+            .collect::<Vec<_>>(),
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(duplicates.is_empty(), "duplicate indexes: {duplicates:?}");
+
     db.setup().await.unwrap();
     db.setup().await.unwrap();
     assert_eq!(
