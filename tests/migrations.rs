@@ -53,7 +53,12 @@ async fn migrations_apply_to_an_empty_database_and_reapply_as_a_no_op() {
     let first = migration_counts(&pool).await;
     assert!(first.0 >= 1 && first.1 >= 1, "{first:?}");
 
-    for table in APP_TABLES.iter().chain(&["apalis.jobs", "apalis.workers"]) {
+    let tables: Vec<String> = APP_TABLES
+        .iter()
+        .chain(&["apalis.jobs", "apalis.workers"])
+        .map(|t| t.to_string())
+        .collect();
+    for table in &tables {
         let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
             .bind(table)
             .fetch_one(&pool)
@@ -74,13 +79,7 @@ async fn migrations_apply_to_an_empty_database_and_reapply_as_a_no_op() {
          GROUP BY indrelid, indkey::text, indexprs::text, indpred::text
          HAVING count(*) > 1",
     )
-    .bind(
-        APP_TABLES
-            .iter()
-            .chain(&["apalis.jobs", "apalis.workers"])
-            .map(|t| t.to_string())
-            .collect::<Vec<_>>(),
-    )
+    .bind(&tables)
     .fetch_all(&pool)
     .await
     .unwrap();

@@ -12,9 +12,10 @@ pub struct RoutingSettings {
     /// sent to a model whose quality is not yet known with confidence and might be good enough
     /// (costing no more than the regular choice) or better (costing more).
     pub exploration_rate: f64,
-    /// `EXPLORATION_MARGIN` (default 0.2): explore only models whose prior for the pattern is
-    /// within this much of the strategy's target at medium complexity (decided per pattern, so
-    /// the explored prompts are a fair sample of it).
+    /// `EXPLORATION_MARGIN` (default 0.2): explore a cheaper unproven model only if its prior
+    /// for the pattern is within this much of the strategy's target at medium complexity
+    /// (decided per pattern, so the explored prompts are a fair sample of it); also a per-prompt
+    /// estimate's uncertainty before evidence (shrinking as `1/√(1 + n/400)` after n ratings).
     pub exploration_margin: f64,
     /// `NEAR_BEST_MARGIN` (default 0.05; 0 turns it off): when no candidate reaches the quality
     /// target, take the cheapest whose expected quality is within this much of the best one

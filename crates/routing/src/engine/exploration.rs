@@ -36,8 +36,8 @@ impl RoutingEngine {
     ///   choice's expected quality (without it, a pricier model the priors never chose is never
     ///   measured, and the router cannot learn which prompts need it).
     ///
-    /// A model measured for the pattern without a per-prompt estimate is not explored.
-    /// The regular choice becomes the first fallback.
+    /// A model measured for the pattern without a per-prompt estimate is not explored. The
+    /// regular choice becomes the first fallback.
     pub(super) fn explore(
         &self,
         ranked: &mut Vec<Candidate>,
