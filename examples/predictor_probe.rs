@@ -4,7 +4,14 @@
 //! accuracy, cost and lift over random mixing. For comparing predictor settings over seeds in
 //! seconds; the figures that count come from `optimizer eval` through the service.
 //!
-//! `cargo run --release --example predictor_probe -- DATASET.jsonl CATALOG.toml [seeds] [lr] [epochs] [l2]`
+//! `cargo run --release --example predictor_probe -- DATASET.jsonl CATALOG.toml [seeds] [lr] [epochs] [l2] [shared]`
+//!
+//! Environment: `FULL=1` every model's outcome of every training prompt; `RULE=ratio|abs|lag|budget`
+//! the decision rule (`budget`: q − λ·cost with λ fitted so the predicted quality over the
+//! training prompts — `CALIB_TEST=1`: the test prompts — keeps the share of the best single
+//! model's); `CLUSTERS=K` (with `CSHRINK`, `DIMS`) a k-means cluster × model mean as the base
+//! instead of the model's mean, `LINEAR=0` without the linear predictor; `RANK`, `FRATE` the
+//! low-rank part.
 
 #![allow(
     clippy::unwrap_used,
@@ -67,6 +74,7 @@ fn main() {
     let knobs: Vec<f64> = match rule.as_str() {
         "abs" => vec![0.10, 0.05, 0.03, 0.02, 0.01, 0.0],
         "lag" => vec![0.5, 0.3, 0.2, 0.15, 0.1, 0.07, 0.05, 0.02],
+        "budget" => vec![0.90, 0.93, 0.95, 0.96, 0.97, 0.98, 0.99],
         _ => vec![0.75, 0.8, 0.85, 0.90, 0.95, 0.97, 1.0],
     };
     for share in knobs {
@@ -98,13 +106,49 @@ fn main() {
                 .iter()
                 .map(|(s, n)| if *n > 0.0 { s / n } else { 0.5 })
                 .collect();
+            // Clusters of the training prompts (no labels needed), per cluster x model means
+            // shrunk toward the model's global mean.
+            let k_clusters: usize = std::env::var("CLUSTERS").map_or(0, |v| v.parse().unwrap());
+            let cshrink: f64 = std::env::var("CSHRINK").map_or(10.0, |v| v.parse().unwrap());
+            let dims: usize = std::env::var("DIMS").map_or(256, |v| v.parse().unwrap());
+            let proj: Vec<Vec<f32>> = if k_clusters > 0 {
+                feats.iter().map(|f| project(f, dims)).collect()
+            } else {
+                Vec::new()
+            };
+            let centroids = if k_clusters > 0 {
+                kmeans(&proj, train, k_clusters, seed)
+            } else {
+                Vec::new()
+            };
+            let cluster_of = |r: usize| -> usize {
+                if k_clusters == 0 {
+                    return 0;
+                }
+                nearest(&centroids, &proj[r])
+            };
+            let mut cstat = vec![(0.0f64, 0.0f64); k_clusters.max(1) * models.len()];
+            for (r, m, y) in &picks {
+                let c = cluster_of(*r);
+                cstat[c * models.len() + m].0 += y;
+                cstat[c * models.len() + m].1 += 1.0;
+            }
+            let cbase = |r: usize, m: usize| -> f64 {
+                if k_clusters == 0 {
+                    return base[m];
+                }
+                let (s, n) = cstat[cluster_of(r) * models.len() + m];
+                (s + cshrink * base[m]) / (n + cshrink)
+            };
+            let linear = std::env::var("LINEAR").map_or(true, |v| v != "0");
             let samples: Vec<Sample> = picks
                 .iter()
+                .filter(|_| linear)
                 .map(|(r, m, y)| Sample {
                     model: *m,
                     features: feats[*r].as_slice().into(),
                     label: *y as f32,
-                    base_logit: logit(base[*m]) as f32,
+                    base_logit: logit(cbase(*r, *m)) as f32,
                 })
                 .collect();
             let fits = fit(&samples, models.len(), &fs, seed);
@@ -123,11 +167,65 @@ fn main() {
                 .unwrap();
             let best_acc: f64 = test.iter().filter_map(|r| outcome(*r, best)).sum::<f64>();
             let best_cost: f64 = test.iter().map(|r| cost(*r, best)).sum();
+            // Traffic-calibrated rule: per prompt argmax q - lambda * cost, with lambda set so
+            // that the policy's predicted quality over the training prompts keeps `share` of
+            // the best single model's predicted quality.
+            let predict = |r: usize| -> (Vec<f64>, Vec<f64>) {
+                let s = p.scores(&feats[r]);
+                let q = models
+                    .iter()
+                    .map(|m| {
+                        let b = cbase(r, *m);
+                        s.quality(*m, b).unwrap_or(b)
+                    })
+                    .collect();
+                (q, models.iter().map(|m| cost(r, *m)).collect())
+            };
+            let calib: Vec<(Vec<f64>, Vec<f64>)> = if rule == "budget" {
+                let every = std::env::var("CALIB_TEST").is_ok();
+                let set: &[usize] = if every { test } else { train };
+                set.iter().map(|r| predict(*r)).collect()
+            } else {
+                Vec::new()
+            };
+            let choose = |q: &[f64], c: &[f64], lambda: f64| -> usize {
+                (0..q.len())
+                    .max_by(|a, b| (q[*a] - lambda * c[*a]).total_cmp(&(q[*b] - lambda * c[*b])))
+                    .unwrap()
+            };
+            let lambda = if rule == "budget" {
+                let best_pred = (0..models.len())
+                    .map(|m| calib.iter().map(|(q, _)| q[m]).sum::<f64>())
+                    .fold(0.0, f64::max);
+                let kept = |l: f64| calib.iter().map(|(q, c)| q[choose(q, c, l)]).sum::<f64>();
+                let (mut lo, mut hi) = (1e-3f64.ln(), 1e7f64.ln());
+                for _ in 0..50 {
+                    let mid = 0.5 * (lo + hi);
+                    if kept(mid.exp()) >= share * best_pred {
+                        lo = mid;
+                    } else {
+                        hi = mid;
+                    }
+                }
+                lo.exp()
+            } else {
+                0.0
+            };
             for r in test {
+                if rule == "budget" {
+                    let (q, c) = predict(*r);
+                    let pick = choose(&q, &c, lambda);
+                    acc += outcome(*r, pick).unwrap_or(0.0);
+                    spent += c[pick];
+                    continue;
+                }
                 let s = p.scores(&feats[*r]);
                 let q: Vec<f64> = models
                     .iter()
-                    .map(|m| s.quality(*m, base[*m]).unwrap_or(0.0))
+                    .map(|m| {
+                        let b = cbase(*r, *m);
+                        s.quality(*m, b).unwrap_or(b)
+                    })
                     .collect();
                 let top = q.iter().cloned().fold(0.0, f64::max);
                 let est: Vec<f64> = models.iter().map(|m| cost(*r, *m)).collect();
@@ -185,4 +283,85 @@ fn main() {
             100.0 * lift_sum / n
         );
     }
+}
+
+fn mix64(mut x: u64) -> u64 {
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^ (x >> 33)
+}
+
+fn project(features: &[u32], dims: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; dims];
+    for j in features {
+        let h = mix64(u64::from(*j) ^ 0x5052_4f4a);
+        let sign = if h >> 63 == 0 { 1.0 } else { -1.0 };
+        out[(h % dims as u64) as usize] += sign;
+    }
+    normalise(&mut out);
+    out
+}
+
+fn normalise(v: &mut [f32]) {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if n > 0.0 {
+        v.iter_mut().for_each(|x| *x /= n);
+    }
+}
+
+fn nearest(centroids: &[Vec<f32>], x: &[f32]) -> usize {
+    let mut best = (0, f32::MIN);
+    for (i, c) in centroids.iter().enumerate() {
+        let d: f32 = c.iter().zip(x).map(|(a, b)| a * b).sum();
+        if d > best.1 {
+            best = (i, d);
+        }
+    }
+    best.0
+}
+
+/// Spherical k-means over the training prompts' projections, k-means++ start.
+fn kmeans(points: &[Vec<f32>], train: &[usize], k: usize, seed: u64) -> Vec<Vec<f32>> {
+    let mut rng = fastrand::Rng::with_seed(seed ^ 0xC1);
+    let mut centroids: Vec<Vec<f32>> = vec![points[train[rng.usize(..train.len())]].clone()];
+    let mut dist: Vec<f32> = vec![f32::MAX; train.len()];
+    while centroids.len() < k {
+        let last = centroids.last().unwrap();
+        let mut total = 0.0;
+        for (d, r) in dist.iter_mut().zip(train) {
+            let sim: f32 = last.iter().zip(&points[*r]).map(|(a, b)| a * b).sum();
+            *d = d.min((1.0 - sim).max(0.0));
+            total += *d;
+        }
+        let mut pick = rng.f32() * total;
+        let mut chosen = train[0];
+        for (d, r) in dist.iter().zip(train) {
+            pick -= d;
+            if pick <= 0.0 {
+                chosen = *r;
+                break;
+            }
+        }
+        centroids.push(points[chosen].clone());
+    }
+    for _ in 0..15 {
+        let dims = centroids[0].len();
+        let mut sums = vec![vec![0.0f32; dims]; k];
+        for r in train {
+            let c = nearest(&centroids, &points[*r]);
+            sums[c]
+                .iter_mut()
+                .zip(&points[*r])
+                .for_each(|(s, x)| *s += x);
+        }
+        for (c, s) in centroids.iter_mut().zip(sums) {
+            if s.iter().any(|x| *x != 0.0) {
+                *c = s;
+                normalise(c);
+            }
+        }
+    }
+    centroids
 }
