@@ -128,6 +128,7 @@ pub fn spawn_in_process_workers(
     state: &crate::api::AppState,
     shutdown: &CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, crate::wiring::ProvidersSetupError> {
+    state.completions.lane.expect();
     let ctx = crate::jobs::JobContext::new(
         state.db.pool.clone(),
         state.engine.clone(),
@@ -152,10 +153,11 @@ pub async fn run_workers(
     shutdown: CancellationToken,
 ) {
     loop {
+        // Checked often: in `serve`, `/ready` waits for these workers.
         while db.check_ready().await.is_err() {
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                () = tokio::time::sleep(Duration::from_millis(50)) => {}
             }
         }
         match crate::jobs::run_workers(ctx.clone(), &queues, shutdown.clone()).await {

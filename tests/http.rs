@@ -55,6 +55,43 @@ async fn ready_is_503_until_the_database_is_migrated() {
 }
 
 #[tokio::test]
+async fn ready_waits_for_the_in_process_workers_so_the_first_request_runs_at_once() {
+    // Before, /ready said yes once the schema was in place while serve's workers were still
+    // starting: the first requests waited for them (~0.5 s) and went through the queue instead
+    // of the direct lane.
+    let app = TestApp::spawn_with_workers(TestDb::migrated().await, &[]).await;
+    let mut answers = Vec::new();
+    for _ in 0..200 {
+        let resp = app.get("/ready").await;
+        let status = resp.status().as_u16();
+        if status == 200 {
+            break;
+        }
+        let (code, _) = error_body(resp).await;
+        answers.push(code);
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(
+        answers.iter().all(|c| c == "workers_starting"),
+        "{answers:?}"
+    );
+    let resp = app
+        .post_json(
+            "/complete",
+            &serde_json::json!({ "prompt": "What is the capital of Peru?" }),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let lane_jobs: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM apalis.jobs WHERE lock_by LIKE 'provider_call-direct-%'",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(lane_jobs, 1, "the first request ran in the direct lane");
+}
+
+#[tokio::test]
 async fn unknown_routes_and_methods_get_json_errors() {
     let app = TestApp::spawn().await;
     let resp = app.get("/no/such/route").await;

@@ -1,5 +1,5 @@
 //! `GET /health` (the process is alive; touches nothing) and `GET /ready` (the database is
-//! reachable and migrated to this build's schema).
+//! reachable and migrated to this build's schema; in `serve`, its job workers run).
 
 use axum::Json;
 use axum::extract::State;
@@ -15,13 +15,32 @@ pub async fn health() -> Json<Value> {
     Json(json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
 }
 
-/// The database is reachable and migrated to this build's schema.
+/// The database is reachable and migrated to this build's schema, and — in `optimizer serve`
+/// with its in-process workers — those workers run (503 `workers_starting` until then: a
+/// request accepted before would wait for them).
 #[utoipa::path(get, path = "/ready", tag = "service",
     responses((status = 200, description = "Ready", body = super::openapi::ReadyBody),
               super::openapi::ProbeErrors))]
-pub async fn ready(State(db): State<Database>) -> Result<Json<Value>, ApiError> {
+pub async fn ready(State(state): State<super::AppState>) -> Result<Json<Value>, ApiError> {
+    database_ready(&state.db).await?;
+    if !state.completions.lane.ready() {
+        return Err(ApiError::unavailable(
+            "workers_starting",
+            "the in-process job workers are not running yet",
+        ));
+    }
+    Ok(Json(json!({ "status": "ready" })))
+}
+
+/// The worker process's `/ready`: the database is reachable and migrated.
+pub async fn worker_ready(State(db): State<Database>) -> Result<Json<Value>, ApiError> {
+    database_ready(&db).await?;
+    Ok(Json(json!({ "status": "ready" })))
+}
+
+async fn database_ready(db: &Database) -> Result<(), ApiError> {
     match db.check_ready().await {
-        Ok(()) => Ok(Json(json!({ "status": "ready" }))),
+        Ok(()) => Ok(()),
         Err(e @ NotReady::Unreachable(_)) => {
             tracing::warn!(error = format!("{:#}", anyhow::Error::from(e)), "not ready");
             Err(ApiError::unavailable(

@@ -13,6 +13,7 @@
 //! The lane takes a request only while it has a free slot (`WORKER_CONCURRENCY` of them);
 //! otherwise the job is queued as usual.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -42,6 +43,8 @@ struct Attached {
 #[derive(Debug, Default)]
 pub struct DirectLane {
     attached: Mutex<Option<Attached>>,
+    /// This process runs provider_call workers, so the lane should be open.
+    expected: AtomicBool,
 }
 
 /// A free slot of the lane, the id its job must have and the worker that locks it.
@@ -88,6 +91,19 @@ impl DirectLane {
         rx
     }
 
+    /// Marks the lane as one this process will open (it runs provider_call workers): until it
+    /// is open, [`DirectLane::ready`] says no.
+    pub fn expect(&self) {
+        self.expected.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the process can run what it accepts at once: the lane is open, or this process
+    /// runs no workers (another process's do). `/ready` reads it, so a load balancer sends no
+    /// traffic to a `serve` whose workers have not started yet (or have stopped).
+    pub fn ready(&self) -> bool {
+        !self.expected.load(Ordering::Relaxed) || self.lock().is_some()
+    }
+
     /// Stops taking jobs (shutdown, or the runner lost its worker row).
     pub fn detach(&self) {
         *self.lock() = None;
@@ -114,6 +130,21 @@ impl DirectLane {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_expected_lane_is_ready_only_while_open() {
+        let lane = DirectLane::new();
+        assert!(
+            lane.ready(),
+            "no workers in this process: nothing to wait for"
+        );
+        lane.expect();
+        assert!(!lane.ready(), "workers expected, not started");
+        let _rx = lane.attach("w1", 1);
+        assert!(lane.ready());
+        lane.detach();
+        assert!(!lane.ready(), "stopped");
+    }
 
     #[test]
     fn the_lane_takes_jobs_only_while_attached_and_with_a_free_slot() {
