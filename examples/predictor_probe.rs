@@ -9,7 +9,9 @@
 //! Environment: `FULL=1` every model's outcome of every training prompt; `RULE=ratio|abs|lag|budget`
 //! the decision rule (`budget`: q − λ·cost with λ fitted so the predicted quality over the
 //! training prompts — `CALIB_TEST=1`: the test prompts — keeps the share of the best single
-//! model's); `CLUSTERS=K` (with `CSHRINK`, `DIMS`) a k-means cluster × model mean as the base
+//! model's; `CALIB=ips`: fitted so the logged outcomes of half the training prompts, routed by
+//! a predictor fitted on the other half, keep that share — `FORM=ratio` searches the
+//! per-prompt share instead of λ); `CLUSTERS=K` (with `CSHRINK`, `DIMS`) a k-means cluster × model mean as the base
 //! instead of the model's mean, `LINEAR=0` without the linear predictor; `RANK`, `FRATE` the
 //! low-rank part.
 
@@ -188,12 +190,82 @@ fn main() {
             } else {
                 Vec::new()
             };
+            // FORM=ratio: the knob is the per-prompt share t (cheapest model with q >= t * top),
+            // searched as exp(-lambda) so the same bisection applies.
+            let ratio_form = std::env::var("FORM").is_ok_and(|v| v == "ratio");
             let choose = |q: &[f64], c: &[f64], lambda: f64| -> usize {
+                if ratio_form {
+                    let t = (-lambda).exp();
+                    let top = q.iter().cloned().fold(0.0, f64::max);
+                    return (0..q.len())
+                        .filter(|m| q[*m] >= t * top - 1e-12)
+                        .min_by(|a, b| c[*a].total_cmp(&c[*b]))
+                        .unwrap();
+                }
                 (0..q.len())
                     .max_by(|a, b| (q[*a] - lambda * c[*a]).total_cmp(&(q[*b] - lambda * c[*b])))
                     .unwrap()
             };
-            let lambda = if rule == "budget" {
+            let ips = std::env::var("CALIB").is_ok_and(|v| v == "ips");
+            let lambda = if rule == "budget" && ips {
+                // Cross-fitted: a predictor fitted on half the logged outcomes routes the other
+                // half; where it picks the logged model, the logged outcome counts (uniform
+                // logging: SNIPS is the mean over the matches). lambda keeps `share` of the best
+                // single model's logged mean on that half.
+                let half_a: Vec<Sample> = samples.iter().step_by(2).cloned().collect();
+                let fits_a: Vec<_> = fit(&half_a, models.len(), &fs, seed)
+                    .into_iter()
+                    .enumerate()
+                    .filter_map(|(i, f)| f.map(|f| (i, f)))
+                    .collect();
+                let pa = Predictor::new(models.len(), &fits_a);
+                let half_b: Vec<(Vec<f64>, Vec<f64>, usize, f64)> = picks
+                    .iter()
+                    .skip(1)
+                    .step_by(2)
+                    .map(|(r, m, y)| {
+                        let s = pa.scores(&feats[*r]);
+                        let q = models
+                            .iter()
+                            .map(|mm| {
+                                let b = cbase(*r, *mm);
+                                s.quality(*mm, b).unwrap_or(b)
+                            })
+                            .collect();
+                        (q, models.iter().map(|mm| cost(*r, *mm)).collect(), *m, *y)
+                    })
+                    .collect();
+                let best_logged = (0..models.len())
+                    .map(|m| {
+                        let (s, n) = half_b
+                            .iter()
+                            .filter(|h| h.2 == m)
+                            .fold((0.0, 0.0), |(s, n), h| (s + h.3, n + 1.0));
+                        if n > 0.0 { s / n } else { 0.0 }
+                    })
+                    .fold(0.0, f64::max);
+                let kept = |l: f64| {
+                    let (s, n) = half_b
+                        .iter()
+                        .filter(|h| choose(&h.0, &h.1, l) == h.2)
+                        .fold((0.0, 0.0), |(s, n), h| (s + h.3, n + 1.0));
+                    if n > 0.0 { s / n } else { 0.0 }
+                };
+                let (mut lo, mut hi) = if ratio_form {
+                    (1e-6f64.ln(), 0.7f64.ln())
+                } else {
+                    (1e-3f64.ln(), 1e7f64.ln())
+                };
+                for _ in 0..50 {
+                    let mid = 0.5 * (lo + hi);
+                    if kept(mid.exp()) >= share * best_logged {
+                        lo = mid;
+                    } else {
+                        hi = mid;
+                    }
+                }
+                lo.exp()
+            } else if rule == "budget" {
                 let best_pred = (0..models.len())
                     .map(|m| calib.iter().map(|(q, _)| q[m]).sum::<f64>())
                     .fold(0.0, f64::max);
