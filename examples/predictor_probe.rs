@@ -251,35 +251,13 @@ fn main() {
                         .fold((0.0, 0.0), |(s, n), h| (s + h.3, n + 1.0));
                     if n > 0.0 { s / n } else { 0.0 }
                 };
-                let (mut lo, mut hi) = if ratio_form {
-                    (1e-6f64.ln(), 0.7f64.ln())
-                } else {
-                    (1e-3f64.ln(), 1e7f64.ln())
-                };
-                for _ in 0..50 {
-                    let mid = 0.5 * (lo + hi);
-                    if kept(mid.exp()) >= share * best_logged {
-                        lo = mid;
-                    } else {
-                        hi = mid;
-                    }
-                }
-                lo.exp()
+                largest_kept(ratio_form, |l| kept(l) >= share * best_logged)
             } else if rule == "budget" {
                 let best_pred = (0..models.len())
                     .map(|m| calib.iter().map(|(q, _)| q[m]).sum::<f64>())
                     .fold(0.0, f64::max);
                 let kept = |l: f64| calib.iter().map(|(q, c)| q[choose(q, c, l)]).sum::<f64>();
-                let (mut lo, mut hi) = (1e-3f64.ln(), 1e7f64.ln());
-                for _ in 0..50 {
-                    let mid = 0.5 * (lo + hi);
-                    if kept(mid.exp()) >= share * best_pred {
-                        lo = mid;
-                    } else {
-                        hi = mid;
-                    }
-                }
-                lo.exp()
+                largest_kept(ratio_form, |l| kept(l) >= share * best_pred)
             } else {
                 0.0
             };
@@ -436,4 +414,23 @@ fn kmeans(points: &[Vec<f32>], train: &[usize], k: usize, seed: u64) -> Vec<Vec<
         }
     }
     centroids
+}
+
+/// The largest knob (λ, or −ln of the per-prompt share with `ratio_form`) for which `keeps`
+/// holds, by bisection on its logarithm.
+fn largest_kept(ratio_form: bool, keeps: impl Fn(f64) -> bool) -> f64 {
+    let (mut lo, mut hi) = if ratio_form {
+        (1e-6f64.ln(), 0.7f64.ln())
+    } else {
+        (1e-3f64.ln(), 1e7f64.ln())
+    };
+    for _ in 0..50 {
+        let mid = 0.5 * (lo + hi);
+        if keeps(mid.exp()) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    lo.exp()
 }
