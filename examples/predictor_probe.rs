@@ -13,7 +13,8 @@
 //! a predictor fitted on the other half, keep that share — `FORM=ratio` searches the
 //! per-prompt share instead of λ); `CLUSTERS=K` (with `CSHRINK`, `DIMS`) a k-means cluster × model mean as the base
 //! instead of the model's mean, `LINEAR=0` without the linear predictor; `RANK`, `FRATE` the
-//! low-rank part.
+//! low-rank part; `FEAT=words|words1|words3` a probe-only word n-gram featurizer instead of the
+//! shipped one.
 
 #![allow(
     clippy::unwrap_used,
@@ -53,7 +54,15 @@ fn main() {
         fs.factor_rate = v.parse().unwrap();
     }
     let models: Vec<usize> = (0..catalog.models().len()).collect();
-    let feats: Vec<Vec<u32>> = data.records.iter().map(|r| featurize(&r.prompt)).collect();
+    let feat_kind = std::env::var("FEAT").unwrap_or_default();
+    let feats: Vec<Vec<u32>> = data
+        .records
+        .iter()
+        .map(|r| match feat_kind.as_str() {
+            "" => featurize(&r.prompt),
+            kind => alt_features(&r.prompt, kind),
+        })
+        .collect();
     let outcome = |r: usize, m: usize| -> Option<f64> {
         data.records[r]
             .outcomes
@@ -433,4 +442,41 @@ fn largest_kept(ratio_form: bool, keeps: impl Fn(f64) -> bool) -> f64 {
         }
     }
     lo.exp()
+}
+
+/// Probe-only featurizers: `words` (unigrams + bigrams), `words1` (unigrams only), `words3`
+/// (up to trigrams), hashed with std's SipHash into the same feature space.
+fn alt_features(text: &str, kind: &str) -> Vec<u32> {
+    use std::hash::{Hash, Hasher};
+    let h = |s: &str| {
+        let mut x = std::hash::DefaultHasher::new();
+        s.hash(&mut x);
+        (x.finish() >> (64 - optimizer::routing::features::FEATURE_BITS)) as u32
+    };
+    let lower = text.to_lowercase();
+    let words: Vec<&str> = lower
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .take(1500)
+        .collect();
+    let max_n = match kind {
+        "words1" => 1,
+        "words3" => 3,
+        _ => 2,
+    };
+    let mut out: Vec<u32> = Vec::new();
+    for n in 1..=max_n {
+        for w in words.windows(n) {
+            out.push(h(&w.join(" ")));
+        }
+    }
+    out.push(h(&format!("len:{}", lower.len().max(1).ilog2())));
+    out.sort_unstable();
+    out.dedup();
+    if out.len() > 512 {
+        out.select_nth_unstable_by_key(512, |i| mix64(u64::from(*i)));
+        out.truncate(512);
+        out.sort_unstable();
+    }
+    out
 }
