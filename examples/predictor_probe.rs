@@ -122,7 +122,8 @@ fn main() {
             let k_clusters: usize = std::env::var("CLUSTERS").map_or(0, |v| v.parse().unwrap());
             let cshrink: f64 = std::env::var("CSHRINK").map_or(10.0, |v| v.parse().unwrap());
             let dims: usize = std::env::var("DIMS").map_or(256, |v| v.parse().unwrap());
-            let proj: Vec<Vec<f32>> = if k_clusters > 0 {
+            let k_nn: usize = std::env::var("KNN").map_or(0, |v| v.parse().unwrap());
+            let proj: Vec<Vec<f32>> = if k_clusters > 0 || k_nn > 0 {
                 feats.iter().map(|f| project(f, dims)).collect()
             } else {
                 Vec::new()
@@ -144,7 +145,50 @@ fn main() {
                 cstat[c * models.len() + m].0 += y;
                 cstat[c * models.len() + m].1 += 1.0;
             }
+            // k nearest training prompts (cosine of the projections), per model the
+            // similarity-weighted mean of their logged outcomes shrunk toward the model's mean.
+            let knn_base: Vec<Vec<f64>> = if k_nn > 0 {
+                let kshrink: f64 = std::env::var("KSHRINK").map_or(2.0, |v| v.parse().unwrap());
+                let mut logged: Vec<Vec<(usize, f64)>> = vec![Vec::new(); data.records.len()];
+                for (r, m, y) in &picks {
+                    logged[*r].push((*m, *y));
+                }
+                (0..data.records.len())
+                    .map(|r| {
+                        let mut sims: Vec<(f32, usize)> = train
+                            .iter()
+                            .filter(|t| **t != r)
+                            .map(|t| {
+                                let d: f32 =
+                                    proj[r].iter().zip(&proj[*t]).map(|(a, b)| a * b).sum();
+                                (d, *t)
+                            })
+                            .collect();
+                        let k = k_nn.min(sims.len());
+                        sims.select_nth_unstable_by(k.saturating_sub(1), |a, b| {
+                            b.0.total_cmp(&a.0)
+                        });
+                        let mut acc = vec![(0.0f64, 0.0f64); models.len()];
+                        for (d, t) in &sims[..k] {
+                            let wgt = f64::from(d.max(0.0));
+                            for (m, y) in &logged[*t] {
+                                acc[*m].0 += wgt * y;
+                                acc[*m].1 += wgt;
+                            }
+                        }
+                        acc.iter()
+                            .enumerate()
+                            .map(|(m, (sy, sw))| (sy + kshrink * base[m]) / (sw + kshrink))
+                            .collect()
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
             let cbase = |r: usize, m: usize| -> f64 {
+                if k_nn > 0 {
+                    return knn_base[r][m];
+                }
                 if k_clusters == 0 {
                     return base[m];
                 }

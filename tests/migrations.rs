@@ -358,3 +358,67 @@ async fn constraints_reject_what_the_domain_forbids() {
     assert_eq!(sqlstate(tick("run-1").await), "ok");
     assert_eq!(sqlstate(tick("run-2").await), "23505");
 }
+
+/// A worker keeps its id for its process's lifetime and apalis keeps `lock_by` on ended jobs:
+/// looking up a worker's unfinished jobs (rescue, shutdown, acknowledgement) must not read
+/// every job it ever ran.
+#[tokio::test]
+async fn a_worker_s_ended_jobs_are_not_read_to_find_its_running_ones() {
+    let test_db = TestDb::migrated().await;
+    let pool = test_db.pool().await;
+    sqlx::query(
+        "INSERT INTO apalis.workers (id, worker_type, storage_name, layers, last_seen)
+         VALUES ('w1', 'provider_call', 'PostgresStorage', '', now())",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO apalis.jobs (job, id, job_type, status, lock_by, lock_at, done_at)
+         SELECT '\\x7b7d'::bytea, 'done-' || i, 'provider_call', 'Done', 'w1', now(), now()
+         FROM generate_series(1, 2000) i
+         UNION ALL
+         SELECT '\\x7b7d'::bytea, 'running-1', 'provider_call', 'Running', 'w1', now(), NULL",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE apalis.jobs")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    // Whatever the planner would prefer, take an index if there is one.
+    sqlx::query("SET LOCAL enable_seqscan = off")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let plan: serde_json::Value = sqlx::query_scalar(
+        "EXPLAIN (ANALYZE, FORMAT JSON)
+         SELECT id FROM apalis.jobs WHERE lock_by = 'w1' AND status IN ('Queued', 'Running')",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    fn visited(node: &serde_json::Value) -> f64 {
+        let own = [
+            "Actual Rows",
+            "Rows Removed by Filter",
+            "Rows Removed by Index Recheck",
+        ]
+        .iter()
+        .filter_map(|k| node.get(*k).and_then(|v| v.as_f64()))
+        .sum::<f64>();
+        let children = node
+            .get("Plans")
+            .and_then(|p| p.as_array())
+            .map_or(0.0, |p| p.iter().map(visited).sum());
+        own + children
+    }
+    let root = &plan[0]["Plan"];
+    assert_eq!(root["Actual Rows"].as_f64(), Some(1.0), "{plan}");
+    assert!(
+        visited(root) <= 4.0,
+        "rows visited to find one running job among 2,000 ended ones: {plan}"
+    );
+}
