@@ -92,6 +92,70 @@ async fn ready_waits_for_the_in_process_workers_so_the_first_request_runs_at_onc
 }
 
 #[tokio::test]
+async fn a_request_whose_client_leaves_during_its_insert_still_runs() {
+    // A client that disconnects drops its handler. Before, a request whose insert committed
+    // after that kept its direct-lane job `Running` under this live process and never ran.
+    let app = TestApp::spawn_with_workers(
+        TestDb::migrated().await,
+        &[("CACHE_ENABLED", "false"), ("EXPLORATION_RATE", "0")],
+    )
+    .await;
+    for _ in 0..200 {
+        if app.get("/ready").await.status() == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // Hold every insert into requests until the client has gone.
+    let mut blocker = app.db.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE requests IN SHARE MODE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let client = app.client.clone();
+    let url = app.url("/complete");
+    let send = tokio::spawn(async move {
+        client
+            .post(url)
+            .json(&serde_json::json!({ "prompt": "What is the capital of Peru?" }))
+            .send()
+            .await
+    });
+    let mut waiting = 0i64;
+    for _ in 0..500 {
+        waiting = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE wait_event_type = 'Lock' AND query LIKE '%INSERT INTO requests%'",
+        )
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(waiting, 1, "the insert waits for the lock");
+    send.abort();
+    let _ = send.await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    blocker.rollback().await.unwrap();
+    let mut status = String::new();
+    for _ in 0..300 {
+        status = sqlx::query_scalar("SELECT status FROM requests")
+            .fetch_optional(&app.db.pool)
+            .await
+            .unwrap()
+            .unwrap_or_default();
+        if status == "succeeded" || status == "failed" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, "succeeded", "the request ran to its end");
+}
+
+#[tokio::test]
 async fn unknown_routes_and_methods_get_json_errors() {
     let app = TestApp::spawn().await;
     let resp = app.get("/no/such/route").await;

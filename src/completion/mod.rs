@@ -344,7 +344,28 @@ impl Completions {
 
     /// Routes and queues (or answers from the cache) one request; with the key's rate-limit
     /// window after it, when the key has rate limits.
+    ///
+    /// Runs to its end even when the caller goes away (a client that disconnects drops its
+    /// handler's future): once the insert is sent it may commit, and a job the direct lane
+    /// reserved, committed `Running` under this live process's worker row, but never handed
+    /// over would run nowhere — the queue rescues only dead workers' jobs — until the deadline
+    /// sweep failed its request.
     pub async fn submit(
+        self: &Arc<Self>,
+        input: CompleteInput,
+    ) -> Result<(Submitted, Option<RateState>), SubmitError> {
+        let this = Arc::clone(self);
+        match tokio::spawn(async move { this.submit_to_the_end(input).await }).await {
+            Ok(submitted) => submitted,
+            Err(e) => match e.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                // The runtime is shutting down.
+                Err(_) => Err(SubmitError::Database(sqlx::Error::PoolClosed)),
+            },
+        }
+    }
+
+    async fn submit_to_the_end(
         &self,
         input: CompleteInput,
     ) -> Result<(Submitted, Option<RateState>), SubmitError> {
