@@ -13,7 +13,8 @@
 //! a predictor fitted on the other half, keep that share — `FORM=ratio` searches the
 //! per-prompt share instead of λ); `CLUSTERS=K` (with `CSHRINK`, `DIMS`) a k-means cluster × model mean as the base
 //! instead of the model's mean, `LINEAR=0` without the linear predictor; `RANK`, `FRATE` the
-//! low-rank part; `FEAT=words|words1|words3` a probe-only word n-gram featurizer instead of the
+//! low-rank part; `KNN=K` (with `KSHRINK`) the similarity-weighted outcomes of the K nearest
+//! training prompts as the base; `FEAT=words|words1|words3` a probe-only word n-gram featurizer instead of the
 //! shipped one.
 
 #![allow(
