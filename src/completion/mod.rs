@@ -355,7 +355,9 @@ impl Completions {
         input: CompleteInput,
     ) -> Result<(Submitted, Option<RateState>), SubmitError> {
         let this = Arc::clone(self);
-        match tokio::spawn(async move { this.submit_to_the_end(input).await }).await {
+        let task = async move { this.submit_to_the_end(input).await };
+        // In the request's span, so its logs still name the request.
+        match tokio::spawn(tracing::Instrument::in_current_span(task)).await {
             Ok(submitted) => submitted,
             Err(e) => match e.try_into_panic() {
                 Ok(panic) => std::panic::resume_unwind(panic),
