@@ -139,6 +139,9 @@ pub async fn run_workers(
                 PROVIDER_CALL_QUEUE,
                 jobs.concurrency,
                 jobs.poll_interval,
+                // A worker process takes announced jobs by id (`listen`): apalis' own wake-up
+                // would only race it with a fetch per request.
+                ctx.lane.is_some(),
                 provider_call::handle
             )
         }),
@@ -150,6 +153,7 @@ pub async fn run_workers(
                 AGGREGATION_QUEUE,
                 4,
                 SLOW_POLL,
+                true,
                 feedback_aggregation::handle
             )
         }),
@@ -161,6 +165,7 @@ pub async fn run_workers(
                 RETRAIN_QUEUE,
                 1,
                 SLOW_POLL,
+                true,
                 retrain::handle
             )
         }),
@@ -200,16 +205,20 @@ pub(crate) fn record_job(job: &'static str, started: std::time::Instant, ok: boo
     }
 }
 
-/// Spawns one apalis worker on `$queue`, running until shutdown: LISTEN/NOTIFY wakes it for new
-/// jobs, a short poll (`JOB_POLL_MS`) picks up delayed ones (retries with backoff), which the
-/// insert trigger does not announce, and wake-ups missed while busy. If it fails, everything
+/// Spawns one apalis worker on `$queue`, running until shutdown: with `$announced`, LISTEN/NOTIFY
+/// wakes it for new jobs; a poll (`$poll`) picks up delayed ones (retries with backoff), which
+/// the insert trigger does not announce, and wake-ups missed while busy. If it fails, everything
 /// `run_workers` started stops.
+///
+/// Every NOTIFY signals every listening connection of the database (PostgreSQL filters channels
+/// in the receiver), so a listener nobody needs costs each request a wake-up in PostgreSQL and
+/// here.
 ///
 /// Each worker runs on its own task: apalis starts a fetch whenever its worker's future is
 /// polled, so workers joined in one task woke each other (a fetch ending wakes the task, which
 /// polls the others, which fetch…) — ~1,700 empty fetches a second in an idle process.
 macro_rules! worker {
-    ($ctx:expr, $shutdown:expr, $args:ty, $queue:expr, $concurrency:expr, $poll:expr, $handler:expr) => {{
+    ($ctx:expr, $shutdown:expr, $args:ty, $queue:expr, $concurrency:expr, $poll:expr, $announced:expr, $handler:expr) => {{
         let jobs = &$ctx.settings.jobs;
         let config = Config::default()
             .queue($queue)
@@ -217,9 +226,11 @@ macro_rules! worker {
             .heartbeat_interval(jobs.heartbeat)
             .missed_heartbeats(jobs.missed_heartbeats);
         let storage = PostgresStorage::<$args>::new(&$ctx.pool).with_config(config);
-        let strategy = Strategy::new()
-            .stream(Pubsub::new($ctx.pool.clone(), $queue.to_owned()))
-            .interval($poll);
+        let mut strategy = Strategy::new();
+        if $announced {
+            strategy = strategy.stream(Pubsub::new($ctx.pool.clone(), $queue.to_owned()));
+        }
+        let strategy = strategy.interval($poll);
         let backend = PollWith::new(storage, strategy);
         let name = format!("{}-{}", $queue, ulid::Ulid::generate());
         tracing::info!(worker = %name, concurrency = $concurrency, "worker starting");
