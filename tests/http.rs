@@ -100,12 +100,7 @@ async fn a_request_whose_client_leaves_during_its_insert_still_runs() {
         &[("CACHE_ENABLED", "false"), ("EXPLORATION_RATE", "0")],
     )
     .await;
-    for _ in 0..200 {
-        if app.get("/ready").await.status() == 200 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    common::process::wait_for_status(&app.url("/ready"), 200).await;
     // Hold every insert into requests until the client has gone.
     let mut blocker = app.db.pool.begin().await.unwrap();
     sqlx::query("LOCK TABLE requests IN SHARE MODE")
