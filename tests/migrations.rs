@@ -422,3 +422,202 @@ async fn a_worker_s_ended_jobs_are_not_read_to_find_its_running_ones() {
         "rows visited to find one running job among 2,000 ended ones: {plan}"
     );
 }
+
+/// A worker process takes an announced provider_call job and its request in one statement:
+/// the job locked by the worker, the request running — or, for a stale job, the job locked and
+/// no request (the run then does nothing); a job whose arguments are not JSON locks nothing.
+#[tokio::test]
+async fn an_announced_job_is_claimed_with_its_request_in_one_statement() {
+    use optimizer::store::requests::{PROVIDER_CALL_QUEUE, claim_pending_request};
+    let test_db = TestDb::migrated().await;
+    let pool = test_db.pool().await;
+    sqlx::query(
+        "INSERT INTO apalis.workers (id, worker_type, storage_name, layers, last_seen)
+         VALUES ('w1', 'provider_call', 'PostgresStorage', '', now())",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO requests (request_id, status, attempts, prompt, params, route)
+         VALUES ('r1', 'queued', 2, 'hello', '{\"stream\": false}', '{\"candidates\": []}')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let job = |id: &str, generation: i32| {
+        let args = serde_json::json!({
+            "request_id": "r1", "generation": generation, "candidate": 0, "tries": 0,
+            "provider_ms": 0
+        });
+        let (id, args) = (id.to_owned(), serde_json::to_vec(&args).unwrap());
+        let pool = pool.clone();
+        async move {
+            sqlx::query(
+                "INSERT INTO apalis.jobs (job, id, job_type, status, run_at)
+                 VALUES ($1, $2, $3, 'Pending', now() - interval '1 second')",
+            )
+            .bind(args)
+            .bind(id)
+            .bind(PROVIDER_CALL_QUEUE)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+    };
+    let state = |id: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_as::<_, (String, Option<String>, String)>(
+                "SELECT j.status, j.lock_by, r.status FROM apalis.jobs j, requests r
+                 WHERE j.id = $1 AND r.request_id = 'r1'",
+            )
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+
+    // The current generation: the job and its request.
+    job("j-current", 2).await;
+    let claim = claim_pending_request(&pool, "j-current", "w1")
+        .await
+        .unwrap()
+        .expect("the pending job is taken");
+    let request = claim.request.expect("its request is claimed");
+    assert_eq!(request.prompt.as_deref(), Some("hello"));
+    assert_eq!(request.route, serde_json::json!({"candidates": []}));
+    let args: serde_json::Value = serde_json::from_slice(&claim.args).unwrap();
+    assert_eq!(args["generation"], 2);
+    assert_eq!(
+        state("j-current").await,
+        ("Running".into(), Some("w1".into()), "running".into())
+    );
+    // Taken once only.
+    assert!(
+        claim_pending_request(&pool, "j-current", "w1")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // A stale generation: the job is locked (to be acknowledged), the request left alone.
+    sqlx::query("UPDATE requests SET status = 'queued' WHERE request_id = 'r1'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    job("j-stale", 1).await;
+    let claim = claim_pending_request(&pool, "j-stale", "w1")
+        .await
+        .unwrap()
+        .expect("the pending job is taken");
+    assert!(claim.request.is_none());
+    assert_eq!(
+        state("j-stale").await,
+        ("Running".into(), Some("w1".into()), "queued".into())
+    );
+
+    // Arguments that are not JSON: an error, and nothing locked.
+    sqlx::query(
+        "INSERT INTO apalis.jobs (job, id, job_type, status, run_at)
+         VALUES ('\\xff00'::bytea, 'j-garbled', $1, 'Pending', now() - interval '1 second')",
+    )
+    .bind(PROVIDER_CALL_QUEUE)
+    .execute(&pool)
+    .await
+    .unwrap();
+    assert!(
+        claim_pending_request(&pool, "j-garbled", "w1")
+            .await
+            .is_err()
+    );
+    assert_eq!(state("j-garbled").await.0, "Pending");
+}
+
+/// The worker's finish tells a waiting API process the finished request itself when it fits in
+/// a notification — the same record a read of the row gives — and only its id otherwise.
+#[tokio::test]
+async fn a_finish_notifies_the_finished_request_when_it_fits() {
+    use optimizer::store::requests::{
+        self as store, DONE_CHANNEL, Finish, MetricsRow, Outcome, RequestRecord,
+    };
+    let test_db = TestDb::migrated().await;
+    let pool = test_db.pool().await;
+    let mut listener = sqlx::postgres::PgListener::connect_with(&pool)
+        .await
+        .unwrap();
+    listener.listen(DONE_CHANNEL).await.unwrap();
+    let metrics = MetricsRow {
+        prompt_pattern: "general".into(),
+        complexity_score: 0.25,
+        complexity_tier: Some("low".into()),
+        strategy: "balanced".into(),
+        selected_provider: "openai_compat".into(),
+        selected_model: "m".into(),
+        reason: Some("cheapest good enough".into()),
+        confidence: Some("high".into()),
+        explored: false,
+        alternatives: serde_json::json!([{"model": "n", "cost": 0.5}]),
+        input_tokens: Some(12),
+        output_tokens: Some(3456),
+        cached_input_tokens: None,
+        cache_write_tokens: Some(0),
+        cost_usd: Some(0.00123),
+        baseline_model: Some("big".into()),
+        baseline_cost_usd: Some(0.0456),
+        latency_ms: 12.5,
+        provider_latency_ms: Some(10.25),
+        cache_hit: false,
+        fallback_count: 0,
+    };
+    for (id, response) in [
+        ("small", "héllo \"world\"\n".to_owned()),
+        ("large", "x".repeat(9000)),
+    ] {
+        sqlx::query(
+            "INSERT INTO requests (request_id, status, attempts, prompt, params, route)
+             VALUES ($1, 'running', 1, 'hi', '{}', '{\"candidates\": []}')",
+        )
+        .bind(id)
+        .execute(&pool)
+        .await
+        .unwrap();
+        let outcome = Outcome::Succeeded {
+            response,
+            provider: "openai_compat".into(),
+            model: "m".into(),
+            finish_reason: "stop".into(),
+            tool_calls: vec![],
+        };
+        let finish = Finish {
+            request_id: id,
+            generation: Some(1),
+            outcome: &outcome,
+            metrics: &metrics,
+            keep_prompt: false,
+            cache: None,
+            notify: true,
+            job: None,
+        };
+        let finished = store::finish(&pool, &finish).await.unwrap().unwrap();
+        let payload = tokio::time::timeout(std::time::Duration::from_secs(10), listener.recv())
+            .await
+            .unwrap()
+            .unwrap()
+            .payload()
+            .to_owned();
+        let read = store::get(&pool, id, None).await.unwrap().unwrap();
+        match id {
+            "small" => {
+                let notified = RequestRecord::notified(&payload).expect("the record itself");
+                assert_eq!(format!("{notified:?}"), format!("{read:?}"));
+                assert_eq!(format!("{notified:?}"), format!("{:?}", finished.record));
+            }
+            _ => {
+                assert_eq!(payload, id);
+                assert!(RequestRecord::notified(&payload).is_none());
+            }
+        }
+    }
+}

@@ -243,7 +243,10 @@ impl Notifier {
                                 self.push(chunk);
                             }
                         }
-                        Ok(n) => self.wake(n.payload()),
+                        Ok(n) => match RequestRecord::notified(n.payload()) {
+                            Some(record) => self.wake_with(record),
+                            None => self.wake(n.payload()),
+                        },
                         Err(e) => {
                             tracing::warn!(error = %e, "request_done listener lost; reconnecting");
                             break;

@@ -88,17 +88,28 @@ fn announced(payload: &str) -> Option<String> {
 }
 
 async fn take(ctx: &JobContext, worker: Arc<str>, job_id: String) {
-    let args = match store::claim_pending(&ctx.pool, &job_id, &worker, PROVIDER_CALL_QUEUE).await {
-        Ok(Some(args)) => args,
+    // The job and its request in one statement; the job alone when its arguments are not
+    // JSON (that statement then fails, locking nothing), to report it below.
+    let (args, claimed) = match store::claim_pending_request(&ctx.pool, &job_id, &worker).await {
+        Ok(Some(claim)) => (claim.args, claim.request),
         // Another worker has it, or it is not due yet.
         Ok(None) => return,
         Err(e) => {
-            tracing::debug!(%job_id, error = %e, "claiming an announced job failed; the queue keeps it");
-            return;
+            tracing::debug!(%job_id, error = %e, "claiming an announced job with its request failed");
+            match store::claim_pending(&ctx.pool, &job_id, &worker, PROVIDER_CALL_QUEUE).await {
+                Ok(Some(args)) => (args, None),
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::debug!(%job_id, error = %e, "claiming an announced job failed; the queue keeps it");
+                    return;
+                }
+            }
         }
     };
     match serde_json::from_slice::<ProviderCall>(&args) {
-        Ok(job) => run_locked(ctx, worker, job_id, job, None).await,
+        // Without its request claimed (finished, stale, or not yet tried), the run claims it
+        // and does nothing if it cannot.
+        Ok(job) => run_locked(ctx, worker, job_id, job, claimed).await,
         Err(e) => {
             // Give it back to the queue as a failed attempt; apalis reports it.
             tracing::warn!(%job_id, error = %e, "an announced provider_call job is unreadable");

@@ -324,6 +324,82 @@ pub async fn claim_pending(
     .await
 }
 
+/// A pending provider_call job locked by [`claim_pending_request`], with its request.
+#[derive(Debug)]
+pub struct PendingClaim {
+    /// The job's arguments, as apalis stores them (JSON bytes).
+    pub args: Vec<u8>,
+    /// Its request, claimed for the job's generation as [`claim`] would; None when the request
+    /// is finished or the job stale (the job must do nothing).
+    pub request: Option<Claimed>,
+}
+
+/// [`claim_pending`] and [`claim`] in one statement (one round trip, one commit): locks the
+/// due, pending provider_call job `job_id` for `worker` and marks its request running for the
+/// job's generation. None when another worker has the job or it is not due. An error when the
+/// job's arguments are not JSON (nothing is locked then: [`claim_pending`] takes it and reports
+/// it). Committed asynchronously, like both.
+pub async fn claim_pending_request(
+    pool: &PgPool,
+    job_id: &str,
+    worker: &str,
+) -> Result<Option<PendingClaim>, sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        job: Vec<u8>,
+        claimed: bool,
+        prompt: Option<String>,
+        system: Option<String>,
+        params: Option<Value>,
+        route: Option<Value>,
+        created_at: Option<DateTime<Utc>>,
+    }
+    let row: Option<Row> = sqlx::query_as(
+        "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)),
+         job AS (
+             UPDATE apalis.jobs SET status = 'Running', lock_by = $2, lock_at = now()
+             FROM relaxed
+             WHERE id = (SELECT id FROM apalis.jobs
+                         WHERE id = $1 AND job_type = $3 AND status = 'Pending'
+                           AND run_at <= now()
+                         FOR UPDATE SKIP LOCKED)
+             RETURNING job, convert_from(job, 'UTF8')::jsonb AS args
+         ), req AS (
+             UPDATE requests r SET status = 'running', updated_at = now()
+             FROM job
+             WHERE r.request_id = job.args ->> 'request_id'
+               AND r.attempts = (job.args ->> 'generation')::int
+               AND r.status IN ('queued', 'running')
+             RETURNING r.prompt, r.system, r.params, r.route, r.created_at
+         )
+         SELECT job.job, req.created_at IS NOT NULL AS claimed, req.prompt, req.system,
+             req.params, req.route, req.created_at
+         FROM job LEFT JOIN req ON true",
+    )
+    .bind(job_id)
+    .bind(worker)
+    .bind(PROVIDER_CALL_QUEUE)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|row| {
+        let request = match (row.claimed, row.params, row.created_at) {
+            (true, Some(params), Some(created_at)) => Some(Claimed {
+                prompt: row.prompt,
+                system: row.system,
+                params,
+                // Unreadable, as a missing route is to the job.
+                route: row.route.unwrap_or(Value::Null),
+                created_at,
+            }),
+            _ => None,
+        };
+        PendingClaim {
+            args: row.job,
+            request,
+        }
+    }))
+}
+
 /// Registers (or keeps alive) worker `worker` of queue `queue` in `apalis.workers`, so the
 /// jobs it locks are rescued by the queue's workers when it stops beating.
 pub async fn beat_worker(pool: &PgPool, worker: &str, queue: &str) -> Result<(), sqlx::Error> {
@@ -472,7 +548,7 @@ macro_rules! record_columns {
 }
 
 /// Writes the terminal state and the metrics row, stores the cache entry, and (if `notify`)
-/// NOTIFYs a waiting API process — one statement, so one round trip and one atomic commit —
+/// NOTIFYs a waiting API process, with the finished request when it fits — one statement, so one round trip and one atomic commit —
 /// guarded by `generation` (None: any unfinished generation, for the deadline sweeper). False:
 /// already finished, nothing written.
 ///
@@ -577,7 +653,16 @@ pub async fn finish(pool: &PgPool, f: &Finish<'_>) -> Result<Option<Finished>, s
                 cost_usd = EXCLUDED.cost_usd, created_at = now(),
                 expires_at = EXCLUDED.expires_at
         ), notified AS (
-            SELECT pg_notify($31, request_id) FROM done WHERE $32
+            -- The finished request itself when it fits in a notification (PostgreSQL takes
+            -- payloads under 8,000 bytes), so the waiting API process need not read it back;
+            -- otherwise its id.
+            SELECT pg_notify($31, CASE WHEN octet_length(p.record) < 7900 THEN p.record
+                                       ELSE p.request_id END)
+            FROM (SELECT d.request_id,
+                         (to_jsonb(d) - 'api_key_id' - 'budget_holds'
+                             || COALESCE(to_jsonb(m), '{}'::jsonb))::text AS record
+                  FROM done d LEFT JOIN metrics m ON true) p
+            WHERE $32
         ), acked AS (
             -- Whether or not the request was still unfinished, the job's run is over.
             UPDATE apalis.jobs SET status = 'Done', attempts = attempts + 1, done_at = now(),
@@ -788,8 +873,9 @@ pub async fn insert_cached(
     Ok(Inserted::New(rate))
 }
 
-/// A request with its metrics row, for `GET /requests/{id}` and the synchronous answer.
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// A request with its metrics row, for `GET /requests/{id}` and the synchronous answer. Also
+/// the JSON of a [`DONE_CHANNEL`] notification (see [`finish`] and [`RequestRecord::notified`]).
+#[derive(Debug, Clone, sqlx::FromRow, serde::Deserialize)]
 pub struct RequestRecord {
     pub request_id: String,
     pub status: RequestStatus,
@@ -820,6 +906,17 @@ pub struct RequestRecord {
     pub tool_calls: Option<Value>,
     pub cached_input_tokens: Option<i32>,
     pub cache_write_tokens: Option<i32>,
+}
+
+impl RequestRecord {
+    /// The finished request a [`DONE_CHANNEL`] notification carries, when it fitted in one;
+    /// None when the payload is only its id (read the row then).
+    pub fn notified(payload: &str) -> Option<Self> {
+        if !payload.starts_with('{') {
+            return None;
+        }
+        serde_json::from_str(payload).ok()
+    }
 }
 
 /// The request with its metrics row; with `key_id`, only if that API key sent it.
