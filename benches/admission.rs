@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use optimizer::completion::{ProviderCall, lifecycle};
+use optimizer::completion::{Inserter, ProviderCall, lifecycle};
 use optimizer::config::Settings;
 use optimizer::store::Database;
 use optimizer::store::keys::{self, Admission, BudgetLimit, KeyPolicy, NewKey, Period};
@@ -35,11 +35,17 @@ fn request(admission: Option<Admission>) -> NewRequest {
     }
 }
 
+/// The process's group commit of inserts without limits (as in the service: one for all).
+fn inserts() -> &'static Inserter {
+    static INSERTS: std::sync::OnceLock<std::sync::Arc<Inserter>> = std::sync::OnceLock::new();
+    INSERTS.get_or_init(Inserter::new)
+}
+
 async fn submit(db: &Database, admission: Option<Admission>) {
     let new = request(admission);
     let job = ProviderCall::first(&new.request_id);
     let job_id = ulid::Ulid::generate().to_string();
-    let inserted = lifecycle::submit(&db.pool, &new, &job, &job_id, None)
+    let inserted = lifecycle::submit(&db.pool, inserts(), &new, &job, &job_id, None)
         .await
         .unwrap();
     assert!(matches!(inserted, Inserted::New(_)), "{inserted:?}");

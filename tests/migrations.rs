@@ -621,3 +621,123 @@ async fn a_finish_notifies_the_finished_request_when_it_fits() {
         }
     }
 }
+
+/// Concurrent submissions' inserts share one statement and one commit (group commit), while a
+/// lone one is written at once; a row the batch cannot take fails only its own request, and an
+/// idempotency key used twice in one batch writes one request.
+#[tokio::test]
+async fn concurrent_inserts_share_a_commit_and_a_bad_row_fails_only_itself() {
+    use optimizer::completion::Inserter;
+    use optimizer::store::requests::{FirstJob, NewRequest, batch_row};
+    let test_db = TestDb::migrated().await;
+    let pool = test_db.pool().await;
+    let inserter = Inserter::new();
+    let row = |id: &str, idempotency_key: Option<&str>, prompt: &str| {
+        let request = NewRequest {
+            request_id: id.into(),
+            prompt: prompt.into(),
+            prompt_hash: "h".into(),
+            prompt_chars: 2,
+            system: None,
+            params: serde_json::json!({}),
+            route: serde_json::json!({"candidates": []}),
+            user_id: None,
+            session_id: None,
+            idempotency_key: idempotency_key.map(Into::into),
+            features: vec![3, 1, 2],
+            api_key_id: None,
+            fingerprint: "f".into(),
+            admission: None,
+        };
+        let args = format!(r#"{{"request_id":"{id}","generation":1}}"#);
+        let job_id = format!("job-{id}");
+        let job = FirstJob {
+            id: &job_id,
+            args: args.into_bytes(),
+            max_attempts: 3,
+            run_by: None,
+        };
+        (id.to_owned(), batch_row(&request, &job).unwrap())
+    };
+    // Inserts sent while the table is held: the first ones wait in their statements, the rest
+    // queue up behind them.
+    let while_held = |rows: Vec<(String, String)>| {
+        let (pool, inserter) = (pool.clone(), inserter.clone());
+        async move {
+            let mut holder = pool.begin().await.unwrap();
+            sqlx::query("LOCK TABLE requests IN EXCLUSIVE MODE")
+                .execute(&mut *holder)
+                .await
+                .unwrap();
+            let tasks: Vec<_> = rows
+                .into_iter()
+                .map(|(id, row)| {
+                    let (pool, inserter) = (pool.clone(), inserter.clone());
+                    tokio::spawn(async move {
+                        let written = inserter.insert(&pool, id.clone(), row).await;
+                        (id, written.map_err(|e| e.to_string()))
+                    })
+                })
+                .collect();
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            holder.commit().await.unwrap();
+            let mut results = Vec::new();
+            for task in tasks {
+                results.push(task.await.unwrap());
+            }
+            results
+        }
+    };
+
+    // A lone request is written at once, by a statement of its own.
+    let (id, lone) = row("lone", None, "hi");
+    assert!(inserter.insert(&pool, id, lone).await.unwrap());
+
+    let ids: Vec<String> = (0..12).map(|i| format!("r{i:02}")).collect();
+    let results = while_held(ids.iter().map(|id| row(id, None, "hi")).collect()).await;
+    assert!(results.iter().all(|(_, w)| w == &Ok(true)), "{results:?}");
+    let (written, commits): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT xmin::text) FROM requests WHERE request_id = ANY($1)",
+    )
+    .bind(&ids)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(written, 12);
+    assert!(commits <= 6, "12 concurrent inserts took {commits} commits");
+    let jobs: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM apalis.jobs j JOIN requests r ON j.id = 'job-' || r.request_id
+         WHERE r.request_id = ANY($1) AND j.status = 'Pending' AND r.status = 'queued'
+           AND r.features = '{3,1,2}' AND convert_from(j.job, 'UTF8')::jsonb ->> 'request_id' = r.request_id",
+    )
+    .bind(&ids)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(jobs, 12, "each request with its pending job");
+
+    // PostgreSQL text cannot hold NUL: that request fails; the others are written; of two
+    // with one idempotency key, one is written.
+    let results = while_held(vec![
+        row("a1", None, "hi"),
+        row("a2", None, "hi"),
+        row("b1", None, "hi"),
+        row("bad", None, "nul \u{0} byte"),
+        row("dup1", Some("same"), "hi"),
+        row("dup2", Some("same"), "hi"),
+        row("b2", None, "hi"),
+    ])
+    .await;
+    for (id, written) in &results {
+        match id.as_str() {
+            "bad" => assert!(written.is_err(), "{results:?}"),
+            "dup1" | "dup2" => assert!(written.is_ok(), "{results:?}"),
+            _ => assert_eq!(written, &Ok(true), "{results:?}"),
+        }
+    }
+    let dups = results
+        .iter()
+        .filter(|(id, w)| id.starts_with("dup") && w == &Ok(true))
+        .count();
+    assert_eq!(dups, 1, "{results:?}");
+}

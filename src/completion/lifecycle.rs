@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
 use super::cost::failure_metrics;
-use super::{Notifier, StoredRoute};
+use super::{Inserter, Notifier, StoredRoute};
 use crate::config::JobSettings;
 use crate::providers::{ErrorKind, ProviderError};
 use crate::store::requests::{
@@ -118,11 +118,13 @@ impl ProviderCall {
     }
 }
 
-/// Inserts the request together with its first job (durable before anything runs): `queued`
+/// Inserts the request together with its first job (durable before anything runs; without
+/// admission checks, in one statement with concurrent submissions', see [`super::batch`]): `queued`
 /// for the queue's workers, or — `run_by` the direct lane's worker (see [`super::lane`]) —
 /// `running`, for that lane to run at once.
 pub async fn submit(
     pool: &PgPool,
+    inserts: &Inserter,
     request: &NewRequest,
     job: &ProviderCall,
     job_id: &str,
@@ -134,7 +136,19 @@ pub async fn submit(
         max_attempts: MAX_ATTEMPTS as i32,
         run_by,
     };
-    store::insert_and_enqueue(pool, request, first).await
+    if request.admission.is_some() {
+        // Admission checks and the insert share a transaction of their own.
+        return store::insert_and_enqueue(pool, request, first).await;
+    }
+    let row = store::batch_row(request, &first).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    if inserts
+        .insert(pool, request.request_id.clone(), row)
+        .await?
+    {
+        Ok(Inserted::New(None))
+    } else {
+        store::existing(pool, request).await
+    }
 }
 
 /// Records a cache hit: the request is born `succeeded`, with its metrics row.

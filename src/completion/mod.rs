@@ -5,7 +5,9 @@
 //! - [`lifecycle`]: every transition of a request (submit, claim, retry/fallback, finish,
 //!   sweep) and the generation guard; the one owner of the request state machine.
 //! - [`cost`]: what a call cost and what the baseline would have.
+//! - [`batch`]: group commit of concurrent submissions' inserts.
 
+pub mod batch;
 pub mod cost;
 pub mod lane;
 pub mod lifecycle;
@@ -31,6 +33,7 @@ use crate::store::requests::{self as store, Inserted, NewRequest, RequestRecord}
 use crate::telemetry::names;
 use crate::tenants::{ApiKey, Caller};
 use crate::types::RequestStatus;
+pub use batch::Inserter;
 pub use lane::DirectLane;
 pub use lifecycle::ProviderCall;
 pub use waiter::{Notifier, StreamChunk, Subscription, Waiter};
@@ -296,6 +299,8 @@ pub struct Completions {
     pub notifier: Arc<Notifier>,
     /// This process's workers, when it runs them (see [`lane`]).
     pub lane: Arc<DirectLane>,
+    /// Group commit of new requests (see [`batch`]).
+    pub inserts: Arc<Inserter>,
 }
 
 impl Completions {
@@ -427,9 +432,10 @@ impl Completions {
             .map_or_else(|| ulid::Ulid::generate().to_string(), |r| r.job_id.clone());
         let run_by = lane.as_ref().map(|r| r.worker());
         let submitted_at = chrono::Utc::now();
-        let mut inserted = lifecycle::submit(&self.pool, &new, &job, &job_id, run_by)
-            .await
-            .map_err(insert_error(&request_id))?;
+        let mut inserted =
+            lifecycle::submit(&self.pool, &self.inserts, &new, &job, &job_id, run_by)
+                .await
+                .map_err(insert_error(&request_id))?;
         if let Some((narrower, room)) = self.within_budget(&input, &inserted, &analysis, max_tokens)
             && let Ok((decision, mut route)) = self.plan(&narrower, &analysis, max_tokens)
         {
@@ -447,7 +453,7 @@ impl Completions {
                 &narrower_key,
             );
             retry.request_id = request_id.clone();
-            inserted = lifecycle::submit(&self.pool, &retry, &job, &job_id, run_by)
+            inserted = lifecycle::submit(&self.pool, &self.inserts, &retry, &job, &job_id, run_by)
                 .await
                 .map_err(insert_error(&request_id))?;
             new = retry;

@@ -93,8 +93,9 @@ async fn admit(
     })
 }
 
-/// The request an idempotency key already names (within the same API key).
-async fn existing(
+/// The request an idempotency key already names (within the same API key): what an insert
+/// that found the key taken did (see [`insert_batch`]).
+pub async fn existing(
     db: impl sqlx::PgExecutor<'_>,
     request: &NewRequest,
 ) -> Result<Inserted, sqlx::Error> {
@@ -126,20 +127,13 @@ pub struct FirstJob<'a> {
     pub run_by: Option<&'a str>,
 }
 
-/// Admits (rate limit, budget holds), inserts the request and its first provider_call job.
-/// Without admission checks that is one statement (one round trip, committed alone);
-/// with them, one transaction.
+/// Admits (rate limit, budget holds), inserts the request and its first provider_call job, in
+/// one transaction. A request without admission checks is written by [`insert_batch`] instead.
 pub async fn insert_and_enqueue(
     pool: &PgPool,
     request: &NewRequest,
     job: FirstJob<'_>,
 ) -> Result<Inserted, sqlx::Error> {
-    if request.admission.is_none() {
-        return Ok(match insert_with_job(pool, request, None, &job).await? {
-            true => Inserted::New(None),
-            false => existing(pool, request).await?,
-        });
-    }
     let mut tx = pool.begin().await?;
     let (rate, holds) = match admit(&mut tx, request).await? {
         Ok(admitted) => admitted,
@@ -148,7 +142,10 @@ pub async fn insert_and_enqueue(
             return Ok(Inserted::Refused(refusal));
         }
     };
-    if !insert_with_job(&mut *tx, request, holds.as_ref(), &job).await? {
+    let row =
+        request_row(request, holds.as_ref(), &job).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let written = insert_batch(&mut *tx, &[&row]).await?;
+    if written.is_empty() {
         let found = existing(&mut *tx, request).await?;
         tx.rollback().await?;
         return Ok(found);
@@ -157,56 +154,116 @@ pub async fn insert_and_enqueue(
     Ok(Inserted::New(rate))
 }
 
-/// The request and its first job in one statement. False: the idempotency key is taken
-/// (nothing written).
-async fn insert_with_job(
-    db: impl sqlx::PgExecutor<'_>,
+/// One row of [`insert_batch`]: a request without admission checks and its first job, as the
+/// JSON the batch statement reads.
+pub fn batch_row(request: &NewRequest, job: &FirstJob<'_>) -> Result<String, serde_json::Error> {
+    request_row(request, None, job)
+}
+
+/// A row of [`insert_batch`], with the budget holds admission made for it.
+fn request_row(
     request: &NewRequest,
     holds: Option<&Value>,
     job: &FirstJob<'_>,
-) -> Result<bool, sqlx::Error> {
-    // A job run by the lane is due later than now, so the queue's insert trigger does not
-    // announce it to workers that could not take it anyway.
+) -> Result<String, serde_json::Error> {
+    #[derive(serde::Serialize)]
+    struct Row<'a> {
+        request_id: &'a str,
+        prompt: &'a str,
+        prompt_hash: &'a str,
+        prompt_chars: i32,
+        system: Option<&'a str>,
+        params: &'a Value,
+        route: &'a Value,
+        user_id: Option<&'a str>,
+        session_id: Option<&'a str>,
+        idempotency_key: Option<&'a str>,
+        features: &'a [i32],
+        api_key_id: Option<&'a str>,
+        fingerprint: &'a str,
+        budget_holds: Option<&'a Value>,
+        job_id: &'a str,
+        /// The job's arguments (JSON), stored as these bytes.
+        job: &'a str,
+        max_attempts: i32,
+        run_by: Option<&'a str>,
+    }
+    let job_args = std::str::from_utf8(&job.args).map_err(serde::ser::Error::custom)?;
+    serde_json::to_string(&Row {
+        request_id: &request.request_id,
+        prompt: &request.prompt,
+        prompt_hash: &request.prompt_hash,
+        prompt_chars: request.prompt_chars,
+        system: request.system.as_deref(),
+        params: &request.params,
+        route: &request.route,
+        user_id: request.user_id.as_deref(),
+        session_id: request.session_id.as_deref(),
+        idempotency_key: request.idempotency_key.as_deref(),
+        features: &request.features,
+        api_key_id: request.api_key_id.as_deref(),
+        fingerprint: &request.fingerprint,
+        budget_holds: holds,
+        job_id: job.id,
+        job: job_args,
+        max_attempts: job.max_attempts,
+        run_by: job.run_by,
+    })
+}
+
+/// Inserts requests and their first provider_call jobs in one statement — for several
+/// requests without admission checks, one round trip and one commit for all (group commit).
+/// `rows`: [`batch_row`]s. Returns the ids of the requests written; the others' idempotency
+/// keys were taken (nothing written for them). One statement: if it fails, nothing is written.
+///
+/// A job run by the direct lane (`run_by`) is written `Running`, locked by it, and due later
+/// than now, so the queue's insert trigger does not announce it to workers that could not take
+/// it anyway; its request is written `running`.
+pub async fn insert_batch(
+    db: impl sqlx::PgExecutor<'_>,
+    rows: &[&str],
+) -> Result<Vec<String>, sqlx::Error> {
+    let mut json = String::with_capacity(rows.iter().map(|r| r.len() + 1).sum::<usize>() + 2);
+    json.push('[');
+    for (i, row) in rows.iter().enumerate() {
+        if i > 0 {
+            json.push(',');
+        }
+        json.push_str(row);
+    }
+    json.push(']');
     sqlx::query_scalar(
-        "WITH req AS (
+        "WITH input AS (
+             SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(request_id text, prompt text,
+                 prompt_hash text, prompt_chars int, system text, params jsonb, route jsonb,
+                 user_id text, session_id text, idempotency_key text, features int[],
+                 api_key_id text, fingerprint text, budget_holds jsonb, job_id text, job text,
+                 max_attempts int, run_by text)
+         ), req AS (
              INSERT INTO requests (request_id, status, attempts, prompt, prompt_hash,
                  prompt_chars, system, params, route, user_id, session_id, idempotency_key,
                  features, api_key_id, fingerprint, budget_holds)
-             VALUES ($1, CASE WHEN $18::text IS NULL THEN 'queued' ELSE 'running' END, 1, $2,
-                 $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+             SELECT request_id, CASE WHEN run_by IS NULL THEN 'queued' ELSE 'running' END, 1,
+                 prompt, prompt_hash, prompt_chars, system, params, route, user_id, session_id,
+                 idempotency_key, features, api_key_id, fingerprint, budget_holds
+             FROM input
              ON CONFLICT ((COALESCE(api_key_id, '')), idempotency_key) DO NOTHING
              RETURNING request_id
          ), job AS (
              INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at,
                  lock_by, lock_at)
-             SELECT $15, $16, $17, CASE WHEN $18::text IS NULL THEN 'Pending' ELSE 'Running' END,
-                 0, $19, CASE WHEN $18::text IS NULL THEN now() ELSE now() + interval '1 second' END,
-                 $18, CASE WHEN $18::text IS NULL THEN NULL ELSE now() END
-             FROM req
+             SELECT i.job_id, $2, convert_to(i.job, 'UTF8'),
+                 CASE WHEN i.run_by IS NULL THEN 'Pending' ELSE 'Running' END, 0, i.max_attempts,
+                 CASE WHEN i.run_by IS NULL THEN now() ELSE now() + interval '1 second' END,
+                 i.run_by, CASE WHEN i.run_by IS NULL THEN NULL ELSE now() END
+             FROM input i JOIN req USING (request_id)
              RETURNING id
          )
-         SELECT EXISTS (SELECT 1 FROM job)",
+         SELECT i.request_id FROM input i JOIN job ON job.id = i.job_id",
     )
-    .bind(&request.request_id)
-    .bind(&request.prompt)
-    .bind(&request.prompt_hash)
-    .bind(request.prompt_chars)
-    .bind(&request.system)
-    .bind(&request.params)
-    .bind(&request.route)
-    .bind(&request.user_id)
-    .bind(&request.session_id)
-    .bind(&request.idempotency_key)
-    .bind(&request.features)
-    .bind(&request.api_key_id)
-    .bind(&request.fingerprint)
-    .bind(holds)
-    .bind(job.id)
+    .bind(json)
     .bind(PROVIDER_CALL_QUEUE)
-    .bind(&job.args)
-    .bind(job.run_by)
-    .bind(job.max_attempts)
-    .fetch_one(db)
+    .fetch_all(db)
     .await
 }
 
