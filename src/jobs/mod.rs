@@ -130,6 +130,10 @@ pub async fn run_workers(
     });
     // Each worker on its own task (see `worker!`).
     let jobs = &ctx.settings.jobs;
+    // In a worker process, where every request's job is announced to `listen`, the queues whose
+    // latency does not matter poll (`SLOW_POLL`) rather than keep two more listening
+    // connections that every request's NOTIFYs would wake (docs/PERFORMANCE.md).
+    let slow_queues_announced = ctx.lane.is_some();
     let handles = [
         enabled(Queue::ProviderCall).then(|| {
             worker!(
@@ -153,7 +157,7 @@ pub async fn run_workers(
                 AGGREGATION_QUEUE,
                 4,
                 SLOW_POLL,
-                true,
+                slow_queues_announced,
                 feedback_aggregation::handle
             )
         }),
@@ -165,7 +169,7 @@ pub async fn run_workers(
                 RETRAIN_QUEUE,
                 1,
                 SLOW_POLL,
-                true,
+                slow_queues_announced,
                 retrain::handle
             )
         }),
@@ -192,8 +196,9 @@ pub async fn run_workers(
     result
 }
 
-/// The poll of queues whose latency does not matter (aggregation, retrain): NOTIFY wakes them;
-/// the poll only bounds a missed wake-up.
+/// The poll of queues whose latency does not matter (aggregation, retrain): in `serve`, NOTIFY
+/// wakes them and the poll only bounds a missed wake-up; in a worker process, the poll alone
+/// takes their jobs.
 const SLOW_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Times a job run and counts failures.
