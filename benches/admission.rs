@@ -36,16 +36,16 @@ fn request(admission: Option<Admission>) -> NewRequest {
 }
 
 /// The process's group commit of inserts without limits (as in the service: one for all).
-fn inserts() -> &'static Inserter {
+fn inserts(db: &Database) -> &'static Inserter {
     static INSERTS: std::sync::OnceLock<std::sync::Arc<Inserter>> = std::sync::OnceLock::new();
-    INSERTS.get_or_init(Inserter::new)
+    INSERTS.get_or_init(|| Inserter::new(db.pool.clone()))
 }
 
 async fn submit(db: &Database, admission: Option<Admission>) {
     let new = request(admission);
     let job = ProviderCall::first(&new.request_id);
     let job_id = ulid::Ulid::generate().to_string();
-    let inserted = lifecycle::submit(&db.pool, inserts(), &new, &job, &job_id, None)
+    let inserted = lifecycle::submit(&db.pool, inserts(db), &new, &job, &job_id, None)
         .await
         .unwrap();
     assert!(matches!(inserted, Inserted::New(_)), "{inserted:?}");

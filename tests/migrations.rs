@@ -631,7 +631,7 @@ async fn concurrent_inserts_share_a_commit_and_a_bad_row_fails_only_itself() {
     use optimizer::store::requests::{FirstJob, NewRequest, batch_row};
     let test_db = TestDb::migrated().await;
     let pool = test_db.pool().await;
-    let inserter = Inserter::new();
+    let inserter = Inserter::new(pool.clone());
     let row = |id: &str, idempotency_key: Option<&str>, prompt: &str| {
         let request = NewRequest {
             request_id: id.into(),
@@ -672,9 +672,9 @@ async fn concurrent_inserts_share_a_commit_and_a_bad_row_fails_only_itself() {
             let tasks: Vec<_> = rows
                 .into_iter()
                 .map(|(id, row)| {
-                    let (pool, inserter) = (pool.clone(), inserter.clone());
+                    let inserter = inserter.clone();
                     tokio::spawn(async move {
-                        let written = inserter.insert(&pool, id.clone(), row).await;
+                        let written = inserter.insert(id.clone(), row).await;
                         (id, written.map_err(|e| e.to_string()))
                     })
                 })
@@ -691,7 +691,7 @@ async fn concurrent_inserts_share_a_commit_and_a_bad_row_fails_only_itself() {
 
     // A lone request is written at once, by a statement of its own.
     let (id, lone) = row("lone", None, "hi");
-    assert!(inserter.insert(&pool, id, lone).await.unwrap());
+    assert!(inserter.insert(id, lone).await.unwrap());
 
     let ids: Vec<String> = (0..12).map(|i| format!("r{i:02}")).collect();
     let results = while_held(ids.iter().map(|id| row(id, None, "hi")).collect()).await;

@@ -73,7 +73,7 @@ impl AppState {
             settings: settings.clone(),
             notifier: Notifier::new(),
             lane: crate::completion::DirectLane::new(),
-            inserts: crate::completion::Inserter::new(),
+            inserts: crate::completion::Inserter::new(db.pool.clone()),
         });
         let keys = Arc::new(KeyRing::new(db.pool.clone(), settings.api_keys.clone()));
         Ok(Self {

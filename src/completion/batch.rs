@@ -22,6 +22,9 @@ use crate::store::requests as store;
 const IN_FLIGHT: usize = 4;
 /// Rows per statement at most.
 const MAX_ROWS: usize = 64;
+/// Bytes of rows per statement beyond which no more are added (prompts can be large: a batch
+/// stays one statement of bounded size; a single larger row still goes alone).
+const MAX_BYTES: usize = 1 << 20;
 
 type Written = Result<bool, sqlx::Error>;
 
@@ -33,20 +36,25 @@ struct Pending {
 }
 
 /// The process's request inserter (see the module's documentation).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Inserter {
+    pool: PgPool,
     /// Started on first use, on the runtime of that use.
     queue: OnceLock<mpsc::UnboundedSender<Pending>>,
 }
 
 impl Inserter {
-    pub fn new() -> Arc<Self> {
-        Arc::new(Self::default())
+    pub fn new(pool: PgPool) -> Arc<Self> {
+        Arc::new(Self {
+            pool,
+            queue: OnceLock::new(),
+        })
     }
 
     /// Writes request `request_id`'s `row` (a [`store::batch_row`]) with whatever else is
     /// queued. True: written; false: its idempotency key was taken (nothing written).
-    pub async fn insert(&self, pool: &PgPool, request_id: String, row: String) -> Written {
+    pub async fn insert(&self, request_id: String, row: String) -> Written {
+        let pool = &self.pool;
         let queue = self.queue.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
             tokio::spawn(run(pool.clone(), rx));
@@ -75,10 +83,14 @@ async fn run(pool: PgPool, mut queue: mpsc::UnboundedReceiver<Pending>) {
         let Some(first) = queue.recv().await else {
             return;
         };
+        let mut bytes = first.row.len();
         let mut batch = vec![first];
-        while batch.len() < MAX_ROWS {
+        while batch.len() < MAX_ROWS && bytes < MAX_BYTES {
             match queue.try_recv() {
-                Ok(next) => batch.push(next),
+                Ok(next) => {
+                    bytes += next.row.len();
+                    batch.push(next);
+                }
                 Err(_) => break,
             }
         }

@@ -141,10 +141,7 @@ pub async fn submit(
         return store::insert_and_enqueue(pool, request, first).await;
     }
     let row = store::batch_row(request, &first).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    if inserts
-        .insert(pool, request.request_id.clone(), row)
-        .await?
-    {
+    if inserts.insert(request.request_id.clone(), row).await? {
         Ok(Inserted::New(None))
     } else {
         store::existing(pool, request).await
