@@ -359,6 +359,18 @@ async fn constraints_reject_what_the_domain_forbids() {
     assert_eq!(sqlstate(tick("run-2").await), "23505");
 }
 
+/// A live provider_call worker row `id` in `apalis.workers`, as a worker process writes one.
+async fn add_worker(pool: &PgPool, id: &str) {
+    sqlx::query(
+        "INSERT INTO apalis.workers (id, worker_type, storage_name, layers, last_seen)
+         VALUES ($1, 'provider_call', 'PostgresStorage', '', now())",
+    )
+    .bind(id)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
 /// A worker keeps its id for its process's lifetime and apalis keeps `lock_by` on ended jobs:
 /// looking up a worker's unfinished jobs (rescue, shutdown, acknowledgement) must not read
 /// every job it ever ran.
@@ -366,13 +378,7 @@ async fn constraints_reject_what_the_domain_forbids() {
 async fn a_worker_s_ended_jobs_are_not_read_to_find_its_running_ones() {
     let test_db = TestDb::migrated().await;
     let pool = test_db.pool().await;
-    sqlx::query(
-        "INSERT INTO apalis.workers (id, worker_type, storage_name, layers, last_seen)
-         VALUES ('w1', 'provider_call', 'PostgresStorage', '', now())",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
+    add_worker(&pool, "w1").await;
     sqlx::query(
         "INSERT INTO apalis.jobs (job, id, job_type, status, lock_by, lock_at, done_at)
          SELECT '\\x7b7d'::bytea, 'done-' || i, 'provider_call', 'Done', 'w1', now(), now()
@@ -431,13 +437,7 @@ async fn an_announced_job_is_claimed_with_its_request_in_one_statement() {
     use optimizer::store::requests::{PROVIDER_CALL_QUEUE, claim_pending_request};
     let test_db = TestDb::migrated().await;
     let pool = test_db.pool().await;
-    sqlx::query(
-        "INSERT INTO apalis.workers (id, worker_type, storage_name, layers, last_seen)
-         VALUES ('w1', 'provider_call', 'PostgresStorage', '', now())",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
+    add_worker(&pool, "w1").await;
     sqlx::query(
         "INSERT INTO requests (request_id, status, attempts, prompt, params, route)
          VALUES ('r1', 'queued', 2, 'hello', '{\"stream\": false}', '{\"candidates\": []}')",

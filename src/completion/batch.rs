@@ -104,9 +104,7 @@ async fn run(pool: PgPool, mut queue: mpsc::UnboundedReceiver<Pending>) {
 
 async fn write(pool: &PgPool, batch: Vec<Pending>) {
     let rows: Vec<&str> = batch.iter().map(|p| p.row.as_str()).collect();
-    let result = store::insert_batch(pool, &rows).await;
-    drop(rows);
-    match result {
+    match store::insert_batch(pool, &rows).await {
         Ok(written) => {
             for p in batch {
                 let _ = p.done.send(Ok(written.contains(&p.request_id)));

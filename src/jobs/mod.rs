@@ -130,10 +130,11 @@ pub async fn run_workers(
     });
     // Each worker on its own task (see `worker!`).
     let jobs = &ctx.settings.jobs;
-    // In a worker process, where every request's job is announced to `listen`, the queues whose
-    // latency does not matter poll (`SLOW_POLL`) rather than keep two more listening
-    // connections that every request's NOTIFYs would wake (docs/PERFORMANCE.md).
-    let slow_queues_announced = ctx.lane.is_some();
+    // apalis' own LISTEN only in `serve`. A worker process takes announced provider_call jobs by
+    // id (`listen`), which that wake-up would only race with a fetch per request, and its slow
+    // queues poll (`SLOW_POLL`) rather than keep two more listening connections that every
+    // request's NOTIFYs would wake (docs/PERFORMANCE.md).
+    let announced = ctx.lane.is_some();
     let handles = [
         enabled(Queue::ProviderCall).then(|| {
             worker!(
@@ -143,9 +144,7 @@ pub async fn run_workers(
                 PROVIDER_CALL_QUEUE,
                 jobs.concurrency,
                 jobs.poll_interval,
-                // A worker process takes announced jobs by id (`listen`): apalis' own wake-up
-                // would only race it with a fetch per request.
-                ctx.lane.is_some(),
+                announced,
                 provider_call::handle
             )
         }),
@@ -157,7 +156,7 @@ pub async fn run_workers(
                 AGGREGATION_QUEUE,
                 4,
                 SLOW_POLL,
-                slow_queues_announced,
+                announced,
                 feedback_aggregation::handle
             )
         }),
@@ -169,7 +168,7 @@ pub async fn run_workers(
                 RETRAIN_QUEUE,
                 1,
                 SLOW_POLL,
-                slow_queues_announced,
+                announced,
                 retrain::handle
             )
         }),

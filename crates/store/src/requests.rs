@@ -223,15 +223,7 @@ pub async fn insert_batch(
     db: impl sqlx::PgExecutor<'_>,
     rows: &[&str],
 ) -> Result<Vec<String>, sqlx::Error> {
-    let mut json = String::with_capacity(rows.iter().map(|r| r.len() + 1).sum::<usize>() + 2);
-    json.push('[');
-    for (i, row) in rows.iter().enumerate() {
-        if i > 0 {
-            json.push(',');
-        }
-        json.push_str(row);
-    }
-    json.push(']');
+    let json = format!("[{}]", rows.join(","));
     sqlx::query_scalar(
         "WITH input AS (
              SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(request_id text, prompt text,
@@ -404,7 +396,6 @@ pub async fn claim_pending_request(
     #[derive(sqlx::FromRow)]
     struct Row {
         job: Vec<u8>,
-        claimed: bool,
         prompt: Option<String>,
         system: Option<String>,
         params: Option<Value>,
@@ -429,8 +420,7 @@ pub async fn claim_pending_request(
                AND r.status IN ('queued', 'running')
              RETURNING r.prompt, r.system, r.params, r.route, r.created_at
          )
-         SELECT job.job, req.created_at IS NOT NULL AS claimed, req.prompt, req.system,
-             req.params, req.route, req.created_at
+         SELECT job.job, req.prompt, req.system, req.params, req.route, req.created_at
          FROM job LEFT JOIN req ON true",
     )
     .bind(job_id)
@@ -439,8 +429,9 @@ pub async fn claim_pending_request(
     .fetch_optional(pool)
     .await?;
     Ok(row.map(|row| {
-        let request = match (row.claimed, row.params, row.created_at) {
-            (true, Some(params), Some(created_at)) => Some(Claimed {
+        // `params` and `created_at` are never NULL in a request row: both come with a claim.
+        let request = match (row.params, row.created_at) {
+            (Some(params), Some(created_at)) => Some(Claimed {
                 prompt: row.prompt,
                 system: row.system,
                 params,
@@ -605,9 +596,9 @@ macro_rules! record_columns {
 }
 
 /// Writes the terminal state and the metrics row, stores the cache entry, and (if `notify`)
-/// NOTIFYs a waiting API process, with the finished request when it fits — one statement, so one round trip and one atomic commit —
-/// guarded by `generation` (None: any unfinished generation, for the deadline sweeper). False:
-/// already finished, nothing written.
+/// NOTIFYs a waiting API process, with the finished request when it fits — one statement, so
+/// one round trip and one atomic commit — guarded by `generation` (None: any unfinished
+/// generation, for the deadline sweeper). False: already finished, nothing written.
 ///
 /// `notify` is false when nobody can be waiting in another process (async requests, or a waiter
 /// in the worker's own process, woken in memory): a NOTIFY takes a database-wide lock held
