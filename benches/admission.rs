@@ -45,7 +45,7 @@ async fn submit(db: &Database, admission: Option<Admission>) {
     let new = request(admission);
     let job = ProviderCall::first(&new.request_id);
     let job_id = ulid::Ulid::generate().to_string();
-    let inserted = lifecycle::submit(&db.pool, inserts(db), &new, &job, &job_id, None)
+    let inserted = lifecycle::submit(&db.pool, inserts(db), &new, &job, &job_id, None, false)
         .await
         .unwrap();
     assert!(matches!(inserted, Inserted::New(_)), "{inserted:?}");

@@ -368,9 +368,11 @@ async fn the_deadline_sweep_ends_a_request_whose_route_cannot_be_read() {
     .execute(&pool)
     .await
     .unwrap();
-    let swept = optimizer::completion::lifecycle::sweep(&pool, Duration::from_secs(600), true)
-        .await
-        .unwrap();
+    let announcer = optimizer::completion::Announcer::new(pool.clone());
+    let swept =
+        optimizer::completion::lifecycle::sweep(&pool, &announcer, Duration::from_secs(600), true)
+            .await
+            .unwrap();
     assert_eq!(swept, 1);
     let (status, code): (String, String) =
         sqlx::query_as("SELECT status, error_code FROM requests WHERE request_id = 'r-garbled'")

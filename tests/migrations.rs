@@ -539,11 +539,13 @@ async fn an_announced_job_is_claimed_with_its_request_in_one_statement() {
 /// a notification — the same record a read of the row gives — and only its id otherwise.
 #[tokio::test]
 async fn a_finish_notifies_the_finished_request_when_it_fits() {
+    use optimizer::completion::Announcer;
     use optimizer::store::requests::{
         self as store, DONE_CHANNEL, Finish, MetricsRow, Outcome, RequestRecord,
     };
     let test_db = TestDb::migrated().await;
     let pool = test_db.pool().await;
+    let announcer = Announcer::new(pool.clone());
     let mut listener = sqlx::postgres::PgListener::connect_with(&pool)
         .await
         .unwrap();
@@ -601,12 +603,16 @@ async fn a_finish_notifies_the_finished_request_when_it_fits() {
             job: None,
         };
         let finished = store::finish(&pool, &finish).await.unwrap().unwrap();
-        let payload = tokio::time::timeout(std::time::Duration::from_secs(10), listener.recv())
+        // The finish's durable commit notifies nobody (a NOTIFY would serialise such commits):
+        // the first notification is one sent after it.
+        store::notify_all(&pool, &[DONE_CHANNEL], &["after"])
             .await
-            .unwrap()
-            .unwrap()
-            .payload()
-            .to_owned();
+            .unwrap();
+        assert_eq!(next_notification(&mut listener).await, "after");
+        let notice = finished.notice.clone().expect("a notification to send");
+        announcer.announce(DONE_CHANNEL, notice.clone()).await;
+        let payload = next_notification(&mut listener).await;
+        assert_eq!(payload, notice);
         let read = store::get(&pool, id, None).await.unwrap().unwrap();
         match id {
             "small" => {
@@ -622,17 +628,33 @@ async fn a_finish_notifies_the_finished_request_when_it_fits() {
     }
 }
 
+/// The payload of the next notification `listener` receives.
+async fn next_notification(listener: &mut sqlx::postgres::PgListener) -> String {
+    tokio::time::timeout(std::time::Duration::from_secs(10), listener.recv())
+        .await
+        .unwrap()
+        .unwrap()
+        .payload()
+        .to_owned()
+}
+
 /// Concurrent submissions' inserts share one statement and one commit (group commit), while a
 /// lone one is written at once; a row the batch cannot take fails only its own request, and an
 /// idempotency key used twice in one batch writes one request.
 #[tokio::test]
 async fn concurrent_inserts_share_a_commit_and_a_bad_row_fails_only_itself() {
-    use optimizer::completion::Inserter;
-    use optimizer::store::requests::{FirstJob, NewRequest, batch_row};
+    use optimizer::completion::{Announcer, Inserter};
+    use optimizer::store::requests::{
+        self as store, FirstJob, JOB_INSERT_CHANNEL, NewRequest, PROVIDER_CALL_QUEUE, batch_row,
+    };
     let test_db = TestDb::migrated().await;
     let pool = test_db.pool().await;
+    let mut listener = sqlx::postgres::PgListener::connect_with(&pool)
+        .await
+        .unwrap();
+    listener.listen(JOB_INSERT_CHANNEL).await.unwrap();
     let inserter = Inserter::new(pool.clone());
-    let row = |id: &str, idempotency_key: Option<&str>, prompt: &str| {
+    let any_row = |id: &str, idempotency_key: Option<&str>, prompt: &str, held: bool| {
         let request = NewRequest {
             request_id: id.into(),
             prompt: prompt.into(),
@@ -656,9 +678,14 @@ async fn concurrent_inserts_share_a_commit_and_a_bad_row_fails_only_itself() {
             args: args.into_bytes(),
             max_attempts: 3,
             run_by: None,
+            held,
         };
         (id.to_owned(), batch_row(&request, &job).unwrap())
     };
+    let row = |id: &str, idempotency_key: Option<&str>, prompt: &str| {
+        any_row(id, idempotency_key, prompt, false)
+    };
+    let held_row = |id: &str, held: bool| any_row(id, None, "hi", held);
     // Inserts sent while the table is held: the first ones wait in their statements, the rest
     // queue up behind them.
     let while_held = |rows: Vec<(String, String)>| {
@@ -692,6 +719,60 @@ async fn concurrent_inserts_share_a_commit_and_a_bad_row_fails_only_itself() {
     // A lone request is written at once, by a statement of its own.
     let (id, lone) = row("lone", None, "hi");
     assert!(inserter.insert(id, lone).await.unwrap());
+    // Its job is not announced by the queue's insert trigger (that NOTIFY would serialise
+    // these commits): the first notification is one sent after it. It is due at once, and
+    // announced by the caller (`Completions::submit`) in apalis' format.
+    store::notify_all(&pool, &[JOB_INSERT_CHANNEL], &["after"])
+        .await
+        .unwrap();
+    assert_eq!(next_notification(&mut listener).await, "after");
+    add_worker(&pool, "w1").await;
+    let claim = store::claim_pending_request(&pool, "job-lone", "w1")
+        .await
+        .unwrap()
+        .expect("due at once");
+    assert!(claim.request.is_some());
+    Announcer::new(pool.clone())
+        .announce(JOB_INSERT_CHANNEL, store::job_announcement("job-lone"))
+        .await;
+    let announced: serde_json::Value =
+        serde_json::from_str(&next_notification(&mut listener).await).unwrap();
+    assert_eq!(announced["job_type"], PROVIDER_CALL_QUEUE);
+    assert_eq!(announced["id"], "job-lone");
+
+    // A job for worker processes (`held`) is hidden from the queue's fetch (due later) for
+    // FETCH_HOLD_MS from its insert, yet claimed by id at once by an announced worker; one not
+    // held is due at once.
+    let before: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT now()")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    // One statement, so both have the same `now()`.
+    let (_, held) = held_row("held", true);
+    let (_, not_held) = held_row("not-held", false);
+    let written = store::insert_batch(&pool, &[&held, &not_held])
+        .await
+        .unwrap();
+    assert_eq!(written.len(), 2);
+    let due: Vec<(String, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+        "SELECT id, run_at FROM apalis.jobs WHERE id IN ('job-held', 'job-not-held') ORDER BY id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let hold = chrono::Duration::milliseconds(store::FETCH_HOLD_MS.into());
+    assert_eq!(due[0].0, "job-held");
+    assert!(due[0].1 >= before + hold, "{due:?} {before}");
+    assert_eq!(
+        due[0].1 - due[1].1,
+        hold - chrono::Duration::microseconds(1),
+        "the other is due at once"
+    );
+    let claim = store::claim_pending_request(&pool, "job-held", "w1")
+        .await
+        .unwrap()
+        .expect("an announced worker takes a held job at once");
+    assert!(claim.request.is_some());
 
     let ids: Vec<String> = (0..12).map(|i| format!("r{i:02}")).collect();
     let results = while_held(ids.iter().map(|id| row(id, None, "hi")).collect()).await;

@@ -97,6 +97,11 @@ impl DirectLane {
         self.expected.store(true, Ordering::Relaxed);
     }
 
+    /// Whether this process runs provider_call workers.
+    pub fn runs_here(&self) -> bool {
+        self.expected.load(Ordering::Relaxed)
+    }
+
     /// Whether the process can run what it accepts at once: the lane is open, or this process
     /// runs no workers (another process's do). `/ready` reads it, so a load balancer sends no
     /// traffic to a `serve` whose workers have not started yet (or have stopped).

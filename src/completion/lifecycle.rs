@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
 use super::cost::failure_metrics;
-use super::{Inserter, Notifier, StoredRoute};
+use super::{Announcer, Inserter, Notifier, StoredRoute};
 use crate::config::JobSettings;
 use crate::providers::{ErrorKind, ProviderError};
 use crate::store::requests::{
@@ -120,7 +120,8 @@ impl ProviderCall {
 
 /// Inserts the request together with its first job (durable before anything runs; without
 /// admission checks, in one statement with concurrent submissions', see [`super::batch`]): `queued`
-/// for the queue's workers, or — `run_by` the direct lane's worker (see [`super::lane`]) —
+/// for the queue's workers (`held` from their fetch when worker processes take it as announced,
+/// see [`store::FETCH_HOLD_MS`]), or — `run_by` the direct lane's worker (see [`super::lane`]) —
 /// `running`, for that lane to run at once.
 pub async fn submit(
     pool: &PgPool,
@@ -129,12 +130,14 @@ pub async fn submit(
     job: &ProviderCall,
     job_id: &str,
     run_by: Option<&str>,
+    held: bool,
 ) -> Result<Inserted, sqlx::Error> {
     let first = store::FirstJob {
         id: job_id,
         args: serde_json::to_vec(job).unwrap_or_default(),
         max_attempts: MAX_ATTEMPTS as i32,
         run_by,
+        held,
     };
     if request.admission.is_some() {
         // Admission checks and the insert share a transaction of their own.
@@ -256,10 +259,12 @@ pub struct Ending<'a> {
 
 /// `queued`/`running` → `succeeded`/`failed` with the metrics row (and cache entry), guarded by
 /// the generation. A waiter in this process (`notifier`) is woken in memory; one in another
-/// process gets a NOTIFY in the same statement. False: already finished, nothing written.
+/// process by a NOTIFY (`announcer`) sent once the finish committed. False: already finished,
+/// nothing written.
 pub async fn finish(
     pool: &PgPool,
     notifier: Option<&Notifier>,
+    announcer: &Announcer,
     e: Ending<'_>,
 ) -> Result<bool, sqlx::Error> {
     let local = notifier.filter(|n| n.is_waiting(e.request_id));
@@ -291,6 +296,9 @@ pub async fn finish(
     if let Some(notifier) = local {
         notifier.wake_with(finished.record);
     }
+    if let Some(notice) = finished.notice {
+        announcer.announce(store::DONE_CHANNEL, notice).await;
+    }
     Ok(true)
 }
 
@@ -298,6 +306,7 @@ pub async fn finish(
 /// attempts, a queue nobody consumes), at most 100 per pass; returns how many it failed.
 pub async fn sweep(
     pool: &PgPool,
+    announcer: &Announcer,
     deadline: Duration,
     keep_prompt: bool,
 ) -> Result<usize, sqlx::Error> {
@@ -328,7 +337,7 @@ pub async fn sweep(
             is_async: false,
             job: None,
         };
-        if finish(pool, None, ending).await? {
+        if finish(pool, None, announcer, ending).await? {
             tracing::warn!(%request_id, "request failed: deadline exceeded");
             failed += 1;
         }

@@ -33,7 +33,7 @@ use crate::store::requests::{self as store, Inserted, NewRequest, RequestRecord}
 use crate::telemetry::names;
 use crate::tenants::{ApiKey, Caller};
 use crate::types::RequestStatus;
-pub use batch::Inserter;
+pub use batch::{Announcer, Inserter};
 pub use lane::DirectLane;
 pub use lifecycle::ProviderCall;
 pub use waiter::{Notifier, StreamChunk, Subscription, Waiter};
@@ -301,6 +301,8 @@ pub struct Completions {
     pub lane: Arc<DirectLane>,
     /// Group commit of new requests (see [`batch`]).
     pub inserts: Arc<Inserter>,
+    /// Announces the jobs of requests the direct lane does not run (see [`batch`]).
+    pub announcer: Arc<Announcer>,
 }
 
 impl Completions {
@@ -431,9 +433,13 @@ impl Completions {
             .as_ref()
             .map_or_else(|| ulid::Ulid::generate().to_string(), |r| r.job_id.clone());
         let run_by = lane.as_ref().map(|r| r.worker());
+        // Announced to worker processes, which take it at once, unless this process runs
+        // provider_call workers (its queue's fetch, not the announcement, takes a job the
+        // lane had no slot for).
+        let held = lane.is_none() && !self.lane.runs_here();
         let submitted_at = chrono::Utc::now();
         let mut inserted =
-            lifecycle::submit(&self.pool, &self.inserts, &new, &job, &job_id, run_by)
+            lifecycle::submit(&self.pool, &self.inserts, &new, &job, &job_id, run_by, held)
                 .await
                 .map_err(insert_error(&request_id))?;
         if let Some((narrower, room)) = self.within_budget(&input, &inserted, &analysis, max_tokens)
@@ -453,13 +459,29 @@ impl Completions {
                 &narrower_key,
             );
             retry.request_id = request_id.clone();
-            inserted = lifecycle::submit(&self.pool, &self.inserts, &retry, &job, &job_id, run_by)
-                .await
-                .map_err(insert_error(&request_id))?;
+            inserted = lifecycle::submit(
+                &self.pool,
+                &self.inserts,
+                &retry,
+                &job,
+                &job_id,
+                run_by,
+                held,
+            )
+            .await
+            .map_err(insert_error(&request_id))?;
             new = retry;
         }
-        if let (Inserted::New(_), Some(lane)) = (&inserted, lane) {
-            lane.hand_over(job, new.into_claimed(submitted_at));
+        match (&inserted, lane) {
+            (Inserted::New(_), Some(lane)) => lane.hand_over(job, new.into_claimed(submitted_at)),
+            // For the queue's workers, now that it is committed (see `store::notify_all`).
+            (Inserted::New(_), None) => {
+                let announcement = store::job_announcement(&job_id);
+                (self.announcer)
+                    .announce(store::JOB_INSERT_CHANNEL, announcement)
+                    .await;
+            }
+            _ => {}
         }
         accepted(
             inserted,

@@ -1,4 +1,5 @@
-//! Immediate pickup in worker processes: a LISTEN on the queue's insert channel, and each new
+//! Immediate pickup in worker processes: a LISTEN on the queue's insert channel (announced by
+//! the API once a request is committed, see `store::requests::notify_all`), and each new
 //! provider_call job claimed by id (`FOR UPDATE SKIP LOCKED`, so it races apalis' own fetch
 //! safely) and run at once, while a slot is free. apalis' fetch loop stays as it is and takes
 //! whatever this misses (no free slot, a lost notification, delayed retries); measured without
@@ -15,10 +16,7 @@ use tokio_util::task::TaskTracker;
 use super::JobContext;
 use super::direct::{register, run_locked};
 use crate::completion::ProviderCall;
-use crate::store::requests::{self as store, PROVIDER_CALL_QUEUE};
-
-/// The channel apalis' insert trigger notifies (payload: `{"job_type", "id", "run_at"}`).
-const INSERT_CHANNEL: &str = "apalis::job::insert";
+use crate::store::requests::{self as store, JOB_INSERT_CHANNEL, PROVIDER_CALL_QUEUE};
 
 /// Takes new provider_call jobs as they are announced until `shutdown`, then finishes those in
 /// flight.
@@ -72,7 +70,7 @@ pub async fn run(ctx: Arc<JobContext>, shutdown: CancellationToken) {
 
 async fn listen(pool: &sqlx::PgPool) -> Result<PgListener, sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
-    listener.listen(INSERT_CHANNEL).await?;
+    listener.listen(JOB_INSERT_CHANNEL).await?;
     Ok(listener)
 }
 

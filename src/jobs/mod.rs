@@ -25,7 +25,7 @@ use apalis_postgres::{Config, PostgresStorage, Pubsub};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::completion::{DirectLane, Notifier, ProviderCall};
+use crate::completion::{Announcer, DirectLane, Notifier, ProviderCall};
 use crate::config::Settings;
 use crate::providers::Providers;
 use crate::routing::RoutingEngine;
@@ -46,6 +46,9 @@ pub struct JobContext {
     /// The API's direct lane in `optimizer serve`: requests submitted here are handed to this
     /// process's provider_call runner in memory (see [`direct`]).
     pub lane: Option<Arc<DirectLane>>,
+    /// Sends the notifications of finished requests, after their commits (see
+    /// [`crate::completion::batch`]).
+    pub announcer: Arc<Announcer>,
 }
 
 impl JobContext {
@@ -56,6 +59,7 @@ impl JobContext {
     ) -> Result<Self, ProvidersSetupError> {
         Ok(Self {
             providers: crate::wiring::build_providers(&settings)?,
+            announcer: Announcer::new(pool.clone()),
             pool,
             engine,
             settings,

@@ -386,7 +386,8 @@ async fn finish(
         is_async,
         job: job.lane.as_ref(),
     };
-    let done = lifecycle::finish(&ctx.pool, ctx.notifier.as_deref(), ending).await?;
+    let done =
+        lifecycle::finish(&ctx.pool, ctx.notifier.as_deref(), &ctx.announcer, ending).await?;
     if done {
         record(metrics, outcome);
     }

@@ -57,5 +57,11 @@ pub async fn run(ctx: Arc<JobContext>, shutdown: CancellationToken) {
 pub async fn sweep(ctx: &JobContext) -> Result<usize, sqlx::Error> {
     lifecycle::rearm_lost(&ctx.pool, lifecycle::REARM_GRACE).await?;
     let keep_prompt = ctx.settings.store_prompts == StorePrompts::Full;
-    lifecycle::sweep(&ctx.pool, ctx.settings.jobs.request_deadline, keep_prompt).await
+    lifecycle::sweep(
+        &ctx.pool,
+        &ctx.announcer,
+        ctx.settings.jobs.request_deadline,
+        keep_prompt,
+    )
+    .await
 }

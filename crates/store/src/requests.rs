@@ -5,6 +5,13 @@
 //! whose generation equals `requests.attempts` may act, and every transition (retry, fallback,
 //! finish) is a guarded UPDATE that moves `attempts` or the status on — so a job run twice, or a
 //! stale job, finds the guard closed and changes nothing.
+//!
+//! A queue job is looked up by id with its other conditions written so no index can serve them
+//! (`(status || '') = …`, `(job_type || '') = …`), leaving PostgreSQL only the primary key.
+//! Written plainly, its plans took apalis' indexes on `status` (partial: they look small, but
+//! hold an entry for every job that passed through the status until vacuum) or on `job_type`
+//! (every job of the queue), so each lookup scanned them and grew slower with every job
+//! (measured: a claim read 150–181 pages instead of ~30, docs/PERFORMANCE.md).
 
 use apalis_postgres::PgTask;
 use chrono::{DateTime, Utc};
@@ -19,14 +26,39 @@ pub const DONE_CHANNEL: &str = "request_done";
 /// Channel NOTIFYed with each streamed chunk (JSON `StreamChunk`) for an API in another process.
 pub const STREAM_CHANNEL: &str = "request_stream";
 
+/// Channel announcing a new due job to the queue's workers (payload: JSON `{"job_type", "id"}`),
+/// as apalis' insert trigger does.
+pub const JOB_INSERT_CHANNEL: &str = "apalis::job::insert";
+
 /// Relays one stream chunk to other processes (NOTIFY payloads stay far below 8000 bytes: the
 /// caller splits long deltas).
 pub async fn notify_chunk(pool: &PgPool, payload: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(STREAM_CHANNEL)
-        .bind(payload)
-        .execute(pool)
-        .await?;
+    notify_all(pool, &[STREAM_CHANNEL], &[payload]).await
+}
+
+/// Sends the notifications `channels[i]`/`payloads[i]` in one statement, committed
+/// asynchronously.
+///
+/// A NOTIFY serialises commits: the transaction holds a database-wide lock from its commit's
+/// start to its end, its WAL flush included. So a notification is never sent from a
+/// transaction that must be durable (the flush would serialise every such commit, one flush
+/// each, instead of sharing flushes): the durable write commits first, without notifying, and
+/// this follows it, without waiting for a flush. A notification lost in a crash only delays
+/// its listeners, who re-check (waiters re-read their request; the queue's poll takes its jobs).
+pub async fn notify_all(
+    pool: &PgPool,
+    channels: &[&str],
+    payloads: &[&str],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true))
+         SELECT count(pg_notify(n.channel, n.payload))
+         FROM relaxed, unnest($1::text[], $2::text[]) AS n(channel, payload)",
+    )
+    .bind(channels)
+    .bind(payloads)
+    .execute(pool)
+    .await?;
     Ok(())
 }
 
@@ -125,7 +157,18 @@ pub struct FirstJob<'a> {
     /// job is written `Running` and locked by that worker — rescued like any worker's job if
     /// the worker dies — and the request `running`. None: `Pending`, for the queue's workers.
     pub run_by: Option<&'a str>,
+    /// A `Pending` job that worker processes take when it is announced (the submitting process
+    /// runs no provider_call workers): held from the queue's fetch for [`FETCH_HOLD_MS`].
+    pub held: bool,
 }
+
+/// How long a job announced to worker processes is theirs alone. They claim it by id at once
+/// ([`claim_pending_request`]); the queue's fetch (apalis' poll) sees it only after this, so
+/// it takes what they missed (a lost notification, no free slot) instead of racing them for
+/// fresh jobs: measured without it, it took a quarter of them, each at the cost of a claim that
+/// found it gone, a second claim for its request, and apalis' own fetch and acknowledgement
+/// (docs/PERFORMANCE.md).
+pub const FETCH_HOLD_MS: i32 = 250;
 
 /// Admits (rate limit, budget holds), inserts the request and its first provider_call job, in
 /// one transaction. A request without admission checks is written by [`insert_batch`] instead.
@@ -187,6 +230,7 @@ fn request_row(
         job: &'a str,
         max_attempts: i32,
         run_by: Option<&'a str>,
+        held: bool,
     }
     let job_args = std::str::from_utf8(&job.args).map_err(serde::ser::Error::custom)?;
     serde_json::to_string(&Row {
@@ -208,6 +252,7 @@ fn request_row(
         job: job_args,
         max_attempts: job.max_attempts,
         run_by: job.run_by,
+        held: job.held,
     })
 }
 
@@ -216,9 +261,13 @@ fn request_row(
 /// `rows`: [`batch_row`]s. Returns the ids of the requests written; the others' idempotency
 /// keys were taken (nothing written for them). One statement: if it fails, nothing is written.
 ///
-/// A job run by the direct lane (`run_by`) is written `Running`, locked by it, and due later
-/// than now, so the queue's insert trigger does not announce it to workers that could not take
-/// it anyway; its request is written `running`.
+/// No job is announced by the queue's insert trigger: its NOTIFY would serialise these
+/// commits (see [`notify_all`]). A job for the queue's workers is written `Pending`, due one
+/// microsecond after the transaction's start (so after the trigger's `run_at <= now()`, and
+/// before anyone can see it), or [`FETCH_HOLD_MS`] after it when `held`: the caller announces
+/// it once committed ([`job_announcement`]). A
+/// job run by the direct lane (`run_by`) is written `Running`, locked by it, and due later
+/// still (it needs no announcement: its worker has it); its request is written `running`.
 pub async fn insert_batch(
     db: impl sqlx::PgExecutor<'_>,
     rows: &[&str],
@@ -230,7 +279,7 @@ pub async fn insert_batch(
                  prompt_hash text, prompt_chars int, system text, params jsonb, route jsonb,
                  user_id text, session_id text, idempotency_key text, features int[],
                  api_key_id text, fingerprint text, budget_holds jsonb, job_id text, job text,
-                 max_attempts int, run_by text)
+                 max_attempts int, run_by text, held bool)
          ), req AS (
              INSERT INTO requests (request_id, status, attempts, prompt, prompt_hash,
                  prompt_chars, system, params, route, user_id, session_id, idempotency_key,
@@ -246,7 +295,9 @@ pub async fn insert_batch(
                  lock_by, lock_at)
              SELECT i.job_id, $2, convert_to(i.job, 'UTF8'),
                  CASE WHEN i.run_by IS NULL THEN 'Pending' ELSE 'Running' END, 0, i.max_attempts,
-                 CASE WHEN i.run_by IS NULL THEN now() ELSE now() + interval '1 second' END,
+                 now() + CASE WHEN i.run_by IS NOT NULL THEN interval '1 second'
+                              WHEN i.held THEN make_interval(secs => $3 / 1000.0)
+                              ELSE interval '1 microsecond' END,
                  i.run_by, CASE WHEN i.run_by IS NULL THEN NULL ELSE now() END
              FROM input i JOIN req USING (request_id)
              RETURNING id
@@ -255,8 +306,15 @@ pub async fn insert_batch(
     )
     .bind(json)
     .bind(PROVIDER_CALL_QUEUE)
+    .bind(FETCH_HOLD_MS)
     .fetch_all(db)
     .await
+}
+
+/// The [`JOB_INSERT_CHANNEL`] payload announcing provider_call job `job_id` (what apalis' insert
+/// trigger would send; its listeners read `job_type` and `id`).
+pub fn job_announcement(job_id: &str) -> String {
+    serde_json::json!({ "job_type": PROVIDER_CALL_QUEUE, "id": job_id }).to_string()
 }
 
 async fn push(tx: &mut Transaction<'_, Postgres>, job: PgTask) -> Result<(), sqlx::Error> {
@@ -337,7 +395,7 @@ pub async fn ack_direct(
              lock_by = CASE WHEN $3 THEN NULL ELSE lock_by END,
              run_at = CASE WHEN $3 THEN now() ELSE run_at END
          FROM relaxed
-         WHERE id = $1 AND lock_by = $2 AND status = 'Running'",
+         WHERE id = $1 AND lock_by = $2 AND (status || '') = 'Running'",
     )
     .bind(job_id)
     .bind(worker)
@@ -362,7 +420,8 @@ pub async fn claim_pending(
          UPDATE apalis.jobs SET status = 'Running', lock_by = $2, lock_at = now()
          FROM relaxed
          WHERE id = (SELECT id FROM apalis.jobs
-                     WHERE id = $1 AND job_type = $3 AND status = 'Pending' AND run_at <= now()
+                     WHERE id = $1 AND (job_type || '') = $3 AND (status || '') = 'Pending'
+                       AND run_at <= now()
                      FOR UPDATE SKIP LOCKED)
          RETURNING job",
     )
@@ -384,8 +443,9 @@ pub struct PendingClaim {
 }
 
 /// [`claim_pending`] and [`claim`] in one statement (one round trip, one commit): locks the
-/// due, pending provider_call job `job_id` for `worker` and marks its request running for the
-/// job's generation. None when another worker has the job or it is not due. An error when the
+/// due (or [held](FETCH_HOLD_MS) for announced workers), pending provider_call job `job_id` for
+/// `worker` and marks its request running for the job's generation. None when another worker
+/// has the job or it is not due. An error when the
 /// job's arguments are not JSON (nothing is locked then: [`claim_pending`] takes it and reports
 /// it). Committed asynchronously, like both.
 pub async fn claim_pending_request(
@@ -408,8 +468,9 @@ pub async fn claim_pending_request(
              UPDATE apalis.jobs SET status = 'Running', lock_by = $2, lock_at = now()
              FROM relaxed
              WHERE id = (SELECT id FROM apalis.jobs
-                         WHERE id = $1 AND job_type = $3 AND status = 'Pending'
-                           AND run_at <= now()
+                         WHERE id = $1 AND (job_type || '') = $3
+                           AND (status || '') = 'Pending'
+                           AND run_at <= now() + make_interval(secs => $4 / 1000.0)
                          FOR UPDATE SKIP LOCKED)
              RETURNING job, convert_from(job, 'UTF8')::jsonb AS args
          ), req AS (
@@ -426,6 +487,7 @@ pub async fn claim_pending_request(
     .bind(job_id)
     .bind(worker)
     .bind(PROVIDER_CALL_QUEUE)
+    .bind(FETCH_HOLD_MS)
     .fetch_optional(pool)
     .await?;
     Ok(row.map(|row| {
@@ -569,6 +631,8 @@ pub struct Finish<'a> {
     /// Keep the prompt text (STORE_PROMPTS=full) or clear it.
     pub keep_prompt: bool,
     pub cache: Option<&'a CacheEntry>,
+    /// Return the [`DONE_CHANNEL`] notification for a waiter in another process
+    /// ([`Finished::notice`]), for the caller to send once this committed.
     pub notify: bool,
     /// The queue job that ran the call, when it is acknowledged by this statement (the direct
     /// lane's: `Done`, as apalis would mark it), saving a statement.
@@ -596,13 +660,14 @@ macro_rules! record_columns {
 }
 
 /// Writes the terminal state and the metrics row, stores the cache entry, and (if `notify`)
-/// NOTIFYs a waiting API process, with the finished request when it fits — one statement, so
-/// one round trip and one atomic commit — guarded by `generation` (None: any unfinished
-/// generation, for the deadline sweeper). False: already finished, nothing written.
+/// makes the notification for a waiting API process, with the finished request when it fits —
+/// one statement, so one round trip and one atomic commit — guarded by `generation` (None: any
+/// unfinished generation, for the deadline sweeper). None: already finished, nothing written.
 ///
-/// `notify` is false when nobody can be waiting in another process (async requests, or a waiter
-/// in the worker's own process, woken in memory): a NOTIFY takes a database-wide lock held
-/// through the commit's WAL flush, which serialises every notifying commit.
+/// The notification is returned, not sent: sent from this durable commit, it would serialise
+/// every finish on its WAL flush (see [`notify_all`]). `notify` is false when nobody can be
+/// waiting in another process (async requests, or a waiter in the worker's own process, woken
+/// in memory).
 ///
 /// The request's budget holds are settled in the same statement: each hold leaves
 /// `reserved_usd` and the actual cost joins `spent_usd` — so a request that ends, by its worker
@@ -659,7 +724,7 @@ pub async fn finish(pool: &PgPool, f: &Finish<'_>) -> Result<Option<Finished>, s
         "WITH done AS (
             UPDATE requests SET status = $3, finished_at = now(), updated_at = now(),
                 response = $4, error = $5, error_code = $6, provider = $7, model = $8,
-                finish_reason = $33, tool_calls = $34,
+                finish_reason = $32, tool_calls = $33,
                 prompt = CASE WHEN $9 THEN prompt ELSE NULL END,
                 params = CASE WHEN $9 THEN params ELSE params - 'history' - 'tail' END
             WHERE request_id = $1 AND ($2::int IS NULL OR attempts = $2)
@@ -674,7 +739,7 @@ pub async fn finish(pool: &PgPool, f: &Finish<'_>) -> Result<Option<Finished>, s
                 baseline_cost_usd, latency_ms, provider_latency_ms, cache_hit, fallback_count,
                 status, api_key_id, cached_input_tokens, cache_write_tokens)
             SELECT request_id, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22,
-                $23, $24, $25, $26, $27, $28, $3, api_key_id, $37, $38 FROM done
+                $23, $24, $25, $26, $27, $28, $3, api_key_id, $36, $37 FROM done
             ON CONFLICT (request_id) DO NOTHING
             RETURNING prompt_pattern, complexity_score, strategy, reason, confidence, explored,
                 alternatives, input_tokens, output_tokens, cost_usd, baseline_cost_usd,
@@ -694,32 +759,32 @@ pub async fn finish(pool: &PgPool, f: &Finish<'_>) -> Result<Option<Finished>, s
             SELECT $29, $7, $8, $4, coalesce($20, 0), coalesce($21, 0), coalesce($22, 0),
                 now() + make_interval(secs => $30)
             FROM done WHERE $29::text IS NOT NULL AND $3 = 'succeeded'
-              AND $33 IS NOT DISTINCT FROM 'stop'
+              AND $32 IS NOT DISTINCT FROM 'stop'
             ON CONFLICT (cache_key) DO UPDATE SET provider = EXCLUDED.provider,
                 model = EXCLUDED.model, response = EXCLUDED.response,
                 input_tokens = EXCLUDED.input_tokens, output_tokens = EXCLUDED.output_tokens,
                 cost_usd = EXCLUDED.cost_usd, created_at = now(),
                 expires_at = EXCLUDED.expires_at
-        ), notified AS (
+        ), notice AS (
             -- The finished request itself when it fits in a notification (PostgreSQL takes
             -- payloads under 8,000 bytes), so the waiting API process need not read it back;
             -- otherwise its id.
-            SELECT pg_notify($31, CASE WHEN octet_length(p.record) < 7900 THEN p.record
-                                       ELSE p.request_id END)
+            SELECT CASE WHEN octet_length(p.record) < 7900 THEN p.record ELSE p.request_id END
+                AS payload
             FROM (SELECT d.request_id,
                          (to_jsonb(d) - 'api_key_id' - 'budget_holds'
                              || COALESCE(to_jsonb(m), '{}'::jsonb))::text AS record
                   FROM done d LEFT JOIN metrics m ON true) p
-            WHERE $32
+            WHERE $31
         ), acked AS (
             -- Whether or not the request was still unfinished, the job's run is over.
             UPDATE apalis.jobs SET status = 'Done', attempts = attempts + 1, done_at = now(),
                 last_result = '{\"Ok\": null}'::jsonb
-            WHERE id = $35 AND lock_by = $36 AND status = 'Running'
+            WHERE id = $34 AND lock_by = $35 AND (status || '') = 'Running'
         )
         SELECT ",
         record_columns!(),
-        ", r.api_key_id, (SELECT count(*) FROM notified) AS notified
+        ", r.api_key_id, (SELECT payload FROM notice) AS notice
         FROM done r LEFT JOIN metrics m ON true"
     ))
     .bind(request_id)
@@ -736,11 +801,11 @@ pub async fn finish(pool: &PgPool, f: &Finish<'_>) -> Result<Option<Finished>, s
         #[sqlx(flatten)]
         record: RequestRecord,
         api_key_id: Option<String>,
+        notice: Option<String>,
     }
     let row: Option<Row> = bind_metrics!(query, m)
         .bind(cache.map(|c| c.cache_key.as_str()))
         .bind(cache.map_or(0.0, |c| c.ttl_secs as f64))
-        .bind(DONE_CHANNEL)
         .bind(notify)
         .bind(finish_reason)
         .bind(tool_calls)
@@ -753,6 +818,7 @@ pub async fn finish(pool: &PgPool, f: &Finish<'_>) -> Result<Option<Finished>, s
     Ok(row.map(|row| Finished {
         api_key_id: row.api_key_id,
         record: row.record,
+        notice: row.notice,
     }))
 }
 
@@ -763,6 +829,8 @@ pub struct Finished {
     pub api_key_id: Option<String>,
     /// The request as [`get`] would now read it (no read after the write).
     pub record: RequestRecord,
+    /// With [`Finish::notify`]: the [`DONE_CHANNEL`] payload to send (see [`notify_all`]).
+    pub notice: Option<String>,
 }
 
 async fn insert_metrics(
