@@ -38,7 +38,10 @@ fn request(admission: Option<Admission>) -> NewRequest {
 /// The process's group commit of inserts without limits (as in the service: one for all).
 fn inserts(db: &Database) -> &'static Inserter {
     static INSERTS: std::sync::OnceLock<std::sync::Arc<Inserter>> = std::sync::OnceLock::new();
-    INSERTS.get_or_init(|| Inserter::new(db.pool.clone()))
+    INSERTS.get_or_init(|| {
+        let announcer = optimizer::completion::Announcer::new(db.pool.clone());
+        Inserter::new(db.pool.clone(), announcer)
+    })
 }
 
 async fn submit(db: &Database, admission: Option<Admission>) {

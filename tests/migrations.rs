@@ -573,9 +573,10 @@ async fn a_finish_notifies_the_finished_request_when_it_fits() {
         cache_hit: false,
         fallback_count: 0,
     };
-    for (id, response) in [
-        ("small", "héllo \"world\"\n".to_owned()),
-        ("large", "x".repeat(9000)),
+    for (id, response, in_commit) in [
+        ("small", "héllo \"world\"\n".to_owned(), false),
+        ("large", "x".repeat(9000), false),
+        ("in-commit", "hi".to_owned(), true),
     ] {
         sqlx::query(
             "INSERT INTO requests (request_id, status, attempts, prompt, params, route)
@@ -600,22 +601,30 @@ async fn a_finish_notifies_the_finished_request_when_it_fits() {
             keep_prompt: false,
             cache: None,
             notify: true,
+            notify_in_commit: in_commit,
             job: None,
         };
         let finished = store::finish(&pool, &finish).await.unwrap().unwrap();
-        // The finish's durable commit notifies nobody (a NOTIFY would serialise such commits):
-        // the first notification is one sent after it.
-        store::notify_all(&pool, &[DONE_CHANNEL], &["after"])
-            .await
-            .unwrap();
-        assert_eq!(next_notification(&mut listener).await, "after");
-        let notice = finished.notice.clone().expect("a notification to send");
-        announcer.announce(DONE_CHANNEL, notice.clone()).await;
-        let payload = next_notification(&mut listener).await;
-        assert_eq!(payload, notice);
+        let payload = if in_commit {
+            // Sent by the finish's own commit; nothing left to send.
+            assert!(finished.notice.is_none());
+            next_notification(&mut listener).await
+        } else {
+            // Not by the finish's commit (a NOTIFY serialises the commits that send one): the
+            // first notification is one sent after it, then the one it returned.
+            store::notify_all(&pool, &[DONE_CHANNEL], &["after"])
+                .await
+                .unwrap();
+            assert_eq!(next_notification(&mut listener).await, "after");
+            let notice = finished.notice.clone().expect("a notification to send");
+            announcer.announce(DONE_CHANNEL, notice.clone()).await;
+            let payload = next_notification(&mut listener).await;
+            assert_eq!(payload, notice);
+            payload
+        };
         let read = store::get(&pool, id, None).await.unwrap().unwrap();
         match id {
-            "small" => {
+            "small" | "in-commit" => {
                 let notified = RequestRecord::notified(&payload).expect("the record itself");
                 assert_eq!(format!("{notified:?}"), format!("{read:?}"));
                 assert_eq!(format!("{notified:?}"), format!("{:?}", finished.record));
@@ -653,7 +662,8 @@ async fn concurrent_inserts_share_a_commit_and_a_bad_row_fails_only_itself() {
         .await
         .unwrap();
     listener.listen(JOB_INSERT_CHANNEL).await.unwrap();
-    let inserter = Inserter::new(pool.clone());
+    let announcer = Announcer::new(pool.clone());
+    let inserter = Inserter::new(pool.clone(), announcer.clone());
     let any_row = |id: &str, idempotency_key: Option<&str>, prompt: &str, held: bool| {
         let request = NewRequest {
             request_id: id.into(),
@@ -701,7 +711,7 @@ async fn concurrent_inserts_share_a_commit_and_a_bad_row_fails_only_itself() {
                 .map(|(id, row)| {
                     let inserter = inserter.clone();
                     tokio::spawn(async move {
-                        let written = inserter.insert(id.clone(), row).await;
+                        let written = inserter.insert(id.clone(), row, None).await;
                         (id, written.map_err(|e| e.to_string()))
                     })
                 })
@@ -716,12 +726,11 @@ async fn concurrent_inserts_share_a_commit_and_a_bad_row_fails_only_itself() {
         }
     };
 
-    // A lone request is written at once, by a statement of its own.
+    // A lone request is written at once, by a statement of its own. Its job is not announced
+    // by the queue's insert trigger (whose NOTIFY would serialise these commits): the first
+    // notification is one sent after it. It is due at once.
     let (id, lone) = row("lone", None, "hi");
-    assert!(inserter.insert(id, lone).await.unwrap());
-    // Its job is not announced by the queue's insert trigger (that NOTIFY would serialise
-    // these commits): the first notification is one sent after it. It is due at once, and
-    // announced by the caller (`Completions::submit`) in apalis' format.
+    assert!(inserter.insert(id, lone, None).await.unwrap());
     store::notify_all(&pool, &[JOB_INSERT_CHANNEL], &["after"])
         .await
         .unwrap();
@@ -732,13 +741,27 @@ async fn concurrent_inserts_share_a_commit_and_a_bad_row_fails_only_itself() {
         .unwrap()
         .expect("due at once");
     assert!(claim.request.is_some());
-    Announcer::new(pool.clone())
-        .announce(JOB_INSERT_CHANNEL, store::job_announcement("job-lone"))
-        .await;
-    let announced: serde_json::Value =
-        serde_json::from_str(&next_notification(&mut listener).await).unwrap();
-    assert_eq!(announced["job_type"], PROVIDER_CALL_QUEUE);
-    assert_eq!(announced["id"], "job-lone");
+    // A job to announce is announced in apalis' format: by the insert's commit while the
+    // process sends no other notification, after it otherwise (here: one held in flight).
+    let announced = async |listener: &mut sqlx::postgres::PgListener| {
+        let payload: serde_json::Value =
+            serde_json::from_str(&next_notification(listener).await).unwrap();
+        assert_eq!(payload["job_type"], PROVIDER_CALL_QUEUE);
+        payload["id"].as_str().unwrap().to_owned()
+    };
+    let (id, in_commit) = row("in-commit", None, "hi");
+    let job = Some("job-in-commit".to_owned());
+    assert!(inserter.insert(id, in_commit, job).await.unwrap());
+    assert_eq!(announced(&mut listener).await, "job-in-commit");
+    // (Past the quiet time a notification from a commit needs after the last one sent.)
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let busy = announcer.in_commit().expect("nothing else is being sent");
+    assert!(announcer.in_commit().is_none(), "one at a time");
+    let (id, after) = row("after-commit", None, "hi");
+    let job = Some("job-after-commit".to_owned());
+    assert!(inserter.insert(id, after, job).await.unwrap());
+    drop(busy);
+    assert_eq!(announced(&mut listener).await, "job-after-commit");
 
     // A job for worker processes (`held`) is hidden from the queue's fetch (due later) for
     // FETCH_HOLD_MS from its insert, yet claimed by id at once by an announced worker; one not
@@ -750,7 +773,7 @@ async fn concurrent_inserts_share_a_commit_and_a_bad_row_fails_only_itself() {
     // One statement, so both have the same `now()`.
     let (_, held) = held_row("held", true);
     let (_, not_held) = held_row("not-held", false);
-    let written = store::insert_batch(&pool, &[&held, &not_held])
+    let written = store::insert_batch(&pool, &[&held, &not_held], false)
         .await
         .unwrap();
     assert_eq!(written.len(), 2);

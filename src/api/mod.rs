@@ -73,8 +73,10 @@ impl AppState {
             settings: settings.clone(),
             notifier: Notifier::new(),
             lane: crate::completion::DirectLane::new(),
-            inserts: crate::completion::Inserter::new(db.pool.clone()),
-            announcer: crate::completion::Announcer::new(db.pool.clone()),
+            inserts: crate::completion::Inserter::new(
+                db.pool.clone(),
+                crate::completion::Announcer::new(db.pool.clone()),
+            ),
         });
         let keys = Arc::new(KeyRing::new(db.pool.clone(), settings.api_keys.clone()));
         Ok(Self {

@@ -13,7 +13,9 @@
 //! own request.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -36,64 +38,89 @@ type Written = Result<bool, sqlx::Error>;
 struct Pending {
     request_id: String,
     row: String,
+    /// The id of its job, to announce once written (a job for the queue's workers).
+    announce: Option<String>,
     done: oneshot::Sender<Written>,
+}
+
+/// What the inserter's batches need.
+#[derive(Debug, Clone)]
+struct Writer {
+    pool: PgPool,
+    announcer: Arc<Announcer>,
 }
 
 /// The process's request inserter (see the module's documentation).
 #[derive(Debug)]
 pub struct Inserter {
-    batcher: Batcher<Pending>,
+    batcher: Batcher<Pending, Writer>,
 }
 
 impl Inserter {
-    pub fn new(pool: PgPool) -> Arc<Self> {
+    /// Announces the jobs it writes for the queue's workers with `announcer`.
+    pub fn new(pool: PgPool, announcer: Arc<Announcer>) -> Arc<Self> {
         Arc::new(Self {
             batcher: Batcher {
-                pool,
+                ctx: Writer { pool, announcer },
                 queue: OnceLock::new(),
                 in_flight: IN_FLIGHT,
                 limits: (MAX_ROWS, MAX_BYTES),
                 size: |p| p.row.len(),
-                write: |pool, batch| Box::pin(async move { write(&pool, batch).await }),
+                write: |writer, batch| Box::pin(async move { write(&writer, batch).await }),
             },
         })
     }
 
     /// Writes request `request_id`'s `row` (a [`store::batch_row`]) with whatever else is
-    /// queued. True: written; false: its idempotency key was taken (nothing written).
-    pub async fn insert(&self, request_id: String, row: String) -> Written {
+    /// queued, and announces its job `announce` (one for the queue's workers) once committed.
+    /// True: written; false: its idempotency key was taken (nothing written).
+    pub async fn insert(
+        &self,
+        request_id: String,
+        row: String,
+        announce: Option<String>,
+    ) -> Written {
         let (done, written) = oneshot::channel();
         let pending = Pending {
             request_id,
             row,
+            announce,
             done,
         };
-        if let Err(pending) = self.batcher.send(pending) {
+        if let Err(p) = self.batcher.send(pending) {
             // The runtime its task ran on is gone: write it here.
-            return write_alone(&self.batcher.pool, &pending.request_id, &pending.row).await;
+            return write_alone(&self.batcher.ctx, &p.request_id, &p.row, p.announce).await;
         }
         written.await.unwrap_or(Err(sqlx::Error::PoolClosed))
+    }
+
+    /// Announces job `job_id` for the queue's workers (written and committed elsewhere).
+    pub async fn announce(&self, job_id: &str) {
+        (self.batcher.ctx.announcer)
+            .announce(store::JOB_INSERT_CHANNEL, store::job_announcement(job_id))
+            .await;
     }
 }
 
 /// Writes one batch.
-type Write<T> = fn(PgPool, Vec<T>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+type Write<T, C> = fn(C, Vec<T>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// A queue of items written in batches by [`batches`], started on first use, on the runtime of
 /// that use.
 #[derive(Debug)]
-struct Batcher<T> {
-    pool: PgPool,
+struct Batcher<T, C> {
+    /// What writing needs.
+    ctx: C,
     queue: OnceLock<mpsc::UnboundedSender<T>>,
     /// Batch statements in flight at once.
     in_flight: usize,
     /// Items per batch at most, and the size past which no more are added.
     limits: (usize, usize),
     size: fn(&T) -> usize,
-    write: Write<T>,
+    write: Write<T, C>,
 }
 
-impl<T: Send + 'static> Batcher<T> {
+impl<T: Send + 'static, C: Clone + Send + 'static> Batcher<T, C> {
     /// Queues `item`; gives it back when the task that takes the queue is gone (the runtime it
     /// started on has ended).
     fn send(&self, item: T) -> Result<(), T> {
@@ -101,7 +128,7 @@ impl<T: Send + 'static> Batcher<T> {
             let (tx, rx) = mpsc::unbounded_channel();
             tokio::spawn(batches(
                 rx,
-                self.pool.clone(),
+                self.ctx.clone(),
                 self.in_flight,
                 self.limits,
                 self.size,
@@ -116,13 +143,13 @@ impl<T: Send + 'static> Batcher<T> {
 /// Takes what `queue` receives in batches (at most `max` items, and no more once `size` of them
 /// reaches `max_bytes`) whenever one of `in_flight` slots is free, and runs `write` on each on
 /// a task of its own. Ends when every sender is gone.
-async fn batches<T: Send + 'static>(
+async fn batches<T: Send + 'static, C: Clone>(
     mut queue: mpsc::UnboundedReceiver<T>,
-    pool: PgPool,
+    ctx: C,
     in_flight: usize,
     (max, max_bytes): (usize, usize),
     size: fn(&T) -> usize,
-    write: Write<T>,
+    write: Write<T, C>,
 ) {
     let slots = Arc::new(Semaphore::new(in_flight));
     loop {
@@ -143,7 +170,7 @@ async fn batches<T: Send + 'static>(
                 Err(_) => break,
             }
         }
-        let written = write(pool.clone(), batch);
+        let written = write(ctx.clone(), batch);
         tokio::spawn(async move {
             written.await;
             drop(slot);
@@ -151,18 +178,42 @@ async fn batches<T: Send + 'static>(
     }
 }
 
-async fn write(pool: &PgPool, batch: Vec<Pending>) {
+async fn write(writer: &Writer, batch: Vec<Pending>) {
     let rows: Vec<&str> = batch.iter().map(|p| p.row.as_str()).collect();
-    match store::insert_batch(pool, &rows).await {
+    // From the commit itself while this process sends no other notification (a sequential
+    // request saves a round trip); otherwise after it (see `store::notify_all`).
+    let in_commit = batch
+        .iter()
+        .any(|p| p.announce.is_some())
+        .then(|| writer.announcer.in_commit())
+        .flatten();
+    match store::insert_batch(&writer.pool, &rows, in_commit.is_some()).await {
         Ok(written) => {
+            let mut later = Vec::new();
             for p in batch {
-                let _ = p.done.send(Ok(written.contains(&p.request_id)));
+                let new = written.contains(&p.request_id);
+                if let (true, None, Some(job_id)) = (new, &in_commit, p.announce) {
+                    later.push(store::job_announcement(&job_id));
+                }
+                let _ = p.done.send(Ok(new));
             }
+            drop(in_commit);
+            writer
+                .announcer
+                .announce_all(store::JOB_INSERT_CHANNEL, later)
+                .await;
         }
         Err(e) if batch.len() > 1 => {
+            drop(in_commit);
             tracing::debug!(error = %e, rows = batch.len(), "a batch of inserts failed; writing each alone");
             let alone = batch.into_iter().map(|p| async move {
-                let _ = p.done.send(write_alone(pool, &p.request_id, &p.row).await);
+                let Pending {
+                    request_id,
+                    row,
+                    announce,
+                    done,
+                } = p;
+                let _ = done.send(write_alone(writer, &request_id, &row, announce).await);
             });
             futures_util::future::join_all(alone).await;
         }
@@ -174,9 +225,22 @@ async fn write(pool: &PgPool, batch: Vec<Pending>) {
     }
 }
 
-async fn write_alone(pool: &PgPool, request_id: &str, row: &str) -> Written {
-    let written = store::insert_batch(pool, &[row]).await?;
-    Ok(written.iter().any(|w| w == request_id))
+/// Writes one row by a statement of its own, then announces its job `announce`.
+async fn write_alone(
+    writer: &Writer,
+    request_id: &str,
+    row: &str,
+    announce: Option<String>,
+) -> Written {
+    let written = store::insert_batch(&writer.pool, &[row], false).await?;
+    let new = written.iter().any(|w| w == request_id);
+    if let (true, Some(job_id)) = (new, announce) {
+        let announcement = store::job_announcement(&job_id);
+        (writer.announcer)
+            .announce(store::JOB_INSERT_CHANNEL, announcement)
+            .await;
+    }
+    Ok(new)
 }
 
 /// Notification statements in flight at once. They do not wait for a flush, so a few suffice.
@@ -192,24 +256,88 @@ struct Notice {
 }
 
 /// The process's notification sender: notifications queued meanwhile share one statement, sent
-/// after (and never within) the durable commits they announce (see [`store::notify_all`]).
+/// after the durable commits they announce (see [`store::notify_all`]) — or, while the process
+/// sends no other, from the commit itself ([`Announcer::in_commit`]).
 #[derive(Debug)]
 pub struct Announcer {
-    batcher: Batcher<Notice>,
+    batcher: Batcher<Notice, PgPool>,
+    busy: Arc<Busy>,
+}
+
+/// How long this process must have sent no notification before one may go from a durable
+/// commit ([`Announcer::in_commit`]). Sequential requests leave longer gaps; under load the
+/// gaps are shorter, or there are none.
+const QUIET: Duration = Duration::from_millis(1);
+
+/// This process's notifications being sent.
+#[derive(Debug)]
+struct Busy {
+    /// Being sent: queued, in a statement, or in a commit.
+    sending: AtomicUsize,
+    /// When the last one was sent, in microseconds since `epoch`.
+    last_sent: AtomicU64,
+    epoch: Instant,
+}
+
+impl Busy {
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+}
+
+/// Counts a notification being sent until dropped.
+#[derive(Debug)]
+pub struct Sending(Arc<Busy>);
+
+impl Drop for Sending {
+    fn drop(&mut self) {
+        self.0.last_sent.store(self.0.now(), Ordering::Release);
+        self.0.sending.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Announcer {
     pub fn new(pool: PgPool) -> Arc<Self> {
         Arc::new(Self {
             batcher: Batcher {
-                pool,
+                ctx: pool,
                 queue: OnceLock::new(),
                 in_flight: NOTICES_IN_FLIGHT,
                 limits: (MAX_NOTICES, MAX_BYTES),
                 size: |n| n.payload.len(),
                 write: |pool, batch| Box::pin(async move { send(&pool, batch).await }),
             },
+            busy: Arc::new(Busy {
+                sending: AtomicUsize::new(0),
+                last_sent: AtomicU64::new(0),
+                // So that the first may go from a commit.
+                epoch: Instant::now()
+                    .checked_sub(QUIET)
+                    .unwrap_or_else(Instant::now),
+            }),
         })
+    }
+
+    /// Leave to send a notification from a durable commit, held until that commit is done:
+    /// given only while this process sends no other notification and has sent none for
+    /// [`QUIET`]. A NOTIFY serialises the commits that send one (see [`store::notify_all`]),
+    /// which costs nothing while they do not overlap, and saves a sequential request the round
+    /// trip of a separate notification; under load, when they would overlap, notifications go
+    /// after their commits instead. (Other processes' commits may still overlap with it: at
+    /// most one per process.)
+    pub fn in_commit(&self) -> Option<Sending> {
+        let busy = &self.busy;
+        if busy
+            .now()
+            .saturating_sub(busy.last_sent.load(Ordering::Acquire))
+            < QUIET.as_micros() as u64
+        {
+            return None;
+        }
+        (busy.sending)
+            .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+            .ok()
+            .map(|_| Sending(busy.clone()))
     }
 
     /// NOTIFYs `channel` with `payload` together with whatever else is queued; returns once
@@ -217,18 +345,36 @@ impl Announcer {
     /// listeners, who re-check without it (waiters re-read their request, the queue's poll
     /// takes its jobs).
     pub async fn announce(&self, channel: &'static str, payload: String) {
-        let (sent, done) = oneshot::channel();
-        let notice = Notice {
-            channel,
-            payload,
-            sent,
-        };
-        match self.batcher.send(notice) {
-            Ok(()) => {
-                let _ = done.await;
+        self.announce_all(channel, vec![payload]).await;
+    }
+
+    /// [`Announcer::announce`] for several payloads.
+    pub async fn announce_all(&self, channel: &'static str, payloads: Vec<String>) {
+        if payloads.is_empty() {
+            return;
+        }
+        self.busy.sending.fetch_add(1, Ordering::AcqRel);
+        let _sending = Sending(self.busy.clone());
+        let mut sent = Vec::with_capacity(payloads.len());
+        let mut unsent = Vec::new();
+        for payload in payloads {
+            let (tx, rx) = oneshot::channel();
+            let notice = Notice {
+                channel,
+                payload,
+                sent: tx,
+            };
+            match self.batcher.send(notice) {
+                Ok(()) => sent.push(rx),
+                // The runtime its task ran on is gone: send it here.
+                Err(notice) => unsent.push(notice),
             }
-            // The runtime its task ran on is gone: send it here.
-            Err(notice) => send(&self.batcher.pool, vec![notice]).await,
+        }
+        if !unsent.is_empty() {
+            send(&self.batcher.ctx, unsent).await;
+        }
+        for rx in sent {
+            let _ = rx.await;
         }
     }
 }

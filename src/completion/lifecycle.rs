@@ -139,12 +139,21 @@ pub async fn submit(
         run_by,
         held,
     };
+    // A job for the queue's workers is announced once committed (see `store::notify_all`).
+    let announce = run_by.is_none().then(|| job_id.to_owned());
     if request.admission.is_some() {
         // Admission checks and the insert share a transaction of their own.
-        return store::insert_and_enqueue(pool, request, first).await;
+        let inserted = store::insert_and_enqueue(pool, request, first).await?;
+        if let (Inserted::New(_), Some(job_id)) = (&inserted, announce) {
+            inserts.announce(&job_id).await;
+        }
+        return Ok(inserted);
     }
     let row = store::batch_row(request, &first).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    if inserts.insert(request.request_id.clone(), row).await? {
+    if inserts
+        .insert(request.request_id.clone(), row, announce)
+        .await?
+    {
         Ok(Inserted::New(None))
     } else {
         store::existing(pool, request).await
@@ -259,8 +268,8 @@ pub struct Ending<'a> {
 
 /// `queued`/`running` → `succeeded`/`failed` with the metrics row (and cache entry), guarded by
 /// the generation. A waiter in this process (`notifier`) is woken in memory; one in another
-/// process by a NOTIFY (`announcer`) sent once the finish committed. False: already finished,
-/// nothing written.
+/// process by a NOTIFY (`announcer`): from the finish's commit while this process sends no other
+/// notification, otherwise once it committed. False: already finished, nothing written.
 pub async fn finish(
     pool: &PgPool,
     notifier: Option<&Notifier>,
@@ -268,6 +277,9 @@ pub async fn finish(
     e: Ending<'_>,
 ) -> Result<bool, sqlx::Error> {
     let local = notifier.filter(|n| n.is_waiting(e.request_id));
+    let notify = !e.is_async && local.is_none();
+    // From the commit itself while this process sends no other notification.
+    let in_commit = notify.then(|| announcer.in_commit()).flatten();
     let done = store::finish(
         pool,
         &store::Finish {
@@ -277,7 +289,8 @@ pub async fn finish(
             metrics: e.metrics,
             keep_prompt: e.keep_prompt,
             cache: e.cache,
-            notify: !e.is_async && local.is_none(),
+            notify,
+            notify_in_commit: in_commit.is_some(),
             job: e.job.map(|j| store::LockedJob {
                 id: &j.id,
                 worker: &j.worker,
@@ -285,6 +298,7 @@ pub async fn finish(
         },
     )
     .await?;
+    drop(in_commit);
     let Some(finished) = done else {
         return Ok(false);
     };

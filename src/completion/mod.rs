@@ -301,8 +301,6 @@ pub struct Completions {
     pub lane: Arc<DirectLane>,
     /// Group commit of new requests (see [`batch`]).
     pub inserts: Arc<Inserter>,
-    /// Announces the jobs of requests the direct lane does not run (see [`batch`]).
-    pub announcer: Arc<Announcer>,
 }
 
 impl Completions {
@@ -472,16 +470,8 @@ impl Completions {
             .map_err(insert_error(&request_id))?;
             new = retry;
         }
-        match (&inserted, lane) {
-            (Inserted::New(_), Some(lane)) => lane.hand_over(job, new.into_claimed(submitted_at)),
-            // For the queue's workers, now that it is committed (see `store::notify_all`).
-            (Inserted::New(_), None) => {
-                let announcement = store::job_announcement(&job_id);
-                (self.announcer)
-                    .announce(store::JOB_INSERT_CHANNEL, announcement)
-                    .await;
-            }
-            _ => {}
+        if let (Inserted::New(_), Some(lane)) = (&inserted, lane) {
+            lane.hand_over(job, new.into_claimed(submitted_at));
         }
         accepted(
             inserted,

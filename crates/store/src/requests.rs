@@ -40,11 +40,14 @@ pub async fn notify_chunk(pool: &PgPool, payload: &str) -> Result<(), sqlx::Erro
 /// asynchronously.
 ///
 /// A NOTIFY serialises commits: the transaction holds a database-wide lock from its commit's
-/// start to its end, its WAL flush included. So a notification is never sent from a
+/// start to its end, its WAL flush included. So under load a notification is not sent from a
 /// transaction that must be durable (the flush would serialise every such commit, one flush
 /// each, instead of sharing flushes): the durable write commits first, without notifying, and
-/// this follows it, without waiting for a flush. A notification lost in a crash only delays
-/// its listeners, who re-check (waiters re-read their request; the queue's poll takes its jobs).
+/// this follows it, without waiting for a flush. Only while its process sends no other
+/// notification may a durable statement send its own (`announce` of [`insert_batch`],
+/// [`Finish::notify_in_commit`]), saving the round trip. A notification lost in a crash only
+/// delays its listeners, who re-check (waiters re-read their request; the queue's poll takes
+/// its jobs).
 pub async fn notify_all(
     pool: &PgPool,
     channels: &[&str],
@@ -187,7 +190,7 @@ pub async fn insert_and_enqueue(
     };
     let row =
         request_row(request, holds.as_ref(), &job).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    let written = insert_batch(&mut *tx, &[&row]).await?;
+    let written = insert_batch(&mut *tx, &[&row], false).await?;
     if written.is_empty() {
         let found = existing(&mut *tx, request).await?;
         tx.rollback().await?;
@@ -264,16 +267,18 @@ fn request_row(
 /// No job is announced by the queue's insert trigger: its NOTIFY would serialise these
 /// commits (see [`notify_all`]). A job for the queue's workers is written `Pending`, due one
 /// microsecond after the transaction's start (so after the trigger's `run_at <= now()`, and
-/// before anyone can see it), or [`FETCH_HOLD_MS`] after it when `held`: the caller announces
-/// it once committed ([`job_announcement`]). A
-/// job run by the direct lane (`run_by`) is written `Running`, locked by it, and due later
-/// still (it needs no announcement: its worker has it); its request is written `running`.
+/// before anyone can see it), or [`FETCH_HOLD_MS`] after it when `held`; this statement
+/// announces it with `announce`, otherwise the caller does once it committed
+/// ([`job_announcement`]). A job run by the direct lane (`run_by`) is written `Running`, locked
+/// by it, and due later still (it needs no announcement: its worker has it); its request is
+/// written `running`.
 pub async fn insert_batch(
     db: impl sqlx::PgExecutor<'_>,
     rows: &[&str],
+    announce: bool,
 ) -> Result<Vec<String>, sqlx::Error> {
     let json = format!("[{}]", rows.join(","));
-    sqlx::query_scalar(
+    let written: Vec<(String, i64)> = sqlx::query_as(
         "WITH input AS (
              SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(request_id text, prompt text,
                  prompt_hash text, prompt_chars int, system text, params jsonb, route jsonb,
@@ -301,14 +306,22 @@ pub async fn insert_batch(
                  i.run_by, CASE WHEN i.run_by IS NULL THEN NULL ELSE now() END
              FROM input i JOIN req USING (request_id)
              RETURNING id
+         ), announced AS (
+             SELECT pg_notify($4, json_build_object('job_type', $2::text, 'id', i.job_id)::text)
+             FROM input i JOIN job ON job.id = i.job_id
+             WHERE $5 AND i.run_by IS NULL
          )
-         SELECT i.request_id FROM input i JOIN job ON job.id = i.job_id",
+         SELECT i.request_id, (SELECT count(*) FROM announced)
+         FROM input i JOIN job ON job.id = i.job_id",
     )
     .bind(json)
     .bind(PROVIDER_CALL_QUEUE)
     .bind(FETCH_HOLD_MS)
+    .bind(JOB_INSERT_CHANNEL)
+    .bind(announce)
     .fetch_all(db)
-    .await
+    .await?;
+    Ok(written.into_iter().map(|(id, _)| id).collect())
 }
 
 /// The [`JOB_INSERT_CHANNEL`] payload announcing provider_call job `job_id` (what apalis' insert
@@ -631,9 +644,12 @@ pub struct Finish<'a> {
     /// Keep the prompt text (STORE_PROMPTS=full) or clear it.
     pub keep_prompt: bool,
     pub cache: Option<&'a CacheEntry>,
-    /// Return the [`DONE_CHANNEL`] notification for a waiter in another process
-    /// ([`Finished::notice`]), for the caller to send once this committed.
+    /// Make the [`DONE_CHANNEL`] notification for a waiter in another process: returned
+    /// ([`Finished::notice`]) for the caller to send once this committed, or sent by this
+    /// statement with `notify_in_commit`.
     pub notify: bool,
+    /// Send the notification from this durable commit (see [`notify_all`] for when not to).
+    pub notify_in_commit: bool,
     /// The queue job that ran the call, when it is acknowledged by this statement (the direct
     /// lane's: `Done`, as apalis would mark it), saving a statement.
     pub job: Option<LockedJob<'a>>,
@@ -681,6 +697,7 @@ pub async fn finish(pool: &PgPool, f: &Finish<'_>) -> Result<Option<Finished>, s
         keep_prompt,
         cache,
         notify,
+        notify_in_commit,
         job,
     } = *f;
     let status = outcome.status();
@@ -776,6 +793,8 @@ pub async fn finish(pool: &PgPool, f: &Finish<'_>) -> Result<Option<Finished>, s
                              || COALESCE(to_jsonb(m), '{}'::jsonb))::text AS record
                   FROM done d LEFT JOIN metrics m ON true) p
             WHERE $31
+        ), sent AS (
+            SELECT pg_notify($38, payload) FROM notice WHERE $39
         ), acked AS (
             -- Whether or not the request was still unfinished, the job's run is over.
             UPDATE apalis.jobs SET status = 'Done', attempts = attempts + 1, done_at = now(),
@@ -784,7 +803,8 @@ pub async fn finish(pool: &PgPool, f: &Finish<'_>) -> Result<Option<Finished>, s
         )
         SELECT ",
         record_columns!(),
-        ", r.api_key_id, (SELECT payload FROM notice) AS notice
+        ", r.api_key_id, (SELECT payload FROM notice WHERE NOT $39) AS notice,
+            (SELECT count(*) FROM sent) AS sent
         FROM done r LEFT JOIN metrics m ON true"
     ))
     .bind(request_id)
@@ -813,6 +833,8 @@ pub async fn finish(pool: &PgPool, f: &Finish<'_>) -> Result<Option<Finished>, s
         .bind(job.map(|j| j.worker))
         .bind(m.cached_input_tokens)
         .bind(m.cache_write_tokens)
+        .bind(DONE_CHANNEL)
+        .bind(notify_in_commit)
         .fetch_optional(pool)
         .await?;
     Ok(row.map(|row| Finished {
@@ -829,7 +851,8 @@ pub struct Finished {
     pub api_key_id: Option<String>,
     /// The request as [`get`] would now read it (no read after the write).
     pub record: RequestRecord,
-    /// With [`Finish::notify`]: the [`DONE_CHANNEL`] payload to send (see [`notify_all`]).
+    /// With [`Finish::notify`] and not [`Finish::notify_in_commit`]: the [`DONE_CHANNEL`]
+    /// payload to send (see [`notify_all`]).
     pub notice: Option<String>,
 }
 
