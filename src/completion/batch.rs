@@ -3,7 +3,8 @@
 //!
 //! - [`Inserter`]: the inserts of new requests (without admission checks).
 //! - [`Announcer`]: notifications (a job for the queue's workers, a finished request for a
-//!   waiter in another process), sent after the durable commits they announce.
+//!   waiter in another process), sent after the durable commits they announce — or from them,
+//!   while the process sends no other.
 //!
 //! Nothing waits to fill a batch. One task takes what is queued whenever one of its statement
 //! slots is free, so a lone request is written at once, and under load the requests that arrive

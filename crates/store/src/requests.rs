@@ -458,9 +458,8 @@ pub struct PendingClaim {
 /// [`claim_pending`] and [`claim`] in one statement (one round trip, one commit): locks the
 /// due (or [held](FETCH_HOLD_MS) for announced workers), pending provider_call job `job_id` for
 /// `worker` and marks its request running for the job's generation. None when another worker
-/// has the job or it is not due. An error when the
-/// job's arguments are not JSON (nothing is locked then: [`claim_pending`] takes it and reports
-/// it). Committed asynchronously, like both.
+/// has the job or it is not due. An error when the job's arguments are not JSON (nothing is
+/// locked then: [`claim_pending`] takes it and reports it). Committed asynchronously, like both.
 pub async fn claim_pending_request(
     pool: &PgPool,
     job_id: &str,
@@ -680,10 +679,10 @@ macro_rules! record_columns {
 /// one statement, so one round trip and one atomic commit — guarded by `generation` (None: any
 /// unfinished generation, for the deadline sweeper). None: already finished, nothing written.
 ///
-/// The notification is returned, not sent: sent from this durable commit, it would serialise
-/// every finish on its WAL flush (see [`notify_all`]). `notify` is false when nobody can be
-/// waiting in another process (async requests, or a waiter in the worker's own process, woken
-/// in memory).
+/// The notification is returned for the caller to send once this committed, unless
+/// `notify_in_commit`: sent from every durable commit, it would serialise the finishes on their
+/// WAL flushes under load (see [`notify_all`]). `notify` is false when nobody can be waiting in
+/// another process (async requests, or a waiter in the worker's own process, woken in memory).
 ///
 /// The request's budget holds are settled in the same statement: each hold leaves
 /// `reserved_usd` and the actual cost joins `spent_usd` — so a request that ends, by its worker
