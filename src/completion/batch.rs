@@ -96,10 +96,8 @@ impl Inserter {
     }
 
     /// Announces job `job_id` for the queue's workers (written and committed elsewhere).
-    pub async fn announce(&self, job_id: &str) {
-        (self.batcher.ctx.announcer)
-            .announce(store::JOB_INSERT_CHANNEL, store::job_announcement(job_id))
-            .await;
+    pub async fn announce(&self, job_id: String) {
+        self.batcher.ctx.announcer.announce_jobs([job_id]).await;
     }
 }
 
@@ -194,15 +192,12 @@ async fn write(writer: &Writer, batch: Vec<Pending>) {
             for p in batch {
                 let new = written.contains(&p.request_id);
                 if let (true, None, Some(job_id)) = (new, &in_commit, p.announce) {
-                    later.push(store::job_announcement(&job_id));
+                    later.push(job_id);
                 }
                 let _ = p.done.send(Ok(new));
             }
             drop(in_commit);
-            writer
-                .announcer
-                .announce_all(store::JOB_INSERT_CHANNEL, later)
-                .await;
+            writer.announcer.announce_jobs(later).await;
         }
         Err(e) if batch.len() > 1 => {
             drop(in_commit);
@@ -235,11 +230,8 @@ async fn write_alone(
 ) -> Written {
     let written = store::insert_batch(&writer.pool, &[row], false).await?;
     let new = written.iter().any(|w| w == request_id);
-    if let (true, Some(job_id)) = (new, announce) {
-        let announcement = store::job_announcement(&job_id);
-        (writer.announcer)
-            .announce(store::JOB_INSERT_CHANNEL, announcement)
-            .await;
+    if new {
+        writer.announcer.announce_jobs(announce).await;
     }
     Ok(new)
 }
@@ -324,8 +316,8 @@ impl Announcer {
     /// [`QUIET`]. A NOTIFY serialises the commits that send one (see [`store::notify_all`]),
     /// which costs nothing while they do not overlap, and saves a sequential request the round
     /// trip of a separate notification; under load, when they would overlap, notifications go
-    /// after their commits instead. (Other processes' commits may still overlap with it: at
-    /// most one per process.)
+    /// after their commits instead. (Other announcers' commits may still overlap with it: at
+    /// most one per announcer, and a process has one for its inserts, one for its finishes.)
     pub fn in_commit(&self) -> Option<Sending> {
         let busy = &self.busy;
         if busy
@@ -349,8 +341,17 @@ impl Announcer {
         self.announce_all(channel, vec![payload]).await;
     }
 
+    /// Announces provider_call jobs `job_ids` to the queue's workers, in apalis' format.
+    pub async fn announce_jobs(&self, job_ids: impl IntoIterator<Item = String>) {
+        let payloads = job_ids
+            .into_iter()
+            .map(|id| store::job_announcement(&id))
+            .collect();
+        self.announce_all(store::JOB_INSERT_CHANNEL, payloads).await;
+    }
+
     /// [`Announcer::announce`] for several payloads.
-    pub async fn announce_all(&self, channel: &'static str, payloads: Vec<String>) {
+    async fn announce_all(&self, channel: &'static str, payloads: Vec<String>) {
         if payloads.is_empty() {
             return;
         }

@@ -145,7 +145,7 @@ pub async fn submit(
         // Admission checks and the insert share a transaction of their own.
         let inserted = store::insert_and_enqueue(pool, request, first).await?;
         if let (Inserted::New(_), Some(job_id)) = (&inserted, announce) {
-            inserts.announce(&job_id).await;
+            inserts.announce(job_id).await;
         }
         return Ok(inserted);
     }

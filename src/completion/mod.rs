@@ -431,10 +431,10 @@ impl Completions {
             .as_ref()
             .map_or_else(|| ulid::Ulid::generate().to_string(), |r| r.job_id.clone());
         let run_by = lane.as_ref().map(|r| r.worker());
-        // Announced to worker processes, which take it at once, unless this process runs
-        // provider_call workers (its queue's fetch, not the announcement, takes a job the
-        // lane had no slot for).
-        let held = lane.is_none() && !self.lane.runs_here();
+        // A queued job is held for worker processes, which take it at once as announced,
+        // unless this process runs provider_call workers (its queue's fetch, not the
+        // announcement, takes a job the lane had no slot for).
+        let held = !self.lane.runs_here();
         let submitted_at = chrono::Utc::now();
         let mut inserted =
             lifecycle::submit(&self.pool, &self.inserts, &new, &job, &job_id, run_by, held)
