@@ -39,8 +39,8 @@ fn request(admission: Option<Admission>) -> NewRequest {
 fn inserts(db: &Database) -> &'static Inserter {
     static INSERTS: std::sync::OnceLock<std::sync::Arc<Inserter>> = std::sync::OnceLock::new();
     INSERTS.get_or_init(|| {
-        let announcer = optimizer::completion::Announcer::new(db.pool.clone());
-        Inserter::new(db.pool.clone(), announcer)
+        let announcer = optimizer::completion::Announcer::new(db.hot.clone());
+        Inserter::new(db.hot.clone(), announcer)
     })
 }
 

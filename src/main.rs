@@ -504,7 +504,7 @@ async fn serve(settings: Settings, workers: bool) -> anyhow::Result<()> {
         // In-flight jobs finish; fetched-but-unstarted ones go back to the queue.
         let _ = tokio::time::timeout(settings.shutdown_timeout, workers).await;
     }
-    db.pool.close().await;
+    db.close().await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -129,13 +129,10 @@ pub fn spawn_in_process_workers(
     shutdown: &CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, crate::wiring::ProvidersSetupError> {
     state.completions.lane.expect();
-    let ctx = crate::jobs::JobContext::new(
-        state.db.pool.clone(),
-        state.engine.clone(),
-        state.settings.clone(),
-    )?
-    .with_notifier(state.completions.notifier.clone())
-    .with_lane(state.completions.lane.clone());
+    let ctx =
+        crate::jobs::JobContext::new(&state.db, state.engine.clone(), state.settings.clone())?
+            .with_notifier(state.completions.notifier.clone())
+            .with_lane(state.completions.lane.clone());
     Ok(tokio::spawn(run_workers(
         state.db.clone(),
         std::sync::Arc::new(ctx),

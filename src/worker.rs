@@ -71,7 +71,7 @@ async fn run(settings: Settings, queues: Vec<Queue>) -> anyhow::Result<()> {
     let settings = Arc::new(settings);
     let shutdown = runtime::shutdown_on_signal();
     let db = Database::connect_lazy(&settings.pool());
-    let ctx = Arc::new(JobContext::new(db.pool.clone(), engine, settings.clone())?);
+    let ctx = Arc::new(JobContext::new(&db, engine, settings.clone())?);
     let listener = tokio::net::TcpListener::bind(settings.worker_bind)
         .await
         .map_err(|e| {
@@ -103,7 +103,7 @@ async fn run(settings: Settings, queues: Vec<Queue>) -> anyhow::Result<()> {
     .await?;
     shutdown.cancel();
     let _ = tokio::time::timeout(settings.shutdown_timeout, workers).await;
-    db.pool.close().await;
+    db.close().await;
     tracing::info!("stopped");
     Ok(())
 }

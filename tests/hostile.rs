@@ -368,9 +368,10 @@ async fn the_deadline_sweep_ends_a_request_whose_route_cannot_be_read() {
     .execute(&pool)
     .await
     .unwrap();
-    let announcer = optimizer::completion::Announcer::new(pool.clone());
+    let hot = optimizer::store::Hot::new(pool.clone());
+    let announcer = optimizer::completion::Announcer::new(hot.clone());
     let swept =
-        optimizer::completion::lifecycle::sweep(&pool, &announcer, Duration::from_secs(600), true)
+        optimizer::completion::lifecycle::sweep(&hot, &announcer, Duration::from_secs(600), true)
             .await
             .unwrap();
     assert_eq!(swept, 1);

@@ -11,7 +11,7 @@
 mod common;
 
 use common::TestDb;
-use optimizer::store::{Database, NotReady};
+use optimizer::store::{Database, Hot, NotReady};
 use sqlx::PgPool;
 
 const APP_TABLES: &[&str] = &[
@@ -545,7 +545,7 @@ async fn a_finish_notifies_the_finished_request_when_it_fits() {
     };
     let test_db = TestDb::migrated().await;
     let pool = test_db.pool().await;
-    let announcer = Announcer::new(pool.clone());
+    let announcer = Announcer::new(Hot::new(pool.clone()));
     let mut listener = sqlx::postgres::PgListener::connect_with(&pool)
         .await
         .unwrap();
@@ -662,8 +662,8 @@ async fn concurrent_inserts_share_a_commit_and_a_bad_row_fails_only_itself() {
         .await
         .unwrap();
     listener.listen(JOB_INSERT_CHANNEL).await.unwrap();
-    let announcer = Announcer::new(pool.clone());
-    let inserter = Inserter::new(pool.clone(), announcer.clone());
+    let announcer = Announcer::new(Hot::new(pool.clone()));
+    let inserter = Inserter::new(Hot::new(pool.clone()), announcer.clone());
     let any_row = |id: &str, idempotency_key: Option<&str>, prompt: &str, held: bool| {
         let request = NewRequest {
             request_id: id.into(),
@@ -844,4 +844,118 @@ async fn concurrent_inserts_share_a_commit_and_a_bad_row_fails_only_itself() {
         .filter(|(id, w)| id.starts_with("dup") && w == &Ok(true))
         .count();
     assert_eq!(dups, 1, "{results:?}");
+}
+
+/// The hot path's connections: kept between statements instead of going back to the pool
+/// (whose release pings each one), closed when lost or when a statement was cancelled, never
+/// waited for, and closed with the pool.
+#[tokio::test]
+async fn hot_connections_are_kept_between_statements_and_closed_when_in_doubt() {
+    let test_db = TestDb::empty().await;
+    // A pool of 4: up to 2 kept.
+    let settings =
+        common::settings_with(&[("DATABASE_URL", &test_db.url), ("DB_MAX_CONNECTIONS", "4")]);
+    let db = Database::connect_lazy(&settings.pool());
+    let pid = async |hot: &Hot| -> i32 {
+        hot.run(async |c| {
+            sqlx::query_scalar("SELECT pg_backend_pid()")
+                .fetch_one(c)
+                .await
+        })
+        .await
+        .unwrap()
+    };
+    let admin = test_db.pool().await;
+    let alive = async |pid: i32| -> bool {
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)")
+            .bind(pid)
+            .fetch_one(&admin)
+            .await
+            .unwrap()
+    };
+
+    // One statement after another runs on the same connection, which is not the pool's.
+    let first = pid(&db.hot).await;
+    assert_eq!(pid(&db.hot).await, first);
+    assert_eq!(db.pool.size(), 0, "the pool opened nothing");
+
+    // A database error leaves it usable: still kept.
+    let failed = (db.hot)
+        .run(async |c| sqlx::query("SELECT 1/0").execute(c).await)
+        .await;
+    assert!(
+        matches!(failed, Err(sqlx::Error::Database(_))),
+        "{failed:?}"
+    );
+    assert_eq!(pid(&db.hot).await, first);
+
+    // All kept connections busy: a statement takes one from the pool instead of waiting.
+    let (a, b) = (db.hot.conn().await.unwrap(), db.hot.conn().await.unwrap());
+    let third = pid(&db.hot).await;
+    assert!(third != first, "a third connection");
+    assert_eq!(db.pool.size(), 1, "from the pool");
+    a.done(&Ok(()));
+    b.done(&Ok(()));
+
+    // A lost connection is not handed out again.
+    let lost = (db.hot)
+        .run(async |c| {
+            sqlx::query("SELECT pg_terminate_backend(pg_backend_pid())")
+                .execute(c)
+                .await
+        })
+        .await;
+    assert!(lost.is_err(), "{lost:?}");
+    for _ in 0..3 {
+        assert!(
+            alive(pid(&db.hot).await).await,
+            "a statement ran on a live connection"
+        );
+    }
+
+    // A statement cancelled mid-way: its connection is closed, and the next statement gets its
+    // own result, not the cancelled one's.
+    let sleeper = pid(&db.hot).await;
+    let cancelled = tokio::time::timeout(
+        std::time::Duration::from_millis(300),
+        (db.hot).run(async |c| {
+            sqlx::query_scalar::<_, i32>("SELECT 7 FROM pg_sleep(2)")
+                .fetch_one(c)
+                .await
+        }),
+    )
+    .await;
+    assert!(cancelled.is_err(), "the sleep was cancelled");
+    let (mut a, mut b) = (db.hot.conn().await.unwrap(), db.hot.conn().await.unwrap());
+    for conn in [&mut a, &mut b] {
+        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut **conn)
+            .await
+            .unwrap();
+        assert!(
+            pid != sleeper,
+            "the cancelled statement's connection is not handed out"
+        );
+    }
+    drop((a, b));
+    let next: i32 = (db.hot)
+        .run(async |c| sqlx::query_scalar("SELECT 8").fetch_one(c).await)
+        .await
+        .unwrap();
+    assert_eq!(next, 8);
+
+    // Closing closes the kept connections.
+    let kept = pid(&db.hot).await;
+    tokio::time::timeout(std::time::Duration::from_secs(30), db.close())
+        .await
+        .expect("the pool closes with connections kept");
+    let mut open = true;
+    for _ in 0..100 {
+        open = alive(kept).await;
+        if !open {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(!open, "the kept connection was closed");
 }

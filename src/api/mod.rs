@@ -74,8 +74,8 @@ impl AppState {
             notifier: Notifier::new(),
             lane: crate::completion::DirectLane::new(),
             inserts: crate::completion::Inserter::new(
-                db.pool.clone(),
-                crate::completion::Announcer::new(db.pool.clone()),
+                db.hot.clone(),
+                crate::completion::Announcer::new(db.hot.clone()),
             ),
         });
         let keys = Arc::new(KeyRing::new(db.pool.clone(), settings.api_keys.clone()));

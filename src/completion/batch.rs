@@ -18,9 +18,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use sqlx::PgPool;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+use crate::store::Hot;
 use crate::store::requests as store;
 
 /// Batch statements in flight at once. Measured at 50 connections in `serve`
@@ -47,7 +47,7 @@ struct Pending {
 /// What the inserter's batches need.
 #[derive(Debug, Clone)]
 struct Writer {
-    pool: PgPool,
+    hot: Hot,
     announcer: Arc<Announcer>,
 }
 
@@ -59,10 +59,10 @@ pub struct Inserter {
 
 impl Inserter {
     /// Announces the jobs it writes for the queue's workers with `announcer`.
-    pub fn new(pool: PgPool, announcer: Arc<Announcer>) -> Arc<Self> {
+    pub fn new(hot: Hot, announcer: Arc<Announcer>) -> Arc<Self> {
         Arc::new(Self {
             batcher: Batcher {
-                ctx: Writer { pool, announcer },
+                ctx: Writer { hot, announcer },
                 queue: OnceLock::new(),
                 in_flight: IN_FLIGHT,
                 limits: (MAX_ROWS, MAX_BYTES),
@@ -186,7 +186,10 @@ async fn write(writer: &Writer, batch: Vec<Pending>) {
         .any(|p| p.announce.is_some())
         .then(|| writer.announcer.in_commit())
         .flatten();
-    match store::insert_batch(&writer.pool, &rows, in_commit.is_some()).await {
+    let written = (writer.hot)
+        .run(async |db| store::insert_batch(db, &rows, in_commit.is_some()).await)
+        .await;
+    match written {
         Ok(written) => {
             let mut later = Vec::new();
             for p in batch {
@@ -228,7 +231,9 @@ async fn write_alone(
     row: &str,
     announce: Option<String>,
 ) -> Written {
-    let written = store::insert_batch(&writer.pool, &[row], false).await?;
+    let written = (writer.hot)
+        .run(async |db| store::insert_batch(db, &[row], false).await)
+        .await?;
     let new = written.iter().any(|w| w == request_id);
     if new {
         writer.announcer.announce_jobs(announce).await;
@@ -253,7 +258,7 @@ struct Notice {
 /// sends no other, from the commit itself ([`Announcer::in_commit`]).
 #[derive(Debug)]
 pub struct Announcer {
-    batcher: Batcher<Notice, PgPool>,
+    batcher: Batcher<Notice, Hot>,
     busy: Arc<Busy>,
 }
 
@@ -290,15 +295,15 @@ impl Drop for Sending {
 }
 
 impl Announcer {
-    pub fn new(pool: PgPool) -> Arc<Self> {
+    pub fn new(hot: Hot) -> Arc<Self> {
         Arc::new(Self {
             batcher: Batcher {
-                ctx: pool,
+                ctx: hot,
                 queue: OnceLock::new(),
                 in_flight: NOTICES_IN_FLIGHT,
                 limits: (MAX_NOTICES, MAX_BYTES),
                 size: |n| n.payload.len(),
-                write: |pool, batch| Box::pin(async move { send(&pool, batch).await }),
+                write: |hot, batch| Box::pin(async move { send(&hot, batch).await }),
             },
             busy: Arc::new(Busy {
                 sending: AtomicUsize::new(0),
@@ -381,10 +386,11 @@ impl Announcer {
     }
 }
 
-async fn send(pool: &PgPool, batch: Vec<Notice>) {
+async fn send(hot: &Hot, batch: Vec<Notice>) {
     let channels: Vec<&str> = batch.iter().map(|n| n.channel).collect();
     let payloads: Vec<&str> = batch.iter().map(|n| n.payload.as_str()).collect();
-    if let Err(e) = store::notify_all(pool, &channels, &payloads).await {
+    let sent = hot.run(async |db| store::notify_all(db, &channels, &payloads).await);
+    if let Err(e) = sent.await {
         tracing::warn!(error = %e, notices = batch.len(), "notifications not sent; their listeners re-check without them");
     }
     for n in batch {

@@ -35,6 +35,7 @@ use super::cost::failure_metrics;
 use super::{Announcer, Inserter, Notifier, StoredRoute};
 use crate::config::JobSettings;
 use crate::providers::{ErrorKind, ProviderError};
+use crate::store::Hot;
 use crate::store::requests::{
     self as store, CacheEntry, CachedAnswer, Claimed, Inserted, MetricsRow, NewRequest, Outcome,
 };
@@ -174,8 +175,9 @@ pub async fn submit_cached(
 
 /// `queued`/`running` → `running` for the job's generation. None: finished or stale — the job
 /// must do nothing.
-pub async fn claim(pool: &PgPool, job: &ProviderCall) -> Result<Option<Claimed>, sqlx::Error> {
-    store::claim(pool, &job.request_id, job.generation).await
+pub async fn claim(hot: &Hot, job: &ProviderCall) -> Result<Option<Claimed>, sqlx::Error> {
+    hot.run(async |db| store::claim(db, &job.request_id, job.generation).await)
+        .await
 }
 
 /// What follows a failed provider call.
@@ -271,7 +273,7 @@ pub struct Ending<'a> {
 /// process by a NOTIFY (`announcer`): from the finish's commit while this process sends no other
 /// notification, otherwise once it committed. False: already finished, nothing written.
 pub async fn finish(
-    pool: &PgPool,
+    hot: &Hot,
     notifier: Option<&Notifier>,
     announcer: &Announcer,
     e: Ending<'_>,
@@ -280,24 +282,21 @@ pub async fn finish(
     let notify = !e.is_async && local.is_none();
     // From the commit itself while this process sends no other notification.
     let in_commit = notify.then(|| announcer.in_commit()).flatten();
-    let done = store::finish(
-        pool,
-        &store::Finish {
-            request_id: e.request_id,
-            generation: e.generation,
-            outcome: e.outcome,
-            metrics: e.metrics,
-            keep_prompt: e.keep_prompt,
-            cache: e.cache,
-            notify,
-            notify_in_commit: in_commit.is_some(),
-            job: e.job.map(|j| store::LockedJob {
-                id: &j.id,
-                worker: &j.worker,
-            }),
-        },
-    )
-    .await?;
+    let finish = store::Finish {
+        request_id: e.request_id,
+        generation: e.generation,
+        outcome: e.outcome,
+        metrics: e.metrics,
+        keep_prompt: e.keep_prompt,
+        cache: e.cache,
+        notify,
+        notify_in_commit: in_commit.is_some(),
+        job: e.job.map(|j| store::LockedJob {
+            id: &j.id,
+            worker: &j.worker,
+        }),
+    };
+    let done = hot.run(async |db| store::finish(db, &finish).await).await?;
     drop(in_commit);
     let Some(finished) = done else {
         return Ok(false);
@@ -319,12 +318,12 @@ pub async fn finish(
 /// Fails requests still unfinished past `deadline` (a job that exhausted its storage-level
 /// attempts, a queue nobody consumes), at most 100 per pass; returns how many it failed.
 pub async fn sweep(
-    pool: &PgPool,
+    hot: &Hot,
     announcer: &Announcer,
     deadline: Duration,
     keep_prompt: bool,
 ) -> Result<usize, sqlx::Error> {
-    let overdue = store::overdue(pool, deadline.as_secs() as i64, 100).await?;
+    let overdue = store::overdue(hot.pool(), deadline.as_secs() as i64, 100).await?;
     let mut failed = 0;
     for (request_id, route, created_at) in overdue {
         // An unreadable route must not keep the request unfinished forever: it ends too.
@@ -351,7 +350,7 @@ pub async fn sweep(
             is_async: false,
             job: None,
         };
-        if finish(pool, None, announcer, ending).await? {
+        if finish(hot, None, announcer, ending).await? {
             tracing::warn!(%request_id, "request failed: deadline exceeded");
             failed += 1;
         }

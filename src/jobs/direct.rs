@@ -135,7 +135,9 @@ pub(super) async fn run_locked(
     // this process stops beating), so keep trying for a while.
     let mut wait = Duration::from_millis(100);
     for _ in 0..ACK_TRIES {
-        match store::ack_direct(&ctx.pool, &job_id, &worker, error.as_deref()).await {
+        let ack = (ctx.hot)
+            .run(async |db| store::ack_direct(db, &job_id, &worker, error.as_deref()).await);
+        match ack.await {
             Ok(()) => break,
             Err(e) => {
                 tracing::warn!(request_id = %job.request_id, error = %e, "acknowledging a direct job failed; retrying");

@@ -88,7 +88,8 @@ fn announced(payload: &str) -> Option<String> {
 async fn take(ctx: &JobContext, worker: Arc<str>, job_id: String) {
     // The job and its request in one statement; the job alone when its arguments are not
     // JSON (that statement then fails, locking nothing), to report it below.
-    let (args, claimed) = match store::claim_pending_request(&ctx.pool, &job_id, &worker).await {
+    let claim = (ctx.hot).run(async |db| store::claim_pending_request(db, &job_id, &worker).await);
+    let (args, claimed) = match claim.await {
         Ok(Some(claim)) => (claim.args, claim.request),
         // Another worker has it, or it is not due yet.
         Ok(None) => return,

@@ -32,11 +32,14 @@ use crate::routing::RoutingEngine;
 use crate::store::feedback::AGGREGATION_QUEUE;
 use crate::store::learning::RETRAIN_QUEUE;
 use crate::store::requests::PROVIDER_CALL_QUEUE;
+use crate::store::{Database, Hot};
 use crate::wiring::ProvidersSetupError;
 
 /// What job handlers share.
 pub struct JobContext {
     pub pool: PgPool,
+    /// The hot path's connections (a job's claim, its finish), taken from `pool`.
+    pub hot: Hot,
     pub engine: Arc<RoutingEngine>,
     pub settings: Arc<Settings>,
     pub providers: Providers,
@@ -53,14 +56,15 @@ pub struct JobContext {
 
 impl JobContext {
     pub fn new(
-        pool: PgPool,
+        db: &Database,
         engine: Arc<RoutingEngine>,
         settings: Arc<Settings>,
     ) -> Result<Self, ProvidersSetupError> {
         Ok(Self {
             providers: crate::wiring::build_providers(&settings)?,
-            announcer: Announcer::new(pool.clone()),
-            pool,
+            announcer: Announcer::new(db.hot.clone()),
+            pool: db.pool.clone(),
+            hot: db.hot.clone(),
             engine,
             settings,
             notifier: None,

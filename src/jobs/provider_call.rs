@@ -66,7 +66,7 @@ pub async fn handle(job: ProviderCall, ctx: Data<Arc<JobContext>>) -> Result<(),
 
 /// One run of the job. Errors are database errors: the queue runs the job again.
 pub async fn run(ctx: &JobContext, job: &ProviderCall) -> Result<Step, sqlx::Error> {
-    let Some(claimed) = lifecycle::claim(&ctx.pool, job).await? else {
+    let Some(claimed) = lifecycle::claim(&ctx.hot, job).await? else {
         return Ok(Step::Skipped);
     };
     run_claimed(ctx, job, claimed).await
@@ -386,8 +386,7 @@ async fn finish(
         is_async,
         job: job.lane.as_ref(),
     };
-    let done =
-        lifecycle::finish(&ctx.pool, ctx.notifier.as_deref(), &ctx.announcer, ending).await?;
+    let done = lifecycle::finish(&ctx.hot, ctx.notifier.as_deref(), &ctx.announcer, ending).await?;
     if done {
         record(metrics, outcome);
     }

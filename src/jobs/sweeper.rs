@@ -58,7 +58,7 @@ pub async fn sweep(ctx: &JobContext) -> Result<usize, sqlx::Error> {
     lifecycle::rearm_lost(&ctx.pool, lifecycle::REARM_GRACE).await?;
     let keep_prompt = ctx.settings.store_prompts == StorePrompts::Full;
     lifecycle::sweep(
-        &ctx.pool,
+        &ctx.hot,
         &ctx.announcer,
         ctx.settings.jobs.request_deadline,
         keep_prompt,

@@ -5,6 +5,8 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Connection, PgConnection};
 
+use crate::hot::{Hot, PING_AFTER_IDLE};
+
 /// The application's own migrations (history in `public._sqlx_migrations`). The queue's tables
 /// come from apalis-postgres, whose history lives apart in `apalis._sqlx_migrations`.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
@@ -51,24 +53,10 @@ pub struct PoolSettings {
 #[derive(Clone, Debug)]
 pub struct Database {
     pub pool: PgPool,
+    /// The hot path's connections, kept beside `pool`'s (see [`Hot`]).
+    pub hot: Hot,
     options: PgConnectOptions,
 }
-
-/// Whether `e` says the connection to the server is gone (network, TLS, protocol, or the
-/// server ending it: SQLSTATE class 08, or 57P01–57P03 at a shutdown or restart) — the
-/// statement's outcome is unknown to us, and the next one may well succeed.
-pub fn connection_lost(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => true,
-        sqlx::Error::Database(d) => d
-            .code()
-            .is_some_and(|c| c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03")),
-        _ => false,
-    }
-}
-
-/// A pooled connection idle for longer than this is pinged before use.
-const PING_AFTER_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Database {
     /// A lazy pool: nothing connects until first use, so a process can start (and answer
@@ -100,7 +88,18 @@ impl Database {
                 })
             })
             .connect_lazy_with(limited);
-        Self { pool, options }
+        Self {
+            hot: Hot::new(pool.clone()),
+            pool,
+            options,
+        }
+    }
+
+    /// Closes the hot path's kept connections, then the pool: waits for every connection it
+    /// handed out to come back, and closes them all.
+    pub async fn close(&self) {
+        self.hot.close().await;
+        self.pool.close().await;
     }
 
     /// Creates the configured database when it does not exist. Connects to the server's
@@ -148,7 +147,7 @@ impl Database {
         let Some(name) = self.options.get_database().map(str::to_owned) else {
             return Ok(());
         };
-        self.pool.close().await;
+        self.close().await;
         let mut admin =
             PgConnection::connect_with(&self.options.clone().database("postgres")).await?;
         let sql = format!(

@@ -8,6 +8,7 @@ pub mod alerts;
 pub mod bootstrap;
 pub mod db;
 pub mod feedback;
+pub mod hot;
 pub mod import;
 pub mod keys;
 pub mod learning;
@@ -17,4 +18,5 @@ pub mod requests;
 pub mod retention;
 pub mod weights;
 
-pub use db::{Database, NotReady, PoolSettings, connection_lost};
+pub use db::{Database, NotReady, PoolSettings};
+pub use hot::{Hot, HotConn, connection_lost};

@@ -49,7 +49,7 @@ pub async fn notify_chunk(pool: &PgPool, payload: &str) -> Result<(), sqlx::Erro
 /// delays its listeners, who re-check (waiters re-read their request; the queue's poll takes
 /// its jobs).
 pub async fn notify_all(
-    pool: &PgPool,
+    db: impl sqlx::PgExecutor<'_>,
     channels: &[&str],
     payloads: &[&str],
 ) -> Result<(), sqlx::Error> {
@@ -60,7 +60,7 @@ pub async fn notify_all(
     )
     .bind(channels)
     .bind(payloads)
-    .execute(pool)
+    .execute(db)
     .await?;
     Ok(())
 }
@@ -369,7 +369,7 @@ impl NewRequest {
 /// claim in a database crash only shows the request as `queued` again — no guard depends on
 /// it — and skipping the WAL flush wait takes one fsync off every completion.
 pub async fn claim(
-    pool: &PgPool,
+    db: impl sqlx::PgExecutor<'_>,
     request_id: &str,
     generation: i32,
 ) -> Result<Option<Claimed>, sqlx::Error> {
@@ -382,7 +382,7 @@ pub async fn claim(
     )
     .bind(request_id)
     .bind(generation)
-    .fetch_optional(pool)
+    .fetch_optional(db)
     .await
 }
 
@@ -391,7 +391,7 @@ pub async fn claim(
 /// once (the queue's workers run it again, up to its `max_attempts`). Committed asynchronously: a
 /// lost acknowledgement only re-runs the job, which finds its request finished.
 pub async fn ack_direct(
-    pool: &PgPool,
+    db: impl sqlx::PgExecutor<'_>,
     job_id: &str,
     worker: &str,
     error: Option<&str>,
@@ -414,7 +414,7 @@ pub async fn ack_direct(
     .bind(worker)
     .bind(error.is_some())
     .bind(result)
-    .execute(pool)
+    .execute(db)
     .await?;
     Ok(())
 }
@@ -461,7 +461,7 @@ pub struct PendingClaim {
 /// has the job or it is not due. An error when the job's arguments are not JSON (nothing is
 /// locked then: [`claim_pending`] takes it and reports it). Committed asynchronously, like both.
 pub async fn claim_pending_request(
-    pool: &PgPool,
+    db: impl sqlx::PgExecutor<'_>,
     job_id: &str,
     worker: &str,
 ) -> Result<Option<PendingClaim>, sqlx::Error> {
@@ -500,7 +500,7 @@ pub async fn claim_pending_request(
     .bind(worker)
     .bind(PROVIDER_CALL_QUEUE)
     .bind(FETCH_HOLD_MS)
-    .fetch_optional(pool)
+    .fetch_optional(db)
     .await?;
     Ok(row.map(|row| {
         // `params` and `created_at` are never NULL in a request row: both come with a claim.
@@ -687,7 +687,10 @@ macro_rules! record_columns {
 /// The request's budget holds are settled in the same statement: each hold leaves
 /// `reserved_usd` and the actual cost joins `spent_usd` — so a request that ends, by its worker
 /// or by the deadline sweeper, never leaks a reservation.
-pub async fn finish(pool: &PgPool, f: &Finish<'_>) -> Result<Option<Finished>, sqlx::Error> {
+pub async fn finish(
+    db: impl sqlx::PgExecutor<'_>,
+    f: &Finish<'_>,
+) -> Result<Option<Finished>, sqlx::Error> {
     let Finish {
         request_id,
         generation,
@@ -834,7 +837,7 @@ pub async fn finish(pool: &PgPool, f: &Finish<'_>) -> Result<Option<Finished>, s
         .bind(m.cache_write_tokens)
         .bind(DONE_CHANNEL)
         .bind(notify_in_commit)
-        .fetch_optional(pool)
+        .fetch_optional(db)
         .await?;
     Ok(row.map(|row| Finished {
         api_key_id: row.api_key_id,
