@@ -535,6 +535,89 @@ async fn an_announced_job_is_claimed_with_its_request_in_one_statement() {
     assert_eq!(state("j-garbled").await.0, "Pending");
 }
 
+/// Jobs announced together are claimed in one statement: each pending one with its own
+/// request, leaving out one another worker runs and an id that is not there.
+#[tokio::test]
+async fn announced_jobs_are_claimed_together_each_with_its_own_request() {
+    use optimizer::store::requests::{PROVIDER_CALL_QUEUE, claim_pending_requests};
+    let test_db = TestDb::migrated().await;
+    let pool = test_db.pool().await;
+    add_worker(&pool, "w1").await;
+    add_worker(&pool, "w2").await;
+    for (n, status) in [
+        (1, "Pending"),
+        (2, "Pending"),
+        (3, "Running"),
+        (4, "Pending"),
+    ] {
+        sqlx::query(
+            "INSERT INTO requests (request_id, status, attempts, prompt, params, route)
+             VALUES ($1, 'queued', 0, $2, '{}', '{}')",
+        )
+        .bind(format!("r{n}"))
+        .bind(format!("prompt {n}"))
+        .execute(&pool)
+        .await
+        .unwrap();
+        let args = serde_json::json!({
+            "request_id": format!("r{n}"), "generation": 0, "candidate": 0, "tries": 0,
+            "provider_ms": 0
+        });
+        sqlx::query(
+            "INSERT INTO apalis.jobs (job, id, job_type, status, lock_by, run_at)
+             VALUES ($1, $2, $3, $4, CASE WHEN $4 = 'Running' THEN 'w2' END,
+                     now() - interval '1 second')",
+        )
+        .bind(serde_json::to_vec(&args).unwrap())
+        .bind(format!("j{n}"))
+        .bind(PROVIDER_CALL_QUEUE)
+        .bind(status)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+
+    let mut claims = claim_pending_requests(&pool, &["j1", "j2", "j3", "j-missing"], "w1")
+        .await
+        .unwrap();
+    claims.sort_by(|a, b| a.job_id.cmp(&b.job_id));
+    let got: Vec<(String, Option<String>)> = claims
+        .into_iter()
+        .map(|c| (c.job_id, c.request.and_then(|r| r.prompt)))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("j1".to_owned(), Some("prompt 1".to_owned())),
+            ("j2".to_owned(), Some("prompt 2".to_owned()))
+        ]
+    );
+    let states: Vec<(String, Option<String>, String)> = sqlx::query_as(
+        "SELECT j.id, j.lock_by, r.status FROM apalis.jobs j
+         JOIN requests r ON r.request_id = convert_from(j.job, 'UTF8')::jsonb ->> 'request_id'
+         ORDER BY j.id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        states,
+        [
+            ("j1".into(), Some("w1".into()), "running".into()),
+            ("j2".into(), Some("w1".into()), "running".into()),
+            ("j3".into(), Some("w2".into()), "queued".into()),
+            ("j4".into(), None, "queued".into()),
+        ]
+    );
+    // Taken once only.
+    assert!(
+        claim_pending_requests(&pool, &["j1", "j2"], "w1")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 /// The worker's finish tells a waiting API process the finished request itself when it fits in
 /// a notification — the same record a read of the row gives — and only its id otherwise.
 #[tokio::test]

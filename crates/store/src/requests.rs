@@ -166,7 +166,7 @@ pub struct FirstJob<'a> {
 }
 
 /// How long a job announced to worker processes is theirs alone. They claim it by id at once
-/// ([`claim_pending_request`]); the queue's fetch (apalis' poll) sees it only after this, so
+/// ([`claim_pending_requests`]); the queue's fetch (apalis' poll) sees it only after this, so
 /// it takes what they missed (a lost notification, no free slot) instead of racing them for
 /// fresh jobs: measured without it, it took a quarter of them, each at the cost of a claim that
 /// found it gone, a second claim for its request, and apalis' own fetch and acknowledgement
@@ -445,9 +445,11 @@ pub async fn claim_pending(
     .await
 }
 
-/// A pending provider_call job locked by [`claim_pending_request`], with its request.
+/// A pending provider_call job locked by [`claim_pending_requests`], with its request.
 #[derive(Debug)]
 pub struct PendingClaim {
+    /// The job's id.
+    pub job_id: String,
     /// The job's arguments, as apalis stores them (JSON bytes).
     pub args: Vec<u8>,
     /// Its request, claimed for the job's generation as [`claim`] would; None when the request
@@ -455,18 +457,19 @@ pub struct PendingClaim {
     pub request: Option<Claimed>,
 }
 
-/// [`claim_pending`] and [`claim`] in one statement (one round trip, one commit): locks the
-/// due (or [held](FETCH_HOLD_MS) for announced workers), pending provider_call job `job_id` for
-/// `worker` and marks its request running for the job's generation. None when another worker
-/// has the job or it is not due. An error when the job's arguments are not JSON (nothing is
-/// locked then: [`claim_pending`] takes it and reports it). Committed asynchronously, like both.
-pub async fn claim_pending_request(
+/// [`claim_pending`] and [`claim`] in one statement (one round trip, one commit) for each of
+/// `job_ids` that is a due (or [held](FETCH_HOLD_MS) for announced workers), pending
+/// provider_call job: locks it for `worker` and marks its request running for the job's
+/// generation. Jobs another worker has, or that are not due, are left out. Fails, locking
+/// nothing, when a job's arguments are not JSON. Committed asynchronously, as [`claim_pending`].
+pub async fn claim_pending_requests(
     db: impl sqlx::PgExecutor<'_>,
-    job_id: &str,
+    job_ids: &[&str],
     worker: &str,
-) -> Result<Option<PendingClaim>, sqlx::Error> {
+) -> Result<Vec<PendingClaim>, sqlx::Error> {
     #[derive(sqlx::FromRow)]
     struct Row {
+        id: String,
         job: Vec<u8>,
         prompt: Option<String>,
         system: Option<String>,
@@ -474,52 +477,68 @@ pub async fn claim_pending_request(
         route: Option<Value>,
         created_at: Option<DateTime<Utc>>,
     }
-    let row: Option<Row> = sqlx::query_as(
+    // The non-key conditions are written so that no index serves them: only the primary key
+    // finds the jobs (docs/PERFORMANCE.md item 14).
+    let rows: Vec<Row> = sqlx::query_as(
         "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)),
          job AS (
-             UPDATE apalis.jobs SET status = 'Running', lock_by = $2, lock_at = now()
+             UPDATE apalis.jobs j SET status = 'Running', lock_by = $2, lock_at = now()
              FROM relaxed
-             WHERE id = (SELECT id FROM apalis.jobs
-                         WHERE id = $1 AND (job_type || '') = $3
-                           AND (status || '') = 'Pending'
-                           AND run_at <= now() + make_interval(secs => $4 / 1000.0)
-                         FOR UPDATE SKIP LOCKED)
-             RETURNING job, convert_from(job, 'UTF8')::jsonb AS args
+             WHERE j.id IN (SELECT id FROM apalis.jobs
+                            WHERE id = ANY($1) AND (job_type || '') = $3
+                              AND (status || '') = 'Pending'
+                              AND run_at <= now() + make_interval(secs => $4 / 1000.0)
+                            FOR UPDATE SKIP LOCKED)
+             RETURNING j.id, j.job, convert_from(j.job, 'UTF8')::jsonb AS args
          ), req AS (
              UPDATE requests r SET status = 'running', updated_at = now()
              FROM job
              WHERE r.request_id = job.args ->> 'request_id'
                AND r.attempts = (job.args ->> 'generation')::int
                AND r.status IN ('queued', 'running')
-             RETURNING r.prompt, r.system, r.params, r.route, r.created_at
+             RETURNING job.id AS job_id, r.prompt, r.system, r.params, r.route, r.created_at
          )
-         SELECT job.job, req.prompt, req.system, req.params, req.route, req.created_at
-         FROM job LEFT JOIN req ON true",
+         SELECT job.id, job.job, req.prompt, req.system, req.params, req.route, req.created_at
+         FROM job LEFT JOIN req ON req.job_id = job.id",
     )
-    .bind(job_id)
+    .bind(job_ids)
     .bind(worker)
     .bind(PROVIDER_CALL_QUEUE)
     .bind(FETCH_HOLD_MS)
-    .fetch_optional(db)
+    .fetch_all(db)
     .await?;
-    Ok(row.map(|row| {
-        // `params` and `created_at` are never NULL in a request row: both come with a claim.
-        let request = match (row.params, row.created_at) {
-            (Some(params), Some(created_at)) => Some(Claimed {
-                prompt: row.prompt,
-                system: row.system,
-                params,
-                // Unreadable, as a missing route is to the job.
-                route: row.route.unwrap_or(Value::Null),
-                created_at,
-            }),
-            _ => None,
-        };
-        PendingClaim {
-            args: row.job,
-            request,
-        }
-    }))
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            // `params` and `created_at` are never NULL in a request row: both come with a
+            // claim.
+            let request = match (row.params, row.created_at) {
+                (Some(params), Some(created_at)) => Some(Claimed {
+                    prompt: row.prompt,
+                    system: row.system,
+                    params,
+                    // Unreadable, as a missing route is to the job.
+                    route: row.route.unwrap_or(Value::Null),
+                    created_at,
+                }),
+                _ => None,
+            };
+            PendingClaim {
+                job_id: row.id,
+                args: row.job,
+                request,
+            }
+        })
+        .collect())
+}
+
+/// [`claim_pending_requests`] for one job: None when another worker has it or it is not due.
+pub async fn claim_pending_request(
+    db: impl sqlx::PgExecutor<'_>,
+    job_id: &str,
+    worker: &str,
+) -> Result<Option<PendingClaim>, sqlx::Error> {
+    Ok(claim_pending_requests(db, &[job_id], worker).await?.pop())
 }
 
 /// Registers (or keeps alive) worker `worker` of queue `queue` in `apalis.workers`, so the
