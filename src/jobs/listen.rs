@@ -3,10 +3,10 @@
 //! provider_call job claimed by id (`FOR UPDATE SKIP LOCKED`, so it races apalis' own fetch
 //! safely) and run at once, while a slot is free. Jobs announced together (those whose
 //! notifications have arrived by the time the first is read) are claimed, with their requests,
-//! by one statement. apalis' fetch loop stays as it is and takes
-//! whatever this misses (no free slot, a lost notification, delayed retries); measured without
-//! this, a job accepted by another process sometimes waited seconds for that loop although its
-//! poll is 50 ms (docs/PERFORMANCE.md).
+//! by one statement. apalis' fetch loop stays as it is and takes whatever this misses (no free
+//! slot, a lost notification, delayed retries); measured without this, a job accepted by
+//! another process sometimes waited seconds for that loop although its poll is 50 ms
+//! (docs/PERFORMANCE.md).
 
 use std::sync::Arc;
 
