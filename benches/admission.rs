@@ -20,7 +20,7 @@ fn request(admission: Option<Admission>) -> NewRequest {
     NewRequest {
         request_id: id,
         prompt: "What is the capital of France?".into(),
-        prompt_hash: "0".repeat(64),
+        prompt_hash: Some("0".repeat(64)),
         prompt_chars: 30,
         system: None,
         params: serde_json::json!({"max_tokens": 256}),
@@ -30,7 +30,7 @@ fn request(admission: Option<Admission>) -> NewRequest {
         idempotency_key: None,
         features: vec![1, 2, 3],
         api_key_id: admission.as_ref().map(|a| a.key_id.clone()),
-        fingerprint: "f".into(),
+        fingerprint: Some("f".into()),
         admission,
     }
 }

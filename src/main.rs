@@ -492,11 +492,12 @@ async fn serve(settings: Settings, workers: bool) -> anyhow::Result<()> {
     } else {
         None
     };
-    api::serve(
+    api::serve_with(
         listener,
         api::router(state),
         shutdown.clone(),
         settings.shutdown_timeout,
+        settings.http_idle_timeout,
     )
     .await?;
     shutdown.cancel();

@@ -60,7 +60,7 @@ pub async fn setup_database_with_retry(db: &Database, shutdown: &CancellationTok
             }
             Err(e) => {
                 tracing::warn!(
-                    error = format!("{:#}", anyhow::Error::from(e)),
+                    error = %e,
                     retry_in_ms = delay.as_millis() as u64,
                     "database set-up failed; retrying"
                 );

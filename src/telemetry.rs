@@ -62,6 +62,8 @@ pub mod names {
     pub const QUALITY_CURRENT: &str = "optimizer_quality_since_retrain_score";
     pub const QUALITY_DROP: &str = "optimizer_quality_drop_ratio";
     pub const QUALITY_CURRENT_RATINGS: &str = "optimizer_quality_since_retrain_ratings";
+    pub const QUALITY_ROLLED_BACK: &str = "optimizer_quality_rolled_back";
+    pub const DRIFT_RUN: &str = "optimizer_drift_run_info";
     pub const ALERTS: &str = "optimizer_alerts_total";
     pub const ROLLBACKS: &str = "optimizer_rollbacks_total";
     pub const KEY_COST: &str = "optimizer_key_spend_usd";
@@ -97,6 +99,8 @@ pub mod names {
         QUALITY_CURRENT,
         QUALITY_DROP,
         QUALITY_CURRENT_RATINGS,
+        QUALITY_ROLLED_BACK,
+        DRIFT_RUN,
         ALERTS,
         ROLLBACKS,
         KEY_COST,
@@ -133,7 +137,12 @@ pub fn zero_series(
     }
     for pattern in patterns {
         metrics::counter!(EXPLORATIONS, "pattern" => *pattern).increment(0);
+        // No retrain judged yet: no drop, no ratings since one.
+        metrics::gauge!(QUALITY_DROP, "pattern" => *pattern).set(0.0);
+        metrics::gauge!(QUALITY_CURRENT_RATINGS, "pattern" => *pattern).set(0.0);
     }
+    // No retrain succeeded yet until the database says otherwise (`/metrics` reads it).
+    metrics::gauge!(LAST_RETRAIN).set(0.0);
     let mut providers: Vec<&str> = models.iter().map(|(p, _)| p.as_str()).collect();
     providers.dedup();
     for provider in providers {
@@ -290,6 +299,14 @@ fn describe() {
     describe_gauge!(
         QUALITY_DROP,
         "Relative quality drop per pattern since the last retrain"
+    );
+    describe_gauge!(
+        QUALITY_ROLLED_BACK,
+        "1 when the last retrain was rolled back for the pattern (its drop no longer counts)"
+    );
+    describe_gauge!(
+        DRIFT_RUN,
+        "1 for the retrain run the drift gauges judge (label run_id)"
     );
     describe_counter!(ALERTS, "Alerts raised by kind");
     describe_counter!(ROLLBACKS, "Rollbacks by trigger (manual/automatic)");

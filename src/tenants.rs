@@ -209,7 +209,7 @@ pub struct KeyRing {
     bootstrap: Vec<(String, SecretString)>,
     bootstrapped: AtomicBool,
     by_hash: Mutex<HashMap<[u8; 32], Lookup>>,
-    any_live: Mutex<Option<(Instant, bool)>>,
+    any_created: Mutex<Option<(Instant, bool)>>,
 }
 
 impl KeyRing {
@@ -219,7 +219,7 @@ impl KeyRing {
             bootstrap,
             bootstrapped: AtomicBool::new(false),
             by_hash: Mutex::default(),
-            any_live: Mutex::default(),
+            any_created: Mutex::default(),
         }
     }
 
@@ -264,25 +264,26 @@ impl KeyRing {
         if let Ok(mut cache) = self.by_hash.lock() {
             cache.clear();
         }
-        if let Ok(mut any) = self.any_live.lock() {
+        if let Ok(mut any) = self.any_created.lock() {
             *any = None;
         }
     }
 
-    /// Whether any live key exists (then every client route needs one).
-    pub async fn any_live(&self) -> Result<bool, sqlx::Error> {
+    /// Whether any key was ever created (then every client route needs a live one; before, the
+    /// service is open — a fresh install — whatever key a client sends).
+    pub async fn any_created(&self) -> Result<bool, sqlx::Error> {
         // Configured keys always count, even before they reach the table.
         if !self.bootstrap.is_empty() {
             return Ok(true);
         }
-        if let Ok(cached) = self.any_live.lock()
+        if let Ok(cached) = self.any_created.lock()
             && let Some((at, any)) = *cached
             && at.elapsed() < KEY_CACHE_TTL
         {
             return Ok(any);
         }
-        let any = keys::any_live(&self.pool).await?;
-        if let Ok(mut cached) = self.any_live.lock() {
+        let any = keys::any_created(&self.pool).await?;
+        if let Ok(mut cached) = self.any_created.lock() {
             *cached = Some((Instant::now(), any));
         }
         Ok(any)

@@ -94,11 +94,12 @@ async fn run(settings: Settings, queues: Vec<Queue>) -> anyhow::Result<()> {
         queues,
         shutdown.clone(),
     ));
-    api::serve(
+    api::serve_with(
         listener,
         api::worker_router(db.clone()),
         shutdown.clone(),
         settings.shutdown_timeout,
+        settings.http_idle_timeout,
     )
     .await?;
     shutdown.cancel();

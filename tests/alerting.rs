@@ -104,7 +104,7 @@ impl Drop for TempDir {
     }
 }
 
-async fn start_stack(db_url: &str, hook: &str) -> Stack {
+async fn start_stack(db_url: &str, hook: &str, extra: &[(&str, &str)]) -> Stack {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = TempDir::new();
     let api = format!("127.0.0.1:{}", free_port());
@@ -121,8 +121,16 @@ async fn start_stack(db_url: &str, hook: &str) -> Stack {
         ("ROUTING_RELOAD_SECS", "1"),
         ("RETRAIN_ENABLED", "false"),
         ("DRIFT_CHECK_SECS", "1"),
-        ("AUTO_ROLLBACK", "false"),
     ];
+    let common: Vec<(&str, &str)> = [
+        common.as_slice(),
+        if extra.is_empty() {
+            &[("AUTO_ROLLBACK", "false")]
+        } else {
+            extra
+        },
+    ]
+    .concat();
     let serve = start(
         Path::new(OPTIMIZER),
         &["serve", "--no-workers"],
@@ -219,7 +227,9 @@ async fn traffic(client: &reqwest::Client, api: &str, round: &str, scores: &[i32
 }
 
 /// Runs a retrain through the admin API and waits until the API routes with its policy.
-async fn retrain(client: &reqwest::Client, api: &str) {
+/// Runs a retrain through the admin API and waits until the API routes with it; returns its run
+/// id.
+async fn retrain(client: &reqwest::Client, api: &str) -> String {
     let admin = |m: reqwest::Method, path: &str| {
         client.request(m, format!("{api}{path}")).bearer_auth(ADMIN)
     };
@@ -235,6 +245,7 @@ async fn retrain(client: &reqwest::Client, api: &str) {
     .unwrap();
     let status_url = queued["status_url"].as_str().unwrap().to_owned();
     let deadline = Instant::now() + Duration::from_secs(60);
+    let run_id;
     loop {
         let run: Value = admin(reqwest::Method::GET, &status_url)
             .send()
@@ -245,6 +256,7 @@ async fn retrain(client: &reqwest::Client, api: &str) {
             .unwrap();
         if run["status"] == "succeeded" {
             assert!(run["changes_count"].as_i64().unwrap() > 0, "{run}");
+            run_id = run["run_id"].as_str().unwrap().to_owned();
             break;
         }
         assert!(
@@ -263,7 +275,7 @@ async fn retrain(client: &reqwest::Client, api: &str) {
             .unwrap();
         let stored = s["policy_version"].as_i64().unwrap();
         if stored > 0 && s["engine_policy_version"].as_i64() == Some(stored) {
-            return;
+            return run_id;
         }
         assert!(
             Instant::now() < deadline,
@@ -271,6 +283,21 @@ async fn retrain(client: &reqwest::Client, api: &str) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Prometheus' answer to an instant `query`.
+async fn prom_query(client: &reqwest::Client, prometheus: &str, query: &str) -> Value {
+    client
+        .get(
+            url::Url::parse_with_params(&format!("{prometheus}/api/v1/query"), [("query", query)])
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 /// Waits until Prometheus has scraped the drift gauges at `drop` with `ratings` rated requests.
@@ -282,25 +309,15 @@ async fn until_scraped(
     ratings: f64,
 ) {
     let deadline = Instant::now() + Duration::from_secs(60);
+    // Every process exports the gauges (at 0 until its drift check has judged a retrain): the
+    // worker's, which checks, is the highest.
     let query = format!(
-        "optimizer_quality_drop_ratio{{pattern=\"{pattern}\"}} \
-         and on(pattern) optimizer_quality_since_retrain_ratings{{pattern=\"{pattern}\"}} == {ratings}"
+        "max by (pattern) (optimizer_quality_drop_ratio{{pattern=\"{pattern}\"}}) \
+         and on(pattern) max by (pattern) \
+             (optimizer_quality_since_retrain_ratings{{pattern=\"{pattern}\"}}) == {ratings}"
     );
     loop {
-        let r: Value = client
-            .get(
-                url::Url::parse_with_params(
-                    &format!("{prometheus}/api/v1/query"),
-                    [("query", query.as_str())],
-                )
-                .unwrap(),
-            )
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let r = prom_query(client, prometheus, &query).await;
         let seen = r["data"]["result"][0]["value"][1]
             .as_str()
             .and_then(|v| v.parse::<f64>().ok());
@@ -353,13 +370,13 @@ async fn a_quality_drop_after_a_retrain_reaches_the_receiver_through_prometheus_
         .mount(&hook)
         .await;
     let db = TestDb::migrated().await;
-    let stack = start_stack(&db.url, &format!("{}/alerts", hook.uri())).await;
+    let stack = start_stack(&db.url, &format!("{}/alerts", hook.uri()), &[]).await;
     let client = reqwest::Client::new();
     let started = Instant::now();
 
     // Before the retrain: 20 answers rated 5.
     let pattern = traffic(&client, &stack.api, "before", &[5; 20]).await;
-    retrain(&client, &stack.api).await;
+    let run_id = retrain(&client, &stack.api).await;
 
     // Under the new policy: 20 answers averaging 4.55, a 9% drop — no alert.
     let mut nine: Vec<i32> = vec![5; 11];
@@ -394,10 +411,18 @@ async fn a_quality_drop_after_a_retrain_reaches_the_receiver_through_prometheus_
         "{firing}"
     );
     assert!(
-        alert["annotations"]["runbook"]
+        alert["annotations"]["description"]
             .as_str()
             .unwrap()
-            .contains("/admin/learning/rollback")
+            .contains(&format!("retrain {run_id}")),
+        "the notification names the retrain: {firing}"
+    );
+    let runbook = alert["annotations"]["runbook"].as_str().unwrap();
+    assert!(runbook.contains("/admin/learning/rollback"), "{runbook}");
+    assert!(
+        runbook.contains(&format!("/admin/learning/runs/{run_id}"))
+            && !runbook.contains("{run_id}"),
+        "{runbook}"
     );
 
     // Recovery: 30 answers rated 5 bring the average to 4.57 (an 8.6% drop): resolved.
@@ -409,5 +434,119 @@ async fn a_quality_drop_after_a_retrain_reaches_the_receiver_through_prometheus_
          resolved; {} notifications in {:.1} s",
         notifications(&hook).await.len(),
         started.elapsed().as_secs_f64()
+    );
+}
+
+/// With `AUTO_ROLLBACK=true` the service rolls a bad retrain back itself: its own webhook names
+/// the run and says so, and Prometheus' alert describes the policy now serving — the drop gauge
+/// falls to 0 and the rolled-back flag is 1, so the alert resolves (or never fires) instead of
+/// telling the operator to roll back what is already rolled back.
+#[tokio::test]
+async fn an_automatic_rollback_resolves_the_prometheus_alert() {
+    let hook = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&hook)
+        .await;
+    let db = TestDb::migrated().await;
+    let in_app = format!("{}/in-app", hook.uri());
+    let stack = start_stack(
+        &db.url,
+        &format!("{}/alerts", hook.uri()),
+        &[
+            ("AUTO_ROLLBACK", "true"),
+            ("ALERT_WEBHOOK_URL", in_app.as_str()),
+        ],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let pattern = traffic(&client, &stack.api, "before", &[5; 20]).await;
+    let run_id = retrain(&client, &stack.api).await;
+    let mut fifteen: Vec<i32> = vec![4; 19];
+    fifteen.push(3);
+    traffic(&client, &stack.api, "fifteen", &fifteen).await;
+
+    // The service's own notification: the run, the drop, rolled back.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let in_app_alert = loop {
+        let found = hook
+            .received_requests()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.url.path() == "/in-app")
+            .filter_map(|r| serde_json::from_slice::<Value>(&r.body).ok())
+            .next();
+        if let Some(found) = found {
+            break found;
+        }
+        assert!(Instant::now() < deadline, "no in-app alert within 60 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        in_app_alert["alert"]["run_id"],
+        run_id.as_str(),
+        "{in_app_alert}"
+    );
+    assert_eq!(in_app_alert["alert"]["rolled_back"], true, "{in_app_alert}");
+    assert!(
+        in_app_alert["text"]
+            .as_str()
+            .unwrap()
+            .contains("rolled back"),
+        "{in_app_alert}"
+    );
+
+    // Prometheus sees the pattern rolled back with no drop left.
+    let query = format!(
+        "max by (pattern) (optimizer_quality_rolled_back{{pattern=\"{pattern}\"}}) == 1 \
+         and on(pattern) max by (pattern) (optimizer_quality_drop_ratio{{pattern=\"{pattern}\"}}) == 0"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = prom_query(&client, &stack.prometheus, &query).await;
+        if r["data"]["result"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never scraped as rolled back: {r}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Several evaluations and the rule's `for` pass: whatever fired before the rollback was
+    // scraped has resolved, and nothing fires now.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let sent = notifications(&hook).await;
+    if sent.iter().any(|n| n["status"] == "firing") {
+        until_notified(&hook, "resolved").await;
+    }
+    let r: Value = client
+        .get(format!("{}/api/v1/alerts", stack.prometheus))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let active: Vec<&Value> = r["data"]["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["labels"]["alertname"] == ALERT)
+        .collect();
+    assert!(active.is_empty(), "{active:?}");
+    println!(
+        "alerting: auto-rollback of {run_id} for {pattern}: in-app notification rolled_back=true; \
+         Prometheus alert {} ({} notifications)",
+        if sent.iter().any(|n| n["status"] == "firing") {
+            "fired and resolved"
+        } else {
+            "never fired"
+        },
+        sent.len()
     );
 }

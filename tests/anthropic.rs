@@ -31,7 +31,11 @@ async fn messages_answer_in_anthropic_shape_and_can_be_rated() {
     .await;
     assert_eq!(resp.status(), 200);
     assert!(resp.headers().contains_key("x-optimizer-cost-usd"));
+    assert!(resp.headers().contains_key("x-request-id"));
+    // Anthropic's SDKs read `request-id`: the message's own id.
+    let request_id = resp.headers()["request-id"].to_str().unwrap().to_owned();
     let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["id"], request_id.as_str(), "{body}");
     assert_eq!(body["type"], "message", "{body}");
     assert_eq!(body["role"], "assistant");
     assert_eq!(body["content"][0]["type"], "text");
@@ -149,6 +153,11 @@ async fn keys_are_read_from_x_api_key() {
                        "messages": [{"role": "user", "content": "hi"}] });
     let without = messages(&app, body.clone()).await;
     assert_eq!(without.status(), 401);
+    assert_eq!(
+        without.headers()["request-id"],
+        without.headers()["x-request-id"],
+        "an error names the HTTP request"
+    );
     let err: Value = without.json().await.unwrap();
     assert_eq!(err["error"]["type"], "authentication_error", "{err}");
     let with = app

@@ -317,23 +317,25 @@ async fn retry_after_is_honoured() {
     assert_eq!(received.len(), 2);
 }
 
+/// A request the provider refuses (400) fails at once with the provider's status and message:
+/// no retry, no fallback, and SDKs do not retry a 400 either.
 #[tokio::test]
-async fn permanent_errors_fail_at_once_with_502_and_a_recorded_failure() {
+async fn a_refused_request_fails_at_once_with_400_and_a_recorded_failure() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
-        .respond_with(anthropic_error(401, "authentication_error"))
+        .respond_with(anthropic_error(400, "invalid_request_error"))
         .mount(&server)
         .await;
     let app = anthropic_app(&server, &[]).await;
     let (status, body) = complete(&app, json!({ "prompt": "Explain recursion briefly" })).await;
-    assert_eq!(status, 502, "{body}");
+    assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["code"], "provider_rejected");
+    let message = body["error"]["message"].as_str().unwrap();
     assert!(
-        body["error"]["message"].as_str().unwrap().contains("401"),
+        message.contains("400") && message.contains("nope"),
         "{body}"
     );
     assert!(!body.to_string().contains("sk-ant-test"));
-    // No retry and no fallback for a caller-side error.
     assert_eq!(server.received_requests().await.unwrap().len(), 1);
     let id = body["request_id"].as_str().unwrap();
     let view = wait_finished(&app, id, Duration::from_secs(1)).await;
@@ -346,6 +348,38 @@ async fn permanent_errors_fail_at_once_with_502_and_a_recorded_failure() {
     )
     .await;
     assert_eq!(failed_rows, 1);
+
+    // In OpenAI's shape too: a 400 an SDK raises as BadRequestError, not a retried 5xx.
+    let chat = app
+        .post_json(
+            "/v1/chat/completions",
+            &json!({ "model": "auto", "messages": [{"role": "user", "content": "hi"}] }),
+        )
+        .await;
+    assert_eq!(chat.status(), 400);
+    let chat: Value = chat.json().await.unwrap();
+    assert_eq!(chat["error"]["type"], "invalid_request_error", "{chat}");
+    assert_eq!(server.received_requests().await.unwrap().len(), 2);
+}
+
+/// The provider refusing the gateway's own key (401) is not the caller's fault: the next
+/// candidate is tried at once (no retry), and when none is left the answer is a 502 that says so.
+#[tokio::test]
+async fn a_refused_provider_key_falls_back_then_fails_with_502() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(anthropic_error(401, "authentication_error"))
+        .mount(&server)
+        .await;
+    let app = anthropic_app(&server, &[]).await;
+    let (status, body) = complete(&app, json!({ "prompt": "Explain recursion briefly" })).await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["error"]["code"], "all_candidates_failed");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("API key"), "{body}");
+    assert!(!body.to_string().contains("sk-ant-test"));
+    // Each of the two models once: a fallback, no retry.
+    assert_eq!(server.received_requests().await.unwrap().len(), 2);
 }
 
 #[tokio::test]
@@ -380,4 +414,134 @@ async fn explore_false_keeps_a_request_on_the_regular_choice() {
     assert_ne!(regular["model"], explored["model"]);
     let summary: Value = app.get("/routing/metrics").await.json().await.unwrap();
     assert_eq!(summary["explored"], 1);
+}
+
+/// Every text and JSON column of every table (the queue's too) holding `marker`, as
+/// `schema.table.column`.
+async fn columns_holding(app: &TestApp, marker: &str) -> Vec<String> {
+    let pool = app.test_db.pool().await;
+    let columns: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT c.table_schema::text, c.table_name::text, c.column_name::text
+         FROM information_schema.columns c
+         JOIN information_schema.tables t USING (table_schema, table_name)
+         WHERE c.table_schema IN ('public', 'apalis') AND t.table_type = 'BASE TABLE'
+           AND c.data_type IN ('text', 'character varying', 'json', 'jsonb', 'ARRAY', 'bytea')",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(columns.len() > 20, "{columns:?}");
+    let mut found = Vec::new();
+    for (schema, table, column) in columns {
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM \"{schema}\".\"{table}\" WHERE \"{column}\"::text LIKE $1"
+        )))
+        .bind(format!("%{marker}%"))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if n > 0 {
+            found.push(format!("{schema}.{table}.{column}"));
+        }
+    }
+    found
+}
+
+/// `STORE_PROMPTS=none` keeps no text of the prompt, system prompt, history or tool definitions,
+/// and no hash of the prompt; `hash` keeps only the prompt's hash. A marker sent in every field
+/// of every dialect is found in no column of any table once the requests finished — except the
+/// answer itself (`requests.response`, `requests.tool_calls`: response data, kept for
+/// `GET /requests/{id}` until `RETENTION_DAYS`; the simulated model builds its tool calls from the
+/// schema, so a marker in a property name comes back in the answer).
+#[tokio::test]
+async fn store_prompts_none_and_hash_keep_no_prompt_text_in_any_column() {
+    for setting in ["none", "hash"] {
+        let app = TestApp::spawn_with_workers(
+            TestDb::migrated().await,
+            &[("STORE_PROMPTS", setting), ("CACHE_ENABLED", "true")],
+        )
+        .await;
+        let m = format!("mrk{}", setting.to_uppercase());
+        let (status, body) = complete(
+            &app,
+            json!({ "prompt": format!("What is the capital of Peru? {m}-prompt"),
+                    "system": format!("Be brief {m}-system"), "session_id": "s", "user_id": "u" }),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let tool = json!({"type": "function", "function": {
+            "name": "lookup", "description": format!("{m}-tooldesc"),
+            "parameters": {"type": "object", "properties": {
+                "q": {"type": "string", "description": format!("{m}-schemadesc")}}}}});
+        let chat = app
+            .post_json(
+                "/v1/chat/completions",
+                &json!({ "model": "auto", "stop": [format!("{m}-stop")], "tools": [tool],
+                         "messages": [
+                    {"role": "system", "content": format!("{m}-v1system")},
+                    {"role": "user", "content": format!("{m}-history")},
+                    {"role": "assistant", "content": format!("{m}-answered")},
+                    {"role": "user", "content": format!("Look it up {m}-last")}] }),
+            )
+            .await;
+        assert_eq!(chat.status(), 200, "{}", chat.text().await.unwrap());
+        let json_out = app
+            .post_json(
+                "/v1/chat/completions",
+                &json!({ "model": "auto", "messages": [{"role": "user", "content": format!("{m}-json")}],
+                         "response_format": {"type": "json_schema", "json_schema": {"name": "a",
+                            "schema": {"type": "object", "description": format!("{m}-jsonschema"),
+                                       "properties": {"x": {"type": "string"}}}}} }),
+            )
+            .await;
+        assert_eq!(json_out.status(), 200, "{}", json_out.text().await.unwrap());
+        let messages = app
+            .post_json(
+                "/v1/messages",
+                &json!({ "model": "auto", "max_tokens": 50, "system": format!("{m}-anthropicsystem"),
+                         "messages": [{"role": "user", "content": format!("Hi {m}-anthropic")}] }),
+            )
+            .await;
+        assert_eq!(messages.status(), 200, "{}", messages.text().await.unwrap());
+
+        // The search finds what is there (a model name in the metrics rows).
+        let control = columns_holding(&app, "sim-").await;
+        assert!(
+            control.contains(&"public.routing_metrics.selected_model".to_owned()),
+            "{control:?}"
+        );
+        let found: Vec<String> = columns_holding(&app, &m)
+            .await
+            .into_iter()
+            .filter(|c| c != "public.requests.response" && c != "public.requests.tool_calls")
+            .collect();
+        assert!(
+            found.is_empty(),
+            "STORE_PROMPTS={setting}: {m} in {found:?}"
+        );
+
+        let pool = app.test_db.pool().await;
+        let hashes: Vec<Option<String>> = sqlx::query_scalar("SELECT prompt_hash FROM requests")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        assert_eq!(hashes.len(), 4);
+        let cached: i64 = sqlx::query_scalar("SELECT count(*) FROM response_cache")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        if setting == "none" {
+            assert!(hashes.iter().all(Option::is_none), "{hashes:?}");
+            assert_eq!(
+                cached, 0,
+                "the cache keys answers by a digest of the prompt"
+            );
+        } else {
+            assert!(
+                hashes
+                    .iter()
+                    .all(|h| h.as_ref().is_some_and(|h| h.len() == 64))
+            );
+        }
+    }
 }

@@ -91,6 +91,61 @@ async fn nul_characters_are_refused_naming_the_field() {
     }
 }
 
+/// `{"model":"auto","model":"sim-lite"}` would pin a model by its last value: a body that names a
+/// key twice is refused naming it, in every dialect.
+#[tokio::test]
+async fn duplicate_keys_are_refused_naming_the_key() {
+    let app = TestApp::spawn_with_workers(TestDb::migrated().await, &[]).await;
+    let post = |path: &'static str, body: &'static str| {
+        app.client
+            .post(app.url(path))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let (status, body) = answer(
+        post("/complete", r#"{"prompt":"A","prompt":"B"}"#)
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "duplicate_key", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("prompt:"),
+        "{body}"
+    );
+
+    let chat = r#"{"model":"auto","model":"sim-lite","messages":[{"role":"user","content":"a"}]}"#;
+    let (status, body) = answer(post("/v1/chat/completions", chat).await.unwrap()).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["param"], "model", "{body}");
+    let nested = r#"{"model":"auto","messages":[{"role":"user","content":"a","content":"b"}]}"#;
+    let (status, body) = answer(post("/v1/chat/completions", nested).await.unwrap()).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["param"], "messages[0].content", "{body}");
+
+    let messages = r#"{"model":"auto","max_tokens":5,"max_tokens":9,"messages":[{"role":"user","content":"a"}]}"#;
+    let (status, body) = answer(post("/v1/messages", messages).await.unwrap()).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_tokens"),
+        "{body}"
+    );
+
+    // Keys that repeat only across objects are fine.
+    let fine = r#"{"model":"auto","messages":[{"role":"user","content":"a"},{"role":"assistant","content":"b"},{"role":"user","content":"c"}]}"#;
+    let resp = post("/v1/chat/completions", fine).await.unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+}
+
 #[tokio::test]
 async fn path_and_query_rejections_are_json() {
     let app = TestApp::spawn_on(
@@ -538,5 +593,28 @@ async fn unfinished_headers_do_not_hold_a_connection() {
     let mut out = Vec::new();
     let closed = tokio::time::timeout(Duration::from_secs(15), stream.read_to_end(&mut out)).await;
     assert!(closed.is_ok(), "the server still holds the connection");
+
+    // A connection that never sends a byte is closed too.
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut out = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(15), silent.read_to_end(&mut out)).await;
+    assert!(
+        closed.is_ok(),
+        "the server holds a connection that sent nothing"
+    );
+
+    // So is a keep-alive connection idle after its answer.
+    let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(15), idle.read_to_end(&mut out)).await;
+    assert!(
+        closed.is_ok(),
+        "the server holds an idle keep-alive connection"
+    );
+    let answer = String::from_utf8_lossy(&out);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     shutdown.cancel();
 }

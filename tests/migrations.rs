@@ -751,7 +751,7 @@ async fn concurrent_inserts_share_a_commit_and_a_bad_row_fails_only_itself() {
         let request = NewRequest {
             request_id: id.into(),
             prompt: prompt.into(),
-            prompt_hash: "h".into(),
+            prompt_hash: Some("h".into()),
             prompt_chars: 2,
             system: None,
             params: serde_json::json!({}),
@@ -761,7 +761,7 @@ async fn concurrent_inserts_share_a_commit_and_a_bad_row_fails_only_itself() {
             idempotency_key: idempotency_key.map(Into::into),
             features: vec![3, 1, 2],
             api_key_id: None,
-            fingerprint: "f".into(),
+            fingerprint: Some("f".into()),
             admission: None,
         };
         let args = format!(r#"{{"request_id":"{id}","generation":1}}"#);

@@ -381,6 +381,24 @@ async fn conversations_reach_each_provider_in_its_own_format() {
     }
 }
 
+/// The README's SDK examples, verbatim but for the address, against a fresh install (no API key
+/// exists, the SDKs send one anyway).
+#[tokio::test]
+async fn the_readme_sdk_examples_run_verbatim_on_a_fresh_install() {
+    let app = TestApp::spawn_with_workers(TestDb::migrated().await, &[]).await;
+    let examples: Vec<String> = ["OpenAI(", "anthropic.Anthropic("]
+        .iter()
+        .flat_map(|marker| common::readme_python_examples(marker))
+        .collect();
+    assert!(examples.len() >= 2, "{examples:?}");
+    for code in examples {
+        assert!(code.contains("http://localhost:8000"), "{code}");
+        let code = code.replace("http://localhost:8000", &app.url(""));
+        let stdout = common::run_python(code.clone()).await;
+        assert!(stdout.contains("[simulated "), "{code}\n{stdout}");
+    }
+}
+
 #[tokio::test]
 async fn the_official_openai_python_sdk_works_against_the_server() {
     let app =
@@ -920,4 +938,60 @@ async fn the_official_openai_sdk_calls_tools_through_each_provider() {
     let args = [common::UPSTREAM_ADMIN, "a-model", "g-model", "o-model"].map(String::from);
     let stdout = common::run_sdk_script("openai_tools.py", app.url("/v1"), &args).await;
     assert_eq!(stdout.matches(" ok").count(), 6, "{stdout}");
+}
+
+/// `/v1/models` lists what the caller's key may use, and `/v1/models/{id}` retrieves one.
+#[tokio::test]
+async fn models_are_listed_and_retrieved_as_the_key_allows() {
+    let app = TestApp::spawn_on(TestDb::migrated().await, &[("ADMIN_TOKEN", "adm")]).await;
+    let created: Value = app
+        .client
+        .post(app.url("/admin/keys"))
+        .bearer_auth("adm")
+        .json(&json!({ "name": "narrow", "allowed_models": ["sim-lite"] }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let narrow = created["secret"].as_str().unwrap();
+    let get = |path: &str, key: &str| app.client.get(app.url(path)).bearer_auth(key).send();
+    let ids = |list: &Value| -> Vec<String> {
+        list["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let all: Value = get("/v1/models", "adm")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(ids(&all).contains(&"sim-premium".to_owned()), "{all}");
+    let mine: Value = get("/v1/models", narrow)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mine = ids(&mine);
+    assert!(mine.contains(&"sim-lite".to_owned()), "{mine:?}");
+    assert!(!mine.contains(&"sim-premium".to_owned()), "{mine:?}");
+    assert!(mine.contains(&"auto".to_owned()), "{mine:?}");
+
+    let auto = get("/v1/models/auto", narrow).await.unwrap();
+    assert_eq!(auto.status(), 200);
+    let auto: Value = auto.json().await.unwrap();
+    assert_eq!(auto["id"], "auto");
+    assert_eq!(auto["object"], "model");
+    let forbidden = get("/v1/models/sim-premium", narrow).await.unwrap();
+    assert_eq!(forbidden.status(), 404);
+    let body: Value = forbidden.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "model_not_found", "{body}");
+    let premium = get("/v1/models/sim-premium", "adm").await.unwrap();
+    assert_eq!(premium.status(), 200);
 }

@@ -13,7 +13,7 @@ mod common;
 
 use std::process::{Command, Stdio};
 
-use common::process::{free_port, sigterm_and_wait, start, wait_for_status};
+use common::process::{free_port, sigterm_and_wait, start, start_logged, wait_for_status};
 use common::{TestDb, unique_db_name, url_for};
 
 const OPTIMIZER: &str = env!("CARGO_BIN_EXE_optimizer");
@@ -44,12 +44,19 @@ async fn serve_creates_and_migrates_the_database_then_stops_on_sigterm() {
     let url = url_for(&name);
     let port = free_port();
     let bind = format!("127.0.0.1:{port}");
-    let server = start(
+    let log = common::temp_file("serve.log", "");
+    let server = start_logged(
         std::path::Path::new(OPTIMIZER),
         &["serve"],
-        &[("DATABASE_URL", &url), ("BIND", &bind)],
+        &[
+            ("DATABASE_URL", &url),
+            ("BIND", &bind),
+            ("LOG_FORMAT", "json"),
+        ],
+        &log,
     );
     wait_for_status(&format!("http://{bind}/health"), 200).await;
+    // Polled every 50 ms while it creates and migrates its database.
     wait_for_status(&format!("http://{bind}/ready"), 200).await;
 
     // The container health check command agrees.
@@ -68,6 +75,37 @@ async fn serve_creates_and_migrates_the_database_then_stops_on_sigterm() {
         .unwrap();
     assert!(!probe.success(), "nothing listens after shutdown");
     common::drop_database_blocking(name);
+
+    // A starting service is not an error: no ERROR line, each reason for not being ready logged
+    // once, in plain words (no PostgreSQL source line, no repeated message).
+    let log = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(!lines.is_empty(), "{log}");
+    let errors: Vec<_> = lines.iter().filter(|l| l["level"] == "ERROR").collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(!log.contains("at line"), "{log}");
+    let not_ready: Vec<String> = lines
+        .iter()
+        .filter(|l| l["fields"]["message"] == "not ready yet")
+        .map(|l| {
+            l["fields"]["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    let mut distinct = not_ready.clone();
+    distinct.dedup();
+    assert_eq!(not_ready, distinct, "each reason once: {log}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["fields"]["message"] != "request failed"),
+        "{log}"
+    );
 }
 
 #[tokio::test]

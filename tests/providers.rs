@@ -241,8 +241,8 @@ async fn failures_are_classified() {
     for (status, kind, want) in [
         (529, "overloaded_error", ErrorKind::Retryable),
         (500, "api_error", ErrorKind::Retryable),
-        (401, "authentication_error", ErrorKind::Permanent),
-        (403, "permission_error", ErrorKind::Permanent),
+        (401, "authentication_error", ErrorKind::ModelUnavailable),
+        (403, "permission_error", ErrorKind::ModelUnavailable),
         (400, "invalid_request_error", ErrorKind::Permanent),
         (404, "not_found_error", ErrorKind::ModelUnavailable),
     ] {

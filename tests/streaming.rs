@@ -177,8 +177,10 @@ async fn openai_compatible_sse_chunks_are_relayed() {
     assert_eq!(cost, 0.00002, "OpenRouter's reported cost wins");
 }
 
+/// A stream that fails before its first piece answers as a non-streamed request would: the
+/// status and a JSON error (SDKs raise it with its status), not a 200 with an error event.
 #[tokio::test]
-async fn a_failed_stream_ends_with_an_openai_shaped_error_event() {
+async fn a_stream_that_fails_before_its_first_piece_answers_with_its_status() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/v1/messages"))
@@ -187,28 +189,115 @@ async fn a_failed_stream_ends_with_an_openai_shaped_error_event() {
         ))
         .mount(&server)
         .await;
+    Mock::given(method("POST"))
+        .and(path("/chat/completions"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(
+            json!({"error": {"message": "max_tokens is too large", "type": "invalid_request_error"}}),
+        ))
+        .mount(&server)
+        .await;
     let app = app(&server).await;
-    // A pinned model has no fallback, and a 401 is not retried: the request fails.
+    let send = |model: &'static str, path: &'static str| {
+        let body = if path == "/v1/messages" {
+            json!({ "model": model, "stream": true, "max_tokens": 50,
+                    "messages": [{"role": "user", "content": "hi"}] })
+        } else {
+            json!({ "model": model, "stream": true,
+                    "messages": [{"role": "user", "content": "hi"}] })
+        };
+        let app = &app;
+        async move { app.post_json(path, &body).await }
+    };
+    // Our provider key refused (a pinned model has no fallback): 502, OpenAI's shape.
+    let resp = send("anthropic/a-model", "/v1/chat/completions").await;
+    assert_eq!(resp.status(), 502);
+    assert!(resp.headers().contains_key("x-optimizer-request-id"));
+    let error: Value = resp.json().await.unwrap();
+    assert_eq!(error["error"]["type"], "api_error", "{error}");
+    assert!(
+        error["error"]["message"].as_str().unwrap().contains("401"),
+        "{error}"
+    );
+    // The request itself refused: 400, in each dialect.
+    let resp = send("openrouter/o-model", "/v1/chat/completions").await;
+    assert_eq!(resp.status(), 400);
+    let error: Value = resp.json().await.unwrap();
+    assert_eq!(error["error"]["type"], "invalid_request_error", "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_tokens is too large"),
+        "{error}"
+    );
+    let resp = send("openrouter/o-model", "/v1/messages").await;
+    assert_eq!(resp.status(), 400);
+    let error: Value = resp.json().await.unwrap();
+    assert_eq!(error["type"], "error", "{error}");
+    assert_eq!(error["error"]["type"], "invalid_request_error", "{error}");
+}
+
+/// A stream the provider cuts after two pieces (no finish reason, no usage, no `[DONE]`) is
+/// not a success: the client gets an error event, the request is recorded failed
+/// (`stream_interrupted`), and the delivered tokens are charged by estimate.
+#[tokio::test]
+async fn a_stream_cut_midway_is_recorded_interrupted_and_charged() {
+    let server = MockServer::start().await;
+    let chunk = |content: &str| {
+        json!({"id": "c", "object": "chat.completion.chunk", "model": "o-model",
+               "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": null}]})
+    };
+    Mock::given(method("POST"))
+        .and(path("/chat/completions"))
+        .respond_with(sse(&[
+            ev("", chunk("The first part of a long answer, ")),
+            ev("", chunk("and the second part")),
+        ]))
+        .mount(&server)
+        .await;
+    let app = app(&server).await;
     let resp = app
         .post_json(
             "/v1/chat/completions",
-            &json!({ "model": "anthropic/a-model", "stream": true,
-                     "messages": [{"role": "user", "content": "hi"}] }),
+            &json!({ "model": "openrouter/o-model", "stream": true,
+                     "messages": [{"role": "user", "content": "Tell me a long story"}] }),
         )
         .await;
     assert_eq!(resp.status(), 200, "the stream had started");
+    let id = resp.headers()["x-optimizer-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let text = resp.text().await.unwrap();
     let events: Vec<&str> = text
         .lines()
         .filter_map(|l| l.strip_prefix("data: "))
         .collect();
+    assert!(text.contains("The first part"), "{text}");
     assert_eq!(events.last(), Some(&"[DONE]"), "{text}");
     let error: Value = serde_json::from_str(events[events.len() - 2]).unwrap();
-    assert_eq!(error["error"]["type"], "api_error", "{text}");
     assert!(
-        error["error"]["message"].as_str().unwrap().contains("401"),
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("end marker"),
         "{text}"
     );
+    let (status, code, output_tokens, cost): (String, String, i32, f64) = sqlx::query_as(
+        "SELECT r.status, r.error_code, m.output_tokens, m.cost_usd
+         FROM requests r JOIN routing_metrics m USING (request_id) WHERE request_id = $1",
+    )
+    .bind(&id)
+    .fetch_one(&app.test_db.pool().await)
+    .await
+    .unwrap();
+    assert_eq!(
+        (status.as_str(), code.as_str()),
+        ("failed", "stream_interrupted")
+    );
+    // "The first part of a long answer, and the second part": 52 ASCII bytes / 4.
+    assert_eq!(output_tokens, 13);
+    assert!(cost > 0.0, "the delivered tokens are charged: {cost}");
 }
 
 /// Split mode: the API (no workers) and a worker process; the stream reaches the client by

@@ -92,6 +92,18 @@ async fn each_key_sees_only_its_own_on_every_route() {
     )
     .await;
     assert_eq!(status, 200, "{open}");
+    // SDKs always send a key: while none exists, any key is the open caller too.
+    for (path, body) in [
+        ("/complete", json!({"prompt": "What is 1 + 1?"})),
+        (
+            "/v1/chat/completions",
+            json!({"model": "auto", "messages": [{"role": "user", "content": "hi"}]}),
+        ),
+    ] {
+        let (status, open, _) =
+            call(c, &base, "POST", path, Some("anything"), Some(body), &[]).await;
+        assert_eq!(status, 200, "{path}: {open}");
+    }
 
     let (alice_id, alice) = create_key(c, &base, json!({"name": "alice"})).await;
     let (_bob_id, bob) = create_key(c, &base, json!({"name": "bob"})).await;
@@ -263,7 +275,8 @@ async fn each_key_sees_only_its_own_on_every_route() {
     let (_, all, _) = call(c, &base, "GET", "/routing/metrics", Some(ADMIN), None, &[]).await;
     assert_eq!(requests(&mine), 3, "{mine}"); // photosynthesis, tides, photosynthesis (cached)
     assert_eq!(requests(&his), 2, "{his}");
-    assert_eq!(requests(&all), 6, "{all}"); // + the open request before any key existed
+    // + the three open requests before any key existed (one without a key, two with any key).
+    assert_eq!(requests(&all), 8, "{all}");
     assert!(
         mine["spend"]
             .as_array()

@@ -3,7 +3,9 @@
 //!
 //! - the admin token (`ADMIN_TOKEN`, compared in constant time) → [`Caller::Admin`], sees all;
 //! - a live API key (looked up by its hash, [`KeyRing`]) → [`Caller::Key`], sees its own;
-//! - no token while no live key exists → [`Caller::Open`] (a fresh install works without keys);
+//! - no token, or a token that is neither, while no key was ever created → [`Caller::Open`] (a
+//!   fresh install works without keys, with SDKs that always send one; revoking the last key
+//!   does not open the service again);
 //! - otherwise 401.
 //!
 //! The caller is put in the request's extensions for the handlers. Below: what a key may route
@@ -49,7 +51,7 @@ fn unavailable(e: sqlx::Error) -> ApiError {
 /// The caller `headers` identify.
 async fn identify(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
     let Some(given) = bearer(headers) else {
-        return if state.keys.any_live().await.map_err(unavailable)? {
+        return if state.keys.any_created().await.map_err(unavailable)? {
             Err(ApiError::unauthorized(
                 "missing API key (Authorization: Bearer <key>, or x-api-key: <key>)",
             ))
@@ -64,6 +66,9 @@ async fn identify(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiEr
     }
     match state.keys.authenticate(given).await.map_err(unavailable)? {
         Some(key) => Ok(Caller::Key(key)),
+        // SDKs always send a key: until a key is created, whatever they send is the open
+        // caller, as no key at all would be.
+        None if !state.keys.any_created().await.map_err(unavailable)? => Ok(Caller::Open),
         None => Err(ApiError::unauthorized(
             "invalid API key (unknown, revoked or expired)",
         )),

@@ -252,7 +252,8 @@ fn accepted(request_id: &str, status: RequestStatus) -> Response {
     (StatusCode::ACCEPTED, axum::Json(body)).into_response()
 }
 
-/// 200 when succeeded, 502 when every candidate failed, 202 while it runs.
+/// 200 when succeeded, 400 when the provider refused the request, 502 when every candidate
+/// failed, 202 while it runs.
 fn respond(record: RequestRecord) -> Response {
     match record.status {
         RequestStatus::Succeeded => axum::Json(CompletionView::from_record(record)).into_response(),
@@ -268,7 +269,7 @@ fn respond(record: RequestRecord) -> Response {
                 "request_id": view.request_id,
                 "request": view,
             });
-            (StatusCode::BAD_GATEWAY, axum::Json(body)).into_response()
+            (view.failure_status(), axum::Json(body)).into_response()
         }
         pending @ (RequestStatus::Queued | RequestStatus::Running) => {
             accepted(&record.request_id, pending)

@@ -4,7 +4,8 @@
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::header::RETRY_AFTER;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
@@ -19,6 +20,8 @@ pub struct ApiError {
     headers: Option<Box<HeaderMap>>,
     /// The request this error concerns, when one was assigned (`"request_id"` in the body).
     request_id: Option<String>,
+    /// Not logged when answered (a readiness probe's 503 while starting is expected).
+    quiet: bool,
 }
 
 #[derive(Serialize)]
@@ -43,7 +46,14 @@ impl ApiError {
             source: None,
             headers: None,
             request_id: None,
+            quiet: false,
         }
+    }
+
+    /// The same error, not logged when answered (see [`ApiError::quiet`]'s field).
+    pub fn quiet(mut self) -> Self {
+        self.quiet = true;
+        self
     }
 
     /// The same error naming the request it concerns (top-level `request_id` in the body).
@@ -95,8 +105,12 @@ impl ApiError {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
     }
 
+    /// 503 with `Retry-After: 2` (a caller that sets its own, e.g. `overloaded`, replaces it):
+    /// every 503 tells the client when to try again.
     pub fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("2"));
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message).with_headers(headers)
     }
 
     /// 500 with an opaque message; `source` is logged, not returned.
@@ -138,14 +152,17 @@ impl std::fmt::Display for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let Some(source) = &self.source {
-            tracing::error!(
+        match &self.source {
+            _ if self.quiet => {}
+            Some(source) => tracing::error!(
                 error = format!("{source:#}"),
                 code = self.code,
                 "request failed"
-            );
-        } else if self.status.is_server_error() {
-            tracing::warn!(code = self.code, message = %self.message, "request failed");
+            ),
+            None if self.status.is_server_error() => {
+                tracing::warn!(code = self.code, message = %self.message, "request failed");
+            }
+            None => {}
         }
         let body = Body {
             error: Detail {
@@ -194,5 +211,30 @@ impl From<JsonRejection> for ApiError {
             _ => "invalid_json",
         };
         Self::new(status, code, rejection.body_text())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every 503 tells when to retry, in every dialect, and a caller's own value wins.
+    #[test]
+    fn every_503_carries_retry_after() {
+        let outage = || ApiError::from(sqlx::Error::PoolTimedOut);
+        let ours = outage().into_response();
+        assert_eq!(ours.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(ours.headers()[RETRY_AFTER], "2");
+        let openai = crate::api::openai::OpenAiError::from(outage()).into_response();
+        assert_eq!(openai.headers()[RETRY_AFTER], "2");
+        let anthropic = crate::api::anthropic::AnthropicError::from(outage()).into_response();
+        assert_eq!(anthropic.headers()[RETRY_AFTER], "2");
+
+        let mut own = HeaderMap::new();
+        own.insert(RETRY_AFTER, HeaderValue::from_static("7"));
+        let overloaded = ApiError::unavailable("overloaded", "busy").with_headers(own);
+        let response = overloaded.into_response();
+        assert_eq!(response.headers().get_all(RETRY_AFTER).iter().count(), 1);
+        assert_eq!(response.headers()[RETRY_AFTER], "7");
     }
 }

@@ -20,6 +20,9 @@ pub enum BodyError {
     Rejected(JsonRejection),
     /// A string (or key) at `path` holds a NUL character.
     Nul { path: String },
+    /// An object names the key at `path` more than once (JSON parsers disagree on which value
+    /// counts, so none is guessed).
+    Duplicate { path: String },
     /// Valid JSON of the wrong shape: `path` is the failing field (`.` for the whole body).
     Data { path: String, message: String },
 }
@@ -31,6 +34,9 @@ impl BodyError {
             BodyError::Rejected(r) => r.body_text(),
             BodyError::Nul { path } => {
                 format!("{path}: must not contain NUL characters (\\u0000)")
+            }
+            BodyError::Duplicate { path } => {
+                format!("{path}: duplicate key (an object may name each key once)")
             }
             BodyError::Data { path, message } if path == "." => {
                 format!("Failed to deserialize the JSON body into the target type: {message}")
@@ -44,7 +50,13 @@ impl BodyError {
     /// The field at fault, when one is.
     pub fn field(&self) -> Option<&str> {
         match self {
-            BodyError::Nul { path } | BodyError::Data { path, .. } if path != "." => Some(path),
+            BodyError::Nul { path }
+            | BodyError::Duplicate { path }
+            | BodyError::Data { path, .. }
+                if path != "." =>
+            {
+                Some(path)
+            }
             _ => None,
         }
     }
@@ -56,9 +68,12 @@ where
     T: DeserializeOwned,
     S: Send + Sync,
 {
-    let axum::Json(value) = axum::Json::<Value>::from_request(req, state)
+    let axum::Json(Strict { value, duplicate }) = axum::Json::<Strict>::from_request(req, state)
         .await
         .map_err(BodyError::Rejected)?;
+    if let Some(path) = duplicate {
+        return Err(BodyError::Duplicate { path });
+    }
     if let Some(path) = nul_path(&value, &mut String::new()) {
         return Err(BodyError::Nul { path });
     }
@@ -66,6 +81,128 @@ where
         path: e.path().to_string(),
         message: e.inner().to_string(),
     })
+}
+
+/// A JSON value read with a note of the first key an object names twice (`serde_json::Value`
+/// keeps the last value silently: `{"model":"auto","model":"x"}` would pin `x`).
+struct Strict {
+    value: Value,
+    /// The path of the first duplicate key (`messages[0].role`).
+    duplicate: Option<String>,
+}
+
+impl Strict {
+    fn plain(value: Value) -> Self {
+        Self {
+            value,
+            duplicate: None,
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StrictVisitor)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Strict;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Strict, E> {
+        Ok(Strict::plain(Value::Bool(v)))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Strict, E> {
+        Ok(Strict::plain(Value::from(v)))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Strict, E> {
+        Ok(Strict::plain(Value::from(v)))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Strict, E> {
+        Ok(Strict::plain(
+            serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number),
+        ))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Strict, E> {
+        Ok(Strict::plain(Value::String(v.to_owned())))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Strict, E> {
+        Ok(Strict::plain(Value::String(v)))
+    }
+
+    fn visit_unit<E>(self) -> Result<Strict, E> {
+        Ok(Strict::plain(Value::Null))
+    }
+
+    fn visit_none<E>(self) -> Result<Strict, E> {
+        Ok(Strict::plain(Value::Null))
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Strict, D::Error> {
+        serde::Deserialize::deserialize(d)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Strict, A::Error> {
+        let mut items = Vec::new();
+        let mut duplicate = None;
+        while let Some(Strict {
+            value,
+            duplicate: d,
+        }) = seq.next_element::<Strict>()?
+        {
+            if duplicate.is_none() {
+                duplicate = d.map(|d| format!("[{}]{}", items.len(), dotted(&d)));
+            }
+            items.push(value);
+        }
+        Ok(Strict {
+            value: Value::Array(items),
+            duplicate,
+        })
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Strict, A::Error> {
+        let mut object = serde_json::Map::new();
+        let mut duplicate = None;
+        while let Some(key) = map.next_key::<String>()? {
+            let Strict {
+                value,
+                duplicate: d,
+            } = map.next_value::<Strict>()?;
+            if duplicate.is_none() {
+                duplicate = if object.contains_key(&key) {
+                    Some(key.clone())
+                } else {
+                    d.map(|d| format!("{key}{}", dotted(&d)))
+                };
+            }
+            object.insert(key, value);
+        }
+        Ok(Strict {
+            value: Value::Object(object),
+            duplicate,
+        })
+    }
+}
+
+/// A child's path as it follows its parent's: `.key` or `[i]`.
+fn dotted(child: &str) -> String {
+    if child.starts_with('[') {
+        child.to_owned()
+    } else {
+        format!(".{child}")
+    }
 }
 
 /// The path of the first string or key holding a NUL character (`messages[1].content`).
@@ -129,6 +266,7 @@ impl From<BodyError> for ApiError {
     fn from(e: BodyError) -> Self {
         match e {
             BodyError::Rejected(r) => ApiError::from(r),
+            BodyError::Duplicate { .. } => ApiError::bad_request("duplicate_key", e.message()),
             other => ApiError::new(
                 axum::http::StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_field",

@@ -27,7 +27,8 @@ pub async fn ready(State(state): State<super::AppState>) -> Result<Json<Value>, 
         return Err(ApiError::unavailable(
             "workers_starting",
             "the in-process job workers are not running yet",
-        ));
+        )
+        .quiet());
     }
     Ok(Json(json!({ "status": "ready" })))
 }
@@ -40,16 +41,41 @@ pub async fn worker_ready(State(db): State<Database>) -> Result<Json<Value>, Api
 
 async fn database_ready(db: &Database) -> Result<(), ApiError> {
     match db.check_ready().await {
-        Ok(()) => Ok(()),
-        Err(e @ NotReady::Unreachable(_)) => {
-            tracing::warn!(error = format!("{:#}", anyhow::Error::from(e)), "not ready");
-            Err(ApiError::unavailable(
-                "database_unreachable",
-                "the database is unreachable",
-            ))
+        Ok(()) => {
+            noted(None);
+            Ok(())
+        }
+        Err(NotReady::Unreachable(e)) => {
+            noted(Some(format!(
+                "the database is unreachable ({})",
+                crate::store::describe(&e)
+            )));
+            Err(
+                ApiError::unavailable("database_unreachable", "the database is unreachable")
+                    .quiet(),
+            )
         }
         Err(e @ NotReady::NotMigrated(_)) => {
-            Err(ApiError::unavailable("not_migrated", e.to_string()))
+            noted(Some(e.to_string()));
+            Err(ApiError::unavailable("not_migrated", e.to_string()).quiet())
         }
     }
+}
+
+/// Logs why the service is not ready once per change of reason, at info: probes ask every
+/// second or so, and a service that is starting (creating and migrating its database, waiting
+/// for Postgres) is not an error.
+fn noted(reason: Option<String>) {
+    static LAST: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+    let Ok(mut last) = LAST.lock() else {
+        return;
+    };
+    if *last == reason {
+        return;
+    }
+    match &reason {
+        Some(why) => tracing::info!(reason = %why, "not ready yet"),
+        None => tracing::info!("ready"),
+    }
+    *last = reason;
 }

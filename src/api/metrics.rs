@@ -50,9 +50,8 @@ pub async fn render(State(db): State<Database>) -> Response {
         Err(e) => tracing::debug!(error = %e, "queue depth not read"),
     }
     if let Ok((last_retrain, version)) = store::learning_state(&db.pool).await {
-        if let Some(t) = last_retrain {
-            metrics::gauge!(names::LAST_RETRAIN).set(t);
-        }
+        // 0 while no retrain ever succeeded (OptimizerRetrainNeverSucceeded fires after 8 days).
+        metrics::gauge!(names::LAST_RETRAIN).set(last_retrain.unwrap_or(0.0));
         metrics::gauge!(names::POLICY_VERSION).set(version as f64);
     }
     (

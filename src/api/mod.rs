@@ -133,10 +133,12 @@ pub fn router(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             anthropic::require_caller,
-        ));
+        ))
+        .route_layer(axum::middleware::from_fn(anthropic::request_id_header));
     let v1 = Router::new()
         .route("/chat/completions", post(openai::chat_completions))
         .route("/models", get(openai::models))
+        .route("/models/{*id}", get(openai::model))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_caller_v1,
@@ -212,7 +214,15 @@ fn with_middleware(router: Router, limits: Limits) -> Router {
         .layer(axum::middleware::from_fn(metrics::track))
         // Outermost first: set the id, open the span with it, copy it onto the response.
         .layer(PropagateRequestIdLayer::new(REQUEST_ID_HEADER))
-        .layer(TraceLayer::new_for_http().make_span_with(make_span))
+        // Failures are logged by whoever answers them (ApiError, in words); tower-http's own
+        // line for every 5xx — an ERROR per 503 of a starting service's /ready — only at debug.
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(make_span)
+                .on_failure(
+                    tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG),
+                ),
+        )
         .layer(SetRequestIdLayer::new(REQUEST_ID_HEADER, UlidRequestId))
 }
 
@@ -261,7 +271,9 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-/// How long a client may take to send a request's headers before its connection is closed.
+/// How long a connection may go without sending a complete request's headers before it is
+/// closed (`HTTP_IDLE_TIMEOUT_SECS`'s default): a new connection that sends nothing, one that
+/// stops half-way through its headers, and a keep-alive connection idle after its last answer.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves `router` on `listener` until `shutdown` is cancelled; in-flight requests then get
@@ -286,26 +298,26 @@ fn prepare(stream: &tokio::net::TcpStream) {
     }
 }
 
-/// [`serve`] with another header timeout. hyper directly rather than `axum::serve`, which
-/// offers no header read timeout: a client that never finishes its headers would hold its
-/// connection for ever.
+/// [`serve`] with another idle timeout: a connection is closed when a request's headers have
+/// not arrived within `idle_timeout` of its opening or of its previous answer. hyper's HTTP/1
+/// connection directly, rather than `axum::serve` (no header timeout at all) or hyper-util's
+/// `auto` builder, whose HTTP-version sniffing waits for a first byte with no timeout: a
+/// client that never sent one held its connection for ever.
 pub async fn serve_with(
     listener: TcpListener,
     router: Router,
     shutdown: CancellationToken,
     grace: Duration,
-    header_timeout: Duration,
+    idle_timeout: Duration,
 ) -> std::io::Result<()> {
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::rt::{TokioIo, TokioTimer};
     use hyper_util::server::graceful::GracefulShutdown;
     use tower::ServiceExt as _;
 
-    let mut builder = Builder::new(TokioExecutor::new());
+    let mut builder = hyper::server::conn::http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
+        .header_read_timeout(idle_timeout)
         // A header line hyper cannot parse (a control character in a value, a name that is
         // not a token) would otherwise end the connection with hyper's own empty 400, before
         // any of our code runs. Dropped instead, the request reaches the router, which answers
@@ -336,9 +348,7 @@ pub async fn serve_with(
                 .clone()
                 .map_request(|req: Request<hyper::body::Incoming>| req.map(axum::body::Body::new)),
         );
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(e) = connection.await {

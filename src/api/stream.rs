@@ -42,12 +42,15 @@ struct State<E> {
     deadline: tokio::time::Instant,
 }
 
-/// The SSE response to an accepted streamed request (`x-optimizer-request-id` names it).
-pub fn respond<E: Encoder>(
+/// The SSE response to an accepted streamed request (`x-optimizer-request-id` names it) — or,
+/// when the request failed before its first piece was relayed, its record (`Err`): the caller
+/// answers with the proper status and JSON error, as for a non-streamed request, since no byte
+/// of the stream has been sent yet.
+pub async fn respond<E: Encoder>(
     completions: Arc<Completions>,
     submitted: Submitted,
     encoder: E,
-) -> Response {
+) -> Result<Response, Box<CompletionView>> {
     let deadline = tokio::time::Instant::now() + completions.settings.completion.timeout;
     let (request_id, chunks, waiter) = match submitted {
         Submitted::Queued {
@@ -57,7 +60,7 @@ pub fn respond<E: Encoder>(
         } => (request_id, stream, waiter),
         Submitted::Cached(id) | Submitted::Replayed(id) => (id, None, None),
     };
-    let state = State {
+    let mut state = State {
         completions,
         request_id: request_id.clone(),
         chunks,
@@ -69,6 +72,7 @@ pub fn respond<E: Encoder>(
         finished: false,
         deadline,
     };
+    first_piece(&mut state).await?;
     let events = futures_util::stream::unfold(state, next);
     let mut response = Sse::new(events)
         .keep_alive(KeepAlive::default())
@@ -76,7 +80,54 @@ pub fn respond<E: Encoder>(
     if let Ok(v) = axum::http::HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-optimizer-request-id", v);
     }
-    response
+    Ok(response)
+}
+
+/// Waits for the first relayed piece, or the end of the request when it comes first. A request
+/// that failed by then is returned, so it is answered with a status instead of a stream.
+async fn first_piece<E: Encoder>(st: &mut State<E>) -> Result<(), Box<CompletionView>> {
+    if st.waiter.is_none() {
+        return Ok(());
+    }
+    let deadline = st.deadline;
+    let chunks = st.chunks.as_mut().map(|s| &mut s.chunks);
+    let waiter = st.waiter.as_mut();
+    let mut received = None;
+    let mut ended = false;
+    tokio::select! {
+        c = async {
+            match chunks {
+                Some(rx) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        } => received = c,
+        _ = async {
+            match waiter {
+                Some(w) => w.notified().await,
+                None => std::future::pending().await,
+            }
+        } => ended = true,
+        // Still nothing when the wait ends: the stream says so itself.
+        () = tokio::time::sleep_until(deadline) => {}
+    }
+    match received {
+        Some(c) => content(st, c),
+        None if !ended => st.chunks = None,
+        None => {}
+    }
+    if ended && !st.streamed {
+        match st.completions.get(&st.request_id).await {
+            Ok(Some(record)) if record.status == RequestStatus::Failed => {
+                return Err(Box::new(CompletionView::from_record(record)));
+            }
+            // Succeeded (the stream sends it whole), or unreadable (the stream says so).
+            _ => {
+                st.waiter = None;
+                finish(st).await;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn content<E: Encoder>(st: &mut State<E>, c: StreamChunk) {

@@ -122,6 +122,50 @@ pub fn success_metrics(
     row
 }
 
+/// The router's token estimate of what `request` sends (system prompt, turns, tool calls and
+/// definitions, +4 per turn), for a provider that reports no usage.
+pub fn estimated_input_tokens(request: &crate::providers::CompletionRequest) -> u64 {
+    use crate::routing::analyzer::estimate_tokens;
+    let turns: u64 = request
+        .messages
+        .iter()
+        .map(|m| {
+            let calls: u64 = m
+                .tool_calls
+                .iter()
+                .map(|c| estimate_tokens(&c.name) + estimate_tokens(&c.arguments))
+                .sum();
+            estimate_tokens(&m.content) + calls + 4
+        })
+        .sum();
+    let tools: u64 = request
+        .tools
+        .iter()
+        .map(|t| estimate_tokens(&serde_json::to_string(t).unwrap_or_default()))
+        .sum();
+    turns + tools + request.system.as_deref().map_or(0, estimate_tokens)
+}
+
+/// `answer` with estimated token counts when the provider reported none at all (a stream cut
+/// before its usage, a server that never sends usage): the prompt by
+/// [`estimated_input_tokens`], the output from the delivered text. Reported counts are kept.
+pub fn with_estimated_usage(
+    request: &crate::providers::CompletionRequest,
+    mut answer: Completion,
+) -> Completion {
+    if answer.input_tokens == 0 && answer.output_tokens == 0 {
+        answer.input_tokens = estimated_input_tokens(request);
+        let calls: String = answer
+            .tool_calls
+            .iter()
+            .map(|c| format!("{}{}", c.name, c.arguments))
+            .collect();
+        answer.output_tokens = crate::routing::analyzer::estimate_tokens(&answer.text)
+            + crate::routing::analyzer::estimate_tokens(&calls);
+    }
+    answer
+}
+
 /// The metrics row of a request that failed on candidate `candidate` (nothing billed).
 pub fn failure_metrics(
     route: &StoredRoute,

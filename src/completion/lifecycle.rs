@@ -39,6 +39,7 @@ use crate::store::Hot;
 use crate::store::requests::{
     self as store, CacheEntry, CachedAnswer, Claimed, Inserted, MetricsRow, NewRequest, Outcome,
 };
+use crate::types::FailureCode;
 
 /// The provider_call job: call candidate `candidate` of the request's stored route.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -218,8 +219,8 @@ pub fn after_error(
     }
     AfterError::GiveUp {
         code: match error.kind {
-            ErrorKind::Permanent => "provider_rejected",
-            _ => "all_candidates_failed",
+            ErrorKind::Permanent => FailureCode::ProviderRejected.as_str(),
+            _ => FailureCode::AllCandidatesFailed.as_str(),
         },
     }
 }
@@ -336,7 +337,7 @@ pub async fn sweep(
                 "no answer within the request deadline ({} s)",
                 deadline.as_secs()
             ),
-            error_code: "deadline_exceeded".into(),
+            error_code: FailureCode::DeadlineExceeded.as_str().into(),
             provider: None,
             model: None,
         };

@@ -383,7 +383,10 @@ impl Completions {
         let (decision, route) = self.plan(&input, &analysis, max_tokens)?;
 
         let completion = &self.settings.completion;
-        let cacheable = completion.cache_enabled && input.temperature.unwrap_or(0.0) == 0.0;
+        // The cache keys answers by a digest of the prompt: none with STORE_PROMPTS=none.
+        let cacheable = completion.cache_enabled
+            && input.temperature.unwrap_or(0.0) == 0.0
+            && self.settings.store_prompts != StorePrompts::None;
         let cache_key = cacheable.then(|| cache_key(&input, &route, max_tokens));
         let (request_id, mut new) = self.request_row(
             &input,
@@ -549,6 +552,14 @@ impl Completions {
         cache_key: &Option<String>,
     ) -> (String, NewRequest) {
         let (request_id, mut new) = new_request(input, analysis, route, max_tokens, cache_key);
+        if self.settings.store_prompts == StorePrompts::None {
+            // No hash of the prompt either; the digest an idempotency key is checked against
+            // only when there is one.
+            new.prompt_hash = None;
+            if input.idempotency_key.is_none() {
+                new.fingerprint = None;
+            }
+        }
         new.admission = input
             .caller
             .key()
@@ -746,7 +757,7 @@ fn new_request(
     let new = NewRequest {
         request_id: request_id.clone(),
         prompt: input.prompt.clone(),
-        prompt_hash: hex::encode(Sha256::digest(input.prompt.as_bytes())),
+        prompt_hash: Some(hex::encode(Sha256::digest(input.prompt.as_bytes()))),
         prompt_chars: i32::try_from(analysis.features.chars).unwrap_or(i32::MAX),
         system: input.system.clone(),
         params: serde_json::to_value(&params).unwrap_or(Value::Null),
@@ -755,7 +766,7 @@ fn new_request(
         session_id: input.session_id.clone(),
         idempotency_key: input.idempotency_key.clone(),
         api_key_id: input.caller.key_id().map(str::to_owned),
-        fingerprint: fingerprint(input, max_tokens),
+        fingerprint: Some(fingerprint(input, max_tokens)),
         admission: None,
         features: analysis
             .prompt_features
@@ -890,6 +901,16 @@ pub struct RoutingView {
 
 impl CompletionView {
     /// What to tell a client whose request failed.
+    /// The HTTP status a failed request's client gets (see [`FailureCode::http_status`]).
+    pub fn failure_status(&self) -> axum::http::StatusCode {
+        let code = self
+            .error
+            .as_ref()
+            .and_then(|e| crate::types::FailureCode::parse(&e.code));
+        axum::http::StatusCode::from_u16(code.map_or(502, |c| c.http_status()))
+            .unwrap_or(axum::http::StatusCode::BAD_GATEWAY)
+    }
+
     pub fn failure_message(&self) -> String {
         self.error
             .as_ref()

@@ -109,6 +109,9 @@ pub struct Settings {
     /// `REQUEST_BODY_TIMEOUT_SECS` (default 30): a request body that stalls this long between
     /// two pieces is refused (408) and its connection freed.
     pub request_body_timeout: Duration,
+    /// `HTTP_IDLE_TIMEOUT_SECS` (default 30): a connection whose next request's headers have not
+    /// arrived this long after it opened or after its previous answer is closed.
+    pub http_idle_timeout: Duration,
     /// `MAX_IN_FLIGHT` (default 1024): requests one API process serves at once (probes and
     /// `/metrics` excepted); more get 503 `overloaded` with `Retry-After`.
     pub max_in_flight: usize,
@@ -216,6 +219,7 @@ impl Settings {
                 |v: &usize| (*v >= 1024).then_some(()).ok_or("must be at least 1024"),
             )?,
             request_body_timeout: env.secs("REQUEST_BODY_TIMEOUT_SECS", 30)?,
+            http_idle_timeout: env.secs("HTTP_IDLE_TIMEOUT_SECS", 30)?,
             max_in_flight: env.parse_or("MAX_IN_FLIGHT", 1024, |v: &usize| {
                 (*v > 0).then_some(()).ok_or("must be positive")
             })?,

@@ -15,14 +15,14 @@ use apalis::prelude::{BoxDynError, Data};
 use tracing::Instrument;
 
 use super::JobContext;
-use crate::completion::cost::{failure_metrics, success_metrics};
+use crate::completion::cost::{failure_metrics, success_metrics, with_estimated_usage};
 use crate::completion::lifecycle::{self, AfterError};
 use crate::completion::{ProviderCall, StoredParams, StoredRoute, StreamChunk};
 use crate::config::StorePrompts;
 use crate::providers::{CompletionRequest, Message, ProviderError, Role};
 use crate::store::requests::{self as store, CacheEntry, Claimed, Outcome};
 use crate::telemetry::names;
-use crate::types::RequestStatus;
+use crate::types::{FailureCode, RequestStatus};
 
 /// What one run did (for tests and logs).
 #[derive(Debug, Clone, PartialEq)]
@@ -102,7 +102,12 @@ pub async fn run_claimed(
             "no answer within the request deadline ({} s)",
             deadline.as_secs()
         );
-        return give_up("deadline_exceeded", message, Some(job.provider_ms as f64)).await;
+        return give_up(
+            FailureCode::DeadlineExceeded.as_str(),
+            message,
+            Some(job.provider_ms as f64),
+        )
+        .await;
     }
     let Some(candidate) = route.candidates.get(job.candidate) else {
         return give_up("no_candidate", "no candidate left to try".into(), None).await;
@@ -113,14 +118,15 @@ pub async fn run_claimed(
     };
 
     let started = Instant::now();
-    let (result, streamed) = if params.stream {
+    let (result, delivered) = if params.stream {
         stream_call(ctx, job, candidate.provider, &request).await
     } else {
         (
             ctx.providers.complete(candidate.provider, &request).await,
-            false,
+            String::new(),
         )
     };
+    let streamed = !delivered.is_empty();
     let call_ms = started.elapsed().as_secs_f64() * 1000.0;
     tracing::info!(
         request_id = %job.request_id,
@@ -138,12 +144,33 @@ pub async fn run_claimed(
         latency_ms: latency_ms(),
     };
     match result {
-        Ok(answer) => succeed(ctx, &attempt, answer).await,
+        Ok(answer) => succeed(ctx, &attempt, with_estimated_usage(&request, answer)).await,
         // Part of the answer already reached the client: retrying or falling back would
-        // repeat it. The stream fails instead.
+        // repeat it. The stream fails instead, and what was delivered is charged (tokens
+        // estimated: a cut stream carries no usage).
         Err(error) if streamed => {
             let message = format!("the stream broke after it started: {error}");
-            give_up("stream_interrupted", message, Some(attempt.provider_ms)).await
+            let partial = crate::providers::Completion {
+                text: delivered,
+                ..crate::providers::Completion::empty(&candidate.model)
+            };
+            let metrics = success_metrics(
+                &ctx.engine,
+                &route,
+                job.candidate,
+                &with_estimated_usage(&request, partial),
+                attempt.latency_ms,
+                attempt.provider_ms,
+            );
+            let (outcome, _) = failed(
+                &route,
+                job,
+                FailureCode::StreamInterrupted.as_str(),
+                message,
+                attempt.latency_ms,
+                Some(attempt.provider_ms),
+            );
+            finish(ctx, job, &outcome, &metrics, None, params.is_async).await
         }
         Err(error) => {
             handle_error(
@@ -284,14 +311,14 @@ fn failed(
 }
 
 /// Calls the provider in streaming mode and relays each delta as it arrives — in memory when the
-/// streaming client waits in this process, else by NOTIFY. Returns the call's result and
-/// whether any delta was relayed.
+/// streaming client waits in this process, else by NOTIFY. Returns the call's result and the
+/// text relayed to the client (empty: nothing was).
 async fn stream_call(
     ctx: &JobContext,
     job: &ProviderCall,
     provider: crate::providers::ProviderId,
     request: &crate::providers::CompletionRequest,
-) -> (Result<crate::providers::Completion, ProviderError>, bool) {
+) -> (Result<crate::providers::Completion, ProviderError>, String) {
     let local = ctx
         .notifier
         .as_ref()
@@ -299,6 +326,7 @@ async fn stream_call(
         .cloned();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let mut seq = 0u64;
+    let mut delivered = String::new();
     let relay = |delta: String, seq: u64| {
         let chunk = StreamChunk {
             id: job.request_id.clone(),
@@ -328,6 +356,7 @@ async fn stream_call(
             tokio::select! {
                 biased;
                 Some(delta) = rx.recv() => {
+                    delivered.push_str(&delta);
                     for piece in split(&delta, PIECE_BYTES) {
                         relay(piece, seq).await;
                         seq += 1;
@@ -339,12 +368,13 @@ async fn stream_call(
     };
     drop(tx);
     while let Some(delta) = rx.recv().await {
+        delivered.push_str(&delta);
         for piece in split(&delta, PIECE_BYTES) {
             relay(piece, seq).await;
             seq += 1;
         }
     }
-    (result, seq > 0)
+    (result, delivered)
 }
 
 /// Raw bytes of text per relayed piece: JSON escaping grows a byte to at most 6 (`\u001f`), so a
@@ -439,7 +469,7 @@ async fn fail_unreadable(
     let route = StoredRoute::unreadable();
     let outcome = Outcome::Failed {
         error: "the stored request could not be read".into(),
-        error_code: "internal".into(),
+        error_code: FailureCode::Internal.as_str().into(),
         provider: None,
         model: None,
     };

@@ -41,18 +41,34 @@ pub async fn check(
     let Some((run_id, _)) = alerts::last_applied_retrain(pool).await? else {
         return Ok(Vec::new());
     };
+    export_run(&run_id);
     let mut findings = Vec::new();
     for side in alerts::compare_by_policy(pool, &run_id, settings.baseline_days).await? {
         let (pattern, base_n, cur_n) = (side.pattern, side.before_n, side.after_n);
+        let labels = [("pattern", pattern.clone())];
+        metrics::gauge!(names::QUALITY_ROLLED_BACK, &labels)
+            .set(f64::from(u8::from(side.rolled_back)));
         let (Some(base), Some(cur)) = (side.before_mean, side.after_mean) else {
+            // Nothing to compare yet: no drop to report (a gauge left at an earlier value would
+            // keep an alert firing).
+            metrics::gauge!(names::QUALITY_DROP, &labels).set(0.0);
+            metrics::gauge!(names::QUALITY_CURRENT_RATINGS, &labels).set(cur_n as f64);
             continue;
         };
+        if side.rolled_back {
+            // The retrain no longer routes this pattern: the drop was dealt with, and the
+            // policy now serving is the one before it (the alert resolves, or never fires).
+            metrics::gauge!(names::QUALITY_BASELINE, &labels).set(base);
+            metrics::gauge!(names::QUALITY_CURRENT, &labels).set(base);
+            metrics::gauge!(names::QUALITY_DROP, &labels).set(0.0);
+            metrics::gauge!(names::QUALITY_CURRENT_RATINGS, &labels).set(cur_n as f64);
+            continue;
+        }
         let p_value = one_sided_p(
             (base, side.before_var.unwrap_or(0.0), base_n),
             (cur, side.after_var.unwrap_or(0.0), cur_n),
         );
         let drop = if base > 0.0 { (base - cur) / base } else { 0.0 };
-        let labels = [("pattern", pattern.clone())];
         metrics::gauge!(names::QUALITY_BASELINE, &labels).set(base);
         metrics::gauge!(names::QUALITY_CURRENT, &labels).set(cur);
         metrics::gauge!(names::QUALITY_DROP, &labels).set(drop);
@@ -109,7 +125,7 @@ pub async fn check(
                 } else {
                     message.clone()
                 };
-                deliver(client, url, &text, &pattern, &run_id, drop).await
+                deliver(client, url, &text, (&pattern, &run_id, drop, rolled_back)).await
             }
             _ => false,
         };
@@ -128,6 +144,23 @@ pub async fn check(
         });
     }
     Ok(findings)
+}
+
+/// `optimizer_drift_run_info{run_id}` = 1 for the retrain the drift gauges judge (the alert's
+/// runbook names it); the one judged before is set to 0.
+fn export_run(run_id: &str) {
+    static LAST: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+    let Ok(mut last) = LAST.lock() else {
+        return;
+    };
+    if last.as_deref() == Some(run_id) {
+        return;
+    }
+    if let Some(old) = last.take() {
+        metrics::gauge!(names::DRIFT_RUN, "run_id" => old).set(0.0);
+    }
+    metrics::gauge!(names::DRIFT_RUN, "run_id" => run_id.to_owned()).set(1.0);
+    *last = Some(run_id.to_owned());
 }
 
 /// One-sided p-value of "the mean fell" from (mean, sample variance, n) before and after:
@@ -153,13 +186,12 @@ async fn deliver(
     client: &reqwest::Client,
     url: &str,
     text: &str,
-    pattern: &str,
-    run_id: &str,
-    drop: f64,
+    (pattern, run_id, drop, rolled_back): (&str, &str, f64, bool),
 ) -> bool {
     let body = json!({
         "text": format!(":warning: AI Cost Optimizer: {text}"),
-        "alert": { "kind": "quality_drop", "pattern": pattern, "run_id": run_id, "drop": drop },
+        "alert": { "kind": "quality_drop", "pattern": pattern, "run_id": run_id, "drop": drop,
+                   "rolled_back": rolled_back },
     });
     match client.post(url).json(&body).send().await {
         Ok(r) if r.status().is_success() => true,

@@ -452,15 +452,20 @@ pub async fn create_key(app: &TestApp, admin: &str, name: &str) -> String {
 /// its output.
 pub async fn run_sdk_script(script: &str, base: String, args: &[String]) -> String {
     let args = args.to_vec();
-    let python = tokio::task::spawn_blocking(sdk_python).await.unwrap();
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/sdk")
         .join(script);
+    let mut argv = vec![script.display().to_string(), base];
+    argv.extend(args);
+    python_with(argv).await
+}
+
+/// Runs [`sdk_python`] with `argv`; asserts it succeeded and returns its output.
+async fn python_with(argv: Vec<String>) -> String {
+    let python = tokio::task::spawn_blocking(sdk_python).await.unwrap();
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new(python)
-            .arg(script)
-            .arg(base)
-            .args(args)
+            .args(argv)
             .output()
             .unwrap()
     })
@@ -473,6 +478,24 @@ pub async fn run_sdk_script(script: &str, base: String, args: &[String]) -> Stri
         String::from_utf8_lossy(&out.stderr)
     );
     stdout
+}
+
+/// The README's Python examples (```python blocks) that contain `marker`, each as written there.
+pub fn readme_python_examples(marker: &str) -> Vec<String> {
+    let readme =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+            .unwrap();
+    readme
+        .split("```python\n")
+        .skip(1)
+        .filter_map(|rest| rest.split_once("```").map(|(code, _)| code.to_owned()))
+        .filter(|code| code.contains(marker))
+        .collect()
+}
+
+/// Runs Python `code` with [`sdk_python`]; asserts it succeeded and returns its output.
+pub async fn run_python(code: String) -> String {
+    python_with(vec!["-c".to_owned(), code]).await
 }
 
 /// A [`TestApp`] with workers whose catalog is `catalog` (TOML) and whose Anthropic, Gemini and

@@ -36,6 +36,25 @@ pub fn start(binary: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> R
     Running(cmd.spawn().unwrap())
 }
 
+/// Starts `binary` as [`start`] does, its stdout and stderr written to `log`.
+pub fn start_logged(
+    binary: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    log: &std::path::Path,
+) -> Running {
+    let file = std::fs::File::create(log).unwrap();
+    let mut cmd = Command::new(binary);
+    cmd.args(args)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::from(file.try_clone().unwrap()))
+        .stderr(Stdio::from(file));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    Running(cmd.spawn().unwrap())
+}
+
 /// Polls `url` until it answers `want` (30 s at most).
 pub async fn wait_for_status(url: &str, want: u16) {
     optimizer::providers::install_crypto();

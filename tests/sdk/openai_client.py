@@ -38,6 +38,7 @@ except openai.NotFoundError as e:
 
 ids = [m.id for m in client.models.list()]
 assert "auto" in ids and "sim-lite" in ids, ids
+assert client.models.retrieve("auto").id == "auto"
 print("models", len(ids))
 
 stream = client.chat.completions.create(

@@ -243,10 +243,12 @@ impl Anthropic {
         let id = self.id();
         let mut done = Completion::empty(&request.model);
         let mut calls = StreamedCalls::default();
+        let mut ended = false;
         for_each_event(id, self.http_request(), &body, error_message, |e| {
             let v: serde_json::Value =
                 serde_json::from_str(&e.data).map_err(|_| garbled(id, &e.event))?;
             match v["type"].as_str().unwrap_or(e.event.as_str()) {
+                "message_stop" => ended = true,
                 "message_start" => {
                     let m = &v["message"];
                     let u = &m["usage"];
@@ -302,6 +304,9 @@ impl Anthropic {
             Ok(())
         })
         .await?;
+        if !ended {
+            return Err(super::sse::cut(id));
+        }
         done.tool_calls = calls.finish();
         if done.finish_reason.as_deref() == Some("refusal") {
             return Err(ProviderError::refused(

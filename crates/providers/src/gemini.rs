@@ -284,6 +284,7 @@ impl Gemini {
         let id = self.id();
         let mut done = Completion::empty(&request.model);
         let http = self.http_request(request, "streamGenerateContent");
+        // Gemini's stream has no end event: its last chunk carries the finish reason.
         for_each_event(id, http, &body, error_message, |e| {
             let chunk: Answer = serde_json::from_str(&e.data).map_err(|_| garbled(id, "chunk"))?;
             if let Some(reason) = chunk.prompt_feedback.and_then(|f| f.block_reason) {
@@ -319,6 +320,9 @@ impl Gemini {
             Ok(())
         })
         .await?;
+        if done.finish_reason.is_none() {
+            return Err(super::sse::cut(id));
+        }
         Ok(done)
     }
 }

@@ -96,17 +96,27 @@ pub fn status_error(
     detail: &str,
 ) -> ProviderError {
     let kind = match status {
+        // The gateway's own key or account was refused: another provider may still answer.
+        401..=403 => ErrorKind::ModelUnavailable,
         404 => ErrorKind::ModelUnavailable,
         408 | 409 | 425 | 429 => ErrorKind::Retryable,
         500..=599 => ErrorKind::Retryable,
+        // The request itself (400, 413, 422, a content policy): no other model would take it.
         _ => ErrorKind::Permanent,
+    };
+    let message = match status {
+        401..=403 => format!(
+            "the provider refused the gateway's API key or account (check its key setting): {}",
+            sanitize(detail)
+        ),
+        _ => sanitize(detail),
     };
     ProviderError {
         provider,
         kind,
         status: Some(status),
         retry_after: retry_after(headers),
-        message: sanitize(detail),
+        message,
     }
 }
 
@@ -153,8 +163,11 @@ mod tests {
         assert_eq!(kind(529), ErrorKind::Retryable);
         assert_eq!(kind(500), ErrorKind::Retryable);
         assert_eq!(kind(503), ErrorKind::Retryable);
-        assert_eq!(kind(404), ErrorKind::ModelUnavailable);
-        for s in [400, 401, 403, 413, 422] {
+        // Our key refused, or the model missing: the next candidate, at once.
+        for s in [401, 402, 403, 404] {
+            assert_eq!(kind(s), ErrorKind::ModelUnavailable, "{s}");
+        }
+        for s in [400, 413, 422] {
             assert_eq!(kind(s), ErrorKind::Permanent, "{s}");
         }
     }

@@ -289,8 +289,10 @@ impl OpenAiCompatible {
         let id = self.id;
         let mut done = Completion::empty(&request.model);
         let mut calls = StreamedCalls::default();
+        let mut ended = false;
         for_each_event(id, self.http_request(), &body, error_message, |e| {
             if e.data.trim() == "[DONE]" {
+                ended = true;
                 return Ok(());
             }
             let v: serde_json::Value =
@@ -329,6 +331,9 @@ impl OpenAiCompatible {
             Ok(())
         })
         .await?;
+        if !ended {
+            return Err(super::sse::cut(id));
+        }
         done.tool_calls = calls.0;
         Ok(done)
     }

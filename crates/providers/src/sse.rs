@@ -67,6 +67,18 @@ fn from_library(e: eventsource_stream::Event) -> Event {
     }
 }
 
+/// A stream whose body ended before the provider's end marker (OpenAI's `[DONE]`, Anthropic's
+/// `message_stop`, a Gemini `finishReason`): the connection was cut, the answer is partial.
+pub fn cut(provider: ProviderId) -> ProviderError {
+    ProviderError {
+        provider,
+        kind: ErrorKind::Retryable,
+        status: Some(200),
+        retry_after: None,
+        message: "the stream ended before the provider's end marker (connection cut)".into(),
+    }
+}
+
 /// A malformed event in an otherwise healthy stream.
 pub fn garbled(provider: ProviderId, what: &str) -> ProviderError {
     ProviderError {

@@ -32,6 +32,9 @@ pub struct SideBySide {
     pub after_mean: Option<f64>,
     pub after_n: i64,
     pub after_var: Option<f64>,
+    /// The retrain was rolled back for this pattern (a rollback run of it, scoped to the pattern
+    /// or to all): the policy now serving it is the one before.
+    pub rolled_back: bool,
 }
 
 /// Per pattern: ratings of requests routed by the policy version retrain `run_id` installed
@@ -64,7 +67,13 @@ pub async fn compare_by_policy(
                 var_samp(q) FILTER (WHERE v <= p) AS before_var,
                 avg(q) FILTER (WHERE v = p + 1) AS after_mean,
                 count(*) FILTER (WHERE v = p + 1) AS after_n,
-                var_samp(q) FILTER (WHERE v = p + 1) AS after_var
+                var_samp(q) FILTER (WHERE v = p + 1) AS after_var,
+                EXISTS (
+                    SELECT 1 FROM retraining_runs rb, jsonb_array_elements(rb.changes) c
+                    WHERE rb.trigger = 'rollback' AND jsonb_typeof(rb.changes) = 'array'
+                      AND c ->> 'of_run' = $1
+                      AND (c ->> 'pattern' IS NULL OR c ->> 'pattern' = rated.pattern)
+                ) AS rolled_back
          FROM rated GROUP BY 1 ORDER BY 1",
     )
     .bind(run_id)

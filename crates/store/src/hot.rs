@@ -25,6 +25,15 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection, PgPool, Postgres};
 
+/// `e` in plain words for a log line or an operator: the server's own message for a database
+/// error (sqlx's text repeats it and adds the line of PostgreSQL's C source), else sqlx's.
+pub fn describe(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(d) => d.message().to_owned(),
+        other => other.to_string(),
+    }
+}
+
 /// Whether `e` says the connection to the server is gone (network, TLS, protocol, or the
 /// server ending it: SQLSTATE class 08, or 57P01–57P03 at a shutdown or restart) — the
 /// statement's outcome is unknown to us, and the next one may well succeed.

@@ -146,14 +146,12 @@ pub async fn authenticate(
     .await
 }
 
-/// Whether any live key exists (then every client route needs one).
-pub async fn any_live(pool: &PgPool) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM api_keys WHERE revoked_at IS NULL
-             AND (expires_at IS NULL OR expires_at > now()))",
-    )
-    .fetch_one(pool)
-    .await
+/// Whether any key was ever created, live or not (then every client route needs a live one:
+/// revoking or letting expire the last key does not open the service again).
+pub async fn any_created(pool: &PgPool) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM api_keys)")
+        .fetch_one(pool)
+        .await
 }
 
 /// Replaces the key's secret; the old one is refused from now on. None: no such live key.

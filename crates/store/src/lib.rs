@@ -19,4 +19,4 @@ pub mod retention;
 pub mod weights;
 
 pub use db::{Database, NotReady, PoolSettings};
-pub use hot::{Hot, HotConn, connection_lost};
+pub use hot::{Hot, HotConn, connection_lost, describe};

@@ -68,6 +68,29 @@ pub async fn notify_all(
 /// The provider_call queue's name in apalis.
 pub const PROVIDER_CALL_QUEUE: &str = "provider_call";
 
+/// The keys of a request's stored `params` that hold the caller's text (history, tool
+/// definitions and choice, JSON schema, stop sequences): kept while in flight, removed at the
+/// terminal state unless `STORE_PROMPTS=full` (and by `RETENTION_DAYS`).
+pub const PROMPT_PARAMS: [&str; 6] = [
+    "history",
+    "tail",
+    "tools",
+    "tool_choice",
+    "response_format",
+    "stop",
+];
+
+/// `params` without [`PROMPT_PARAMS`].
+pub fn without_prompt_text(params: &Value) -> Value {
+    let mut params = params.clone();
+    if let Some(map) = params.as_object_mut() {
+        for key in PROMPT_PARAMS {
+            map.remove(key);
+        }
+    }
+    params
+}
+
 /// A request as inserted.
 #[derive(Debug, Clone)]
 pub struct NewRequest {
@@ -75,7 +98,8 @@ pub struct NewRequest {
     /// Kept while in flight (the worker needs it); at the terminal state it is kept or cleared
     /// according to STORE_PROMPTS.
     pub prompt: String,
-    pub prompt_hash: String,
+    /// SHA-256 of the prompt (None with `STORE_PROMPTS=none`).
+    pub prompt_hash: Option<String>,
     pub prompt_chars: i32,
     pub system: Option<String>,
     pub params: Value,
@@ -88,8 +112,8 @@ pub struct NewRequest {
     /// The API key that sent it (None: no keys configured).
     pub api_key_id: Option<String>,
     /// A digest of what the caller asked for: an idempotency key replayed with another body is
-    /// refused.
-    pub fingerprint: String,
+    /// refused (None with `STORE_PROMPTS=none` and no idempotency key: nothing to compare).
+    pub fingerprint: Option<String>,
     /// The key's rate limits and budgets, checked in the insert transaction.
     pub admission: Option<Admission>,
 }
@@ -144,7 +168,7 @@ pub async fn existing(
     .await?;
     Ok(Inserted::Existing {
         request_id,
-        same_body: fingerprint.is_none_or(|f| f == request.fingerprint),
+        same_body: fingerprint.is_none_or(|f| Some(f) == request.fingerprint),
     })
 }
 
@@ -216,7 +240,7 @@ fn request_row(
     struct Row<'a> {
         request_id: &'a str,
         prompt: &'a str,
-        prompt_hash: &'a str,
+        prompt_hash: Option<&'a str>,
         prompt_chars: i32,
         system: Option<&'a str>,
         params: &'a Value,
@@ -226,7 +250,7 @@ fn request_row(
         idempotency_key: Option<&'a str>,
         features: &'a [i32],
         api_key_id: Option<&'a str>,
-        fingerprint: &'a str,
+        fingerprint: Option<&'a str>,
         budget_holds: Option<&'a Value>,
         job_id: &'a str,
         /// The job's arguments (JSON), stored as these bytes.
@@ -239,7 +263,7 @@ fn request_row(
     serde_json::to_string(&Row {
         request_id: &request.request_id,
         prompt: &request.prompt,
-        prompt_hash: &request.prompt_hash,
+        prompt_hash: request.prompt_hash.as_deref(),
         prompt_chars: request.prompt_chars,
         system: request.system.as_deref(),
         params: &request.params,
@@ -249,7 +273,7 @@ fn request_row(
         idempotency_key: request.idempotency_key.as_deref(),
         features: &request.features,
         api_key_id: request.api_key_id.as_deref(),
-        fingerprint: &request.fingerprint,
+        fingerprint: request.fingerprint.as_deref(),
         budget_holds: holds,
         job_id: job.id,
         job: job_args,
@@ -764,7 +788,10 @@ pub async fn finish(
                 response = $4, error = $5, error_code = $6, provider = $7, model = $8,
                 finish_reason = $32, tool_calls = $33,
                 prompt = CASE WHEN $9 THEN prompt ELSE NULL END,
-                params = CASE WHEN $9 THEN params ELSE params - 'history' - 'tail' END
+                system = CASE WHEN $9 THEN system ELSE NULL END,
+                params = CASE WHEN $9 THEN params
+                    ELSE params - 'history' - 'tail' - 'tools' - 'tool_choice'
+                         - 'response_format' - 'stop' END
             WHERE request_id = $1 AND ($2::int IS NULL OR attempts = $2)
               AND status IN ('queued', 'running')
             RETURNING request_id, api_key_id, budget_holds, status, created_at, finished_at,
@@ -995,8 +1022,12 @@ pub async fn insert_cached(
     .bind(keep_prompt.then_some(&request.prompt))
     .bind(&request.prompt_hash)
     .bind(request.prompt_chars)
-    .bind(&request.system)
-    .bind(&request.params)
+    .bind(request.system.as_ref().filter(|_| keep_prompt))
+    .bind(if keep_prompt {
+        request.params.clone()
+    } else {
+        without_prompt_text(&request.params)
+    })
     .bind(&request.route)
     .bind(&answer.response)
     .bind(&answer.provider)

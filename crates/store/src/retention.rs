@@ -76,12 +76,15 @@ pub async fn prune(pool: &PgPool, r: &Retention) -> Result<Option<Pruned>, sqlx:
         None => 0,
         Some(kept) => sqlx::query(
             "UPDATE requests SET prompt = NULL, system = NULL, response = NULL,
-                 tool_calls = NULL, params = params - 'history' - 'tail', updated_at = now()
+                 tool_calls = NULL, params = params - 'history' - 'tail' - 'tools'
+                     - 'tool_choice' - 'response_format' - 'stop', updated_at = now()
              WHERE request_id IN (
                  SELECT request_id FROM requests
                  WHERE finished_at < now() - make_interval(secs => $1)
                    AND (prompt IS NOT NULL OR system IS NOT NULL OR response IS NOT NULL
-                        OR tool_calls IS NOT NULL OR params ? 'history' OR params ? 'tail')
+                        OR tool_calls IS NOT NULL
+                        OR params ?| array['history', 'tail', 'tools', 'tool_choice',
+                                           'response_format', 'stop'])
                  LIMIT $2)",
         )
         .bind(secs(kept))

@@ -16,5 +16,5 @@ pub use chat::{Message, ResponseFormat, Role, Tool, ToolCall, ToolChoice};
 pub use learned::{Confidence, LearnedWeight};
 pub use pattern::Pattern;
 pub use provider::ProviderId;
-pub use status::{RequestStatus, RunStatus};
+pub use status::{FailureCode, RequestStatus, RunStatus};
 pub use strategy::Strategy;

@@ -61,6 +61,63 @@ impl fmt::Display for RequestStatus {
     }
 }
 
+/// Why a request failed (`requests.error_code` of a `failed` request), and the HTTP status its
+/// client gets for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureCode {
+    /// The provider refused the request itself (400, 413, 422, a content policy): no other
+    /// model would take it. The client's error: 400 with the provider's message.
+    ProviderRejected,
+    /// Every candidate failed (5xx, timeouts, our key refused): 502.
+    AllCandidatesFailed,
+    /// `REQUEST_DEADLINE_SECS` passed before an answer: 502.
+    DeadlineExceeded,
+    /// The provider's stream broke after its first piece: 502 (the delivered tokens are charged).
+    StreamInterrupted,
+    /// A bug or an unreadable stored state: 502.
+    Internal,
+}
+
+impl FailureCode {
+    pub const ALL: [FailureCode; 5] = [
+        FailureCode::ProviderRejected,
+        FailureCode::AllCandidatesFailed,
+        FailureCode::DeadlineExceeded,
+        FailureCode::StreamInterrupted,
+        FailureCode::Internal,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureCode::ProviderRejected => "provider_rejected",
+            FailureCode::AllCandidatesFailed => "all_candidates_failed",
+            FailureCode::DeadlineExceeded => "deadline_exceeded",
+            FailureCode::StreamInterrupted => "stream_interrupted",
+            FailureCode::Internal => "internal",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
+    /// The status a waiting client gets: 400 for a request the provider refused (so SDKs do
+    /// not retry it), 502 otherwise.
+    pub fn http_status(self) -> u16 {
+        match self {
+            FailureCode::ProviderRejected => 400,
+            _ => 502,
+        }
+    }
+}
+
+impl fmt::Display for FailureCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Where a retraining run is (`retraining_runs.status`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

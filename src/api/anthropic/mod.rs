@@ -125,7 +125,16 @@ pub async fn messages(
         .map_err(|e| AnthropicError(super::openai::submit_error(e)))?;
     let mut response = if stream {
         let events = stream::Events::new(submitted.request_id().to_owned());
-        super::stream::respond(completions.clone(), submitted, events)
+        match super::stream::respond(completions.clone(), submitted, events).await {
+            Ok(response) => response,
+            // Failed before its first piece: the status and error a non-streamed call gets.
+            Err(view) => {
+                super::openai::outcome(&view)?;
+                return Err(AnthropicError(OpenAiError::from(ApiError::internal(
+                    anyhow::anyhow!("a failed request read as succeeded"),
+                ))));
+            }
+        }
     } else {
         let view = super::openai::awaited(completions, submitted).await?;
         let headers = super::openai::outcome(&view)?;
@@ -137,6 +146,25 @@ pub async fn messages(
             .extend(super::auth::rate_headers(rate));
     }
     Ok(response)
+}
+
+/// Anthropic's SDKs read `request-id` (`message._request_id`, and in their errors): a message's
+/// own id when the request was accepted, else the HTTP request's `x-request-id`.
+pub async fn request_id_header(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let http_id = request.headers().get(super::REQUEST_ID_HEADER).cloned();
+    let mut response = next.run(request).await;
+    let id = response
+        .headers()
+        .get("x-optimizer-request-id")
+        .cloned()
+        .or(http_id);
+    if let Some(id) = id {
+        response.headers_mut().entry("request-id").or_insert(id);
+    }
+    response
 }
 
 /// `POST /v1/messages/count_tokens`: the input tokens of a Messages request (system, turns,

@@ -47,6 +47,10 @@ impl OpenAiError {
         if let Ok(v) = axum::http::HeaderValue::from_str(request_id) {
             headers.insert("x-optimizer-request-id", v);
         }
+        headers.insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("2"),
+        );
         Self {
             status: StatusCode::SERVICE_UNAVAILABLE,
             kind: "api_error",
@@ -162,7 +166,10 @@ impl From<BodyError> for OpenAiError {
                 status: StatusCode::BAD_REQUEST,
                 kind: "invalid_request_error",
                 message: other.message(),
-                param: None,
+                param: match &other {
+                    BodyError::Duplicate { path } => Some(path.clone().into()),
+                    _ => None,
+                },
                 code: None,
                 headers: None,
             },

@@ -80,11 +80,11 @@ async fn answer(
 ) -> Result<Response, OpenAiError> {
     if stream {
         let chunks = stream::Chunks::new(submitted.request_id().to_owned(), include_usage);
-        return Ok(crate::api::stream::respond(
-            completions.clone(),
-            submitted,
-            chunks,
-        ));
+        return match crate::api::stream::respond(completions.clone(), submitted, chunks).await {
+            Ok(response) => Ok(response),
+            // Failed before its first piece: the status and error a non-streamed call gets.
+            Err(view) => response::respond(*view),
+        };
     }
     match awaited(completions, submitted).await {
         Ok(view) => response::respond(view),
@@ -119,25 +119,66 @@ pub(crate) async fn awaited(
     }
 }
 
-/// `GET /v1/models`: the `auto` aliases and every routable catalog model.
-#[utoipa::path(get, path = "/v1/models", tag = "openai",
-    responses((status = 200, description = "The models", body = crate::api::openapi::ModelList),
-              crate::api::openapi::OpenAiErrors),
-    security(("bearer" = []), ("x_api_key" = []), ()))]
-pub async fn models(State(state): State<AppState>) -> axum::Json<Value> {
+/// The models `caller` may name: the `auto` aliases and every routable catalog model its key
+/// allows (all of them for the open caller and the admin).
+fn model_objects(state: &AppState, caller: &Caller) -> Vec<Value> {
     let mut data: Vec<Value> = ["auto", "auto:cost", "auto:balanced", "auto:quality"]
         .iter()
         .map(|id| json!({ "id": id, "object": "model", "created": 0, "owned_by": "ai-cost-optimizer" }))
         .collect();
+    let (providers, models) =
+        crate::api::auth::restrict(state, caller, None, None).unwrap_or_default();
     let engine = &state.engine;
     for (i, m) in engine.catalog().models().iter().enumerate() {
-        if engine.is_routable(i) {
+        let allowed = providers.as_ref().is_none_or(|p| p.contains(&m.provider))
+            && models.as_ref().is_none_or(|a| a.contains(&i));
+        if engine.is_routable(i) && allowed {
             data.push(
                 json!({ "id": m.model, "object": "model", "created": 0, "owned_by": m.provider }),
             );
         }
     }
+    data
+}
+
+/// `GET /v1/models`: the `auto` aliases and every routable catalog model the caller's key may
+/// use.
+#[utoipa::path(get, path = "/v1/models", tag = "openai",
+    responses((status = 200, description = "The models", body = crate::api::openapi::ModelList),
+              crate::api::openapi::OpenAiErrors),
+    security(("bearer" = []), ("x_api_key" = []), ()))]
+pub async fn models(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+) -> axum::Json<Value> {
+    let data = model_objects(&state, &caller);
     axum::Json(json!({ "object": "list", "data": data }))
+}
+
+/// `GET /v1/models/{id}`: one model of [`models`]' list (404 `model_not_found` otherwise), as
+/// `client.models.retrieve("auto")` asks for it.
+#[utoipa::path(get, path = "/v1/models/{id}", tag = "openai",
+    params(("id" = String, Path, description = "A model id of GET /v1/models (`auto`, a catalog model)")),
+    responses((status = 200, description = "The model", body = crate::api::openapi::ModelCard),
+              crate::api::openapi::OpenAiErrors),
+    security(("bearer" = []), ("x_api_key" = []), ()))]
+pub async fn model(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<axum::Json<Value>, OpenAiError> {
+    model_objects(&state, &caller)
+        .into_iter()
+        .find(|m| m["id"] == id.as_str())
+        .map(axum::Json)
+        .ok_or_else(|| OpenAiError {
+            status: StatusCode::NOT_FOUND,
+            kind: "invalid_request_error",
+            message: format!("The model {id:?} does not exist; see GET /v1/models"),
+            param: None,
+            code: Some("model_not_found"),
+            headers: None,
+        })
 }
 
 /// Unknown /v1 routes and methods, in OpenAI's shape.

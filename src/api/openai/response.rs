@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::OpenAiError;
 use crate::completion::CompletionView;
-use crate::types::RequestStatus;
+use crate::types::{FailureCode, RequestStatus};
 
 /// The answer to a non-streamed request: 200 with the `chat.completion`, 502 when every
 /// candidate failed, 504 while it still runs; routing headers on each.
@@ -22,9 +22,15 @@ pub fn outcome(view: &CompletionView) -> Result<HeaderMap, OpenAiError> {
     let (status, message, code) = match view.status {
         RequestStatus::Succeeded => return Ok(headers),
         RequestStatus::Failed => (
-            StatusCode::BAD_GATEWAY,
+            view.failure_status(),
             view.failure_message(),
-            "upstream_error",
+            view.error.as_ref().map_or("upstream_error", |e| {
+                if e.code == FailureCode::ProviderRejected.as_str() {
+                    "provider_rejected"
+                } else {
+                    "upstream_error"
+                }
+            }),
         ),
         _ => (
             StatusCode::GATEWAY_TIMEOUT,
@@ -37,7 +43,11 @@ pub fn outcome(view: &CompletionView) -> Result<HeaderMap, OpenAiError> {
     };
     Err(OpenAiError {
         status,
-        kind: "api_error",
+        kind: if status.is_client_error() {
+            "invalid_request_error"
+        } else {
+            "api_error"
+        },
         message,
         param: None,
         code: Some(code),
