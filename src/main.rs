@@ -486,6 +486,30 @@ async fn serve(settings: Settings, workers: bool) -> anyhow::Result<()> {
         "routing ready"
     );
     runtime::spawn_api_tasks(&state, &shutdown);
+    if let Some(metrics_bind) = settings.metrics_bind {
+        let listener = tokio::net::TcpListener::bind(metrics_bind)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on METRICS_BIND={metrics_bind}: {e}"))?;
+        tracing::info!(bind = %metrics_bind, "metrics listening (not on BIND)");
+        let (router, shutdown, settings) = (
+            api::metrics::metrics_router(db.clone()),
+            shutdown.clone(),
+            settings.clone(),
+        );
+        tokio::spawn(async move {
+            let served = api::serve_with(
+                listener,
+                router,
+                shutdown,
+                settings.shutdown_timeout,
+                settings.http_idle_timeout,
+            )
+            .await;
+            if let Err(e) = served {
+                tracing::warn!(error = %e, "the metrics listener stopped");
+            }
+        });
+    }
     let workers = if workers {
         tracing::info!("job workers run in this process (--no-workers to turn off)");
         Some(runtime::spawn_in_process_workers(&state, &shutdown)?)

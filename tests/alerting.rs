@@ -131,10 +131,19 @@ async fn start_stack(db_url: &str, hook: &str, extra: &[(&str, &str)]) -> Stack 
         },
     ]
     .concat();
+    // The API's metrics on their own listener, as the compose file deploys them.
+    let api_metrics = format!("127.0.0.1:{}", free_port());
     let serve = start(
         Path::new(OPTIMIZER),
         &["serve", "--no-workers"],
-        &[common.as_slice(), &[("BIND", api.as_str())]].concat(),
+        &[
+            common.as_slice(),
+            &[
+                ("BIND", api.as_str()),
+                ("METRICS_BIND", api_metrics.as_str()),
+            ],
+        ]
+        .concat(),
     );
     let worker_process = start(
         Path::new(OPTIMIZER),
@@ -157,7 +166,7 @@ async fn start_stack(db_url: &str, hook: &str, extra: &[(&str, &str)]) -> Stack 
              rule_files:\n  - {}\n\
              alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: [\"{alertmanager}\"]\n\
              scrape_configs:\n\
-             \x20 - job_name: optimizer-api\n    static_configs:\n      - targets: [\"{api}\"]\n\
+             \x20 - job_name: optimizer-api\n    static_configs:\n      - targets: [\"{api_metrics}\"]\n\
              \x20 - job_name: optimizer-worker\n    static_configs:\n      - targets: [\"{worker}\"]\n",
             rules.display()
         ),

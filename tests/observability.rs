@@ -302,3 +302,56 @@ async fn a_drop_that_is_not_significant_raises_nothing() {
     let findings = drift::check(&pool, &lax, None).await.unwrap();
     assert_eq!(findings.len(), 1, "{findings:?}");
 }
+
+/// `/metrics` carries every key's spend: on the API's address it needs the metrics or admin
+/// token once the service is not open, and with `METRICS_BIND` it is served only there.
+#[tokio::test]
+async fn metrics_are_not_public_once_the_service_is_not_open() {
+    let app = TestApp::spawn_on(
+        TestDb::migrated().await,
+        &[("ADMIN_TOKEN", "adm"), ("METRICS_TOKEN", "scraper")],
+    )
+    .await;
+    let get = |bearer: Option<&str>| {
+        let mut req = app.client.get(app.url("/metrics"));
+        if let Some(b) = bearer {
+            req = req.bearer_auth(b);
+        }
+        req.send()
+    };
+    for bearer in [None, Some("wrong")] {
+        let resp = get(bearer).await.unwrap();
+        assert_eq!(resp.status(), 401, "{bearer:?}");
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "unauthorized", "{body}");
+    }
+    for bearer in ["scraper", "adm"] {
+        let resp = get(Some(bearer)).await.unwrap();
+        assert_eq!(resp.status(), 200, "{bearer}");
+        assert!(resp.text().await.unwrap().contains("optimizer_"));
+    }
+
+    // METRICS_BIND: not on the API's address at all; its own listener needs nothing.
+    let db = TestDb::migrated().await;
+    let database = db.database();
+    let elsewhere = TestApp::spawn_on(db, &[("METRICS_BIND", "127.0.0.1:9")]).await;
+    let resp = elsewhere.get("/metrics").await;
+    assert_eq!(resp.status(), 404);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(optimizer::api::serve(
+        listener,
+        optimizer::api::metrics::metrics_router(database),
+        shutdown.clone(),
+        std::time::Duration::from_secs(1),
+    ));
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("optimizer_"), "{text}");
+    shutdown.cancel();
+}

@@ -29,9 +29,15 @@ pub async fn track(request: Request, next: Next) -> Response {
 }
 
 /// Renders this process's metrics, after reading the queue depth from the database.
-/// Prometheus metrics (text exposition format).
+/// Prometheus metrics (text exposition format). They carry per-key series (spend, requests):
+/// on the API's own address only with `Authorization: Bearer <METRICS_TOKEN or ADMIN_TOKEN>`
+/// once the service is not open (an admin token, a metrics token or an API key exists), and not
+/// at all when `METRICS_BIND` serves them elsewhere.
 #[utoipa::path(get, path = "/metrics", tag = "service",
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String),
+              (status = 401, description = "Missing or wrong metrics or admin token", body = super::openapi::ApiErrorBody),
+              (status = 404, description = "Served on METRICS_BIND instead", body = super::openapi::ApiErrorBody),
+              (status = 503, description = "The database is unavailable", body = super::openapi::ApiErrorBody)))]
 pub async fn render(State(db): State<Database>) -> Response {
     let Some(handle) = telemetry::metrics() else {
         return (
@@ -59,4 +65,58 @@ pub async fn render(State(db): State<Database>) -> Response {
         handle.render(),
     )
         .into_response()
+}
+
+/// Who may read `/metrics` on the API's address (see [`render`]).
+pub async fn require_metrics_access(
+    axum::extract::State(state): axum::extract::State<super::AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use secrecy::ExposeSecret as _;
+    let settings = &state.settings;
+    if let Some(elsewhere) = settings.metrics_bind {
+        return super::ApiError::not_found(format!(
+            "metrics are served on METRICS_BIND ({elsewhere}), not here"
+        ))
+        .into_response();
+    }
+    let given = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let tokens = [&settings.metrics_token, &settings.admin_token];
+    let granted = given.is_some_and(|g| {
+        tokens.iter().any(|t| {
+            t.as_ref().is_some_and(|t| {
+                super::constant_time_eq(g.as_bytes(), t.expose_secret().as_bytes())
+            })
+        })
+    });
+    if granted {
+        return next.run(request).await;
+    }
+    // Open like the client routes while nothing is configured to protect: no token, no key.
+    let configured = tokens.iter().any(|t| t.is_some());
+    let open = !configured
+        && match state.keys.any_created().await {
+            Ok(any) => !any,
+            Err(e) => return super::ApiError::from(e).into_response(),
+        };
+    if open {
+        return next.run(request).await;
+    }
+    super::ApiError::unauthorized(
+        "metrics need Authorization: Bearer <METRICS_TOKEN or ADMIN_TOKEN> (or METRICS_BIND)",
+    )
+    .into_response()
+}
+
+/// The router of the `METRICS_BIND` listener: `/metrics` alone, without credentials.
+pub fn metrics_router(db: Database) -> axum::Router {
+    axum::Router::new()
+        .route("/metrics", axum::routing::get(render))
+        .with_state(db)
 }

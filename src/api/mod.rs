@@ -168,7 +168,13 @@ pub fn router(state: AppState) -> Router {
     with_middleware(
         work.route("/health", get(health::health))
             .route("/ready", get(health::ready))
-            .route("/metrics", get(metrics::render))
+            .route(
+                "/metrics",
+                get(metrics::render).route_layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    metrics::require_metrics_access,
+                )),
+            )
             .route("/openapi.json", get(openapi::openapi_json))
             .with_state(state),
         limits,

@@ -96,6 +96,12 @@ pub struct Settings {
     pub worker_bind: SocketAddr,
     /// `ADMIN_TOKEN`: bearer token for `/admin/*`; admin endpoints are disabled without it.
     pub admin_token: Option<SecretString>,
+    /// `METRICS_BIND` (default unset): serve `/metrics` on this address, without credentials,
+    /// and not on `BIND` (for a scraper on a private network).
+    pub metrics_bind: Option<SocketAddr>,
+    /// `METRICS_TOKEN` (default unset): a bearer token for `/metrics` on `BIND` (the admin
+    /// token works too).
+    pub metrics_token: Option<SecretString>,
     /// `RUST_LOG` (default `info,sqlx=warn`).
     pub log_filter: String,
     /// `LOG_FORMAT` (`pretty` | `json`, default `pretty`).
@@ -197,6 +203,8 @@ impl Settings {
             bind: env.parse_or("BIND", socket(DEFAULT_BIND), |_| Ok(()))?,
             worker_bind: env.parse_or("WORKER_BIND", socket(DEFAULT_WORKER_BIND), |_| Ok(()))?,
             admin_token: env.secret("ADMIN_TOKEN")?,
+            metrics_bind: env.parse_opt("METRICS_BIND")?,
+            metrics_token: env.secret("METRICS_TOKEN")?,
             log_filter: env.log_filter("RUST_LOG")?,
             log_format: env.choice(
                 "LOG_FORMAT",

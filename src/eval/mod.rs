@@ -155,7 +155,7 @@ impl Api {
 
     /// Runs a real retrain and waits until this service routes with its result: (changes,
     /// policy version).
-    async fn retrain(&self) -> anyhow::Result<(i64, i64)> {
+    async fn retrain(&self) -> anyhow::Result<(i64, i64, Option<Value>)> {
         let queued = self
             .admin(
                 reqwest::Method::POST,
@@ -187,7 +187,11 @@ impl Api {
                 s["engine_policy_version"].as_i64().unwrap_or(-1),
             );
             if engine >= stored {
-                return Ok((run["changes_count"].as_i64().unwrap_or(0), engine));
+                let promise = run["after_metrics"]
+                    .get("quality_target")
+                    .filter(|q| !q.is_null())
+                    .cloned();
+                return Ok((run["changes_count"].as_i64().unwrap_or(0), engine, promise));
             }
             if tokio::time::Instant::now() > deadline {
                 bail!("the service did not load policy version {stored} (at {engine})");
@@ -493,12 +497,12 @@ struct Bootstrap<'a> {
 impl Bootstrap<'_> {
     /// Stores every model's outcome of the records as `optimizer train --dataset` does, then
     /// retrains through the API: the round-0 summary.
-    async fn load(&self, api: &Api) -> anyhow::Result<RoundSummary> {
+    async fn load(&self, api: &Api) -> anyhow::Result<(RoundSummary, Option<Value>)> {
         let dataset = Dataset::from_records(self.records.iter().map(|r| (*r).clone()).collect());
         let (rows, _) = crate::bootstrap::outcomes(self.engine, &dataset);
         crate::store::bootstrap::insert(self.pool, "eval-bootstrap", &rows).await?;
-        let (changes, policy_version) = api.retrain().await?;
-        Ok(RoundSummary {
+        let (changes, policy_version, promise) = api.retrain().await?;
+        let summary = RoundSummary {
             round: 0,
             prompts: self.records.len(),
             rated: 0,
@@ -507,7 +511,8 @@ impl Bootstrap<'_> {
             changes,
             policy_version,
             models: BTreeMap::new(),
-        })
+        };
+        Ok((summary, promise))
     }
 }
 
@@ -532,10 +537,13 @@ async fn drive(
     };
 
     let mut rounds = Vec::new();
+    let mut promise = None;
     let bootstrap_prompts = bootstrap.as_ref().map_or(0, |b| b.records.len());
     if let Some(b) = bootstrap.filter(|b| !b.records.is_empty()) {
         bar.set_message("bootstrap");
-        rounds.push(b.load(api).await?);
+        let (summary, calibrated) = b.load(api).await?;
+        rounds.push(summary);
+        promise = calibrated;
     }
     let chunk = train.len().div_ceil(opts.rounds).max(1);
     for (i, part) in train.chunks(chunk).enumerate() {
@@ -549,7 +557,10 @@ async fn drive(
                 first_error(&results).unwrap_or_default()
             );
         }
-        let (changes, policy_version) = api.retrain().await?;
+        let (changes, policy_version, calibrated) = api.retrain().await?;
+        if calibrated.is_some() {
+            promise = calibrated;
+        }
         let explored = results
             .iter()
             .filter(|(_, a)| a.as_ref().is_ok_and(|a| a.explored))
@@ -603,5 +614,6 @@ async fn drive(
     let prior_routed = prior.as_ref().map(|p| routed(p));
     let mut report = report::build(ctx, prices, &routed(&results), prior_routed.as_deref());
     report.frontier = report::frontier(&report, prices, &frontier_runs);
+    report.promise = promise;
     Ok(report)
 }

@@ -12,6 +12,7 @@ pub mod off_policy;
 pub mod per_prompt;
 pub mod reloader;
 pub mod report;
+pub mod target;
 pub mod trainer;
 
 use std::collections::BTreeMap;
@@ -158,7 +159,14 @@ async fn policies(
     engine: &crate::routing::RoutingEngine,
     changes: &[Change],
     predictor: Option<&[crate::store::predictor::StoredFit]>,
-) -> Result<(crate::routing::RoutingEngine, crate::routing::RoutingEngine), sqlx::Error> {
+) -> Result<
+    (
+        crate::routing::RoutingEngine,
+        crate::routing::RoutingEngine,
+        Vec<crate::routing::LearnedWeight>,
+    ),
+    sqlx::Error,
+> {
     use crate::routing::{LearnedWeight, LearnedWeights, Pattern, ProviderId};
     let catalog = engine.catalog();
     let policy = crate::store::weights::load(pool).await?;
@@ -193,9 +201,48 @@ async fn policies(
     };
     let current = LearnedWeights::new(catalog, policy.version, policy.weights)
         .with_predictor(current_predictor, shrinkage);
-    let candidate = LearnedWeights::new(catalog, policy.version + 1, weights)
+    let candidate = LearnedWeights::new(catalog, policy.version + 1, weights.clone())
         .with_predictor(candidate_predictor, candidate_shrinkage);
-    Ok((engine.with_weights(current), engine.with_weights(candidate)))
+    Ok((
+        engine.with_weights(current),
+        engine.with_weights(candidate),
+        weights,
+    ))
+}
+
+/// Calibrates the strategies' quality-target knobs for a newly fitted predictor (see
+/// [`target`]): the evidence split in two halves, each half decided by a predictor fitted on the
+/// other, with the candidate policy's pattern-level weights.
+fn calibrate(
+    engine: &crate::routing::RoutingEngine,
+    settings: &LearningSettings,
+    aggregates: &[trainer::Aggregate],
+    weights: &[crate::routing::LearnedWeight],
+    (rated, outcomes): (
+        &[crate::store::predictor::RatedRequest],
+        &[crate::store::predictor::RatedRequest],
+    ),
+) -> target::Report {
+    use crate::routing::LearnedWeights;
+    let catalog = engine.catalog();
+    let units = target::units(rated.iter().chain(outcomes));
+    let engines: Vec<crate::routing::RoutingEngine> = (0..2)
+        .map(|h| {
+            // Fitted on the other half: a unit's decisions never saw its own outcomes.
+            let other = rated
+                .iter()
+                .chain(outcomes)
+                .filter(|r| target::half(r) != h);
+            let fits = per_prompt::fit_from_ratings(catalog, aggregates, other, settings.shrinkage)
+                .unwrap_or_default();
+            let (predictor, shrinkage) = per_prompt::to_predictor(catalog, &fits);
+            engine.with_weights(
+                LearnedWeights::new(catalog, 0, weights.to_vec())
+                    .with_predictor(predictor, shrinkage),
+            )
+        })
+        .collect();
+    target::calibrate([&engines[0], &engines[1]], &units)
 }
 
 /// Runs the trainer for `run_id`. A dry run writes only its own log entry; a real run (whose
@@ -251,22 +298,37 @@ pub async fn retrain(
     } else {
         Vec::new()
     };
-    let predictor = if actionable {
+    let outcomes = if actionable {
         let room = i64::from(settings.max_samples).saturating_sub(rated.len() as i64);
-        let outcomes = if room > 0 {
+        if room > 0 {
             crate::store::bootstrap::samples(pool, since, room).await?
         } else {
             Vec::new()
-        };
+        }
+    } else {
+        Vec::new()
+    };
+    let predictor = if actionable {
         refit(pool, catalog, settings, &aggregates, &rated, &outcomes).await?
     } else {
         None
     };
+    let mut quality_target = None;
     let off_policy = if changes.is_empty() && predictor.is_none() {
         None
     } else {
-        let (current_policy, candidate_policy) =
+        let (current_policy, candidate_policy, candidate_weights) =
             policies(pool, engine, &changes, predictor.as_deref()).await?;
+        if predictor.is_some() {
+            // The knobs belong to the predictor they were calibrated for: recalibrated with it.
+            quality_target = Some(calibrate(
+                engine,
+                settings,
+                &aggregates,
+                &candidate_weights,
+                (&rated, &outcomes),
+            ));
+        }
         Some(off_policy::compare(
             &current_policy,
             &candidate_policy,
@@ -340,6 +402,20 @@ pub async fn retrain(
         }
         None => after,
     };
+    let after = match &quality_target {
+        Some(q) => {
+            let mut after = after;
+            after["quality_target"] = serde_json::to_value(q).unwrap_or(Value::Null);
+            after
+        }
+        None => after,
+    };
+    // Stored with the predictor (NULL: no knob supported; the share rule routes).
+    let calibration = quality_target.as_ref().map(|q| {
+        q.calibration
+            .as_ref()
+            .and_then(|c| serde_json::to_value(c).ok())
+    });
     let policy_version = if dry_run {
         store::record_dry_run(pool, run_id, &before, &changes).await?;
         None
@@ -365,6 +441,7 @@ pub async fn retrain(
                 after: &after,
                 snapshots_kept: settings.snapshots_kept,
                 predictor: predictor.as_deref(),
+                calibration: calibration.as_ref().map(Option::as_ref),
             },
         )
         .await?

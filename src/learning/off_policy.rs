@@ -58,11 +58,9 @@ struct Logged<'a> {
     cost_usd: f64,
 }
 
-fn logged(r: &RatedRequest) -> Option<Logged<'_>> {
-    if r.auto_route == Some(false) {
-        return None;
-    }
-    let propensity = r.propensity.filter(|p| *p > 0.0 && *p <= 1.0)?;
+/// The analysis the engine saw for a rated request, rebuilt from what was stored: pattern,
+/// complexity, prompt features and the input estimate (None: not stored).
+pub fn analysis_of(r: &RatedRequest) -> Option<Analysis> {
     let pattern = Pattern::parse(&r.pattern)?;
     let complexity = r.complexity?.clamp(0.0, 1.0);
     let prompt_features: Vec<u32> = r
@@ -72,25 +70,33 @@ fn logged(r: &RatedRequest) -> Option<Logged<'_>> {
         .filter_map(|f| u32::try_from(*f).ok())
         .collect();
     let est_tokens = u64::try_from(r.input_tokens.unwrap_or(0)).unwrap_or(0);
-    Some(Logged {
-        analysis: Analysis {
-            pattern,
-            complexity,
-            tier: Tier::of(complexity),
-            features: Features {
-                chars: usize::try_from(est_tokens * 4).unwrap_or(usize::MAX),
-                est_tokens,
-                code_fences: 0,
-                code_cues: 0,
-                math_cues: 0,
-                multi_step_cues: 0,
-                constraint_cues: 0,
-                questions: 0,
-                script: Script::Latin,
-            },
-            scores: Default::default(),
-            prompt_features,
+    Some(Analysis {
+        pattern,
+        complexity,
+        tier: Tier::of(complexity),
+        features: Features {
+            chars: usize::try_from(est_tokens * 4).unwrap_or(usize::MAX),
+            est_tokens,
+            code_fences: 0,
+            code_cues: 0,
+            math_cues: 0,
+            multi_step_cues: 0,
+            constraint_cues: 0,
+            questions: 0,
+            script: Script::Latin,
         },
+        scores: Default::default(),
+        prompt_features,
+    })
+}
+
+fn logged(r: &RatedRequest) -> Option<Logged<'_>> {
+    if r.auto_route == Some(false) {
+        return None;
+    }
+    let propensity = r.propensity.filter(|p| *p > 0.0 && *p <= 1.0)?;
+    Some(Logged {
+        analysis: analysis_of(r)?,
         strategy: r
             .strategy
             .as_deref()

@@ -38,7 +38,12 @@ pub async fn run_reloader(
                         version,
                         policy.weights,
                     )
-                    .with_predictor(predictor, shrinkage);
+                    .with_predictor(predictor, shrinkage)
+                    .with_calibration(
+                        policy
+                            .calibration
+                            .and_then(|c| serde_json::from_value(c).ok()),
+                    );
                     tracing::info!(
                         policy_version = version,
                         weights = weights.len(),

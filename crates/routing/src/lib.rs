@@ -21,6 +21,7 @@ pub mod features;
 pub mod predictor;
 pub mod recommend;
 pub mod settings;
+pub mod target;
 pub mod weights;
 
 pub use analyzer::{Analysis, Pattern, QueryPatternAnalyzer, Tier};
@@ -31,4 +32,5 @@ pub use engine::{
 };
 pub use predictor::{ModelFit, Predictor};
 pub use settings::RoutingSettings;
+pub use target::{Calibration, Knob};
 pub use weights::{Confidence, LearnedWeight, LearnedWeights};

@@ -31,6 +31,8 @@ pub struct LearnedWeights {
     /// Pseudo-ratings of the prior in the shrunk pattern-level estimate the predictor starts
     /// from.
     shrinkage: f64,
+    /// The strategies' quality-target knobs calibrated for this predictor (None: none).
+    calibration: Option<Arc<crate::target::Calibration>>,
 }
 
 impl LearnedWeights {
@@ -68,7 +70,18 @@ impl LearnedWeights {
             prior_shift,
             predictor: Arc::default(),
             shrinkage: 0.0,
+            calibration: None,
         }
+    }
+
+    /// Adds the quality-target knobs calibrated for this policy's predictor.
+    pub fn with_calibration(mut self, calibration: Option<crate::target::Calibration>) -> Self {
+        self.calibration = calibration.map(Arc::new);
+        self
+    }
+
+    pub fn calibration(&self) -> Option<&crate::target::Calibration> {
+        self.calibration.as_deref()
     }
 
     /// Adds the per-prompt predictor of this policy version; `shrinkage` as it was fitted with.

@@ -260,6 +260,9 @@ pub struct AppliedRun<'a> {
     pub snapshots_kept: u32,
     /// A newly fitted per-prompt predictor to install (None: keep the current one).
     pub predictor: Option<&'a [StoredFit]>,
+    /// The quality-target knobs calibrated for that predictor (Some(None): none supported;
+    /// None: keep the current ones, with the current predictor).
+    pub calibration: Option<Option<&'a Value>>,
 }
 
 /// Applies a run in one transaction: snapshot the weights as they were, write the changed
@@ -275,6 +278,7 @@ pub async fn apply(pool: &PgPool, run: &AppliedRun<'_>) -> Result<Option<i64>, s
         after,
         snapshots_kept,
         predictor,
+        calibration,
     } = *run;
     let mut tx = pool.begin().await?;
     let mut version = None;
@@ -283,6 +287,12 @@ pub async fn apply(pool: &PgPool, run: &AppliedRun<'_>) -> Result<Option<i64>, s
         super::predictor::snapshot(&mut tx, snapshot_id).await?;
         if let Some(fits) = predictor {
             super::predictor::replace(&mut tx, run_id, fits).await?;
+        }
+        if let Some(calibration) = calibration {
+            sqlx::query("UPDATE routing_policy SET calibration = $1")
+                .bind(calibration)
+                .execute(&mut *tx)
+                .await?;
         }
         for c in changes {
             let a = c.aggregate.as_ref();
@@ -537,6 +547,11 @@ pub async fn rollback(
     .await?;
     let replaced = snapshot(&mut tx, rollback_run_id).await?;
     super::predictor::snapshot(&mut tx, replaced).await?;
+    // The knobs were calibrated for the predictor being replaced: none until the next retrain
+    // (the engine routes by the share rule meanwhile).
+    sqlx::query("UPDATE routing_policy SET calibration = NULL")
+        .execute(&mut *tx)
+        .await?;
     sqlx::query("DELETE FROM routing_weights WHERE $1::text IS NULL OR pattern = $1")
         .bind(pattern)
         .execute(&mut *tx)

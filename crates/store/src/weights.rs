@@ -23,6 +23,8 @@ pub struct Policy {
     pub version: i64,
     pub weights: Vec<LearnedWeight>,
     pub predictor: Vec<StoredFit>,
+    /// The quality-target knobs calibrated for the predictor (None: none).
+    pub calibration: Option<serde_json::Value>,
 }
 
 /// The version, every learned weight and the predictor, read in one snapshot. Rows naming an
@@ -33,10 +35,11 @@ pub async fn load(pool: &PgPool) -> Result<Policy, sqlx::Error> {
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .execute(&mut *tx)
         .await?;
-    let version: i64 = sqlx::query_scalar("SELECT version FROM routing_policy")
-        .fetch_optional(&mut *tx)
-        .await?
-        .unwrap_or_default();
+    let (version, calibration): (i64, Option<serde_json::Value>) =
+        sqlx::query_as("SELECT version, calibration FROM routing_policy")
+            .fetch_optional(&mut *tx)
+            .await?
+            .unwrap_or_default();
     #[allow(clippy::type_complexity, reason = "one row tuple, read once")]
     let rows: Vec<(String, String, String, f32, String, i32, bool, Option<f32>)> = sqlx::query_as(
         "SELECT pattern, provider, model, quality_estimate, confidence_level, sample_count, demoted,
@@ -76,6 +79,7 @@ pub async fn load(pool: &PgPool) -> Result<Policy, sqlx::Error> {
         version,
         weights,
         predictor,
+        calibration,
     })
 }
 

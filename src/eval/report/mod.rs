@@ -137,6 +137,11 @@ pub struct Report {
     /// The same learned policy asked with every strategy (the cost-vs-accuracy frontier), in
     /// the order cost, balanced, quality. Empty when not measured.
     pub frontier: Vec<FrontierPoint>,
+    /// The last retrain's quality-target calibration (`after_metrics.quality_target`): each
+    /// strategy's promise and its off-policy estimate, to read against the frontier's realised
+    /// shares. None when the last retrain fitted no new predictor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub promise: Option<serde_json::Value>,
 }
 
 /// One strategy's routing of the held-out prompts under the final policy.
@@ -353,6 +358,7 @@ pub fn build(
         policy_models: count(policy),
         categories,
         frontier: Vec::new(),
+        promise: None,
     }
 }
 

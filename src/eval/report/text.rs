@@ -129,6 +129,66 @@ fn frontier(out: &mut String, r: &Report) {
         ],
         &rows,
     ));
+    promise(out, r);
+}
+
+/// Each strategy's promise (the last retrain's calibration) against what it realised here.
+fn promise(out: &mut String, r: &Report) {
+    let Some(p) = &r.promise else {
+        return;
+    };
+    let calibration = &p["calibration"];
+    out.push_str(
+        "\nThe promise (quality target, calibrated off-policy at the last retrain) against the \
+         held-out share of the best single model's accuracy:\n",
+    );
+    let rows: Vec<Vec<String>> = r
+        .frontier
+        .iter()
+        .map(|f| {
+            let k = &calibration[f.strategy.as_str()];
+            let share = |key: &str| match (k[key].as_f64(), k["best"].as_f64()) {
+                (Some(v), Some(b)) if b > 0.0 => pct(v / b),
+                _ => "-".to_owned(),
+            };
+            let kept = k["target"].as_f64().map_or("-".to_owned(), |t| {
+                if f.row.accuracy_vs_best >= t - 0.015 {
+                    "yes"
+                } else {
+                    "NO"
+                }
+                .to_owned()
+            });
+            vec![
+                f.strategy.clone(),
+                k["target"].as_f64().map_or("unsupported".to_owned(), pct),
+                share("estimate"),
+                share("lower"),
+                k["lambda"]
+                    .as_f64()
+                    .map_or("-".to_owned(), |l| format!("{l:.3}")),
+                pct(f.row.accuracy_vs_best),
+                kept,
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &[
+            "strategy",
+            "target",
+            "estimated",
+            "lower bound",
+            "λ",
+            "realised",
+            "kept (±1.5)",
+        ],
+        &rows,
+    ));
+    if let Some(why) = p["unsupported"].as_array().filter(|a| !a.is_empty()) {
+        for w in why {
+            let _ = writeln!(out, "  unsupported: {}", w.as_str().unwrap_or_default());
+        }
+    }
 }
 
 /// The policy next to every single model, the random router and the oracle; the lift over

@@ -20,7 +20,11 @@
 //!    price. Expected output tokens: a per-pattern figure scaled by `0.5 + complexity`, capped by
 //!    the request's `max_tokens` and the model's output limit (translation: ~1.1× the input).
 //! 4. **Budget**: `max_cost` drops every candidate above it; none left is an error.
-//! 5. **Choice**: `quality` takes the highest expected quality (ties → cheaper). `cost` and
+//! 5. **Choice**: where the retrain calibrated the strategy's quality-target knob λ (see
+//!    [`crate::target`]) and the best candidate's estimate is per-prompt, the candidate with the
+//!    highest `expected quality − λ · expected cost / scale` among those reaching `min_quality`
+//!    (reason `quality_target`; a request's `quality_share` uses the rule below instead).
+//!    Otherwise `quality` takes the highest expected quality (ties → cheaper). `cost` and
 //!    `balanced` take the cheapest candidate whose expected quality reaches the target — where
 //!    the best candidate's estimate is per-prompt, the strategy's share (`cost` 0.90, `balanced`
 //!    0.97, or the request's `quality_share`) of its expected quality; otherwise
@@ -303,10 +307,27 @@ impl RoutingEngine {
             return self.pinned(index, analysis, req, policy_version);
         }
         let pool = self.candidates(analysis, req)?;
-        let target = selection::target(req, analysis.complexity, &pool);
-        let mut ranked = selection::rank(pool, target);
-        let near_best = self.prefer_near_best(&mut ranked, target, req);
-        let (mut reason_code, mut reason) = self.explain(&ranked[0], target, near_best, analysis);
+        let weights = self.weights.load();
+        let knob = selection::knob(req, &pool, weights.calibration());
+        let (target, mut ranked, near_best) = match knob {
+            Some((knob, scale)) => {
+                let ranked = selection::rank_by_knob(pool, knob.lambda, scale, req.min_quality);
+                // Exploration looks around the choice (not under `quality`, as before).
+                let around =
+                    (req.strategy != Strategy::Quality).then(|| ranked[0].expected_quality);
+                (around, ranked, false)
+            }
+            None => {
+                let target = selection::target(req, analysis.complexity, &pool);
+                let mut ranked = selection::rank(pool, target);
+                let near_best = self.prefer_near_best(&mut ranked, target, req);
+                (target, ranked, near_best)
+            }
+        };
+        let (mut reason_code, mut reason) = match knob {
+            Some((knob, _)) => selection::explain_knob(&ranked[0], knob, req.strategy),
+            None => self.explain(&ranked[0], target, near_best, analysis),
+        };
         let mut explored = false;
         let mut propensity = 1.0;
         if let Some(t) = target {

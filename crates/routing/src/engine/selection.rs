@@ -3,6 +3,80 @@
 
 use super::{Candidate, RouteRequest, RoutingEngine, round3};
 use crate::analyzer::Analysis;
+use crate::target::{Calibration, Knob};
+use optimizer_types::Strategy;
+
+/// The calibrated knob this request routes with, and its cost unit: the strategy's, when the
+/// retrain calibrated one, the request asked for no `quality_share` of its own, and the best
+/// candidate's estimate is per-prompt (the knob was calibrated on per-prompt estimates).
+pub(super) fn knob<'a>(
+    req: &RouteRequest<'_>,
+    pool: &[Candidate],
+    calibration: Option<&'a Calibration>,
+) -> Option<(&'a Knob, f64)> {
+    if req.quality_share.is_some() {
+        return None;
+    }
+    let best = pool
+        .iter()
+        .max_by(|a, b| a.expected_quality.total_cmp(&b.expected_quality))?;
+    if !best.per_prompt {
+        return None;
+    }
+    let calibration = calibration?;
+    calibration
+        .knob(req.strategy)
+        .map(|k| (k, calibration.cost_scale))
+}
+
+/// Ranks by `q − λ·cost/scale`, best first; candidates below `min_quality` (a hard limit) after
+/// the rest, by quality. `meets_target` marks those the knob may choose.
+pub(super) fn rank_by_knob(
+    mut pool: Vec<Candidate>,
+    lambda: f64,
+    scale: f64,
+    min_quality: Option<f64>,
+) -> Vec<Candidate> {
+    let scale = if scale > 0.0 { scale } else { 1.0 };
+    for cand in &mut pool {
+        cand.meets_target = min_quality.is_none_or(|m| cand.expected_quality >= m);
+    }
+    let score = |c: &Candidate| c.expected_quality - lambda * c.est_cost_usd / scale;
+    pool.sort_by(|a, b| {
+        b.meets_target.cmp(&a.meets_target).then_with(|| {
+            if a.meets_target {
+                score(b)
+                    .total_cmp(&score(a))
+                    .then(a.est_cost_usd.total_cmp(&b.est_cost_usd))
+            } else {
+                b.expected_quality.total_cmp(&a.expected_quality)
+            }
+        })
+    });
+    pool
+}
+
+/// The reason for a choice by the calibrated knob.
+pub(super) fn explain_knob(
+    first: &Candidate,
+    knob: &Knob,
+    strategy: Strategy,
+) -> (&'static str, String) {
+    (
+        "quality_target",
+        format!(
+            "`{strategy}` keeps {:.0}% of the best single model's quality over the traffic \
+             (estimated {:.0}%, at least {:.0}%, on the logged rated requests): the best \
+             trade of expected quality ({:.2}, {}) for expected cost at λ = {:.3}",
+            100.0 * knob.target,
+            100.0 * knob.estimate / knob.best.max(1e-9),
+            100.0 * knob.lower / knob.best.max(1e-9),
+            first.expected_quality,
+            first.confidence.as_str(),
+            knob.lambda
+        ),
+    )
+}
 
 /// The quality target, raised to `min_quality` (None: `quality` without a share).
 ///

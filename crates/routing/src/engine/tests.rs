@@ -506,3 +506,117 @@ fn output_estimate_respects_max_tokens() {
     let (_, out, _) = e.estimate(0, &a, Some(100));
     assert_eq!(out, 100);
 }
+
+/// Weights learned with confidence for every simulated model on code, and a per-prompt
+/// predictor (with no feature weights: the per-prompt estimate is the shrunk learned one).
+fn learned_per_prompt(calibration: Option<crate::target::Calibration>) -> RoutingEngine {
+    let e = engine(0.0);
+    let weights = [("cheap", 0.70), ("mid", 0.85), ("premium", 0.95)]
+        .iter()
+        .map(|(model, quality)| LearnedWeight {
+            pattern: Pattern::Code,
+            provider: ProviderId::Simulated,
+            model: (*model).into(),
+            quality: *quality,
+            confidence: Confidence::High,
+            samples: 500,
+            demoted: false,
+            avg_complexity: None,
+        })
+        .collect();
+    let fits: Vec<(usize, crate::predictor::ModelFit)> = (0..3)
+        .map(|i| {
+            (
+                i,
+                crate::predictor::ModelFit {
+                    samples: 500,
+                    weights: Vec::new(),
+                },
+            )
+        })
+        .collect();
+    let predictor = crate::predictor::Predictor::new(e.catalog().models().len(), &fits);
+    e.set_weights(
+        LearnedWeights::new(e.catalog(), 3, weights)
+            .with_predictor(predictor, 0.0)
+            .with_calibration(calibration),
+    );
+    e
+}
+
+#[test]
+fn a_calibrated_knob_routes_by_quality_minus_priced_cost_and_its_absence_falls_back() {
+    use crate::target::{Calibration, Knob};
+    let a = analysis(Pattern::Code, 0.5, 200);
+    let knob = |lambda| Knob {
+        target: 0.95,
+        lambda,
+        estimate: 0.9,
+        lower: 0.88,
+        best: 0.92,
+        cost_usd: 0.001,
+        effective_samples: 400.0,
+    };
+    let req = RouteRequest {
+        strategy: Strategy::Balanced,
+        preview: true,
+        ..Default::default()
+    };
+    // No knob: the per-prompt share rule decides, and says so.
+    let fallback = route(&learned_per_prompt(None), &a, &req);
+    assert_ne!(fallback.reason_code, "quality_target");
+    assert!(fallback.chosen.per_prompt);
+
+    let with = |lambda: f64| {
+        let c = Calibration {
+            cost_scale: 0.01,
+            balanced: Some(knob(lambda)),
+            ..Default::default()
+        };
+        route(&learned_per_prompt(Some(c)), &a, &req)
+    };
+    // λ = 0: quality alone; a large λ: cost alone; the reason names the promise.
+    let free = with(0.0);
+    assert_eq!(free.reason_code, "quality_target");
+    assert_eq!(free.chosen.model, "premium");
+    assert!(free.reason.contains("95%"), "{}", free.reason);
+    assert_eq!(with(1000.0).chosen.model, "cheap");
+    // In between, the choice maximises q − λ·cost/scale.
+    for lambda in [0.01, 0.1, 1.0, 10.0] {
+        let d = with(lambda);
+        let score = |c: &Candidate| c.expected_quality - lambda * c.est_cost_usd / 0.01;
+        for alt in &d.alternatives {
+            assert!(score(&d.chosen) >= score(alt) - 1e-12, "λ {lambda}");
+        }
+    }
+    // Another strategy's knob is not this one's; a request's own share overrides the knob.
+    let c = Calibration {
+        cost_scale: 0.01,
+        cost: Some(knob(1000.0)),
+        ..Default::default()
+    };
+    let other = route(&learned_per_prompt(Some(c.clone())), &a, &req);
+    assert_ne!(other.reason_code, "quality_target");
+    let share = RouteRequest {
+        strategy: Strategy::Cost,
+        quality_share: Some(0.99),
+        preview: true,
+        ..Default::default()
+    };
+    assert_ne!(
+        route(&learned_per_prompt(Some(c)), &a, &share).reason_code,
+        "quality_target"
+    );
+    // min_quality stays a hard limit.
+    let c = Calibration {
+        cost_scale: 0.01,
+        balanced: Some(knob(1000.0)),
+        ..Default::default()
+    };
+    let floor = RouteRequest {
+        min_quality: Some(0.8),
+        ..req.clone()
+    };
+    let d = route(&learned_per_prompt(Some(c)), &a, &floor);
+    assert!(d.chosen.expected_quality >= 0.8, "{}", d.chosen.model);
+}
