@@ -545,3 +545,38 @@ async fn store_prompts_none_and_hash_keep_no_prompt_text_in_any_column() {
         }
     }
 }
+
+/// An exact repeat is answered from the cache even when the current decision routes it to
+/// another model — exploration here (a second process with `EXPLORATION_RATE=1` on the same
+/// database): the cache is keyed by what the caller asked, not by the model routed.
+#[tokio::test]
+async fn a_repeat_routed_elsewhere_is_still_served_from_the_cache() {
+    let db = TestDb::migrated().await;
+    let url = db.url.clone();
+    let first = TestApp::spawn_with_workers(db, &[]).await;
+    let prompt = json!({ "prompt": "What is the capital of Peru?" });
+    let (status, original) = complete(&first, prompt.clone()).await;
+    assert_eq!(status, 200, "{original}");
+    assert_eq!(original["cached"], false);
+    let exploring = TestApp::spawn_with_workers(
+        TestDb {
+            name: first.test_db.name.clone(),
+            url,
+        },
+        &[("EXPLORATION_RATE", "1")],
+    )
+    .await;
+    // Without the cache this process explores: another model than the original's.
+    let (_, explored) = complete(
+        &exploring,
+        json!({ "prompt": "What is the capital of Peru?", "temperature": 0.5 }),
+    )
+    .await;
+    assert_eq!(explored["routing"]["explored"], true, "{explored}");
+    assert_ne!(explored["model"], original["model"], "{explored}");
+    let (status, repeat) = complete(&exploring, prompt).await;
+    assert_eq!(status, 200, "{repeat}");
+    assert_eq!(repeat["cached"], true, "{repeat}");
+    assert_eq!(repeat["response"], original["response"]);
+    assert_eq!(repeat["model"], original["model"]);
+}

@@ -387,7 +387,7 @@ impl Completions {
         let cacheable = completion.cache_enabled
             && input.temperature.unwrap_or(0.0) == 0.0
             && self.settings.store_prompts != StorePrompts::None;
-        let cache_key = cacheable.then(|| cache_key(&input, &route, max_tokens));
+        let cache_key = cacheable.then(|| cache_key(&input, max_tokens));
         let (request_id, mut new) = self.request_row(
             &input,
             &analysis,
@@ -398,7 +398,9 @@ impl Completions {
         let keep_prompt = self.settings.store_prompts == StorePrompts::Full;
 
         let hit = match &cache_key {
-            Some(key) => store::cache_lookup(&self.pool, key).await?,
+            Some(key) => store::cache_lookup(&self.pool, key)
+                .await?
+                .filter(|hit| admissible(&route, hit)),
             None => None,
         };
         if cache_key.is_some() {
@@ -451,7 +453,7 @@ impl Completions {
                  ${room:.6} left",
                 route.reason
             );
-            let narrower_key = cacheable.then(|| self::cache_key(&narrower, &route, max_tokens));
+            let narrower_key = cacheable.then(|| self::cache_key(&narrower, max_tokens));
             let (_, mut retry) = self.request_row(
                 &narrower,
                 &analysis,
@@ -806,22 +808,23 @@ pub fn new_request_id() -> String {
     ulid::Ulid::generate().to_string()
 }
 
-/// Exact-match key over everything that shapes the answer: the prompt (trimmed), the system
-/// prompt, the model the route chose (pinned or auto — so a routing change, e.g. after a
-/// retrain, is not hidden behind answers of the model it replaced), the output cap, the
-/// temperature and the API key (entries are per key).
-fn cache_key(input: &CompleteInput, route: &StoredRoute, max_tokens: u32) -> String {
-    let model = route
-        .candidates
-        .first()
-        .map(|c| format!("{}/{}", c.provider, c.model))
-        .unwrap_or_default();
+/// Exact-match key over what the caller asked: the prompt (trimmed), the system prompt, the
+/// conversation and tools, the output cap, the sampling parameters, the API key (entries are per
+/// key), and how the model is to be chosen — the pinned model, or the strategy and the
+/// request's own quality limits — not the model the route chose: a repeat that exploration or a
+/// newer policy would route elsewhere finds the answer too, and [`admissible`] decides whether
+/// it may be served.
+fn cache_key(input: &CompleteInput, max_tokens: u32) -> String {
     let material = serde_json::json!([
         input.prompt.trim(),
         input.system.as_deref().map(str::trim),
         // Per API key: one key never sees another's answers.
         input.caller.key_id(),
-        model,
+        input.pinned,
+        input.strategy.as_str(),
+        input.quality_share,
+        input.min_quality,
+        input.max_cost_usd,
         max_tokens,
         input.temperature.unwrap_or(0.0),
         input.history,
@@ -833,6 +836,28 @@ fn cache_key(input: &CompleteInput, route: &StoredRoute, max_tokens: u32) -> Str
         input.stop,
     ]);
     hex::encode(Sha256::digest(material.to_string().as_bytes()))
+}
+
+/// Whether a cached answer may be served for a request the current policy routed as `route`:
+/// its model is still one the request may be sent to (a candidate of the route: allowed,
+/// routable, within `max_cost`, capable) and is expected to do at least as well as the route's
+/// regular choice (the chosen model, or the one exploration displaced) — so a retrain that found
+/// the cached model worse is not hidden behind its old answers, while a repeat explored elsewhere
+/// is still answered from the cache.
+fn admissible(route: &StoredRoute, hit: &store::CachedAnswer) -> bool {
+    let regular = if route.explored {
+        route.candidates.get(1).or(route.candidates.first())
+    } else {
+        route.candidates.first()
+    };
+    let Some(regular) = regular else {
+        return false;
+    };
+    route.candidates.iter().any(|c| {
+        c.provider.as_str() == hit.provider
+            && c.model == hit.model
+            && c.expected_quality >= regular.expected_quality - 1e-9
+    })
 }
 
 /// The answer body shared by `POST /complete` and `GET /requests/{id}`.
@@ -998,5 +1023,50 @@ impl CompletionView {
             created_at: r.created_at,
             finished_at: r.finished_at,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn candidate(model: &str, q: f64) -> RouteCandidate {
+        RouteCandidate {
+            provider: ProviderId::Simulated,
+            model: model.into(),
+            expected_quality: q,
+            confidence: "prior".into(),
+            est_cost_usd: 0.001,
+        }
+    }
+
+    fn hit(model: &str) -> store::CachedAnswer {
+        store::CachedAnswer {
+            provider: "simulated".into(),
+            model: model.into(),
+            response: "cached".into(),
+            input_tokens: 1,
+            output_tokens: 1,
+        }
+    }
+
+    #[test]
+    fn a_cached_answer_is_served_while_its_model_does_as_well_as_the_regular_choice() {
+        let mut route = StoredRoute::unreadable();
+        route.candidates = vec![candidate("lite", 0.80), candidate("premium", 0.95)];
+        assert!(admissible(&route, &hit("lite")));
+        assert!(
+            admissible(&route, &hit("premium")),
+            "better than the choice"
+        );
+        assert!(!admissible(&route, &hit("gone")), "no longer a candidate");
+        // A newer policy prefers premium: lite's old answers no longer stand in for it.
+        route.candidates = vec![candidate("premium", 0.95), candidate("lite", 0.80)];
+        assert!(!admissible(&route, &hit("lite")));
+        // Exploration chose lite; the regular choice it displaced (premium) is the reference.
+        route.explored = true;
+        route.candidates = vec![candidate("lite", 0.80), candidate("premium", 0.95)];
+        assert!(admissible(&route, &hit("premium")));
+        assert!(!admissible(&route, &hit("lite")));
     }
 }
