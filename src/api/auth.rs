@@ -29,7 +29,7 @@ use crate::tenants::Caller;
 
 /// The key or token a request carries: `Authorization: Bearer <key>`, or `x-api-key: <key>` as
 /// Anthropic's SDKs send it.
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

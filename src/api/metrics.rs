@@ -81,12 +81,7 @@ pub async fn require_metrics_access(
         ))
         .into_response();
     }
-    let given = request
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+    let given = super::auth::bearer(request.headers());
     let tokens = [&settings.metrics_token, &settings.admin_token];
     let granted = given.is_some_and(|g| {
         tokens.iter().any(|t| {

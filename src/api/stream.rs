@@ -89,34 +89,12 @@ async fn first_piece<E: Encoder>(st: &mut State<E>) -> Result<(), Box<Completion
     if st.waiter.is_none() {
         return Ok(());
     }
-    let deadline = st.deadline;
-    let chunks = st.chunks.as_mut().map(|s| &mut s.chunks);
-    let waiter = st.waiter.as_mut();
-    let mut received = None;
-    let mut ended = false;
-    tokio::select! {
-        c = async {
-            match chunks {
-                Some(rx) => rx.recv().await,
-                None => std::future::pending().await,
-            }
-        } => received = c,
-        _ = async {
-            match waiter {
-                Some(w) => w.notified().await,
-                None => std::future::pending().await,
-            }
-        } => ended = true,
+    match wake(st).await {
+        Woke::Piece(c) => content(st, c),
+        Woke::RelayEnded => st.chunks = None,
         // Still nothing when the wait ends: the stream says so itself.
-        () = tokio::time::sleep_until(deadline) => {}
-    }
-    match received {
-        Some(c) => content(st, c),
-        None if !ended => st.chunks = None,
-        None => {}
-    }
-    if ended && !st.streamed {
-        match st.completions.get(&st.request_id).await {
+        Woke::TimedOut => {}
+        Woke::Ended => match st.completions.get(&st.request_id).await {
             Ok(Some(record)) if record.status == RequestStatus::Failed => {
                 return Err(Box::new(CompletionView::from_record(record)));
             }
@@ -125,9 +103,43 @@ async fn first_piece<E: Encoder>(st: &mut State<E>) -> Result<(), Box<Completion
                 st.waiter = None;
                 finish(st).await;
             }
-        }
+        },
     }
     Ok(())
+}
+
+/// What ended a wait of the stream.
+enum Woke {
+    /// A relayed piece.
+    Piece(StreamChunk),
+    /// The relay stopped (this client fell behind).
+    RelayEnded,
+    /// The request ended.
+    Ended,
+    /// `COMPLETE_TIMEOUT_SECS` passed.
+    TimedOut,
+}
+
+/// Waits for the next relayed piece, the request's end or the deadline, whichever comes first.
+async fn wake<E: Encoder>(st: &mut State<E>) -> Woke {
+    let deadline = st.deadline;
+    let chunks = st.chunks.as_mut().map(|s| &mut s.chunks);
+    let waiter = st.waiter.as_mut();
+    tokio::select! {
+        c = async {
+            match chunks {
+                Some(rx) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        } => c.map_or(Woke::RelayEnded, Woke::Piece),
+        _ = async {
+            match waiter {
+                Some(w) => w.notified().await,
+                None => std::future::pending().await,
+            }
+        } => Woke::Ended,
+        () = tokio::time::sleep_until(deadline) => Woke::TimedOut,
+    }
 }
 
 fn content<E: Encoder>(st: &mut State<E>, c: StreamChunk) {
@@ -213,42 +225,11 @@ async fn next<E: Encoder>(mut st: State<E>) -> Option<(Result<Event, Infallible>
             finish(&mut st).await;
             continue;
         }
-        let deadline = st.deadline;
-        let mut done = false;
-        let mut received = None;
-        let mut relay_ended = false;
-        {
-            let chunks = st.chunks.as_mut().map(|s| &mut s.chunks);
-            let waiter = st.waiter.as_mut();
-            tokio::select! {
-                c = async {
-                    match chunks {
-                        Some(rx) => rx.recv().await,
-                        None => std::future::pending().await,
-                    }
-                } => {
-                    relay_ended = c.is_none();
-                    received = c;
-                }
-                _ = async {
-                    match waiter {
-                        Some(w) => w.notified().await,
-                        None => std::future::pending().await,
-                    }
-                } => done = true,
-                () = tokio::time::sleep_until(deadline) => done = true,
-            }
-        }
-        if let Some(c) = received {
-            content(&mut st, c);
-        }
-        if relay_ended {
-            // The relay stopped (this client fell behind): wait for the end, which sends the
-            // rest of the stored answer.
-            st.chunks = None;
-        }
-        if done {
-            finish(&mut st).await;
+        match wake(&mut st).await {
+            Woke::Piece(c) => content(&mut st, c),
+            // The relay stopped: wait for the end, which sends the rest of the stored answer.
+            Woke::RelayEnded => st.chunks = None,
+            Woke::Ended | Woke::TimedOut => finish(&mut st).await,
         }
     }
 }

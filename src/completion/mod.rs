@@ -925,7 +925,6 @@ pub struct RoutingView {
 }
 
 impl CompletionView {
-    /// What to tell a client whose request failed.
     /// The HTTP status a failed request's client gets (see [`FailureCode::http_status`]).
     pub fn failure_status(&self) -> axum::http::StatusCode {
         let code = self
@@ -936,6 +935,7 @@ impl CompletionView {
             .unwrap_or(axum::http::StatusCode::BAD_GATEWAY)
     }
 
+    /// What to tell a client whose request failed.
     pub fn failure_message(&self) -> String {
         self.error
             .as_ref()
