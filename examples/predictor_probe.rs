@@ -204,6 +204,7 @@ fn main() {
                     model: *m,
                     features: feats[*r].as_slice().into(),
                     label: *y as f32,
+                    weight: 1.0,
                     base_logit: logit(cbase(*r, *m)) as f32,
                 })
                 .collect();

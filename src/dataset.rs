@@ -209,6 +209,29 @@ fn validate(r: &Record) -> Result<(), String> {
 }
 
 /// The replay provider answers from a dataset.
+/// A record's outcome as the replay provider answers it.
+fn recorded(record: &Record, outcome: &Outcome) -> Recorded {
+    let (input_tokens, output_tokens) = outcome.tokens(&record.prompt);
+    let verdict = match (outcome.correct, outcome.score) {
+        (Some(true), _) => "correct".to_owned(),
+        (Some(false), _) => "wrong".to_owned(),
+        (None, s) => format!("score {:.2}", s.unwrap_or_default()),
+    };
+    let (stars, correct) = outcome.rating();
+    Recorded {
+        record_id: record.id.clone(),
+        response: outcome.response.clone(),
+        verdict,
+        input_tokens,
+        output_tokens,
+        cost_usd: outcome.cost_usd,
+        verdict_as_judged: crate::providers::judge::Verdict {
+            correct,
+            grade: u8::try_from(stars.clamp(1, 5)).unwrap_or(1),
+        },
+    }
+}
+
 impl ReplayBook for Dataset {
     fn lookup(&self, prompt: &str, model: &str) -> Lookup {
         let Some(record) = self.by_prompt(prompt) else {
@@ -219,19 +242,16 @@ impl ReplayBook for Dataset {
                 record_id: record.id.clone(),
             };
         };
-        let (input_tokens, output_tokens) = outcome.tokens(&record.prompt);
-        let verdict = match (outcome.correct, outcome.score) {
-            (Some(true), _) => "correct".to_owned(),
-            (Some(false), _) => "wrong".to_owned(),
-            (None, s) => format!("score {:.2}", s.unwrap_or_default()),
-        };
-        Lookup::Found(Recorded {
-            record_id: record.id.clone(),
-            response: outcome.response.clone(),
-            verdict,
-            input_tokens,
-            output_tokens,
-            cost_usd: outcome.cost_usd,
+        Lookup::Found(recorded(record, outcome))
+    }
+
+    fn outcomes(&self, prompt: &str) -> Vec<(String, Recorded)> {
+        self.by_prompt(prompt).map_or_else(Vec::new, |record| {
+            record
+                .outcomes
+                .iter()
+                .map(|(model, o)| (model.clone(), recorded(record, o)))
+                .collect()
         })
     }
 }

@@ -132,6 +132,9 @@ struct KeyLimits {
     /// among the models whose worst case fits.
     #[arg(long)]
     strict_budget: Option<bool>,
+    /// true: never sample this key's requests for shadow comparisons.
+    #[arg(long)]
+    shadow_opt_out: Option<bool>,
 }
 
 impl KeyLimits {
@@ -149,6 +152,7 @@ impl KeyLimits {
             "allowed_providers": self.allowed_providers,
             "expires_at": self.expires_at,
             "strict_budget": self.strict_budget,
+            "shadow_opt_out": self.shadow_opt_out,
         });
         if let Some(fields) = body.as_object_mut() {
             fields.retain(|_, v| !v.is_null());
@@ -209,6 +213,20 @@ struct EvalArgs {
     /// `optimizer train --dataset` loads it, before the rest is sent and rated (0: ratings only).
     #[arg(long, default_value_t = 0.0)]
     bootstrap_frac: f64,
+    /// Shadow comparisons while training (SHADOW_RATE): this share of the training requests is
+    /// also answered by other candidates and every answer judged (0: off).
+    #[arg(long, default_value_t = 0.0)]
+    shadow_rate: f64,
+    /// Other candidates per sampled request (SHADOW_MODELS): a number or `all`.
+    #[arg(long, default_value = "all")]
+    shadow_models: String,
+    /// The judge (JUDGE_MODEL), a replay model of the catalog (default: the most expensive one;
+    /// it judges from the recorded outcomes, at its catalog price).
+    #[arg(long)]
+    judge_model: Option<String>,
+    /// Also route the held-out prompts after every training round (the learning curve).
+    #[arg(long)]
+    learning_curve: bool,
 }
 
 #[tokio::main]
@@ -295,6 +313,10 @@ async fn eval(args: EvalArgs) -> ExitCode {
         keep_db: args.keep_db,
         compare_priors: !args.no_prior_pass,
         bootstrap_frac: args.bootstrap_frac,
+        shadow_rate: args.shadow_rate,
+        shadow_models: args.shadow_models,
+        judge_model: args.judge_model,
+        learning_curve: args.learning_curve,
     };
     let out = options.out.clone();
     match optimizer::eval::run(options).await {

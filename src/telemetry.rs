@@ -68,6 +68,9 @@ pub mod names {
     pub const ROLLBACKS: &str = "optimizer_rollbacks_total";
     pub const KEY_COST: &str = "optimizer_key_spend_usd";
     pub const KEY_REQUESTS: &str = "optimizer_key_requests_total";
+    pub const SHADOW_SAMPLES: &str = "optimizer_shadow_samples_total";
+    pub const SHADOW_SCORES: &str = "optimizer_shadow_scores_total";
+    pub const SHADOW_COST: &str = "optimizer_shadow_call_cost_usd";
 
     /// Every metric this service exports (the Grafana test checks dashboards against it).
     pub const ALL: &[&str] = &[
@@ -105,6 +108,9 @@ pub mod names {
         ROLLBACKS,
         KEY_COST,
         KEY_REQUESTS,
+        SHADOW_SAMPLES,
+        SHADOW_SCORES,
+        SHADOW_COST,
     ];
 }
 
@@ -132,8 +138,14 @@ pub fn zero_series(
     for result in ["hit", "miss"] {
         metrics::counter!(CACHE, "result" => result).increment(0);
     }
-    for job in ["provider_call", "feedback_aggregation", "retrain"] {
+    for job in ["provider_call", "feedback_aggregation", "retrain", "shadow"] {
         metrics::counter!(JOB_FAILURES, "job" => job).increment(0);
+    }
+    for outcome in ["judged", "budget", "judge_unavailable", "unreadable"] {
+        metrics::counter!(SHADOW_SAMPLES, "outcome" => outcome).increment(0);
+    }
+    for result in ["stored", "unparsable", "failed"] {
+        metrics::counter!(SHADOW_SCORES, "result" => result).increment(0);
     }
     for pattern in patterns {
         metrics::counter!(EXPLORATIONS, "pattern" => *pattern).increment(0);
@@ -310,4 +322,16 @@ fn describe() {
     );
     describe_counter!(ALERTS, "Alerts raised by kind");
     describe_counter!(ROLLBACKS, "Rollbacks by trigger (manual/automatic)");
+    describe_counter!(
+        SHADOW_SAMPLES,
+        "Shadow samples run to their end, by outcome (judged, budget, judge_unavailable, unreadable)"
+    );
+    describe_counter!(
+        SHADOW_SCORES,
+        "Judge calls by result (stored, unparsable, failed)"
+    );
+    describe_histogram!(
+        SHADOW_COST,
+        "Cost of each shadow and judge call, USD, by kind (shadow, judge); _sum is the spend"
+    );
 }

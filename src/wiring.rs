@@ -16,6 +16,27 @@ pub enum SetupError {
     Catalog(#[from] CatalogError),
     #[error(transparent)]
     Engine(#[from] EngineError),
+    #[error(
+        "JUDGE_MODEL {0:?} is not a catalog model of an enabled provider (shadow comparisons need it)"
+    )]
+    Judge(String),
+}
+
+/// The catalog index of `JUDGE_MODEL` when shadow comparisons are on (None: off).
+pub fn judge_index(
+    engine: &RoutingEngine,
+    settings: &Settings,
+) -> Result<Option<usize>, SetupError> {
+    let shadow = &settings.learning.shadow;
+    let Some(judge) = shadow.judge.as_deref().filter(|_| shadow.enabled()) else {
+        return Ok(None);
+    };
+    engine
+        .catalog()
+        .find(None, judge)
+        .filter(|i| engine.is_routable(*i))
+        .map(Some)
+        .ok_or_else(|| SetupError::Judge(judge.to_owned()))
 }
 
 /// Why the providers could not be set up.
@@ -59,6 +80,7 @@ pub fn build_engine(settings: &Settings) -> Result<RoutingEngine, SetupError> {
     ]
     .map(|k| k.as_str());
     crate::telemetry::zero_series(&models, &patterns, &kinds);
+    judge_index(&engine, settings)?;
     Ok(engine)
 }
 

@@ -87,6 +87,7 @@ pub async fn learning_status(State(state): State<AppState>) -> Result<AppJson<Va
         "policy_version": weights::policy_version(pool).await?,
         "engine_policy_version": state.engine.policy_version(),
         "snapshots": store::snapshot_ids(pool).await?,
+        "shadow": crate::store::shadow::totals(pool, None, None).await?,
     })))
 }
 

@@ -65,6 +65,10 @@ pub struct CompleteBody {
     /// false: never route this request to an unproven model (exploration).
     #[serde(default = "default_true")]
     explore: bool,
+    /// false: never sample this request for shadow comparisons (other models answering it
+    /// after you have your answer, judged by a model; see the README).
+    #[serde(default = "default_true")]
+    shadow: bool,
     #[serde(default)]
     #[schema(max_length = 255)]
     user_id: Option<String>,
@@ -207,6 +211,7 @@ fn complete_input(
         response_format: None,
         stream: false,
         explore: body.explore,
+        shadow: body.shadow,
         top_p: None,
         stop: Vec::new(),
         pinned,
@@ -323,5 +328,9 @@ pub async fn routing_metrics(
     let key_id = caller.key_id();
     let mut summary = metrics::summary(&state.db.pool, since, key_id).await?;
     summary.spend = Some(crate::store::keys::current_spend(&state.db.pool, key_id).await?);
+    summary.shadow = crate::store::shadow::totals(&state.db.pool, since, key_id).await?;
+    summary.net_savings_usd = crate::routing::recommend::round_usd(
+        summary.totals.savings_usd - summary.shadow.shadow_cost_usd - summary.shadow.judge_cost_usd,
+    );
     Ok(AppJson(summary))
 }

@@ -44,6 +44,9 @@ pub struct KeyBody {
     tokens_per_minute: Option<Option<i64>>,
     #[serde(default)]
     strict_budget: Option<bool>,
+    /// true: this key's requests are never sampled for shadow comparisons.
+    #[serde(default)]
+    shadow_opt_out: Option<bool>,
 }
 
 /// `Option<Option<T>>`: absent → None, `null` → Some(None), a value → Some(Some(v)).
@@ -153,6 +156,9 @@ pub fn apply(
     }
     if let Some(v) = body.strict_budget {
         policy.strict_budget = v;
+    }
+    if let Some(v) = body.shadow_opt_out {
+        policy.shadow_opt_out = v;
     }
     Ok(())
 }

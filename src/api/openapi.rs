@@ -695,6 +695,8 @@ pub struct LearningStatusDoc {
     pub engine_policy_version: i64,
     /// Snapshot ids kept, newest first.
     pub snapshots: Vec<i64>,
+    /// Shadow comparisons, all time (`pending`: samples waiting for their calls).
+    pub shadow: crate::store::shadow::ShadowTotals,
 }
 
 /// `POST /admin/learning/retrain?dry_run=true`: the preview.

@@ -41,6 +41,20 @@ fn price_of(
     })
 }
 
+/// What `answer` from `provider/model` cost: the provider's reported cost, else its tokens at
+/// the catalog's prices (0 when the model is not in the catalog).
+pub fn call_cost(
+    engine: &RoutingEngine,
+    provider: ProviderId,
+    model: &str,
+    answer: &Completion,
+) -> f64 {
+    answer
+        .reported_cost_usd
+        .or_else(|| price_of(engine, provider, model, answer))
+        .map_or(0.0, round_usd)
+}
+
 fn baseline_cost(
     engine: &RoutingEngine,
     route: &StoredRoute,

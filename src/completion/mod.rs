@@ -11,6 +11,7 @@ pub mod batch;
 pub mod cost;
 pub mod lane;
 pub mod lifecycle;
+pub mod shadow;
 pub mod waiter;
 
 use std::sync::Arc;
@@ -154,6 +155,10 @@ pub struct StoredParams {
     /// Stream the answer as it is generated.
     #[serde(default)]
     pub stream: bool,
+    /// Sampled for shadow comparisons: the models that answer it once the client has its
+    /// answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<shadow::ShadowPlan>,
 }
 
 /// A validated `/complete` request.
@@ -193,6 +198,8 @@ pub struct CompleteInput {
     pub stream: bool,
     /// May this request be sent to an unproven model (exploration)? Default true.
     pub explore: bool,
+    /// May this request be sampled for shadow comparisons? Default true.
+    pub shadow: bool,
     /// Who sent it: its owner, rate limits and budgets.
     pub caller: Caller,
     /// Catalog models the caller may use (an API key's allowed models); None: any.
@@ -225,6 +232,7 @@ impl Default for CompleteInput {
             idempotency_key: None,
             stream: false,
             explore: true,
+            shadow: true,
             caller: Caller::Open,
             allowed_models: None,
         }
@@ -553,7 +561,9 @@ impl Completions {
         max_tokens: u32,
         cache_key: &Option<String>,
     ) -> (String, NewRequest) {
-        let (request_id, mut new) = new_request(input, analysis, route, max_tokens, cache_key);
+        let shadow = self.shadow_plan(input, decision);
+        let (request_id, mut new) =
+            new_request(input, analysis, route, max_tokens, cache_key, shadow);
         if self.settings.store_prompts == StorePrompts::None {
             // No hash of the prompt either; the digest an idempotency key is checked against
             // only when there is one.
@@ -567,6 +577,29 @@ impl Completions {
             .key()
             .and_then(|key| self.admission(key, input, decision, analysis, max_tokens));
         (request_id, new)
+    }
+
+    /// Whether the request is sampled for shadow comparisons, and with which models.
+    fn shadow_plan(
+        &self,
+        input: &CompleteInput,
+        decision: &Decision,
+    ) -> Option<shadow::ShadowPlan> {
+        let settings = &self.settings.learning.shadow;
+        if !settings.enabled() {
+            return None;
+        }
+        let judge = crate::wiring::judge_index(&self.engine, &self.settings)
+            .ok()
+            .flatten()
+            .and_then(|i| self.engine.model(i))
+            .map(|m| m.provider);
+        shadow::Sampling {
+            settings,
+            judge,
+            seed: self.settings.routing.exploration_seed,
+        }
+        .plan(input, decision)
     }
 
     /// Catalog model `index`'s list price for `input_tokens` in and the full `max_tokens` out.
@@ -737,6 +770,7 @@ fn new_request(
     route: &StoredRoute,
     max_tokens: u32,
     cache_key: &Option<String>,
+    shadow: Option<shadow::ShadowPlan>,
 ) -> (String, NewRequest) {
     let params = StoredParams {
         max_tokens,
@@ -754,6 +788,7 @@ fn new_request(
         tool_choice: input.tool_choice.clone(),
         response_format: input.response_format.clone(),
         stream: input.stream,
+        shadow,
     };
     let request_id = new_request_id();
     let new = NewRequest {

@@ -23,7 +23,10 @@ mod env;
 mod sections;
 
 use env::Env;
-pub use sections::{CompletionSettings, DriftSettings, JobSettings, LearningSettings, Threshold};
+pub use sections::{
+    CompletionSettings, DriftSettings, JobSettings, LearningSettings, ShadowBilling, ShadowModels,
+    ShadowSettings, Threshold,
+};
 
 /// Default `DATABASE_URL`.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@localhost:5432/optimizer";

@@ -45,6 +45,50 @@ pub struct LearningSettings {
     /// many ratings are stored. The pattern-level aggregates always count every rating.
     pub max_samples: u32,
     pub drift: DriftSettings,
+    pub shadow: ShadowSettings,
+}
+
+/// Shadow comparisons (README "Shadow comparisons"): other models answer a sampled share of the
+/// answered requests after the client has its answer, and a judge model grades every answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShadowSettings {
+    /// `SHADOW_RATE` (default 0 = off): the share of answered requests sampled.
+    pub rate: f64,
+    /// `SHADOW_MODELS` (default 1; `all`): how many other candidate models answer a sampled
+    /// request, drawn at random among the request's candidates.
+    pub models: ShadowModels,
+    /// `SHADOW_BUDGET_USD` (default 5): shadow and judge spend per UTC day, over all processes;
+    /// no new call starts once it is reached.
+    pub budget_usd: f64,
+    /// `JUDGE_MODEL` (`provider/model` or a catalog model id; required with `SHADOW_RATE`).
+    pub judge: Option<String>,
+    /// `SHADOW_WEIGHT` (default 1, 0..=1): what a judged answer counts for in the predictor's
+    /// fit, where a rating counts 1.
+    pub weight: f64,
+    /// `SHADOW_BILLING` (`operator` | `key`, default `operator`): who pays: the operator only
+    /// (recorded apart, never charged to a key), or also the sampled request's API key (added
+    /// to its daily and monthly spend).
+    pub billing: ShadowBilling,
+}
+
+impl ShadowSettings {
+    pub fn enabled(&self) -> bool {
+        self.rate > 0.0 && self.judge.is_some()
+    }
+}
+
+/// How many other models answer a sampled request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShadowModels {
+    Count(usize),
+    All,
+}
+
+/// Who pays for shadow comparisons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShadowBilling {
+    Operator,
+    Key,
 }
 
 /// The quality-drift check after a retrain.
@@ -327,6 +371,7 @@ pub(super) fn learning(env: &Env<'_>) -> Result<LearningSettings, ConfigError> {
             webhook_url: env.url("ALERT_WEBHOOK_URL")?,
             auto_rollback: env.bool_or("AUTO_ROLLBACK", false)?,
         },
+        shadow: shadow(env)?,
     };
     Ok(learning)
 }
@@ -412,4 +457,39 @@ fn enabled_providers(
         return Err(ConfigError::new("PROVIDERS", "lists no provider"));
     }
     Ok(enabled)
+}
+
+fn shadow(env: &Env<'_>) -> Result<ShadowSettings, ConfigError> {
+    let rate = env.parse_or("SHADOW_RATE", 0.0, unit)?;
+    let models = match env.string("SHADOW_MODELS")? {
+        None => ShadowModels::Count(1),
+        Some(v) if v.eq_ignore_ascii_case("all") => ShadowModels::All,
+        Some(_) => ShadowModels::Count(env.parse_or("SHADOW_MODELS", 1, positive_usize)?),
+    };
+    let judge = env.string("JUDGE_MODEL")?;
+    if rate > 0.0 && judge.is_none() {
+        return Err(ConfigError::new(
+            "JUDGE_MODEL",
+            "SHADOW_RATE is above 0: name the model that judges (provider/model)",
+        ));
+    }
+    Ok(ShadowSettings {
+        rate,
+        models,
+        budget_usd: env.parse_or("SHADOW_BUDGET_USD", 5.0, |v: &f64| {
+            (v.is_finite() && *v >= 0.0)
+                .then_some(())
+                .ok_or("must be 0 or more")
+        })?,
+        judge,
+        weight: env.parse_or("SHADOW_WEIGHT", 1.0, unit)?,
+        billing: env.choice(
+            "SHADOW_BILLING",
+            ShadowBilling::Operator,
+            &[
+                ("operator", ShadowBilling::Operator),
+                ("key", ShadowBilling::Key),
+            ],
+        )?,
+    })
 }

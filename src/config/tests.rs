@@ -152,3 +152,23 @@ fn secrets_never_appear_in_debug_or_errors() {
     let err = rejected("DATABASE_URL", "postgres://u:pw-very-secret@db:notaport/x");
     assert!(!err.to_string().contains("very-secret"), "{err}");
 }
+
+#[test]
+fn shadow_comparisons_need_a_judge_and_read_their_settings() {
+    assert_eq!(rejected("SHADOW_RATE", "0.1").var, "JUDGE_MODEL");
+    let s = load(&[
+        ("SHADOW_RATE", "0.2"),
+        ("JUDGE_MODEL", "sim-pro"),
+        ("SHADOW_MODELS", "all"),
+        ("SHADOW_BILLING", "key"),
+    ])
+    .unwrap();
+    let shadow = &s.learning.shadow;
+    assert!(shadow.enabled());
+    assert_eq!(shadow.models, crate::config::ShadowModels::All);
+    assert_eq!(shadow.billing, crate::config::ShadowBilling::Key);
+    assert_eq!(shadow.budget_usd, 5.0);
+    assert_eq!(rejected("SHADOW_MODELS", "0").var, "SHADOW_MODELS");
+    assert_eq!(rejected("SHADOW_WEIGHT", "2").var, "SHADOW_WEIGHT");
+    assert!(!load(&[]).unwrap().learning.shadow.enabled());
+}

@@ -60,6 +60,14 @@ pub struct EvalOptions {
     /// Share of the training prompts loaded as a bootstrap dataset (every model's outcome, as
     /// `optimizer train --dataset` loads it) before the rest is sent and rated; 0: ratings only.
     pub bootstrap_frac: f64,
+    /// SHADOW_RATE while training (0: no shadow comparisons).
+    pub shadow_rate: f64,
+    /// SHADOW_MODELS: a number or `all`.
+    pub shadow_models: String,
+    /// JUDGE_MODEL (default: the catalog's most expensive replay model).
+    pub judge_model: Option<String>,
+    /// Route the held-out prompts after every round.
+    pub learning_curve: bool,
 }
 
 /// What one `/complete` call gave.
@@ -95,6 +103,9 @@ impl Api {
                 "prompt": prompt,
                 "strategy": self.strategy.as_str(),
                 "explore": explore,
+                // Held-out prompts are never sampled: their judged answers would be training
+                // evidence.
+                "shadow": explore,
                 "user_id": "optimizer-eval",
             }))
             .send()
@@ -151,6 +162,35 @@ impl Api {
             bail!("{path}: {status}: {body}");
         }
         Ok(body)
+    }
+
+    /// Shadow comparisons so far (`/admin/learning/status`).
+    async fn shadow(&self) -> anyhow::Result<Value> {
+        let status = self
+            .admin(reqwest::Method::GET, "/admin/learning/status")
+            .await?;
+        Ok(status["shadow"].clone())
+    }
+
+    /// Waits until every sampled request's shadow calls and judgements are done.
+    async fn shadow_done(&self) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+        loop {
+            let shadow = self.shadow().await?;
+            if shadow["pending"].as_i64().unwrap_or(0) == 0 {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("shadow comparisons still pending after 10 minutes: {shadow}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// What the service's requests have cost so far (`/routing/metrics`).
+    async fn spent(&self) -> anyhow::Result<f64> {
+        let metrics = self.admin(reqwest::Method::GET, "/routing/metrics").await?;
+        Ok(metrics["cost_usd"].as_f64().unwrap_or(0.0))
     }
 
     /// Runs a real retrain and waits until this service routes with its result: (changes,
@@ -212,7 +252,11 @@ struct Service {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-async fn start_service(opts: &EvalOptions, catalog: &Path) -> anyhow::Result<Service> {
+async fn start_service(
+    opts: &EvalOptions,
+    catalog: &Path,
+    judge: Option<&str>,
+) -> anyhow::Result<Service> {
     let base = Settings::from_env()?;
     let database = format!(
         "optimizer_eval_{}",
@@ -240,6 +284,11 @@ async fn start_service(opts: &EvalOptions, catalog: &Path) -> anyhow::Result<Ser
         ("AUTO_ROLLBACK", "false".to_owned()),
         ("BASELINE_MODEL", String::new()),
         ("API_KEYS", String::new()),
+        ("SHADOW_RATE", opts.shadow_rate.to_string()),
+        ("SHADOW_MODELS", opts.shadow_models.clone()),
+        ("JUDGE_MODEL", judge.unwrap_or_default().to_owned()),
+        // The evaluation measures the spend; it does not cap it.
+        ("SHADOW_BUDGET_USD", "1000000000".to_owned()),
     ]);
     let settings = Settings::from_lookup(|var| {
         if let Some(v) = overrides.get(var) {
@@ -398,6 +447,25 @@ fn load_catalog(path: &Path, data: &Dataset) -> anyhow::Result<(Catalog, Prices)
     Ok((catalog, prices))
 }
 
+/// The judge of shadow comparisons: `asked` (a replay model of the catalog), else the most
+/// expensive replay model (the strongest, as a judge usually is).
+fn judge_model(catalog: &Catalog, asked: Option<&str>) -> anyhow::Result<String> {
+    let replay = catalog
+        .models()
+        .iter()
+        .filter(|m| m.provider == ProviderId::Replay);
+    let found = match asked {
+        Some(name) => replay.clone().find(|m| m.model == name || m.key() == name),
+        None => replay.clone().max_by(|a, b| {
+            (a.input_usd_per_mtok + a.output_usd_per_mtok)
+                .total_cmp(&(b.input_usd_per_mtok + b.output_usd_per_mtok))
+        }),
+    };
+    found
+        .map(|m| format!("replay/{}", m.model))
+        .ok_or_else(|| anyhow!("--judge-model {asked:?} is not a replay model of the catalog"))
+}
+
 /// Runs the evaluation and writes `report.json`, `report.txt` and `cost_vs_accuracy.svg` to
 /// `--out`.
 pub async fn run(opts: EvalOptions) -> anyhow::Result<Report> {
@@ -424,7 +492,19 @@ pub async fn run(opts: EvalOptions) -> anyhow::Result<Report> {
         .catalog
         .clone()
         .unwrap_or_else(|| opts.dataset.with_extension("catalog.toml"));
-    let (_catalog, prices) = load_catalog(&catalog_path, &data)?;
+    let (catalog, prices) = load_catalog(&catalog_path, &data)?;
+    if !(0.0..=1.0).contains(&opts.shadow_rate) {
+        bail!(
+            "--shadow-rate must be between 0 and 1, got {}",
+            opts.shadow_rate
+        );
+    }
+    if opts.shadow_rate > 0.0 && opts.url.is_some() {
+        bail!("--shadow-rate needs the evaluation's own service (not --url)");
+    }
+    let judge = (opts.shadow_rate > 0.0)
+        .then(|| judge_model(&catalog, opts.judge_model.as_deref()))
+        .transpose()?;
 
     let mut order: Vec<&Record> = data.records.iter().collect();
     fastrand::Rng::with_seed(opts.seed).shuffle(&mut order);
@@ -443,7 +523,7 @@ pub async fn run(opts: EvalOptions) -> anyhow::Result<Report> {
 
     let service = match &opts.url {
         Some(_) => None,
-        None => Some(start_service(&opts, &catalog_path).await?),
+        None => Some(start_service(&opts, &catalog_path, judge.as_deref()).await?),
     };
     let (base, admin_token) = match (&service, &opts.url) {
         (Some(s), _) => (s.url.clone(), s.admin_token.clone()),
@@ -511,6 +591,7 @@ impl Bootstrap<'_> {
             changes,
             policy_version,
             models: BTreeMap::new(),
+            held_out: None,
         };
         Ok((summary, promise))
     }
@@ -525,7 +606,8 @@ async fn drive(
     train: &[&Record],
     test: &[&Record],
 ) -> anyhow::Result<Report> {
-    let total = train.len() + test.len() * (3 + usize::from(opts.compare_priors));
+    let curve = if opts.learning_curve { opts.rounds } else { 0 };
+    let total = train.len() + test.len() * (3 + usize::from(opts.compare_priors) + curve);
     let bar = progress(total);
 
     let prior = if opts.compare_priors {
@@ -545,6 +627,8 @@ async fn drive(
         rounds.push(summary);
         promise = calibrated;
     }
+    let shadowing = opts.shadow_rate > 0.0;
+    let cost_before_training = if shadowing { api.spent().await? } else { 0.0 };
     let chunk = train.len().div_ceil(opts.rounds).max(1);
     for (i, part) in train.chunks(chunk).enumerate() {
         bar.set_message(format!("training round {}", i + 1));
@@ -557,10 +641,21 @@ async fn drive(
                 first_error(&results).unwrap_or_default()
             );
         }
+        if shadowing {
+            bar.set_message(format!("round {}: shadow", i + 1));
+            api.shadow_done().await?;
+        }
         let (changes, policy_version, calibrated) = api.retrain().await?;
         if calibrated.is_some() {
             promise = calibrated;
         }
+        let held_out = if opts.learning_curve {
+            bar.set_message(format!("round {}: held out", i + 1));
+            let results = send_all(api, test, false, false, opts.concurrency, &bar).await;
+            Some(report::versus_best(prices, &routed(&results)))
+        } else {
+            None
+        };
         let explored = results
             .iter()
             .filter(|(_, a)| a.as_ref().is_ok_and(|a| a.explored))
@@ -580,8 +675,31 @@ async fn drive(
             changes,
             policy_version,
             models,
+            held_out,
         });
     }
+    let shadow = if shadowing {
+        let training_cost_usd = api.spent().await? - cost_before_training;
+        let totals = api.shadow().await?;
+        let shadow_cost_usd = totals["shadow_cost_usd"].as_f64().unwrap_or(0.0);
+        let judge_cost_usd = totals["judge_cost_usd"].as_f64().unwrap_or(0.0);
+        Some(report::ShadowSpend {
+            rate: opts.shadow_rate,
+            models: opts.shadow_models.clone(),
+            requests_judged: totals["requests_judged"].as_i64().unwrap_or(0),
+            scores: totals["scores"].as_i64().unwrap_or(0),
+            shadow_cost_usd,
+            judge_cost_usd,
+            training_cost_usd,
+            share_of_training_cost: if training_cost_usd > 0.0 {
+                (shadow_cost_usd + judge_cost_usd) / training_cost_usd
+            } else {
+                0.0
+            },
+        })
+    } else {
+        None
+    };
 
     bar.set_message("held out");
     let results = send_all(api, test, false, false, opts.concurrency, &bar).await;
@@ -615,5 +733,6 @@ async fn drive(
     let mut report = report::build(ctx, prices, &routed(&results), prior_routed.as_deref());
     report.frontier = report::frontier(&report, prices, &frontier_runs);
     report.promise = promise;
+    report.shadow = shadow;
     Ok(report)
 }

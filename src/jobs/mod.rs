@@ -8,6 +8,7 @@
 //! - [`feedback_aggregation`]: refresh the running aggregate of a new rating's pattern × model.
 //! - [`retrain`]: run the FeedbackTrainer (queue `retrain`), and the cron schedule that queues
 //!   one run per tick across all processes.
+//! - [`shadow`]: shadow comparisons of a sampled request (queue `shadow`).
 //! - [`sweeper`]: fail requests that passed their deadline, so none is left without a
 //!   terminal state.
 
@@ -16,6 +17,7 @@ pub mod feedback_aggregation;
 pub mod listen;
 pub mod provider_call;
 pub mod retrain;
+pub mod shadow;
 pub mod sweeper;
 
 use std::sync::Arc;
@@ -32,6 +34,7 @@ use crate::routing::RoutingEngine;
 use crate::store::feedback::AGGREGATION_QUEUE;
 use crate::store::learning::RETRAIN_QUEUE;
 use crate::store::requests::PROVIDER_CALL_QUEUE;
+use crate::store::shadow::SHADOW_QUEUE;
 use crate::store::{Database, Hot};
 use crate::wiring::ProvidersSetupError;
 
@@ -91,13 +94,15 @@ pub enum Queue {
     ProviderCall,
     FeedbackAggregation,
     Retrain,
+    Shadow,
 }
 
 impl Queue {
-    pub const ALL: [Queue; 3] = [
+    pub const ALL: [Queue; 4] = [
         Queue::ProviderCall,
         Queue::FeedbackAggregation,
         Queue::Retrain,
+        Queue::Shadow,
     ];
 
     pub fn parse(name: &str) -> Option<Self> {
@@ -105,6 +110,7 @@ impl Queue {
             PROVIDER_CALL_QUEUE => Some(Queue::ProviderCall),
             AGGREGATION_QUEUE => Some(Queue::FeedbackAggregation),
             RETRAIN_QUEUE => Some(Queue::Retrain),
+            SHADOW_QUEUE => Some(Queue::Shadow),
             _ => None,
         }
     }
@@ -178,6 +184,19 @@ pub async fn run_workers(
                 SLOW_POLL,
                 announced,
                 retrain::handle
+            )
+        }),
+        // Shadow comparisons never compete with answers for much: a few at a time.
+        enabled(Queue::Shadow).then(|| {
+            worker!(
+                ctx,
+                shutdown,
+                shadow::Shadow,
+                SHADOW_QUEUE,
+                2,
+                SLOW_POLL,
+                announced,
+                shadow::handle
             )
         }),
     ];

@@ -140,6 +140,7 @@ pub async fn run_claimed(
         job,
         route: &route,
         params: &params,
+        request: &request,
         provider_ms: job.provider_ms as f64 + call_ms,
         latency_ms: latency_ms(),
     };
@@ -192,6 +193,8 @@ struct Attempt<'a> {
     job: &'a ProviderCall,
     route: &'a StoredRoute,
     params: &'a StoredParams,
+    /// What the provider was sent.
+    request: &'a CompletionRequest,
     /// Provider time of this and the earlier attempts.
     provider_ms: f64,
     /// Since the request was accepted.
@@ -213,6 +216,9 @@ async fn succeed(
         a.provider_ms,
     );
     let candidate = a.route.candidates.get(a.job.candidate);
+    // A sampled request's shadow comparison needs the answer (a judge grades text answers).
+    let shadow_answer =
+        (a.params.shadow.is_some() && answer.tool_calls.is_empty()).then(|| answer.text.clone());
     let outcome = Outcome::Succeeded {
         finish_reason: answer
             .finish_reason
@@ -228,7 +234,7 @@ async fn succeed(
         cache_key,
         ttl_secs: ctx.settings.completion.cache_ttl.as_secs() as i64,
     });
-    finish(
+    let step = finish(
         ctx,
         a.job,
         &outcome,
@@ -236,7 +242,25 @@ async fn succeed(
         cache.as_ref(),
         a.params.is_async,
     )
-    .await
+    .await?;
+    // After the terminal state: the client has its answer, and a run that did not write it
+    // (a duplicate) queues nothing.
+    if let (Step::Succeeded, Some(plan), Some(answer), Some(served)) =
+        (&step, &a.params.shadow, shadow_answer, candidate)
+    {
+        let sample = super::shadow::Queued {
+            request_id: &a.job.request_id,
+            request: a.request,
+            served,
+            answer: &answer,
+            plan,
+        };
+        if let Err(e) = super::shadow::queue(&ctx.pool, &sample).await {
+            // A lost sample loses evidence, not an answer: the request is finished.
+            tracing::warn!(request_id = %a.job.request_id, error = %e, "shadow sample not queued");
+        }
+    }
+    Ok(step)
 }
 
 async fn handle_error(

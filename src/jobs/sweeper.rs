@@ -38,6 +38,7 @@ pub async fn run(ctx: Arc<JobContext>, shutdown: CancellationToken) {
                             cache_entries = p.cache_entries,
                             jobs = p.jobs,
                             request_bodies = p.request_bodies,
+                            shadow_samples = p.shadow_samples,
                             "retention pass"
                         );
                     }

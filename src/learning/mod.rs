@@ -78,6 +78,7 @@ async fn refit(
         aggregates,
         rated.iter().chain(outcomes),
         settings.shrinkage,
+        settings.shadow.weight,
     ) else {
         return Ok(None);
     };
@@ -233,8 +234,14 @@ fn calibrate(
                 .iter()
                 .chain(outcomes)
                 .filter(|r| target::half(r) != h);
-            let fits = per_prompt::fit_from_ratings(catalog, aggregates, other, settings.shrinkage)
-                .unwrap_or_default();
+            let fits = per_prompt::fit_from_ratings(
+                catalog,
+                aggregates,
+                other,
+                settings.shrinkage,
+                settings.shadow.weight,
+            )
+            .unwrap_or_default();
             let (predictor, shrinkage) = per_prompt::to_predictor(catalog, &fits);
             engine.with_weights(
                 LearnedWeights::new(catalog, 0, weights.to_vec())
@@ -261,10 +268,18 @@ pub async fn retrain(
         .then(|| chrono::Utc::now() - chrono::Duration::days(i64::from(settings.window_days)));
     // Ratings and the benchmark outcomes loaded by `optimizer train --dataset` are one body of
     // evidence, under the same rules and window.
-    let aggregates = trainer::merge(
+    // Judged shadow answers join them (`SHADOW_WEIGHT` 0 leaves them out).
+    let use_shadow = settings.shadow.weight > 0.0;
+    let mut aggregates = trainer::merge(
         store::aggregates(pool, since).await?,
         crate::store::bootstrap::aggregates(pool, since).await?,
     );
+    if use_shadow {
+        aggregates = trainer::merge(
+            aggregates,
+            crate::store::shadow::aggregates(pool, since).await?,
+        );
+    }
     let current = store::weights(pool).await?;
     let planned = trainer::plan(&aggregates, &current, settings);
     // A rolled-back change is not re-applied until ratings newer than its rollback arrive.
@@ -300,11 +315,16 @@ pub async fn retrain(
     };
     let outcomes = if actionable {
         let room = i64::from(settings.max_samples).saturating_sub(rated.len() as i64);
-        if room > 0 {
-            crate::store::bootstrap::samples(pool, since, room).await?
+        let mut outcomes = if use_shadow && room > 0 {
+            crate::store::shadow::samples(pool, since, room).await?
         } else {
             Vec::new()
+        };
+        let room = room.saturating_sub(outcomes.len() as i64);
+        if room > 0 {
+            outcomes.extend(crate::store::bootstrap::samples(pool, since, room).await?);
         }
+        outcomes
     } else {
         Vec::new()
     };

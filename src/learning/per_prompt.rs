@@ -15,6 +15,9 @@ use crate::routing::{Catalog, ModelFit, Pattern, Predictor, ProviderId};
 use crate::store::learning::Aggregate;
 use crate::store::predictor::{RatedRequest, StoredFit};
 
+/// The request id prefix of judged shadow answers (`store::shadow::samples`).
+pub const SHADOW_PREFIX: &str = "shadow:";
+
 /// The label a request's ratings give: the trainer's quality scale (`0.5·(avg − 1)/4 +
 /// 0.5·correctness`), or the stars alone when no rating says whether it was correct.
 pub fn label(avg_quality: f64, correctness: Option<f64>) -> f64 {
@@ -46,6 +49,7 @@ pub fn fit_from_ratings<'a>(
     aggregates: &[Aggregate],
     rated: impl IntoIterator<Item = &'a RatedRequest>,
     shrinkage: f64,
+    shadow_weight: f64,
 ) -> Option<Vec<StoredFit>> {
     let bases = bases(catalog, aggregates, shrinkage);
     let mut indexed: Vec<(usize, Sample)> = Vec::new();
@@ -74,6 +78,11 @@ pub fn fit_from_ratings<'a>(
                 model: 0,
                 features: bytemuck::cast_slice::<i32, u32>(features).into(),
                 label: label(r.avg_quality, r.correctness) as f32,
+                weight: if r.request_id.starts_with(SHADOW_PREFIX) {
+                    shadow_weight as f32
+                } else {
+                    1.0
+                },
                 base_logit: logit(base) as f32,
             },
         ));

@@ -104,6 +104,20 @@ pub async fn dashboard(pool: &PgPool) -> Result<String, sqlx::Error> {
         "Savings vs baseline:   ${all_saving:.4} in all; ${learned_saving:.4} on {learned_n} \
          requests routed by learned weights"
     );
+    let shadow = crate::store::shadow::totals(pool, None, None).await?;
+    let shadow_usd = shadow.shadow_cost_usd + shadow.judge_cost_usd;
+    let _ = writeln!(
+        out,
+        "Shadow comparisons:    {} requests judged, {} scores; ${:.4} spent (shadow ${:.4}, \
+         judge ${:.4}); savings net of it ${:.4}; {} pending",
+        shadow.requests_judged,
+        shadow.scores,
+        shadow_usd,
+        shadow.shadow_cost_usd,
+        shadow.judge_cost_usd,
+        all_saving - shadow_usd,
+        shadow.pending
+    );
     match store::last_run(pool).await? {
         Some(r) => {
             let _ = writeln!(

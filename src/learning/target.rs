@@ -6,7 +6,9 @@
 //! - **Evidence units.** A rated, auto-routed request with its propensity is one unit with one
 //!   observed (model, outcome) of weight 1/propensity; a prompt of a loaded benchmark
 //!   (`optimizer train --dataset`) is one unit with every recorded model's outcome, each of
-//!   weight 1 (nothing was chosen: every outcome is known).
+//!   weight 1 (nothing was chosen: every outcome is known); a request sampled for shadow
+//!   comparisons is one unit with every judged answer, each of weight 1/(the sampler's
+//!   probability of observing that model) — the served answer 1.
 //! - **Cross-fitting.** The units are split in two halves by a hash of their content; each
 //!   half's estimates come from a predictor fitted on the other half only, so a prompt's
 //!   estimates never saw its own outcome (in-sample estimates pick the models they over-rate —
@@ -49,6 +51,9 @@ pub struct Unit {
     pub analysis: Analysis,
     /// (provider/model, outcome in 0..1, weight).
     pub observed: Vec<(String, f64, f64)>,
+    /// A designed observation (a benchmark prompt or a shadow comparison: models observed with
+    /// known, non-small probabilities) rather than a rated request.
+    pub judged: bool,
 }
 
 /// A unit's candidates as a policy saw them: (provider/model, expected quality, expected cost).
@@ -65,8 +70,15 @@ pub fn units<'a>(rated: impl IntoIterator<Item = &'a RatedRequest>) -> Vec<Unit>
     let mut by_id: HashMap<String, Unit> = HashMap::new();
     for r in rated {
         let benchmark = r.request_id.starts_with("bootstrap:");
+        let shadow = r.request_id.starts_with(super::per_prompt::SHADOW_PREFIX);
         let weight = if benchmark {
             1.0
+        } else if shadow {
+            // A judged answer: observed with the sampler's known probability.
+            match r.propensity.filter(|p| *p > 0.0 && *p <= 1.0) {
+                Some(p) => 1.0 / p,
+                None => continue,
+            }
         } else {
             if r.auto_route == Some(false) {
                 continue;
@@ -87,6 +99,7 @@ pub fn units<'a>(rated: impl IntoIterator<Item = &'a RatedRequest>) -> Vec<Unit>
                 half: half(r),
                 analysis,
                 observed: Vec::new(),
+                judged: benchmark || shadow,
             }
         });
         unit.observed
@@ -226,6 +239,43 @@ impl Moments {
     }
 }
 
+/// An estimate of a traffic mean and its standard error.
+#[derive(Debug, Clone, Copy)]
+struct Estimate {
+    mean: f64,
+    se: f64,
+}
+
+/// Estimates of the same mean from independent strata, combined by inverse variance (a stratum
+/// whose values do not vary counts as very precise). None: no stratum has two values.
+fn combine(parts: impl IntoIterator<Item = Moments>) -> Option<Estimate> {
+    let (mut wsum, mut msum) = (0.0, 0.0);
+    for m in parts {
+        let se = m.se();
+        if !se.is_finite() {
+            continue;
+        }
+        let w = 1.0 / se.max(1e-9).powi(2);
+        wsum += w;
+        msum += w * m.mean();
+    }
+    (wsum > 0.0).then(|| Estimate {
+        mean: msum / wsum,
+        se: wsum.sqrt().recip(),
+    })
+}
+
+fn moments(values: impl IntoIterator<Item = f64>) -> Moments {
+    let mut m = Moments::default();
+    for v in values {
+        m.add(v);
+    }
+    m
+}
+
+/// Per stratum, a policy's per-unit values (None: not measurable there).
+type PerStratum = Vec<Option<Vec<f64>>>;
+
 /// [`calibrate`] on units whose candidates are already estimated.
 ///
 /// Values are doubly robust (the cross-fitted estimate plus the inverse-propensity-weighted
@@ -234,7 +284,18 @@ impl Moments {
 /// to be chosen — not biased toward the prompts the logged policy sent it (a premium model sent
 /// the hard prompts would look worse than it is, and every promise made against it too easy).
 /// The promise is checked on the paired difference `value(π_λ) − t·value(best)` per unit.
+///
+/// Rated requests and judged units (benchmark prompts, shadow comparisons) are estimated apart
+/// and combined by inverse variance: a rated request observes a model the policy would pick
+/// only where exploration sent it there, at a weight of 1/propensity (tens), so a few hundred
+/// judged prompts, every answer observed, can say more than thousands of ratings — pooled,
+/// the ratings' weights would set the margin.
 fn calibrate_decided(decided: &[(&Unit, Candidates)]) -> Report {
+    let (judged, rated): (Vec<_>, Vec<_>) = decided.iter().cloned().partition(|(u, _)| u.judged);
+    let strata: Vec<&[(&Unit, Candidates)]> = [judged.as_slice(), rated.as_slice()]
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .collect();
     let units = decided.len() as f64;
     // Each model's "always m" value, over the units where it is a candidate nearly everywhere;
     // the best (ties: by name, so the choice does not depend on hashing) is the reference. A
@@ -245,7 +306,8 @@ fn calibrate_decided(decided: &[(&Unit, Candidates)]) -> Report {
         .collect();
     names.sort_unstable();
     names.dedup();
-    let mut best: Option<(&str, f64, Vec<f64>)> = None;
+    // Per stratum, the best model's per-unit values (None: not measurable there).
+    let mut best: Option<(&str, f64, PerStratum)> = None;
     let mut unmeasured: Vec<&str> = Vec::new();
     for m in names {
         let present = decided
@@ -255,13 +317,16 @@ fn calibrate_decided(decided: &[(&Unit, Candidates)]) -> Report {
         if present < 0.9 * units {
             continue;
         }
-        let Some((v, _)) = values(decided, |c| c.iter().position(|x| x.0 == m)) else {
+        let per: PerStratum = strata
+            .iter()
+            .map(|s| values(s, |c| c.iter().position(|x| x.0 == m)).map(|(v, _)| v))
+            .collect();
+        let Some(est) = combine(per.iter().flatten().map(|v| moments(v.iter().copied()))) else {
             unmeasured.push(m);
             continue;
         };
-        let mean = v.iter().sum::<f64>() / units;
-        if best.as_ref().is_none_or(|b| mean > b.1) {
-            best = Some((m, mean, v));
+        if best.as_ref().is_none_or(|b| est.mean > b.1) {
+            best = Some((m, est.mean, per));
         }
     }
     let mut report = Report {
@@ -315,24 +380,36 @@ fn calibrate_decided(decided: &[(&Unit, Candidates)]) -> Report {
     let mut open: Vec<bool> = vec![true; Strategy::ALL.len()];
     let mut at_zero: Vec<(f64, f64)> = Vec::new();
     for lambda in &grid {
-        let Some((picks, cost)) = values(decided, |c| {
-            choose(c.iter().map(|x| (x.1, x.2)), *lambda, scale)
-        }) else {
+        // Per stratum where both the policy and the best model are measurable: its values.
+        let per: Vec<(Vec<f64>, f64, &Vec<f64>)> = strata
+            .iter()
+            .zip(&best_values)
+            .filter_map(|(s, b)| {
+                let (v, cost) =
+                    values(s, |c| choose(c.iter().map(|x| (x.1, x.2)), *lambda, scale))?;
+                Some((v, cost * s.len() as f64, b.as_ref()?))
+            })
+            .collect();
+        if per.is_empty() {
+            break;
+        }
+        let counted: f64 = per.iter().map(|(v, _, _)| v.len() as f64).sum();
+        let cost = per.iter().map(|(_, c, _)| c).sum::<f64>() / counted;
+        let Some(value) = combine(per.iter().map(|(v, _, _)| moments(v.iter().copied()))) else {
             break;
         };
-        let value = picks.iter().sum::<f64>() / units;
         for (k, strategy) in Strategy::ALL.iter().enumerate() {
             if !open[k] {
                 continue;
             }
             let t = quality_target(*strategy);
-            let mut diff = Moments::default();
-            for (v, b) in picks.iter().zip(&best_values) {
-                diff.add(v - t * b);
-            }
-            let lower = diff.mean() - Z * diff.se();
+            let diff = combine(
+                per.iter()
+                    .map(|(v, _, b)| moments(v.iter().zip(b.iter()).map(|(v, b)| v - t * b))),
+            );
+            let lower = diff.map_or(f64::NEG_INFINITY, |d| d.mean - Z * d.se);
             if *lambda == 0.0 {
-                at_zero.push((value, lower));
+                at_zero.push((value.mean, lower));
             }
             if lower < 0.0 {
                 open[k] = false;
@@ -341,7 +418,7 @@ fn calibrate_decided(decided: &[(&Unit, Candidates)]) -> Report {
             knobs[k] = Some(Knob {
                 target: t,
                 lambda: *lambda,
-                estimate: value,
+                estimate: value.mean,
                 // The bound on the policy's value the promise was checked with.
                 lower: t * best_q + lower,
                 best: best_q,
@@ -362,7 +439,7 @@ fn calibrate_decided(decided: &[(&Unit, Candidates)]) -> Report {
                  {:.0}% at its lower bound",
                 100.0 * v / best_q,
                 decided.len(),
-                -100.0 * lower.min(0.0) / best_q,
+                -100.0 * lower.clamp(-1.0, 0.0) / best_q,
                 100.0 * quality_target(*strategy)
             ));
         }
@@ -384,6 +461,7 @@ fn unit(id: &str, pattern: crate::routing::Pattern, observed: Vec<(String, f64, 
         half: 0,
         analysis,
         observed,
+        judged: false,
     }
 }
 
@@ -421,6 +499,48 @@ mod tests {
             vec![("a/b".into(), 1.0, 1.0)],
         );
         assert_eq!(u.observed.len(), 1);
+    }
+
+    #[test]
+    fn judged_answers_form_one_unit_weighted_by_the_samplers_probability() {
+        let row = |id: &str, model: &str, stars: f64, propensity: f64, auto: bool| RatedRequest {
+            request_id: id.into(),
+            pattern: "code".into(),
+            provider: "openrouter".into(),
+            model: model.into(),
+            avg_quality: stars,
+            correctness: Some(if stars > 3.0 { 1.0 } else { 0.0 }),
+            features: Some(vec![3, 4]),
+            propensity: Some(propensity),
+            strategy: None,
+            complexity: Some(0.5),
+            auto_route: Some(auto),
+            cost_usd: None,
+            input_tokens: None,
+        };
+        let rows = [
+            // The request's own rating: propensity of the routing decision.
+            row("r1", "cheap", 5.0, 0.8, true),
+            // Its shadow comparison: the served answer (surely observed) and one of two others.
+            row("shadow:r1", "cheap", 4.0, 1.0, false),
+            row("shadow:r1", "mid", 2.0, 0.5, false),
+        ];
+        let units = units(&rows);
+        assert_eq!(units.len(), 2);
+        let rated = units.iter().find(|u| u.id == "r1").unwrap();
+        assert!(!rated.judged);
+        assert_eq!(rated.observed, vec![("openrouter/cheap".into(), 1.0, 1.25)]);
+        let judged = units.iter().find(|u| u.id == "shadow:r1").unwrap();
+        assert!(judged.judged);
+        assert_eq!(
+            judged.observed,
+            vec![
+                ("openrouter/cheap".into(), 0.875, 1.0),
+                ("openrouter/mid".into(), 0.125, 2.0)
+            ]
+        );
+        // The same prompt's rating and comparison fall in the same half of the cross-fit.
+        assert_eq!(rated.half, judged.half);
     }
 
     #[test]

@@ -17,6 +17,7 @@
 pub mod anthropic;
 pub mod gemini;
 mod http;
+pub mod judge;
 pub mod openai;
 pub mod replay;
 pub mod simulated;

@@ -22,6 +22,21 @@ pub struct Recorded {
     pub output_tokens: u64,
     /// The recorded cost, reported as the provider's own figure.
     pub cost_usd: Option<f64>,
+    /// The verdict a judge gives this answer (the rating a user would give it).
+    pub verdict_as_judged: super::judge::Verdict,
+}
+
+impl Recorded {
+    /// The answer as the replay provider gives it: the recorded response, else a line stating
+    /// the recorded outcome.
+    pub fn answer(&self, model: &str) -> String {
+        self.response.clone().unwrap_or_else(|| {
+            format!(
+                "[replayed outcome of {model} on {}: {}]",
+                self.record_id, self.verdict
+            )
+        })
+    }
 }
 
 /// What a replay book knows of a (prompt, model).
@@ -39,6 +54,8 @@ pub enum Lookup {
 /// Recorded outcomes by prompt and model (the application's evaluation dataset implements it).
 pub trait ReplayBook: Send + Sync {
     fn lookup(&self, prompt: &str, model: &str) -> Lookup;
+    /// Every model's recorded outcome of `prompt` (none: not in the book).
+    fn outcomes(&self, prompt: &str) -> Vec<(String, Recorded)>;
 }
 
 #[derive(Clone)]
@@ -79,12 +96,38 @@ fn error(kind: ErrorKind, message: String) -> ProviderError {
     }
 }
 
+impl Replay {
+    /// Any model of the book judges: the verdict of the recorded outcome whose answer is the one
+    /// graded (as the evaluation's user would rate it), at the tokens of the grading request.
+    fn judge(
+        &self,
+        request: &CompletionRequest,
+        prompt: &str,
+        answer: &str,
+    ) -> Result<Completion, ProviderError> {
+        let outcomes = self.book.outcomes(prompt);
+        let Some((_, graded)) = outcomes.iter().find(|(m, o)| o.answer(m) == answer) else {
+            return Err(error(
+                ErrorKind::Permanent,
+                "the graded answer is not a recorded one".into(),
+            ));
+        };
+        Ok(super::judge::offline_reply(
+            request,
+            graded.verdict_as_judged,
+        ))
+    }
+}
+
 impl Provider for Replay {
     fn id(&self) -> ProviderId {
         ProviderId::Replay
     }
 
     async fn complete(&self, request: &CompletionRequest) -> Result<Completion, ProviderError> {
+        if let Some((prompt, answer)) = super::judge::read_grading_request(request) {
+            return self.judge(request, prompt, answer);
+        }
         let outcome = match self.book.lookup(request.last_turn(), &request.model) {
             Lookup::Found(outcome) => outcome,
             Lookup::UnknownPrompt => {
@@ -100,12 +143,7 @@ impl Provider for Replay {
                 ));
             }
         };
-        let text = outcome.response.clone().unwrap_or_else(|| {
-            format!(
-                "[replayed outcome of {} on {}: {}]",
-                request.model, outcome.record_id, outcome.verdict
-            )
-        });
+        let text = outcome.answer(&request.model);
         let (input_tokens, output_tokens) = (outcome.input_tokens, outcome.output_tokens);
         Ok(Completion {
             text,

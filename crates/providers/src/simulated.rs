@@ -219,6 +219,35 @@ pub fn stated_quality(text: &str) -> Option<f64> {
     rest.split(']').next()?.trim().parse().ok()
 }
 
+impl Simulated {
+    /// The simulated judge: a simulated answer is correct with the probability its model's true
+    /// quality gives (drawn from the grading request), graded `1 + round(4·quality)`.
+    async fn judge(
+        &self,
+        request: &CompletionRequest,
+        answer: &str,
+        rng: &mut fastrand::Rng,
+    ) -> Result<Completion, ProviderError> {
+        let Some(quality) = stated_quality(answer) else {
+            return Err(ProviderError {
+                provider: ProviderId::Simulated,
+                kind: crate::ErrorKind::Permanent,
+                status: None,
+                retry_after: None,
+                message: "the simulated judge grades simulated answers only".into(),
+            });
+        };
+        let verdict = crate::judge::Verdict {
+            correct: rng.f64() < quality,
+            grade: (1.0 + (4.0 * quality.clamp(0.0, 1.0)).round()) as u8,
+        };
+        if !self.latency.is_zero() {
+            tokio::time::sleep(self.latency).await;
+        }
+        Ok(crate::judge::offline_reply(request, verdict))
+    }
+}
+
 impl Provider for Simulated {
     fn id(&self) -> ProviderId {
         ProviderId::Simulated
@@ -243,6 +272,9 @@ impl Provider for Simulated {
         let digest = hasher.finalize();
         let seed = u64::from_le_bytes(digest[..8].try_into().unwrap_or_default());
         let mut rng = fastrand::Rng::with_seed(seed);
+        if let Some((_, answer)) = crate::judge::read_grading_request(request) {
+            return self.judge(request, answer, &mut rng).await;
+        }
 
         let budget = u64::from(request.max_tokens.max(1));
         let wanted = 20 + rng.u64(0..60);
@@ -355,6 +387,22 @@ mod tests {
         assert_eq!(stated_quality(&c.text), Some(0.45));
         assert_ne!(a.text, c.text);
         assert!(a.output_tokens > 0 && a.input_tokens > 0);
+    }
+
+    #[tokio::test]
+    async fn the_simulated_judge_grades_by_the_stated_quality() {
+        let classify: Classifier = |_| Pattern::Factual;
+        let sim = Simulated::new(Duration::ZERO, Profiles::load(None).unwrap(), classify);
+        let asked = request("sim-lite", "What is the capital of Peru?");
+        let answer = sim.complete(&asked).await.unwrap();
+        let grading = crate::judge::grading_request(&asked, &answer.text, "sim-pro");
+        let verdict = sim.complete(&grading).await.unwrap();
+        let v = crate::judge::parse_verdict(&verdict.text).unwrap();
+        // Quality 0.90: grade 1 + round(3.6) = 5.
+        assert_eq!(v.grade, 5);
+        // Something that is not a simulated answer is not graded.
+        let other = crate::judge::grading_request(&asked, "Lima.", "sim-pro");
+        assert!(sim.complete(&other).await.is_err());
     }
 
     #[test]

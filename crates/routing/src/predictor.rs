@@ -27,6 +27,9 @@ pub struct Sample<'a> {
     pub label: f32,
     /// `logit` of the model's shrunk pattern-level estimate for the prompt's pattern.
     pub base_logit: f32,
+    /// What the sample counts for in the fit (1: a rating; a judged shadow answer counts
+    /// `SHADOW_WEIGHT`).
+    pub weight: f32,
 }
 
 /// How [`fit`] fits.
@@ -247,7 +250,7 @@ pub fn fit(
                 .map(|(h, l)| h * l)
                 .sum::<f32>();
             let p = 1.0 / (1.0 + (-z).exp());
-            let err = p - sample.label.clamp(0.0, 1.0);
+            let err = (p - sample.label.clamp(0.0, 1.0)) * sample.weight;
             let frate = rate * s.factor_rate;
             for j in sample.features.iter() {
                 let row = *j as usize * stride;
@@ -323,6 +326,7 @@ mod tests {
             model,
             features: featurize(text).into(),
             label,
+            weight: 1.0,
             base_logit: logit(0.5) as f32,
         }
     }

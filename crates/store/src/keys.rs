@@ -38,12 +38,14 @@ pub struct KeyPolicy {
     /// Refuse a request that does not fit the budget left, rather than route it among the
     /// models whose worst case fits.
     pub strict_budget: bool,
+    /// Never sample this key's requests for shadow comparisons.
+    pub shadow_opt_out: bool,
 }
 
 const KEY_COLUMNS: &str = "key_id, name, prefix, source, created_at, rotated_at, expires_at,
     revoked_at, allowed_models, allowed_providers, default_strategy, daily_budget_usd,
     monthly_budget_usd, user_daily_budget_usd, requests_per_minute, tokens_per_minute,
-    strict_budget";
+    strict_budget, shadow_opt_out";
 
 /// A key to create.
 #[derive(Debug, Clone)]
@@ -61,8 +63,9 @@ pub async fn create(pool: &PgPool, key: &NewKey<'_>) -> Result<KeyRow, sqlx::Err
     let query = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "INSERT INTO api_keys (key_id, name, prefix, secret_hash, expires_at, allowed_models,
              allowed_providers, default_strategy, daily_budget_usd, monthly_budget_usd,
-             user_daily_budget_usd, requests_per_minute, tokens_per_minute, strict_budget)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+             user_daily_budget_usd, requests_per_minute, tokens_per_minute, strict_budget,
+             shadow_opt_out)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
          RETURNING {KEY_COLUMNS}"
     )))
     .bind(key.key_id)
@@ -73,7 +76,7 @@ pub async fn create(pool: &PgPool, key: &NewKey<'_>) -> Result<KeyRow, sqlx::Err
     bind_policy!(query, p).fetch_one(pool).await
 }
 
-/// Binds a [`KeyPolicy`]'s nine columns, in the order allowed_models … strict_budget.
+/// Binds a [`KeyPolicy`]'s ten columns, in the order allowed_models … shadow_opt_out.
 macro_rules! bind_policy {
     ($query:expr, $p:expr) => {{
         let p: &KeyPolicy = $p;
@@ -87,6 +90,7 @@ macro_rules! bind_policy {
             .bind(p.requests_per_minute)
             .bind(p.tokens_per_minute)
             .bind(p.strict_budget)
+            .bind(p.shadow_opt_out)
     }};
 }
 use bind_policy;
@@ -195,7 +199,7 @@ pub async fn update(
         "UPDATE api_keys SET expires_at = $2, allowed_models = $3, allowed_providers = $4,
              default_strategy = $5, daily_budget_usd = $6, monthly_budget_usd = $7,
              user_daily_budget_usd = $8, requests_per_minute = $9, tokens_per_minute = $10,
-             strict_budget = $11
+             strict_budget = $11, shadow_opt_out = $12
          WHERE key_id = $1
          RETURNING {KEY_COLUMNS}"
     )))

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod predictor;
 pub mod requests;
 pub mod retention;
+pub mod shadow;
 pub mod weights;
 
 pub use db::{Database, NotReady, PoolSettings};

@@ -56,6 +56,11 @@ pub struct Summary {
     pub by_model: Vec<ModelSlice>,
     pub by_pattern: Vec<PatternSlice>,
     pub by_provider: Vec<ProviderSlice>,
+    /// Shadow comparisons of the period: what they judged and what they cost.
+    pub shadow: crate::shadow::ShadowTotals,
+    /// `savings_usd` less the shadow and judge spend: what routing saved, net of what learning
+    /// cost.
+    pub net_savings_usd: f64,
 }
 
 type Row = (
@@ -108,6 +113,8 @@ pub async fn summary(
         by_model: Vec::new(),
         by_pattern: Vec::new(),
         by_provider: Vec::new(),
+        shadow: crate::shadow::ShadowTotals::default(),
+        net_savings_usd: 0.0,
     };
     for (
         provider,

@@ -8,6 +8,8 @@
 //! - `requests`: with `bodies_kept`, the prompt, system prompt, response and conversation history
 //!   of requests finished before it are cleared; the row, its `routing_metrics` and ratings stay
 //!   (cost and quality history outlive the text).
+//! - `shadow_samples`: a sampled request whose shadow job never finished (its job failed for
+//!   good) is deleted after a day, with the request it carries.
 
 use std::time::Duration;
 
@@ -33,6 +35,7 @@ pub struct Pruned {
     pub cache_entries: u64,
     pub jobs: u64,
     pub request_bodies: u64,
+    pub shadow_samples: u64,
 }
 
 fn secs(d: Duration) -> f64 {
@@ -93,10 +96,16 @@ pub async fn prune(pool: &PgPool, r: &Retention) -> Result<Option<Pruned>, sqlx:
         .await?
         .rows_affected(),
     };
+    let shadow_samples =
+        sqlx::query("DELETE FROM shadow_samples WHERE created_at < now() - interval '1 day'")
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
     tx.commit().await?;
     Ok(Some(Pruned {
         cache_entries,
         jobs,
         request_bodies,
+        shadow_samples,
     }))
 }

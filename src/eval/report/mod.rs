@@ -96,6 +96,46 @@ pub struct RoundSummary {
     pub changes: i64,
     pub policy_version: i64,
     pub models: BTreeMap<String, usize>,
+    /// The held-out prompts routed after this round (`--learning-curve`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_out: Option<CurvePoint>,
+}
+
+/// The policy after one round, on the held-out prompts, against the best single model there.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct CurvePoint {
+    pub accuracy_vs_best: f64,
+    pub cost_vs_best: f64,
+}
+
+/// What shadow comparisons cost while training (`--shadow-rate`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ShadowSpend {
+    pub rate: f64,
+    pub models: String,
+    pub requests_judged: i64,
+    pub scores: i64,
+    pub shadow_cost_usd: f64,
+    pub judge_cost_usd: f64,
+    /// What the training requests themselves cost.
+    pub training_cost_usd: f64,
+    /// (shadow + judge) / training cost.
+    pub share_of_training_cost: f64,
+}
+
+/// `routed` against the best single model on the same prompts.
+pub fn versus_best(prices: &Prices, routed: &[Routed<'_>]) -> CurvePoint {
+    let records: Vec<&Record> = routed.iter().map(|r| r.record).collect();
+    let (accuracy, cost) = score(routed, prices);
+    let best = prices
+        .models()
+        .map(|m| score(&fixed(&records, m), prices))
+        .max_by(|a, b| a.0.total_cmp(&b.0).then(b.1.total_cmp(&a.1)))
+        .unwrap_or_default();
+    CurvePoint {
+        accuracy_vs_best: ratio(accuracy, best.0),
+        cost_vs_best: ratio(cost, best.1),
+    }
 }
 
 /// Where one held-out prompt went (None: the request failed).
@@ -142,6 +182,9 @@ pub struct Report {
     /// shares. None when the last retrain fitted no new predictor.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub promise: Option<serde_json::Value>,
+    /// Shadow comparisons while training.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowSpend>,
 }
 
 /// One strategy's routing of the held-out prompts under the final policy.
@@ -359,6 +402,7 @@ pub fn build(
         categories,
         frontier: Vec::new(),
         promise: None,
+        shadow: None,
     }
 }
 

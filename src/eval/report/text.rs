@@ -87,15 +87,44 @@ fn rounds(out: &mut String, r: &Report) {
                 s.failed.to_string(),
                 s.changes.to_string(),
                 s.policy_version.to_string(),
+                s.held_out.map_or("-".to_owned(), |c| {
+                    format!("{:.1}%", 100.0 * c.accuracy_vs_best)
+                }),
+                s.held_out.map_or("-".to_owned(), |c| {
+                    format!("{:.1}%", 100.0 * c.cost_vs_best)
+                }),
             ]
         })
         .collect();
     out.push_str(&table(
         &[
-            "round", "prompts", "rated", "explored", "failed", "changes", "policy",
+            "round",
+            "prompts",
+            "rated",
+            "explored",
+            "failed",
+            "changes",
+            "policy",
+            "held-out acc/best",
+            "cost/best",
         ],
         &rows,
     ));
+    if let Some(sh) = &r.shadow {
+        out.push_str(&format!(
+            "\nShadow comparisons while training (rate {}, models {}): {} requests judged, {} \
+             scores; shadow ${:.4} + judge ${:.4} = {:.1}% of the training requests' own cost \
+             (${:.4})\n",
+            sh.rate,
+            sh.models,
+            sh.requests_judged,
+            sh.scores,
+            sh.shadow_cost_usd,
+            sh.judge_cost_usd,
+            100.0 * sh.share_of_training_cost,
+            sh.training_cost_usd
+        ));
+    }
 }
 
 /// The same learned policy under every strategy.
