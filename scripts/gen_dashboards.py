@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes grafana/dashboards/*.json (Quality, Cost, Operations). Re-run after editing:
-python3 scripts/gen_dashboards.py. tests/dashboards.rs checks every metric they query exists."""
+python3 scripts/gen_dashboards.py. tests/api/dashboards.rs checks every metric they query exists."""
 import json
 import os
 
@@ -98,6 +98,10 @@ cost = dashboard(
             "sum(rate(optimizer_explorations_total[1h])) / sum(rate(optimizer_completions_total[1h]))",
             "explored")], 12, 16, unit="percentunit"),
         panel(7, "Tokens by model (per hour)", [("sum by (model, direction) (rate(optimizer_tokens_total[1h])) * 3600", "{{model}} {{direction}}")], 0, 24, w=24, unit="short"),
+        panel(8, "Spend by API key (USD/h)", [("sum by (key_id) (increase(optimizer_key_spend_usd[1h]))", "{{key_id}}")], 0, 32, unit="currencyUSD"),
+        panel(9, "Refusals by API key (per hour)", [("sum by (key_id, outcome) (increase(optimizer_key_requests_total{outcome!=\"accepted\"}[1h]))", "{{key_id}} {{outcome}}")], 12, 32, unit="short"),
+        panel(10, "Shadow comparisons: spend (USD/h)", [("sum by (kind) (rate(optimizer_shadow_call_cost_usd_sum[1h])) * 3600", "{{kind}}")], 0, 40, unit="currencyUSD"),
+        panel(11, "Shadow comparisons: judge calls (per hour)", [("sum by (result) (rate(optimizer_shadow_scores_total[1h])) * 3600", "{{result}}")], 12, 40, unit="short"),
     ],
 )
 

@@ -1,17 +1,8 @@
 //! The OpenAPI document: `docs/openapi.json` is what the code generates (regenerate it with
-//! `UPDATE_OPENAPI=1 cargo test --test openapi`), `GET /openapi.json` serves it, and it names
+//! `UPDATE_OPENAPI=1 cargo test --test api openapi::`), `GET /openapi.json` serves it, and it names
 //! every route the router answers.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "integration tests"
-)]
-
-mod common;
-
-use common::TestApp;
+use crate::common::TestApp;
 use serde_json::Value;
 
 const CHECKED_IN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.json");
@@ -26,7 +17,7 @@ fn the_checked_in_document_is_what_the_code_generates() {
     assert!(
         checked_in == generated,
         "docs/openapi.json differs from the document the code generates; regenerate it with \
-         `UPDATE_OPENAPI=1 cargo test --test openapi` and commit it"
+         `UPDATE_OPENAPI=1 cargo test --test api openapi::` and commit it"
     );
 }
 

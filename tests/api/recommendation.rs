@@ -1,18 +1,9 @@
 //! `POST /recommendation` through the real router, and learned weights reaching the engine
 //! through Postgres NOTIFY.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "integration tests"
-)]
-
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{TestApp, error_body};
+use crate::common::{TestApp, error_body};
 use optimizer::providers::ProviderId;
 use optimizer::routing::{Confidence, LearnedWeight, Pattern};
 use serde_json::{Value, json};

@@ -1,18 +1,9 @@
 //! `POST /complete` end to end: the real router, the real queue in Postgres, a real worker in
 //! the same process, providers mocked over HTTP (or the simulated one).
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "integration tests"
-)]
-
-mod common;
-
 use std::time::Duration;
 
-use common::{TestApp, TestDb, catalog_model, error_body, temp_file, wait_finished};
+use crate::common::{TestApp, TestDb, catalog_model, error_body, temp_file, wait_finished};
 use serde_json::{Value, json};
 use wiremock::matchers::{body_partial_json, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};

@@ -3,15 +3,6 @@
 //! held-out prompts. The dataset is made here: a cheap model that is right on translations and
 //! wrong on code, a premium model right on both.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "integration tests"
-)]
-
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -94,7 +85,7 @@ fn eval(args: &[&str]) -> std::process::Output {
     Command::new(OPTIMIZER)
         .arg("eval")
         .args(args)
-        .env("DATABASE_URL", common::server_url())
+        .env("DATABASE_URL", crate::common::server_url())
         .env_remove("ADMIN_TOKEN")
         .env_remove("CATALOG_PATH")
         .env_remove("PROVIDERS")
@@ -147,7 +138,7 @@ fn assert_each_category_went_to_its_model(report: &Value) {
 
 async fn eval_databases() -> i64 {
     use sqlx::Connection as _;
-    let mut conn = sqlx::PgConnection::connect(&common::server_url())
+    let mut conn = sqlx::PgConnection::connect(&crate::common::server_url())
         .await
         .unwrap();
     sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname LIKE 'optimizer_eval_%'")

@@ -2,18 +2,9 @@
 //! the schema exists, shutdown while clients wait, a wait that fails after the request was
 //! accepted. Every answer is a 4xx/202/503 in the JSON shape, never a 500.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "integration tests"
-)]
-
-mod common;
-
 use std::time::Duration;
 
-use common::{TestApp, TestDb};
+use crate::common::{TestApp, TestDb};
 use serde_json::{Value, json};
 
 fn is_json(r: &reqwest::Response) -> bool {

@@ -2,18 +2,9 @@
 //! client has its answer, every answer graded by the judge model — against OpenRouter's real
 //! wire format (wiremock), a real Postgres and, for the crash, real worker processes.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "integration tests"
-)]
-
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{TestApp, TestDb, catalog_model, spawn_worker, temp_file, wait_finished};
+use crate::common::{TestApp, TestDb, catalog_model, spawn_worker, temp_file, wait_finished};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use wiremock::matchers::{body_partial_json, body_string_contains, method, path};
@@ -491,4 +482,47 @@ async fn a_worker_killed_between_the_shadow_calls_and_the_judgements_stores_each
     assert_eq!(calls(&server, "\"model\":\"o-mid\"").await, 1);
     assert_eq!(spend(&pool, &id, "shadow").await.0, 2);
     assert!(calls(&server, JUDGE_MARK).await >= 3);
+}
+
+#[tokio::test]
+async fn with_key_billing_the_sampled_requests_key_pays_for_its_comparisons() {
+    let server = upstream(r#"{"correct": true, "grade": 5}"#, Duration::ZERO).await;
+    let app = spawn(&server, &[("SHADOW_BILLING", "key")]).await;
+    let pool = app.test_db.pool().await;
+    let created: Value = app
+        .client
+        .post(app.url("/admin/keys"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"name": "team", "daily_budget_usd": 10, "monthly_budget_usd": 100}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let secret = created["secret"].as_str().unwrap().to_owned();
+    let answer = complete(
+        &app,
+        json!({"prompt": "Bill me.", "strategy": "cost"}),
+        Some(&secret),
+    )
+    .await;
+    let id = answer["request_id"].as_str().unwrap();
+    drained(&pool).await;
+    let (_, shadow_usd) = spend(&pool, id, "shadow").await;
+    let (_, judge_usd) = spend(&pool, id, "judge").await;
+    let own = answer["cost_usd"].as_f64().unwrap();
+    // Day and month windows: the request's own cost and its comparisons'.
+    let windows: Vec<f64> =
+        sqlx::query_scalar("SELECT spent_usd FROM key_spend WHERE scope = '' ORDER BY period")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(windows.len(), 2);
+    for spent in windows {
+        assert!(
+            (spent - (own + shadow_usd + judge_usd)).abs() < 1e-9,
+            "{spent}"
+        );
+    }
 }

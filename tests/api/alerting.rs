@@ -10,20 +10,11 @@
 //!
 //! Needs Debian's `prometheus` and `prometheus-alertmanager` packages (`.ci/run` installs them).
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "integration tests"
-)]
-
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::TestDb;
-use common::process::{Running, free_port, start, wait_for_status};
+use crate::common::TestDb;
+use crate::common::process::{Running, free_port, start, wait_for_status};
 use serde_json::{Value, json};
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -88,7 +79,7 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new() -> Self {
-        let dir = std::env::temp_dir().join(common::unique_db_name());
+        let dir = std::env::temp_dir().join(crate::common::unique_db_name());
         std::fs::create_dir_all(&dir).unwrap();
         Self(dir)
     }

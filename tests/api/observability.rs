@@ -1,15 +1,6 @@
 //! Prometheus metrics on the API and the worker, and the quality-drift alert after a retrain.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "integration tests"
-)]
-
-mod common;
-
-use common::{TestApp, TestDb, ratings, seed_ratings, settings_with};
+use crate::common::{TestApp, TestDb, ratings, seed_ratings, settings_with};
 use optimizer::learning::{drift, retrain_now};
 use serde_json::json;
 use sqlx::PgPool;
@@ -100,7 +91,7 @@ async fn retrain_then_rate(pool: &PgPool, after: &[(i32, bool)]) -> String {
     seed_ratings(pool, "code", "sim-lite", &ratings(10, &[5], 10)).await;
     let report = retrain_now(
         pool,
-        &optimizer::wiring::build_engine(&common::settings_with(&[])).unwrap(),
+        &optimizer::wiring::build_engine(&crate::common::settings_with(&[])).unwrap(),
         &settings_with(&[]).learning,
         false,
     )
@@ -227,12 +218,12 @@ async fn late_ratings_of_old_requests_do_not_count_against_the_new_policy() {
     seed_ratings(&pool, "chat", "sim-standard", &ratings(20, &[4], 20)).await;
     let mut late = Vec::new();
     for _ in 0..20 {
-        late.push(common::seed_request(&pool, "chat", 0.3, "sim-standard", None).await);
+        late.push(crate::common::seed_request(&pool, "chat", 0.3, "sim-standard", None).await);
     }
     seed_ratings(&pool, "code", "sim-lite", &ratings(10, &[5], 10)).await;
     let report = retrain_now(
         &pool,
-        &optimizer::wiring::build_engine(&common::settings_with(&[])).unwrap(),
+        &optimizer::wiring::build_engine(&crate::common::settings_with(&[])).unwrap(),
         &settings_with(&[]).learning,
         false,
     )
@@ -275,7 +266,7 @@ async fn a_drop_that_is_not_significant_raises_nothing() {
     seed_ratings(&pool, "code", "sim-lite", &ratings(10, &[5], 10)).await;
     retrain_now(
         &pool,
-        &optimizer::wiring::build_engine(&common::settings_with(&[])).unwrap(),
+        &optimizer::wiring::build_engine(&crate::common::settings_with(&[])).unwrap(),
         &settings_with(&[]).learning,
         false,
     )

@@ -3,20 +3,11 @@
 //! recovers by itself; every request a client was told about (200, 202, or an error naming its
 //! id) reaches a terminal state, with one metrics row; no request is left unfinished.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "integration tests"
-)]
-
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::process::{free_port, start, wait_for_status};
+use crate::common::process::{free_port, start, wait_for_status};
 use serde_json::{Value, json};
 
 const OPTIMIZER: &str = env!("CARGO_BIN_EXE_optimizer");

@@ -2,16 +2,7 @@
 //! parsing), relayed through the worker to Server-Sent Events, with the full text, tokens and
 //! cost stored as for a non-streamed call.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "integration tests"
-)]
-
-mod common;
-
-use common::{TestApp, TestDb, catalog_model, temp_file};
+use crate::common::{TestApp, TestDb, catalog_model, temp_file};
 use serde_json::{Value, json};
 use wiremock::matchers::{body_partial_json, method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -31,7 +22,7 @@ fn ev(event: &str, data: Value) -> String {
 }
 
 async fn app(server: &MockServer) -> TestApp {
-    common::spawn_with_upstream(&common::upstream_catalog(""), &server.uri()).await
+    crate::common::spawn_with_upstream(&crate::common::upstream_catalog(""), &server.uri()).await
 }
 
 /// Streams a chat completion; returns (content pieces, usage, request id).
@@ -342,7 +333,7 @@ async fn a_stream_crosses_processes_intact() {
     let app = TestApp::spawn_on(db, &env).await;
     let mut worker_env = env.to_vec();
     worker_env.push(("DATABASE_URL", url.as_str()));
-    let _worker = common::spawn_worker(&worker_env);
+    let _worker = crate::common::spawn_worker(&worker_env);
     let (pieces, usage, id) = stream(&app, "o-model").await;
     let expected = format!("start: {long} end");
     assert!(

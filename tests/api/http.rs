@@ -1,15 +1,6 @@
 //! The API's HTTP surface: /health, /ready, the JSON error shape, request ids.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "integration tests"
-)]
-
-mod common;
-
-use common::{TestApp, TestDb, error_body, settings_with};
+use crate::common::{TestApp, TestDb, error_body, settings_with};
 
 #[tokio::test]
 async fn health_answers_without_touching_the_database() {
@@ -100,7 +91,7 @@ async fn a_request_whose_client_leaves_during_its_insert_still_runs() {
         &[("CACHE_ENABLED", "false"), ("EXPLORATION_RATE", "0")],
     )
     .await;
-    common::process::wait_for_status(&app.url("/ready"), 200).await;
+    crate::common::process::wait_for_status(&app.url("/ready"), 200).await;
     // Hold every insert into requests until the client has gone.
     let mut blocker = app.db.pool.begin().await.unwrap();
     sqlx::query("LOCK TABLE requests IN SHARE MODE")

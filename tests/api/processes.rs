@@ -2,19 +2,10 @@
 //! and `optimizer-worker` create and migrate the database, answer /ready, and exit cleanly on
 //! SIGTERM.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "integration tests"
-)]
-
-mod common;
-
 use std::process::{Command, Stdio};
 
-use common::process::{free_port, sigterm_and_wait, start, start_logged, wait_for_status};
-use common::{TestDb, unique_db_name, url_for};
+use crate::common::process::{free_port, sigterm_and_wait, start, start_logged, wait_for_status};
+use crate::common::{TestDb, unique_db_name, url_for};
 
 const OPTIMIZER: &str = env!("CARGO_BIN_EXE_optimizer");
 
@@ -44,7 +35,7 @@ async fn serve_creates_and_migrates_the_database_then_stops_on_sigterm() {
     let url = url_for(&name);
     let port = free_port();
     let bind = format!("127.0.0.1:{port}");
-    let log = common::temp_file("serve.log", "");
+    let log = crate::common::temp_file("serve.log", "");
     let server = start_logged(
         std::path::Path::new(OPTIMIZER),
         &["serve"],
@@ -74,7 +65,7 @@ async fn serve_creates_and_migrates_the_database_then_stops_on_sigterm() {
         .status()
         .unwrap();
     assert!(!probe.success(), "nothing listens after shutdown");
-    common::drop_database_blocking(name);
+    crate::common::drop_database_blocking(name);
 
     // A starting service is not an error: no ERROR line, each reason for not being ready logged
     // once, in plain words (no PostgreSQL source line, no repeated message).

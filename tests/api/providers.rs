@@ -1,15 +1,6 @@
 //! Each wire format against a wiremock server: our requests match the provider's real format
 //! (path, headers, body shape), answers are parsed, and failures are classified.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "integration tests"
-)]
-
-mod common;
-
 use std::time::Duration;
 
 use optimizer::providers::{CompletionRequest, ErrorKind, Message, ProviderId, Providers, Role};
@@ -52,7 +43,7 @@ fn providers(server: &MockServer, extra: &[(&str, &str)]) -> Providers {
         ("PROVIDER_TIMEOUT_SECS", "2"),
     ];
     vars.extend_from_slice(extra);
-    optimizer::wiring::build_providers(&common::settings_with(&vars)).unwrap()
+    optimizer::wiring::build_providers(&crate::common::settings_with(&vars)).unwrap()
 }
 
 #[tokio::test]
@@ -336,7 +327,7 @@ async fn slow_stream(pieces: usize, gap: Duration, stall: bool) -> String {
 #[tokio::test]
 async fn a_stream_longer_than_the_timeout_is_not_cut_but_a_stalled_one_is() {
     let stream_providers = |base: String| {
-        optimizer::wiring::build_providers(&common::settings_with(&[
+        optimizer::wiring::build_providers(&crate::common::settings_with(&[
             ("OPENAI_COMPAT_BASE_URL", base.as_str()),
             ("PROVIDER_TIMEOUT_SECS", "1"),
         ]))

@@ -2,16 +2,7 @@
 //! keys in `x-api-key`, rating a message, each provider reached in its own format, and the
 //! official Anthropic Python SDK (text, max_tokens, errors, streams, tools).
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "integration tests"
-)]
-
-mod common;
-
-use common::{TestApp, TestDb};
+use crate::common::{TestApp, TestDb};
 use serde_json::{Value, json};
 
 async fn messages(app: &TestApp, body: Value) -> reqwest::Response {
@@ -147,7 +138,7 @@ async fn errors_have_anthropic_shape_and_name_the_field() {
 async fn keys_are_read_from_x_api_key() {
     let app =
         TestApp::spawn_with_workers(TestDb::migrated().await, &[("ADMIN_TOKEN", "adm")]).await;
-    let secret = common::create_key(&app, "adm", "anthropic").await;
+    let secret = crate::common::create_key(&app, "adm", "anthropic").await;
     let secret = secret.as_str();
     let body = json!({ "model": "auto", "max_tokens": 50,
                        "messages": [{"role": "user", "content": "hi"}] });
@@ -215,7 +206,7 @@ async fn a_streamed_message_sends_anthropics_events_in_order() {
         .filter_map(|d| d["delta"]["text"].as_str())
         .collect();
     let id = data[0]["message"]["id"].as_str().unwrap();
-    let stored = common::wait_finished(&app, id, std::time::Duration::from_secs(10)).await;
+    let stored = crate::common::wait_finished(&app, id, std::time::Duration::from_secs(10)).await;
     assert_eq!(stored["response"].as_str(), Some(streamed.as_str()));
     let end = &data[data.len() - 2];
     assert_eq!(end["delta"]["stop_reason"], "end_turn", "{end}");
@@ -227,9 +218,9 @@ async fn the_official_anthropic_python_sdk_works_against_the_server() {
     let app =
         TestApp::spawn_with_workers(TestDb::migrated().await, &[("ADMIN_TOKEN", "sdk-admin")])
             .await;
-    let secret = common::create_key(&app, "sdk-admin", "anthropic-sdk").await;
+    let secret = crate::common::create_key(&app, "sdk-admin", "anthropic-sdk").await;
     // The SDK appends /v1/messages to the base URL.
-    let stdout = common::run_sdk_script("anthropic_client.py", app.url(""), &[secret]).await;
+    let stdout = crate::common::run_sdk_script("anthropic_client.py", app.url(""), &[secret]).await;
     for line in [
         "message ",
         "cut max_tokens",
@@ -262,8 +253,8 @@ async fn a_tool_round_trip_reaches_an_anthropic_upstream_in_its_format() {
         })))
         .mount(&server)
         .await;
-    let catalog = common::upstream_catalog("capabilities = [\"chat\", \"tools\"]\n");
-    let app = common::spawn_with_upstream(&catalog, &server.uri()).await;
+    let catalog = crate::common::upstream_catalog("capabilities = [\"chat\", \"tools\"]\n");
+    let app = crate::common::spawn_with_upstream(&catalog, &server.uri()).await;
     let tool = json!({"name": "get_weather", "description": "Weather",
                       "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}});
     let resp = messages(

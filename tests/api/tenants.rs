@@ -1,19 +1,10 @@
 //! Tenants (issue 14): API keys in Postgres; each key sees only its own requests, ratings,
 //! metrics, idempotency keys and cache; key lifecycle across replicas.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "integration tests"
-)]
-
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::process::{free_port, start, wait_for_status};
-use common::{TestApp, TestDb};
+use crate::common::process::{free_port, start, wait_for_status};
+use crate::common::{TestApp, TestDb};
 use serde_json::{Value, json};
 
 const ADMIN: &str = "admin-token-for-tenant-tests";

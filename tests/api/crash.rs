@@ -1,18 +1,9 @@
 //! A worker process killed (SIGKILL) while a provider call is in flight: another worker process
 //! takes the job over, and the request ends succeeded exactly once, its cost counted once.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "integration tests"
-)]
-
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{TestApp, TestDb, catalog_model, spawn_worker, temp_file, wait_finished};
+use crate::common::{TestApp, TestDb, catalog_model, spawn_worker, temp_file, wait_finished};
 use serde_json::json;
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};

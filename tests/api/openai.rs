@@ -1,16 +1,7 @@
 //! The OpenAI-compatible API: the chat.completion shape and headers, multi-turn conversations
 //! in each provider's wire format, OpenAI-shaped errors, API keys, and the official Python SDK.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "integration tests"
-)]
-
-mod common;
-
-use common::{TestApp, TestDb};
+use crate::common::{TestApp, TestDb};
 use serde_json::{Value, json};
 use wiremock::matchers::{body_partial_json, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -361,8 +352,8 @@ async fn conversations_reach_each_provider_in_its_own_format() {
         .expect(1)
         .mount(&server)
         .await;
-    let catalog = common::upstream_catalog("");
-    let app = common::spawn_with_upstream(&catalog, &server.uri()).await;
+    let catalog = crate::common::upstream_catalog("");
+    let app = crate::common::spawn_with_upstream(&catalog, &server.uri()).await;
     let messages: Value = serde_json::from_str(CONVERSATION).unwrap();
     for (model, answer) in [
         ("a-model", "4 (anthropic)"),
@@ -388,13 +379,13 @@ async fn the_readme_sdk_examples_run_verbatim_on_a_fresh_install() {
     let app = TestApp::spawn_with_workers(TestDb::migrated().await, &[]).await;
     let examples: Vec<String> = ["OpenAI(", "anthropic.Anthropic("]
         .iter()
-        .flat_map(|marker| common::readme_python_examples(marker))
+        .flat_map(|marker| crate::common::readme_python_examples(marker))
         .collect();
     assert!(examples.len() >= 2, "{examples:?}");
     for code in examples {
         assert!(code.contains("http://localhost:8000"), "{code}");
         let code = code.replace("http://localhost:8000", &app.url(""));
-        let stdout = common::run_python(code.clone()).await;
+        let stdout = crate::common::run_python(code.clone()).await;
         assert!(stdout.contains("[simulated "), "{code}\n{stdout}");
     }
 }
@@ -405,8 +396,8 @@ async fn the_official_openai_python_sdk_works_against_the_server() {
         TestApp::spawn_with_workers(TestDb::migrated().await, &[("ADMIN_TOKEN", "sdk-admin")])
             .await;
     // A key made through the admin API, as a user would.
-    let secret = common::create_key(&app, "sdk-admin", "sdk").await;
-    let stdout = common::run_sdk_script("openai_client.py", app.url("/v1"), &[secret]).await;
+    let secret = crate::common::create_key(&app, "sdk-admin", "sdk").await;
+    let stdout = crate::common::run_sdk_script("openai_client.py", app.url("/v1"), &[secret]).await;
     assert!(
         stdout.contains("completion ") && stdout.contains("bad request messages"),
         "{stdout}"
@@ -676,10 +667,10 @@ async fn cached_prompt_tokens_are_priced_at_the_cached_rate() {
         .mount(&server)
         .await;
     // $1/M input, $0.10/M cache reads, $1.25/M cache writes, $5/M output.
-    let catalog = common::upstream_catalog(
+    let catalog = crate::common::upstream_catalog(
         "cached_input_usd_per_mtok = 0.1\ncache_write_usd_per_mtok = 1.25\n",
     );
-    let app = common::spawn_with_upstream(&catalog, &server.uri()).await;
+    let app = crate::common::spawn_with_upstream(&catalog, &server.uri()).await;
     // 100 fresh + 800 read + 100 written + 50 out; Gemini and OpenAI report no writes.
     let anthropic_cost = (100.0 * 1.0 + 800.0 * 0.1 + 100.0 * 1.25 + 50.0 * 5.0) / 1e6;
     let read_only_cost = (200.0 * 1.0 + 800.0 * 0.1 + 50.0 * 5.0) / 1e6;
@@ -933,10 +924,16 @@ async fn the_official_openai_sdk_calls_tools_through_each_provider() {
         [o_call_sse, o_text_sse],
     )
     .await;
-    let catalog = common::upstream_catalog("capabilities = [\"chat\", \"tools\"]\n");
-    let app = common::spawn_with_upstream(&catalog, &server.uri()).await;
-    let args = [common::UPSTREAM_ADMIN, "a-model", "g-model", "o-model"].map(String::from);
-    let stdout = common::run_sdk_script("openai_tools.py", app.url("/v1"), &args).await;
+    let catalog = crate::common::upstream_catalog("capabilities = [\"chat\", \"tools\"]\n");
+    let app = crate::common::spawn_with_upstream(&catalog, &server.uri()).await;
+    let args = [
+        crate::common::UPSTREAM_ADMIN,
+        "a-model",
+        "g-model",
+        "o-model",
+    ]
+    .map(String::from);
+    let stdout = crate::common::run_sdk_script("openai_tools.py", app.url("/v1"), &args).await;
     assert_eq!(stdout.matches(" ok").count(), 6, "{stdout}");
 }
 

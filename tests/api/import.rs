@@ -1,21 +1,12 @@
 //! `optimizer import-sqlite`: a small SQLite file shaped like the Python version's, imported
 //! twice (the second adds nothing), with a dry run that writes nothing.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "integration tests"
-)]
-
-mod common;
-
 use std::process::Command;
 
-use common::TestDb;
+use crate::common::TestDb;
 
 fn sqlite_fixture() -> std::path::PathBuf {
-    let path = common::temp_file("legacy.db", "");
+    let path = crate::common::temp_file("legacy.db", "");
     std::fs::remove_file(&path).unwrap();
     let db = rusqlite::Connection::open(&path).unwrap();
     db.execute_batch(

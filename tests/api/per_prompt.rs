@@ -2,19 +2,10 @@
 //! inside one pattern, thin evidence does not flip routing, a request rated many times counts
 //! once, and learning works without stored prompts (`STORE_PROMPTS=none`).
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "integration tests"
-)]
-
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{TestApp, TestDb, settings_with};
+use crate::common::{TestApp, TestDb, settings_with};
 use optimizer::learning::{per_prompt, retrain_now};
 use optimizer::routing::{
     Catalog, LearnedWeights, QueryPatternAnalyzer, RouteRequest, RoutingEngine, Strategy,
@@ -32,7 +23,7 @@ async fn rated(pool: &PgPool, model: &str, prompt: &str, ratings: &[(i32, bool)]
         .iter()
         .map(|f| i32::try_from(*f).unwrap())
         .collect();
-    let id = common::seed_request(
+    let id = crate::common::seed_request(
         pool,
         analysis.pattern.as_str(),
         analysis.complexity as f32,
@@ -140,7 +131,7 @@ async fn the_predictor_separates_two_prompt_kinds_inside_one_pattern() {
 async fn a_benchmark_dataset_bootstraps_per_prompt_routing_and_ratings_keep_refining_it() {
     let db = TestDb::migrated().await;
     let pool = db.pool().await;
-    let dir = std::env::temp_dir().join(common::unique_db_name());
+    let dir = std::env::temp_dir().join(crate::common::unique_db_name());
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("bench.jsonl");
     let mut lines = String::new();

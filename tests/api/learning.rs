@@ -1,18 +1,9 @@
 //! The feedback loop: ratings through the API, the FeedbackTrainer's rules against a real
 //! database, snapshots and rollback, the admin API, and the loop closing end to end.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "integration tests"
-)]
-
-mod common;
-
 use std::time::Duration;
 
-use common::{TestApp, TestDb, error_body, ratings, seed_ratings, settings_with};
+use crate::common::{TestApp, TestDb, error_body, ratings, seed_ratings, settings_with};
 use optimizer::config::LearningSettings;
 use optimizer::learning::{RunReport, retrain_now};
 use serde_json::{Value, json};
@@ -46,7 +37,7 @@ async fn count(pool: &PgPool, table: &str) -> i64 {
 async fn run(pool: &PgPool, dry: bool) -> RunReport {
     retrain_now(
         pool,
-        &optimizer::wiring::build_engine(&common::settings_with(&[])).unwrap(),
+        &optimizer::wiring::build_engine(&crate::common::settings_with(&[])).unwrap(),
         &learning(),
         dry,
     )

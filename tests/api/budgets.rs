@@ -4,21 +4,12 @@
 //! worst-case estimate, a window reset, a worker SIGKILLed mid-request, and a per-minute
 //! request limit shared by the 3 APIs.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "integration tests"
-)]
-
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::process::{free_port, start, wait_for_status};
-use common::{TestDb, catalog_model, spawn_worker, temp_file};
+use crate::common::process::{free_port, start, wait_for_status};
+use crate::common::{TestDb, catalog_model, spawn_worker, temp_file};
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};

@@ -1,28 +1,19 @@
 //! Faults against the real binaries (issue 18's suite; the Postgres restart is in
-//! `tests/pg_restart.rs`): SIGTERM to `optimizer serve` while synchronous clients wait. Every client gets an answer (200, or 202 with its
+//! `tests/api/pg_restart.rs`): SIGTERM to `optimizer serve` while synchronous clients wait. Every client gets an answer (200, or 202 with its
 //! `status_url`) — none is cut off — and after a restart every accepted request reaches a
 //! terminal state with exactly one metrics row.
-
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "integration tests"
-)]
-
-mod common;
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::TestDb;
-use common::process::{free_port, sigterm_and_wait, start, wait_for_status};
+use crate::common::TestDb;
+use crate::common::process::{free_port, sigterm_and_wait, start, wait_for_status};
 use serde_json::{Value, json};
 
 const OPTIMIZER: &str = env!("CARGO_BIN_EXE_optimizer");
 const CLIENTS: usize = 20;
 
-fn serve(db_url: &str, bind: &str) -> common::process::Running {
+fn serve(db_url: &str, bind: &str) -> crate::common::process::Running {
     start(
         std::path::Path::new(OPTIMIZER),
         &["serve"],
@@ -160,7 +151,7 @@ async fn sigterm_under_load_answers_every_waiting_client_and_loses_nothing() {
     );
 }
 
-fn worker(db_url: &str, bind: &str) -> common::process::Running {
+fn worker(db_url: &str, bind: &str) -> crate::common::process::Running {
     start(
         std::path::Path::new(OPTIMIZER),
         &["worker"],

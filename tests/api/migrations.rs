@@ -1,16 +1,7 @@
 //! The schema: migrations apply to an empty database, re-apply as a no-op, and carry every
 //! column, key, index and constraint of the seed's SQL.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "integration tests"
-)]
-
-mod common;
-
-use common::TestDb;
+use crate::common::TestDb;
 use optimizer::store::{Database, Hot, NotReady};
 use sqlx::PgPool;
 
@@ -97,8 +88,9 @@ async fn migrations_apply_to_an_empty_database_and_reapply_as_a_no_op() {
 
 #[tokio::test]
 async fn setup_creates_a_missing_database() {
-    let name = common::unique_db_name();
-    let settings = common::settings_with(&[("DATABASE_URL", &common::url_for(&name))]);
+    let name = crate::common::unique_db_name();
+    let settings =
+        crate::common::settings_with(&[("DATABASE_URL", &crate::common::url_for(&name))]);
     let db = Database::connect_lazy(&settings.pool());
     let result = async {
         assert!(db.create_if_missing().await.unwrap(), "created");
@@ -111,7 +103,7 @@ async fn setup_creates_a_missing_database() {
     };
     result.await;
     db.pool.close().await;
-    common::drop_database_blocking(name);
+    crate::common::drop_database_blocking(name);
 }
 
 /// (column, data type, nullable) of a table, from information_schema.
@@ -936,8 +928,10 @@ async fn concurrent_inserts_share_a_commit_and_a_bad_row_fails_only_itself() {
 async fn hot_connections_are_kept_between_statements_and_closed_when_in_doubt() {
     let test_db = TestDb::empty().await;
     // A pool of 4: up to 2 kept.
-    let settings =
-        common::settings_with(&[("DATABASE_URL", &test_db.url), ("DB_MAX_CONNECTIONS", "4")]);
+    let settings = crate::common::settings_with(&[
+        ("DATABASE_URL", &test_db.url),
+        ("DB_MAX_CONNECTIONS", "4"),
+    ]);
     let db = Database::connect_lazy(&settings.pool());
     let pid = async |hot: &Hot| -> i32 {
         hot.run(async |c| {

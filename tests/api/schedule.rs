@@ -1,18 +1,9 @@
 //! The retrain schedule: two worker processes on a one-second schedule queue and run exactly
 //! one retrain per tick.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "integration tests"
-)]
-
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Running, TestDb, spawn_worker};
+use crate::common::{Running, TestDb, spawn_worker};
 
 fn worker(database_url: &str) -> Running {
     spawn_worker(&[

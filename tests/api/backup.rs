@@ -1,18 +1,9 @@
 //! scripts/backup_db.sh and scripts/restore_db.sh: back up a populated database, restore it
 //! into a fresh one, and compare row counts per table (application and queue schemas).
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "integration tests"
-)]
-
-mod common;
-
 use std::process::Command;
 
-use common::{TestDb, ratings, seed_ratings};
+use crate::common::{TestDb, ratings, seed_ratings};
 use sqlx::PgPool;
 
 async fn counts(pool: &PgPool) -> Vec<(String, i64)> {
@@ -41,8 +32,8 @@ async fn backup_then_restore_into_a_fresh_database_keeps_every_row() {
     seed_ratings(&pool, "code", "sim-lite", &ratings(12, &[5, 4], 11)).await;
     optimizer::learning::retrain_now(
         &pool,
-        &optimizer::wiring::build_engine(&common::settings_with(&[])).unwrap(),
-        &common::settings_with(&[]).learning,
+        &optimizer::wiring::build_engine(&crate::common::settings_with(&[])).unwrap(),
+        &crate::common::settings_with(&[]).learning,
         false,
     )
     .await
@@ -59,7 +50,7 @@ async fn backup_then_restore_into_a_fresh_database_keeps_every_row() {
             .any(|(t, n)| t == "public.routing_weights" && *n == 1)
     );
 
-    let dir = std::env::temp_dir().join(common::unique_db_name());
+    let dir = std::env::temp_dir().join(crate::common::unique_db_name());
     let out = Command::new("scripts/backup_db.sh")
         .arg(&dir)
         .env("DATABASE_URL", &source.url)
@@ -105,7 +96,7 @@ async fn backup_then_restore_into_a_fresh_database_keeps_every_row() {
 
 #[test]
 fn old_backups_are_pruned() {
-    let dir = std::env::temp_dir().join(common::unique_db_name());
+    let dir = std::env::temp_dir().join(crate::common::unique_db_name());
     std::fs::create_dir_all(&dir).unwrap();
     let old = dir.join("optimizer_20200101_030000.sql.gz");
     std::fs::write(&old, b"old").unwrap();
@@ -115,7 +106,7 @@ fn old_backups_are_pruned() {
         .status()
         .unwrap();
     assert!(touched.success());
-    let url = common::url_for("postgres");
+    let url = crate::common::url_for("postgres");
     let out = Command::new("scripts/backup_db.sh")
         .arg(&dir)
         .env("DATABASE_URL", url)

@@ -1,13 +1,6 @@
 //! Every Grafana dashboard parses, and every metric its queries name is one the service exports
 //! (or a recording rule defined in prometheus/rules).
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "integration tests"
-)]
-
 use std::collections::BTreeSet;
 
 use optimizer::telemetry::names;
