@@ -220,6 +220,43 @@ async fn the_bootstrap_mode_learns_from_recorded_outcomes_without_a_rating() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Shadow comparisons in the evaluation: the replay provider judges from the recorded outcomes,
+/// every sampled prompt's answers are judged before each retrain, the spend is reported against
+/// the training traffic's own cost, and the learning curve has a point per round.
+#[tokio::test]
+async fn shadow_comparisons_are_judged_from_the_recorded_outcomes_and_their_spend_reported() {
+    let dir = dir();
+    let (stdout, report) = eval_synthetic(
+        &dir,
+        &[
+            "--shadow-rate",
+            "0.5",
+            "--learning-curve",
+            "--rounds",
+            "2",
+            "--no-prior-pass",
+        ],
+    );
+    assert!(
+        stdout.contains("Shadow comparisons while training"),
+        "{stdout}"
+    );
+    let shadow = &report["shadow"];
+    let judged = shadow["requests_judged"].as_i64().unwrap();
+    // About half of the 84 training prompts, each with its served and its other answer judged.
+    assert!((20..=64).contains(&judged), "{shadow}");
+    assert_eq!(shadow["scores"].as_i64().unwrap(), 2 * judged, "{shadow}");
+    assert!(shadow["judge_cost_usd"].as_f64().unwrap() > 0.0, "{shadow}");
+    assert!(shadow["share_of_training_cost"].as_f64().unwrap() > 0.0);
+    let rounds = report["rounds"].as_array().unwrap();
+    assert_eq!(rounds.len(), 2);
+    for r in rounds {
+        assert!(r["held_out"]["cost_vs_best"].as_f64().is_some(), "{r}");
+    }
+    assert_each_category_went_to_its_model(&report);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn a_bad_dataset_is_refused_naming_the_line() {
     let dir = dir();
