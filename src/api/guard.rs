@@ -143,6 +143,39 @@ pub async fn refuse_oversized(max_bytes: usize, req: Request, next: Next) -> Res
     next.run(req).await
 }
 
+/// The longest request target (path and query) answered normally, in bytes.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+/// The most header fields, and header bytes (names, values, separators), answered normally.
+pub const MAX_HEADERS: usize = 100;
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// 414 for a request target above [`MAX_URI_BYTES`], 431 for more than [`MAX_HEADERS`] header
+/// fields or [`MAX_HEADER_BYTES`] of them — in the JSON shape ([`json_errors`] shapes it for the
+/// route's dialect). hyper's own limits sit above these (see `serve_with`), so only a request
+/// past those — a request line or head of hundreds of KiB — still gets hyper's empty answer.
+pub async fn refuse_oversized_head(req: Request, next: Next) -> Response {
+    let target = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    if target > MAX_URI_BYTES {
+        let message =
+            format!("the request target is {target} bytes; at most {MAX_URI_BYTES} are accepted");
+        return (StatusCode::URI_TOO_LONG, message).into_response();
+    }
+    let headers = req.headers();
+    let bytes: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if headers.len() > MAX_HEADERS || bytes > MAX_HEADER_BYTES {
+        let message = format!(
+            "{} header fields, {bytes} bytes; at most {MAX_HEADERS} fields and {MAX_HEADER_BYTES} \
+             bytes are accepted",
+            headers.len()
+        );
+        return (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, message).into_response();
+    }
+    next.run(req).await
+}
+
 /// Rewrites any error response that is not JSON (axum's plain-text rejections of paths, queries
 /// and bodies; empty fallbacks) into the JSON shape, keeping its status and other headers.
 pub async fn json_errors(req: Request, next: Next) -> Response {
@@ -183,6 +216,8 @@ fn code_of(status: StatusCode) -> &'static str {
         StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
         StatusCode::REQUEST_TIMEOUT => "request_timeout",
         StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::URI_TOO_LONG => "uri_too_long",
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "headers_too_large",
         StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
         StatusCode::UNPROCESSABLE_ENTITY => "invalid_field",
         StatusCode::TOO_MANY_REQUESTS => "rate_limited",

@@ -216,6 +216,7 @@ fn with_middleware(router: Router, limits: Limits) -> Router {
         .layer(axum::middleware::from_fn(move |req, next| {
             guard::refuse_oversized(limits.body_bytes, req, next)
         }))
+        .layer(axum::middleware::from_fn(guard::refuse_oversized_head))
         .layer(axum::middleware::from_fn(guard::json_errors))
         .layer(axum::middleware::from_fn(metrics::track))
         // Outermost first: set the id, open the span with it, copy it onto the response.
@@ -331,7 +332,11 @@ pub async fn serve_with(
         // key). Body framing is not weakened: a front proxy rejects a malformed
         // Content-Length or Transfer-Encoding itself (RFC 9112 §6.3), and a direct client
         // can only frame its own connection.
-        .ignore_invalid_headers(true);
+        .ignore_invalid_headers(true)
+        // Room above the router's own limits (`guard::refuse_oversized_head`: 100 fields,
+        // 64 KiB), so a header flood within it is refused in the JSON shape rather than with
+        // hyper's empty 431.
+        .max_headers(4 * guard::MAX_HEADERS);
     let graceful = GracefulShutdown::new();
     loop {
         let stream = tokio::select! {

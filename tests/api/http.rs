@@ -169,3 +169,55 @@ async fn every_response_carries_a_request_id() {
         .unwrap();
     assert_eq!(resp.headers()["x-request-id"], "caller-chosen-42");
 }
+
+/// Issue 38 item 11: a request target or a header set too large is refused in the JSON shape
+/// (the route's dialect on /v1), not with an empty body.
+#[tokio::test]
+async fn a_long_uri_and_a_header_flood_get_the_json_error_shape() {
+    let app = TestApp::spawn().await;
+    let long = format!("/requests/{}", "x".repeat(10 * 1024));
+    let resp = app.get(&long).await;
+    assert_eq!(resp.status(), 414);
+    let (code, message) = error_body(resp).await;
+    assert_eq!(code, "uri_too_long");
+    assert!(message.contains("8192"), "{message}");
+
+    let mut flood = reqwest::header::HeaderMap::new();
+    for i in 0..150 {
+        flood.insert(
+            reqwest::header::HeaderName::from_bytes(format!("x-flood-{i}").as_bytes()).unwrap(),
+            reqwest::header::HeaderValue::from_static("1"),
+        );
+    }
+    let resp = app
+        .client
+        .post(app.url("/v1/chat/completions"))
+        .headers(flood.clone())
+        .json(&serde_json::json!({"model": "auto", "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 431);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    // The OpenAI dialect's error shape.
+    assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("155 header fields"),
+        "{body}"
+    );
+
+    let big = "v".repeat(70 * 1024);
+    let resp = app
+        .client
+        .get(app.url("/health"))
+        .header("x-big", big)
+        .send()
+        .await
+        .unwrap();
+    // Probes too: every route has the shape.
+    assert_eq!(resp.status(), 431);
+    assert_eq!(error_body(resp).await.0, "headers_too_large");
+}

@@ -86,7 +86,7 @@ impl From<ApiError> for OpenAiError {
             s => s,
         };
         let kind = match status.as_u16() {
-            400 | 404 | 405 | 409 | 413 | 415 => "invalid_request_error",
+            400 | 404 | 405 | 409 | 413 | 414 | 415 | 431 => "invalid_request_error",
             401 | 403 => "authentication_error",
             429 => "rate_limit_error",
             _ => "api_error",
