@@ -131,8 +131,12 @@ pub async fn run(ctx: &JobContext, request_id: &str) -> Result<Done, sqlx::Error
         Ok::<bool, sqlx::Error>(store::spent_today(&ctx.pool).await? >= settings.budget_usd)
     };
 
-    // The other models' answers, each kept as it arrives.
-    for m in &plan.models {
+    // The other models' answers, each kept as it arrives. (A fallback may have served one of
+    // the plan's models: its answer is the served one.)
+    let served_model = |m: &crate::completion::shadow::ShadowModel| {
+        m.provider == served.provider && m.model == served.model
+    };
+    for m in plan.models.iter().filter(|m| !served_model(m)) {
         let name = format!("{}/{}", m.provider, m.model);
         if answers.contains_key(&name) {
             continue;
@@ -174,7 +178,7 @@ pub async fn run(ctx: &JobContext, request_id: &str) -> Result<Done, sqlx::Error
     let judged = store::judged(&ctx.pool, request_id).await?;
     let mut graded: Vec<(ProviderId, &str, &str, bool, f64)> =
         vec![(served.provider, &served.model, &served.answer, true, 1.0)];
-    for m in &plan.models {
+    for m in plan.models.iter().filter(|m| !served_model(m)) {
         if let Some(answer) = answers.get(&format!("{}/{}", m.provider, m.model)) {
             graded.push((m.provider, &m.model, answer, false, m.propensity));
         }

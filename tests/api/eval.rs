@@ -39,6 +39,10 @@ const TASKS: [&str; 5] = [
 ];
 const LANGS: [&str; 4] = ["Python", "Rust", "Go", "TypeScript"];
 
+/// The evaluations of this module run one at a time (one of them counts the scratch databases
+/// every evaluation creates and drops).
+static EVALS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn dir() -> PathBuf {
     let d = std::env::temp_dir().join(format!("optimizer-eval-test-{}", ulid::Ulid::generate()));
     std::fs::create_dir_all(&d).unwrap();
@@ -149,6 +153,8 @@ async fn eval_databases() -> i64 {
 
 #[tokio::test]
 async fn the_learned_policy_sends_each_category_to_the_model_that_is_right_on_it() {
+    // It counts the scratch databases: no other evaluation may run meanwhile.
+    let _alone = EVALS.lock().await;
     let dir = dir();
     let out = dir.join("out");
     let before = eval_databases().await;
@@ -204,6 +210,7 @@ async fn the_learned_policy_sends_each_category_to_the_model_that_is_right_on_it
 /// which category needs which model.
 #[tokio::test]
 async fn the_bootstrap_mode_learns_from_recorded_outcomes_without_a_rating() {
+    let _alone = EVALS.lock().await;
     let dir = dir();
     let (stdout, report) = eval_synthetic(&dir, &["--bootstrap-frac", "1", "--no-prior-pass"]);
     assert!(stdout.contains("round 0: a bootstrap dataset"), "{stdout}");
@@ -225,6 +232,7 @@ async fn the_bootstrap_mode_learns_from_recorded_outcomes_without_a_rating() {
 /// the training traffic's own cost, and the learning curve has a point per round.
 #[tokio::test]
 async fn shadow_comparisons_are_judged_from_the_recorded_outcomes_and_their_spend_reported() {
+    let _alone = EVALS.lock().await;
     let dir = dir();
     let (stdout, report) = eval_synthetic(
         &dir,

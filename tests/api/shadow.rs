@@ -526,3 +526,52 @@ async fn with_key_billing_the_sampled_requests_key_pays_for_its_comparisons() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_fallback_that_served_a_planned_model_is_not_asked_again() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/chat/completions"))
+        .and(body_string_contains(JUDGE_MARK))
+        .respond_with(chat("o-judge", r#"{"correct": true, "grade": 4}"#))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    // The routed model is gone: the request falls back to the next candidate.
+    Mock::given(method("POST"))
+        .and(path("/chat/completions"))
+        .and(body_partial_json(json!({"model": "o-cheap"})))
+        .respond_with(
+            ResponseTemplate::new(404)
+                .set_body_json(json!({"error": {"message": "no such model", "code": 404}})),
+        )
+        .mount(&server)
+        .await;
+    for model in ["o-mid", "o-judge"] {
+        Mock::given(method("POST"))
+            .and(path("/chat/completions"))
+            .and(body_partial_json(json!({"model": model})))
+            .respond_with(chat(model, &format!("{model} answer")))
+            .mount(&server)
+            .await;
+    }
+    let app = spawn(&server, &[]).await;
+    let pool = app.test_db.pool().await;
+    let answer = complete(
+        &app,
+        json!({"prompt": "Fall back.", "strategy": "cost"}),
+        None,
+    )
+    .await;
+    let id = answer["request_id"].as_str().unwrap();
+    let served = answer["model"].as_str().unwrap().to_owned();
+    assert_ne!(served, "o-cheap", "{answer}");
+    drained(&pool).await;
+    let stored = scores(&pool, id).await;
+    // The served answer (judged as served) and the one other planned model; the failed model
+    // has no answer to judge.
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    assert!(stored.iter().any(|s| s.0 == served && s.1));
+    assert_eq!(calls(&server, &format!("\"model\":\"{served}\"")).await, 1);
+    assert_eq!(spend(&pool, id, "shadow").await.0, 1);
+}
