@@ -211,7 +211,7 @@ fn complete_input(
         response_format: None,
         stream: false,
         explore: body.explore,
-        shadow: body.shadow,
+        shadow: body.shadow && shadow_allowed(headers),
         top_p: None,
         stop: Vec::new(),
         pinned,
@@ -234,6 +234,20 @@ fn complete_input(
 }
 
 /// The `Idempotency-Key` header (scoped to the API key that sends it).
+/// The header with which a caller keeps a request out of shadow comparisons on every route:
+/// `x-optimizer-shadow: off` (also `false`, `0`, `no`).
+pub const SHADOW_HEADER: &str = "x-optimizer-shadow";
+
+/// Whether the request's headers allow shadow comparisons (see [`SHADOW_HEADER`]).
+pub fn shadow_allowed(headers: &HeaderMap) -> bool {
+    !headers.get(SHADOW_HEADER).is_some_and(|v| {
+        let v = v.to_str().unwrap_or("off").trim();
+        ["off", "false", "0", "no"]
+            .iter()
+            .any(|no| v.eq_ignore_ascii_case(no))
+    })
+}
+
 pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     validate::short_text(
         "Idempotency-Key",

@@ -341,7 +341,30 @@ async fn a_key_that_opted_out_and_a_request_that_says_no_are_never_sampled() {
         Some(&secrets[1]),
     )
     .await;
+    // On the OpenAI-compatible route the header says no; without it the request is sampled.
+    let v1 = |header: Option<&str>| {
+        let mut req = app
+            .client
+            .post(app.url("/v1/chat/completions"))
+            .bearer_auth(&secrets[1])
+            .json(&json!({"model": "auto", "messages": [{"role": "user", "content": "Via v1?"}]}));
+        if let Some(h) = header {
+            req = req.header("x-optimizer-shadow", h);
+        }
+        async move {
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status(), 200);
+            resp.headers()["x-optimizer-request-id"]
+                .to_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let v1_declined = v1(Some("off")).await;
+    let v1_sampled = v1(None).await;
     drained(&pool).await;
+    assert!(scores(&pool, &v1_declined).await.is_empty());
+    assert_eq!(scores(&pool, &v1_sampled).await.len(), 3);
     for a in private.iter().chain([&declined]) {
         let id = a["request_id"].as_str().unwrap();
         assert!(scores(&pool, id).await.is_empty(), "{a}");

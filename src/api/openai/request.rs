@@ -559,6 +559,7 @@ pub fn into_input(
         allowed_providers,
         allowed_models,
         caller,
+        shadow: crate::api::complete::shadow_allowed(headers),
         ..Default::default()
     };
     Ok((input, include_usage))
