@@ -51,8 +51,13 @@ async fn wait_for_signal() {
 /// set-up completed. Meanwhile the process serves `/health`, and `/ready` says why it is not
 /// ready.
 pub async fn setup_database_with_retry(db: &Database, shutdown: &CancellationToken) -> bool {
-    let mut delay = Duration::from_millis(250);
+    let mut attempt = 0;
     loop {
+        // The queue's retry backoff (doubling, ±25% jitter, so replicas do not retry in step),
+        // capped at 30 s.
+        let delay = crate::completion::lifecycle::backoff(Duration::from_millis(250), attempt)
+            .min(Duration::from_secs(30));
+        attempt += 1;
         match db.setup().await {
             Ok(()) => {
                 tracing::info!("database migrated");
@@ -70,7 +75,6 @@ pub async fn setup_database_with_retry(db: &Database, shutdown: &CancellationTok
             () = tokio::time::sleep(delay) => {}
             () = shutdown.cancelled() => return false,
         }
-        delay = (delay * 2).min(Duration::from_secs(30));
     }
 }
 

@@ -63,6 +63,28 @@ impl Calibration {
     }
 }
 
+/// Before per-prompt estimates are learned: the expected quality a strategy's choice must reach
+/// at complexity `c` (None: take the best).
+pub fn prior_target(strategy: Strategy, c: f64) -> Option<f64> {
+    match strategy {
+        Strategy::Cost => Some(0.60 + 0.25 * c),
+        Strategy::Balanced => Some(0.70 + 0.22 * c),
+        Strategy::Quality => None,
+    }
+}
+
+/// Where per-prompt estimates are learned but no knob is calibrated: the share of the best
+/// candidate's expected quality for this prompt that the choice must keep — `cost` 0.90,
+/// `balanced` 0.97, `quality` 1 — the cheapest candidate reaching it is taken. A request may
+/// set its own share.
+pub fn share(strategy: Strategy) -> f64 {
+    match strategy {
+        Strategy::Cost => 0.90,
+        Strategy::Balanced => 0.97,
+        Strategy::Quality => 1.0,
+    }
+}
+
 /// The promise each strategy makes: the share of the best single model's quality it keeps.
 pub fn quality_target(strategy: Strategy) -> f64 {
     match strategy {

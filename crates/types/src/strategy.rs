@@ -28,31 +28,6 @@ impl Strategy {
             Strategy::Quality => "quality",
         }
     }
-
-    /// Before per-prompt estimates are learned: the expected quality a choice must reach at
-    /// complexity `c` (None: take the best). The routing engine applies it.
-    #[inline]
-    pub fn target(self, c: f64) -> Option<f64> {
-        match self {
-            Strategy::Cost => Some(0.60 + 0.25 * c),
-            Strategy::Balanced => Some(0.70 + 0.22 * c),
-            Strategy::Quality => None,
-        }
-    }
-}
-
-impl Strategy {
-    /// Where per-prompt estimates are learned: the share of the best candidate's expected quality
-    /// for this prompt that the choice must keep — `cost` 0.90, `balanced` 0.97, `quality` 1 —
-    /// the cheapest candidate reaching it is taken. A request may set its own share.
-    #[inline]
-    pub fn share(self) -> f64 {
-        match self {
-            Strategy::Cost => 0.90,
-            Strategy::Balanced => 0.97,
-            Strategy::Quality => 1.0,
-        }
-    }
 }
 
 impl fmt::Display for Strategy {

@@ -54,7 +54,8 @@ impl RoutingEngine {
             return regular;
         }
         let (chosen_cost, chosen_quality) = (ranked[0].est_cost_usd, ranked[0].expected_quality);
-        let prior_floor = req.strategy.target(0.5).unwrap_or(target) - self.exploration_margin;
+        let prior_floor = crate::target::prior_target(req.strategy, 0.5).unwrap_or(target)
+            - self.exploration_margin;
         let min_quality = req.min_quality.unwrap_or(0.0);
         let explorable: Vec<usize> = (1..ranked.len())
             .filter(|i| {

@@ -94,13 +94,13 @@ pub(super) fn target(req: &RouteRequest<'_>, c: f64, pool: &[Candidate]) -> Opti
     let best_quality = best.map_or(0.0, |b| b.expected_quality);
     let share = match req.quality_share {
         Some(share) => Some(share),
-        None if learned => Some(req.strategy.share()).filter(|s| *s < 1.0),
+        None if learned => Some(crate::target::share(req.strategy)).filter(|s| *s < 1.0),
         None => None,
     };
     let base = match share {
         Some(share) => Some(share * best_quality),
         None if learned => None,
-        None => req.strategy.target(c),
+        None => crate::target::prior_target(req.strategy, c),
     };
     base.map(|t| round3(t.max(req.min_quality.unwrap_or(0.0)).min(1.0)))
 }
