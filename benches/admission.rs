@@ -87,7 +87,7 @@ fn eight(rt: &tokio::runtime::Runtime, db: &Database, key: Option<&str>, iters: 
                 .map(|_| {
                     let db = db.clone();
                     let a = key.map(|k| admission(k, true));
-                    tokio::spawn(async move { submit(&db, a).await })
+                    optimizer::tasks::spawn("bench", async move { submit(&db, a).await })
                 })
                 .collect();
             for t in all {

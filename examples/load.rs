@@ -40,7 +40,7 @@ async fn main() {
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
         let (client, next, url, mode) = (client.clone(), next.clone(), url.clone(), mode.clone());
-        tasks.push(tokio::spawn(async move {
+        tasks.push(optimizer::tasks::spawn("load", async move {
             let mut latencies = Vec::new();
             let mut errors = 0usize;
             loop {

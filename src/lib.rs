@@ -40,6 +40,7 @@ pub mod import;
 pub mod jobs;
 pub mod learning;
 pub mod runtime;
+pub mod tasks;
 pub mod telemetry;
 pub mod tenants;
 pub mod wiring;

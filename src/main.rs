@@ -495,7 +495,7 @@ async fn serve(settings: Settings, workers: bool) -> anyhow::Result<()> {
     );
     if settings.run_migrations {
         let (db, shutdown, schema) = (db.clone(), shutdown.clone(), state.schema.clone());
-        tokio::spawn(async move {
+        optimizer::tasks::spawn("setup_database", async move {
             if runtime::setup_database_with_retry(&db, &shutdown).await {
                 schema.open();
             }
@@ -518,7 +518,7 @@ async fn serve(settings: Settings, workers: bool) -> anyhow::Result<()> {
             shutdown.clone(),
             settings.clone(),
         );
-        tokio::spawn(async move {
+        optimizer::tasks::spawn("metrics_server", async move {
             let served = api::serve_with(
                 listener,
                 router,
@@ -551,6 +551,7 @@ async fn serve(settings: Settings, workers: bool) -> anyhow::Result<()> {
         // In-flight jobs finish; fetched-but-unstarted ones go back to the queue.
         let _ = tokio::time::timeout(settings.shutdown_timeout, workers).await;
     }
+    runtime::wait_for_tasks().await;
     db.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -11,7 +11,7 @@ use crate::store::Database;
 pub fn shutdown_on_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let trigger = token.clone();
-    tokio::spawn(async move {
+    crate::tasks::spawn("signal", async move {
         wait_for_signal().await;
         tracing::info!("shutdown signal received; finishing in-flight work");
         trigger.cancel();
@@ -43,6 +43,19 @@ async fn wait_for_signal() {
     tokio::select! {
         () = ctrl_c => {}
         () = terminate => {}
+    }
+}
+
+/// At the end of a binary's shutdown, after its servers and workers stopped: waits briefly for
+/// every other tracked task (the background loops, the batchers' last writes, the metrics
+/// listener) so their work lands before the pool closes. Each ends on the shutdown token or
+/// when its senders are gone; one still running is named in the log by count.
+pub async fn wait_for_tasks() {
+    let left = crate::tasks::wait(Duration::from_secs(5)).await;
+    if left > 0 {
+        tracing::warn!(tasks = left, "tasks still running at exit");
+    } else {
+        tracing::debug!("every task ended");
     }
 }
 
@@ -103,13 +116,17 @@ pub async fn probe(url: &str) -> Result<(), String> {
 /// Starts the API process's background tasks: the learned-weights reloader, the `request_done`
 /// listener that wakes waiting requests, and their release at shutdown.
 pub fn spawn_api_tasks(state: &crate::api::AppState, shutdown: &CancellationToken) {
-    tokio::spawn(crate::learning::reloader::run_reloader(
-        state.engine.clone(),
-        state.db.pool.clone(),
-        state.settings.routing.reload_interval,
-        shutdown.clone(),
-    ));
-    tokio::spawn(
+    crate::tasks::spawn(
+        "reloader",
+        crate::learning::reloader::run_reloader(
+            state.engine.clone(),
+            state.db.pool.clone(),
+            state.settings.routing.reload_interval,
+            shutdown.clone(),
+        ),
+    );
+    crate::tasks::spawn(
+        "notifier",
         state
             .completions
             .notifier
@@ -119,7 +136,7 @@ pub fn spawn_api_tasks(state: &crate::api::AppState, shutdown: &CancellationToke
     // On shutdown, clients waiting for an answer get 202 + status URL at once instead of being
     // cut off when the grace period ends (their jobs may not run in this process any more).
     let (notifier, shutdown) = (state.completions.notifier.clone(), shutdown.clone());
-    tokio::spawn(async move {
+    crate::tasks::spawn("notifier_close", async move {
         shutdown.cancelled().await;
         notifier.close();
     });
@@ -137,12 +154,15 @@ pub fn spawn_in_process_workers(
         crate::jobs::JobContext::new(&state.db, state.engine.clone(), state.settings.clone())?
             .with_notifier(state.completions.notifier.clone())
             .with_lane(state.completions.lane.clone());
-    Ok(tokio::spawn(run_workers(
-        state.db.clone(),
-        std::sync::Arc::new(ctx),
-        crate::jobs::Queue::ALL.to_vec(),
-        shutdown.clone(),
-    )))
+    Ok(crate::tasks::spawn(
+        "workers",
+        run_workers(
+            state.db.clone(),
+            std::sync::Arc::new(ctx),
+            crate::jobs::Queue::ALL.to_vec(),
+            shutdown.clone(),
+        ),
+    ))
 }
 
 /// Runs the job workers for `queues` until `shutdown`: waits for the database to be ready

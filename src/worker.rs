@@ -86,14 +86,14 @@ async fn run(settings: Settings, queues: Vec<Queue>) -> anyhow::Result<()> {
     );
     if settings.run_migrations {
         let (db, shutdown) = (db.clone(), shutdown.clone());
-        tokio::spawn(async move { runtime::setup_database_with_retry(&db, &shutdown).await });
+        crate::tasks::spawn("setup_database", async move {
+            runtime::setup_database_with_retry(&db, &shutdown).await
+        });
     }
-    let workers = tokio::spawn(runtime::run_workers(
-        db.clone(),
-        ctx,
-        queues,
-        shutdown.clone(),
-    ));
+    let workers = crate::tasks::spawn(
+        "workers",
+        runtime::run_workers(db.clone(), ctx, queues, shutdown.clone()),
+    );
     api::serve_with(
         listener,
         api::worker_router(db.clone()),
@@ -104,6 +104,7 @@ async fn run(settings: Settings, queues: Vec<Queue>) -> anyhow::Result<()> {
     .await?;
     shutdown.cancel();
     let _ = tokio::time::timeout(settings.shutdown_timeout, workers).await;
+    runtime::wait_for_tasks().await;
     db.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -125,14 +125,17 @@ impl<T: Send + 'static, C: Clone + Send + 'static> Batcher<T, C> {
     fn send(&self, item: T) -> Result<(), T> {
         let queue = self.queue.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(batches(
-                rx,
-                self.ctx.clone(),
-                self.in_flight,
-                self.limits,
-                self.size,
-                self.write,
-            ));
+            crate::tasks::spawn(
+                "batcher",
+                batches(
+                    rx,
+                    self.ctx.clone(),
+                    self.in_flight,
+                    self.limits,
+                    self.size,
+                    self.write,
+                ),
+            );
             tx
         });
         queue.send(item).map_err(|e| e.0)
@@ -170,7 +173,7 @@ async fn batches<T: Send + 'static, C: Clone>(
             }
         }
         let written = write(ctx.clone(), batch);
-        tokio::spawn(async move {
+        crate::tasks::spawn("batch_write", async move {
             written.await;
             drop(slot);
         });

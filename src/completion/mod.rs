@@ -370,7 +370,7 @@ impl Completions {
         let this = Arc::clone(self);
         let task = async move { this.submit_to_the_end(input).await };
         // In the request's span, so its logs still name the request.
-        match tokio::spawn(tracing::Instrument::in_current_span(task)).await {
+        match crate::tasks::spawn("submit", tracing::Instrument::in_current_span(task)).await {
             Ok(submitted) => submitted,
             Err(e) => match e.try_into_panic() {
                 Ok(panic) => std::panic::resume_unwind(panic),

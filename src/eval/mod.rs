@@ -311,7 +311,7 @@ async fn start_service(
     let server = {
         let shutdown = shutdown.clone();
         let router = crate::api::router(state);
-        tokio::spawn(async move {
+        crate::tasks::spawn("eval_server", async move {
             if let Err(e) =
                 crate::api::serve(listener, router, shutdown, Duration::from_secs(5)).await
             {

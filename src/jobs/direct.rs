@@ -36,7 +36,7 @@ pub(super) async fn register(ctx: &Arc<JobContext>, kind: &str) -> Option<Worker
     }
     let stop = CancellationToken::new();
     let (ctx, beating, worker) = (ctx.clone(), stop.clone(), name.clone());
-    tokio::spawn(async move {
+    crate::tasks::spawn("direct_run", async move {
         let mut beat = tokio::time::interval(ctx.settings.jobs.heartbeat);
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         beat.tick().await;

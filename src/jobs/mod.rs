@@ -126,21 +126,30 @@ pub async fn run_workers(
 ) -> Result<(), WorkerError> {
     // Everything started here stops together: on shutdown, or when a worker fails.
     let shutdown = shutdown.child_token();
-    let sweeper = tokio::spawn(sweeper::run(ctx.clone(), shutdown.clone()));
-    let drift = tokio::spawn(crate::learning::drift::run(
-        ctx.pool.clone(),
-        ctx.settings.learning.drift.clone(),
-        shutdown.clone(),
-    ));
-    let schedule = queues
-        .contains(&Queue::Retrain)
-        .then(|| tokio::spawn(retrain::schedule(ctx.clone(), shutdown.clone())));
+    let sweeper = crate::tasks::spawn("sweeper", sweeper::run(ctx.clone(), shutdown.clone()));
+    let drift = crate::tasks::spawn(
+        "drift",
+        crate::learning::drift::run(
+            ctx.pool.clone(),
+            ctx.settings.learning.drift.clone(),
+            shutdown.clone(),
+        ),
+    );
+    let schedule = queues.contains(&Queue::Retrain).then(|| {
+        crate::tasks::spawn(
+            "retrain_schedule",
+            retrain::schedule(ctx.clone(), shutdown.clone()),
+        )
+    });
     let enabled = |q| queues.contains(&q);
     // In `serve`, the API hands its requests to the direct lane; a worker process takes new
     // jobs as they are announced.
     let direct = enabled(Queue::ProviderCall).then(|| match &ctx.lane {
-        Some(lane) => tokio::spawn(direct::run(ctx.clone(), lane.clone(), shutdown.clone())),
-        None => tokio::spawn(listen::run(ctx.clone(), shutdown.clone())),
+        Some(lane) => crate::tasks::spawn(
+            "direct_lane",
+            direct::run(ctx.clone(), lane.clone(), shutdown.clone()),
+        ),
+        None => crate::tasks::spawn("listen", listen::run(ctx.clone(), shutdown.clone())),
     });
     // Each worker on its own task (see `worker!`).
     let jobs = &ctx.settings.jobs;
@@ -271,7 +280,7 @@ macro_rules! worker {
             .concurrency($concurrency)
             .build($handler);
         let shutdown = $shutdown.clone();
-        tokio::spawn(async move {
+        crate::tasks::spawn("worker", async move {
             let until = shutdown.clone();
             let result = worker
                 .run_until(async move {

@@ -6,7 +6,8 @@
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
-    reason = "integration tests"
+    clippy::disallowed_methods,
+    reason = "integration tests (their helper tasks need no tracking)"
 )]
 
 mod common;
