@@ -22,6 +22,16 @@ pub enum SetupError {
     Judge(String),
 }
 
+/// The judge of shadow comparisons, (provider, model id), when they are on and `JUDGE_MODEL`
+/// names a routable catalog model.
+pub fn judge(
+    engine: &RoutingEngine,
+    settings: &Settings,
+) -> Option<(crate::providers::ProviderId, String)> {
+    let index = judge_index(engine, settings).ok().flatten()?;
+    engine.model(index).map(|m| (m.provider, m.model.clone()))
+}
+
 /// The catalog index of `JUDGE_MODEL` when shadow comparisons are on (None: off).
 pub fn judge_index(
     engine: &RoutingEngine,

@@ -589,11 +589,7 @@ impl Completions {
         if !settings.enabled() {
             return None;
         }
-        let judge = crate::wiring::judge_index(&self.engine, &self.settings)
-            .ok()
-            .flatten()
-            .and_then(|i| self.engine.model(i))
-            .map(|m| m.provider);
+        let judge = crate::wiring::judge(&self.engine, &self.settings).map(|(p, _)| p);
         shadow::Sampling {
             settings,
             judge,

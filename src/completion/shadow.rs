@@ -33,6 +33,13 @@ pub struct ShadowModel {
     pub propensity: f64,
 }
 
+impl ShadowModel {
+    /// `provider/model`: the key of its answer in a sample (`store::shadow::save_answer`).
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.provider, self.model)
+    }
+}
+
 /// The sampler's view of one request.
 pub struct Sampling<'a> {
     pub settings: &'a ShadowSettings,

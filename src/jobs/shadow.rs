@@ -109,12 +109,8 @@ pub async fn run(ctx: &JobContext, request_id: &str) -> Result<Done, sqlx::Error
         Ok(Done::Ended { outcome, stored })
     };
     let settings = &ctx.settings.learning.shadow;
-    let judge = crate::wiring::judge_index(&ctx.engine, &ctx.settings)
-        .ok()
-        .flatten()
-        .and_then(|i| ctx.engine.model(i))
-        .map(|m| (m.provider, m.model.clone()));
-    let Some((judge_provider, judge_model)) = judge else {
+    let Some((judge_provider, judge_model)) = crate::wiring::judge(&ctx.engine, &ctx.settings)
+    else {
         return end("judge_unavailable", 0).await;
     };
     let input: Option<CompletionRequest> = serde_json::from_value(sample.input).ok();
@@ -137,7 +133,7 @@ pub async fn run(ctx: &JobContext, request_id: &str) -> Result<Done, sqlx::Error
         m.provider == served.provider && m.model == served.model
     };
     for m in plan.models.iter().filter(|m| !served_model(m)) {
-        let name = format!("{}/{}", m.provider, m.model);
+        let name = m.key();
         if answers.contains_key(&name) {
             continue;
         }
@@ -179,7 +175,7 @@ pub async fn run(ctx: &JobContext, request_id: &str) -> Result<Done, sqlx::Error
     let mut graded: Vec<(ProviderId, &str, &str, bool, f64)> =
         vec![(served.provider, &served.model, &served.answer, true, 1.0)];
     for m in plan.models.iter().filter(|m| !served_model(m)) {
-        if let Some(answer) = answers.get(&format!("{}/{}", m.provider, m.model)) {
+        if let Some(answer) = answers.get(&m.key()) {
             graded.push((m.provider, &m.model, answer, false, m.propensity));
         }
     }
